@@ -1,0 +1,93 @@
+//! Route handlers, one module per resource, and what they share: the request context and
+//! typed access to JSON body fields with the 400 messages of decision 2.
+
+pub mod admin;
+pub mod im;
+pub mod keys;
+pub mod meta;
+
+use serde_json::{Map, Value};
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::http::Request;
+
+/// Everything a handler sees: the app, the parsed request, the caller and the time.
+pub struct Ctx<'a, 'b> {
+    pub app: &'a App,
+    pub req: &'a mut Request<'b>,
+    /// `None` only on public routes.
+    pub who: Option<Identity>,
+    pub now: i64,
+}
+
+impl Ctx<'_, '_> {
+    /// The caller; public routes have none.
+    pub fn caller(&self) -> Result<&Identity, ApiError> {
+        self.who.as_ref().ok_or_else(|| ApiError::Unauthorized("Missing API key".into()))
+    }
+
+    /// The `i`th `{param}` of the matched path.
+    pub fn param(&self, i: usize) -> &str {
+        self.req.params.get(i).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// A string field: absent or `null` is `None`.
+pub fn opt_string(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request(format!("{field} must be a string"))),
+    }
+}
+
+/// An integer field, with pydantic's lax coercions: `5`, `5.0` and `"5"` are 5.
+pub fn opt_int(body: &Map<String, Value>, field: &str) -> Result<Option<i64>, ApiError> {
+    let bad = || ApiError::bad_request(format!("{field} must be an integer"));
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(Some(i)),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+            _ => Err(bad()),
+        },
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// A list-of-strings field.
+pub fn opt_string_list(body: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let bad = || ApiError::bad_request(format!("{field} must be a list of strings"));
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn field_types_and_messages() {
+        let body = json!({"n": "5", "f": 1.0, "h": 1.5, "s": 3, "l": ["a", 1], "z": null});
+        let body = body.as_object().unwrap();
+        assert_eq!(opt_int(body, "n").unwrap(), Some(5));
+        assert_eq!(opt_int(body, "f").unwrap(), Some(1));
+        assert_eq!(opt_int(body, "h").unwrap_err().message(), "h must be an integer");
+        assert_eq!(opt_int(body, "z").unwrap(), None);
+        assert_eq!(opt_string(body, "s").unwrap_err().message(), "s must be a string");
+        assert_eq!(opt_string(body, "missing").unwrap(), None);
+        assert_eq!(opt_string_list(body, "l").unwrap_err().message(), "l must be a list of strings");
+        assert_eq!(opt_string_list(body, "s").unwrap_err().message(), "s must be a list of strings");
+    }
+}

@@ -1,0 +1,304 @@
+//! The application: shared state and the request pipeline.
+//!
+//! [`handle`] is the whole pipeline as plain function calls: match the route, refuse an
+//! oversized body, parse a JSON body, authenticate, apply the key's daily quota, call the
+//! handler, then add the quota headers. [`App::maintain`] runs on a background thread: it
+//! notices key changes made by the CLI and writes the batched key usage.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::api::Ctx;
+use crate::api::admin::LoginThrottle;
+use crate::auth::{self, ActiveKey, Credential, Identity, KeyCache};
+use crate::db::{self, Db};
+use crate::error::ApiError;
+use crate::http::{MAX_JSON_BODY, Request, Response};
+use crate::quota::{DailyQuota, Verdict};
+use crate::routes::{self, Access, Body, Match, Route};
+use crate::secrets::{self, MacKey};
+use crate::timefmt::now_micros;
+
+/// Settings of a running server, from the command line and the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Daily limit of keys whose own limit is null; `None` is unlimited.
+    pub default_daily_limit: Option<i64>,
+    /// The upload limit of `--max-upload-mb`; read by the file routes of the chat issue.
+    #[allow(dead_code)]
+    pub max_upload_bytes: usize,
+}
+
+pub struct App {
+    pub settings: Settings,
+    pub db: Db,
+    pub mac: MacKey,
+    pub keys: KeyCache,
+    pub quota: Mutex<DailyQuota>,
+    pub login_throttle: Mutex<LoginThrottle>,
+    pub started: Instant,
+    keys_generation: AtomicI64,
+}
+
+impl App {
+    pub fn new(settings: Settings, db: Db, mac: MacKey) -> Result<App, String> {
+        let generation = db
+            .conn()
+            .and_then(|c| db::keys_generation(&c))
+            .map_err(|e| format!("cannot read the database: {e}"))?;
+        Ok(App {
+            settings,
+            db,
+            mac,
+            keys: KeyCache::default(),
+            quota: Mutex::new(DailyQuota::default()),
+            login_throttle: Mutex::new(LoginThrottle::default()),
+            started: Instant::now(),
+            keys_generation: AtomicI64::new(generation),
+        })
+    }
+
+    /// Drops every cached key verification; called after any change to the keys table.
+    pub fn keys_changed(&self) {
+        if let Ok(generation) = self.db.conn().and_then(|c| db::keys_generation(&c)) {
+            self.keys_generation.store(generation, Ordering::SeqCst);
+        }
+        self.keys.clear();
+    }
+
+    /// One round of background upkeep: pick up key changes made by another process and
+    /// write pending key usage. Returns an error only for logging.
+    pub fn maintain(&self, flush_usage: bool) -> Result<(), String> {
+        let conn = self.db.conn().map_err(|e| e.to_string())?;
+        let generation = db::keys_generation(&conn).map_err(|e| e.to_string())?;
+        if generation != self.keys_generation.swap(generation, Ordering::SeqCst) {
+            self.keys.clear();
+        }
+        drop(conn);
+        if flush_usage {
+            self.flush_usage()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the key usage counted since the last flush.
+    pub fn flush_usage(&self) -> Result<(), String> {
+        let pending = self.quota.lock().unwrap_or_else(|e| e.into_inner()).take_pending();
+        if pending.0.is_empty() && pending.1.is_empty() {
+            return Ok(());
+        }
+        let result = self.db.conn().and_then(|mut c| db::save_usage(&mut c, &pending.0, &pending.1));
+        if let Err(e) = result {
+            self.quota.lock().unwrap_or_else(|e| e.into_inner()).restore_pending(pending);
+            return Err(format!("cannot write key usage: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Verifies a raw API key: shape, MAC, cache, then the database.
+    fn verify_api_key(&self, raw: &str, now: i64) -> Result<Arc<ActiveKey>, ApiError> {
+        let invalid = || ApiError::Unauthorized("Invalid API key".into());
+        if !secrets::looks_like_api_key(raw) {
+            return Err(invalid());
+        }
+        let mac = self.mac.mac(raw);
+        if let Some(key) = self.keys.get(&mac, now) {
+            return Ok(key);
+        }
+        let generation = self.keys_generation.load(Ordering::SeqCst);
+        let conn = self.db.conn()?;
+        let row = db::find_active_key(&conn, &mac, now)?.ok_or_else(invalid)?;
+        let key = Arc::new(ActiveKey::from_row(&row));
+        // A change that landed while we looked must not be hidden by a stale entry.
+        if generation == self.keys_generation.load(Ordering::SeqCst) {
+            self.keys.insert(mac, key.clone());
+        }
+        Ok(key)
+    }
+
+    /// An admin token: `Ok(Some(name))` if valid, `Ok(None)` if unknown, `Err` if expired.
+    pub fn verify_admin_token(&self, token: &str, now: i64) -> Result<Option<String>, ApiError> {
+        if !token.starts_with(secrets::ADMIN_TOKEN_PREFIX) || token.len() > 128 {
+            return Ok(None);
+        }
+        let conn = self.db.conn()?;
+        match db::find_admin_token(&conn, &self.mac.mac(token))? {
+            Some((_, expires_at)) if expires_at <= now => Err(ApiError::Unauthorized("Token expired".into())),
+            Some((name, _)) => Ok(Some(name)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Quota headers to add to a keyed response.
+struct QuotaHeaders {
+    limit: i64,
+    remaining: i64,
+    reset_secs: i64,
+}
+
+/// The request pipeline. Never panics on its own account; `server` catches handler panics.
+pub fn handle(app: &App, req: &mut Request<'_>) -> Response {
+    let now = now_micros();
+    let (route, params) = match routes::find(&req.method, &req.path) {
+        Match::Found(route, params) => (route, params),
+        Match::WrongMethod(allowed) => {
+            return ApiError::MethodNotAllowed(allowed).into_response(&req.path);
+        }
+        Match::NotFound => return not_found(app, req, now),
+    };
+    req.params = params;
+    let mut quota = None;
+    let result = run_route(app, route, req, now, &mut quota);
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => e.into_response(&format!("{} {}", route.method, route.path)),
+    };
+    if let Some(q) = quota {
+        response.header("RateLimit-Policy", format!("\"daily\";q={};w=86400", q.limit));
+        response.header("RateLimit", format!("\"daily\";r={};t={}", q.remaining, q.reset_secs));
+    }
+    response
+}
+
+fn run_route(
+    app: &App,
+    route: &'static Route,
+    req: &mut Request<'_>,
+    now: i64,
+    quota: &mut Option<QuotaHeaders>,
+) -> Result<Response, ApiError> {
+    let limit = match route.body {
+        Body::Json | Body::None => MAX_JSON_BODY,
+    };
+    if req.body_len.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    // AstrBot's dashboard middleware runs before the body is looked at; the Open API
+    // parses JSON before it checks the key.
+    let who = if route.access == Access::Dashboard {
+        let who = authenticate_dashboard(app, req, now)?;
+        if route.body == Body::Json {
+            req.parse_json_body()?;
+        }
+        Some(who)
+    } else {
+        if route.body == Body::Json {
+            req.parse_json_body()?;
+        }
+        authenticate(app, req, route.access, now)?
+    };
+    if let Some(Identity::Key(key)) = &who {
+        apply_quota(app, key, now, quota)?;
+    }
+    let mut ctx = Ctx { app, req, who, now };
+    (route.handler)(&mut ctx)
+}
+
+/// Authentication for Open API routes (reference 2.1–2.3).
+fn authenticate(
+    app: &App,
+    req: &Request<'_>,
+    access: Access,
+    now: i64,
+) -> Result<Option<Identity>, ApiError> {
+    let scope = match access {
+        Access::Public => return Ok(None),
+        Access::Scope(s) => Some(s),
+        Access::Admin | Access::Dashboard => None,
+    };
+    let missing = || ApiError::Unauthorized("Missing API key".into());
+    let insufficient = || ApiError::Forbidden("Insufficient API key scope".into());
+    let raw_key = match auth::extract_credential(req) {
+        Credential::None => return Err(missing()),
+        Credential::Cookie(token) => {
+            return match app.verify_admin_token(&token, now)? {
+                Some(name) => Ok(Some(Identity::Admin(name))),
+                None => Err(ApiError::Unauthorized("Invalid token".into())),
+            };
+        }
+        Credential::Bearer(token) => {
+            if let Some(name) = app.verify_admin_token(&token, now)? {
+                return Ok(Some(Identity::Admin(name)));
+            }
+            token
+        }
+        Credential::ApiKey(key) => key,
+    };
+    // Routes outside the Open API scopes refuse any key, valid or not, before a lookup.
+    let Some(scope) = scope else { return Err(insufficient()) };
+    let key = app.verify_api_key(&raw_key, now)?;
+    if !auth::scopes_allow(&key.scopes, scope) {
+        return Err(insufficient());
+    }
+    Ok(Some(Identity::Key(key)))
+}
+
+/// Authentication for AstrBot's legacy dashboard routes (reference 2.6).
+fn authenticate_dashboard(app: &App, req: &Request<'_>, now: i64) -> Result<Identity, ApiError> {
+    let token = auth::extract_dashboard_token(req).ok_or_else(|| ApiError::Unauthorized("未授权".into()))?;
+    match app.verify_admin_token(&token, now) {
+        Ok(Some(name)) => Ok(Identity::Admin(name)),
+        Ok(None) => Err(ApiError::Unauthorized("Token 无效".into())),
+        Err(ApiError::Unauthorized(_)) => Err(ApiError::Unauthorized("Token 过期".into())),
+        Err(e) => Err(e),
+    }
+}
+
+fn apply_quota(
+    app: &App,
+    key: &ActiveKey,
+    now: i64,
+    headers: &mut Option<QuotaHeaders>,
+) -> Result<(), ApiError> {
+    let limit = key.effective_limit(app.settings.default_daily_limit);
+    let verdict = app.quota.lock().unwrap_or_else(|e| e.into_inner()).check(&key.key_id, limit, now, |day| {
+        app.db.conn().and_then(|c| db::usage_count(&c, &key.key_id, day)).unwrap_or_else(|e| {
+            log::error!("cannot read usage of key {}: {e}", key.key_id);
+            0
+        })
+    });
+    match verdict {
+        Verdict::Exceeded { limit, retry_after } => {
+            // The refusal still tells the client its policy, with nothing remaining.
+            *headers = Some(QuotaHeaders { limit, remaining: 0, reset_secs: retry_after });
+            Err(ApiError::TooManyRequests { message: "Daily request limit exceeded".into(), retry_after })
+        }
+        Verdict::Allowed { limit: Some(limit), remaining, reset_secs } => {
+            *headers = Some(QuotaHeaders { limit, remaining, reset_secs });
+            Ok(())
+        }
+        Verdict::Allowed { limit: None, .. } => Ok(()),
+    }
+}
+
+/// AstrBot's answers for paths no route matches (reference 1.5): its catch-all static
+/// route serves GET, so other methods get 405 with `Allow: GET`; unknown `/api/v1` paths
+/// are 404 envelopes; other `/api/` paths are behind the dashboard login; anything else is
+/// a plain-text 404.
+fn not_found(app: &App, req: &Request<'_>, now: i64) -> Response {
+    let is_api = req.path == "/api" || req.path.starts_with("/api/");
+    let is_v1 = req.path == "/api/v1" || req.path.starts_with("/api/v1/");
+    if is_api && !is_v1 {
+        if let Err(e) = authenticate_dashboard(app, req, now) {
+            return e.into_response(&req.path);
+        }
+    }
+    if req.method != "GET" {
+        return ApiError::MethodNotAllowed(vec!["GET"]).into_response(&req.path);
+    }
+    if is_api {
+        return ApiError::NotFound("Not Found".into()).into_response(&req.path);
+    }
+    Response::new(
+        404,
+        "text/plain; charset=utf-8",
+        "404 Not found: this path does not exist. See / for the documentation.\n".into(),
+    )
+}
+
+/// Seconds since the server started.
+pub fn uptime_secs(app: &App) -> u64 {
+    app.started.elapsed().as_secs()
+}

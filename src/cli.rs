@@ -1,0 +1,500 @@
+//! The command line: parsed once into a typed [`Command`], then run.
+//!
+//! `serve` runs the server; `admin password` and `key ...` work on the data folder
+//! directly, whether a server is running or not (SQLite serialises the writers, and a
+//! running server notices key changes within a second).
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::admin::DEFAULT_ADMIN;
+use crate::app::{App, Settings};
+use crate::db::{self, Db};
+use crate::keys::{self, NewKey};
+use crate::secrets::{self, MacKey};
+use crate::timefmt::{iso, now_micros};
+
+pub const USAGE: &str = "\
+astrbot: AstrBot's developer HTTP API as a single-binary appliance
+
+Usage:
+  astrbot serve [--listen ADDR] [--data DIR] [--default-daily-limit N]
+                [--max-upload-mb N] [--log-level LEVEL]
+  astrbot admin password [--data DIR] [--username NAME]   (new password on stdin)
+  astrbot key create --name NAME --scopes chat,file [--expires-in-days N]
+                     [--daily-limit N] [--json] [--data DIR]
+  astrbot key list [--json] [--data DIR]
+  astrbot key revoke KEY_ID [--data DIR]
+  astrbot key delete KEY_ID [--data DIR]
+  astrbot --version
+
+Environment: ASTRBOT_LISTEN (default 127.0.0.1:6185), ASTRBOT_DATA (default ./data),
+ASTRBOT_ADMIN_PASSWORD (first start only). Flags win over the environment.
+";
+
+#[derive(Debug, PartialEq)]
+pub struct ServeArgs {
+    pub listen: String,
+    pub data: PathBuf,
+    pub default_daily_limit: Option<i64>,
+    pub max_upload_mb: u64,
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Serve(ServeArgs),
+    AdminPassword { data: PathBuf, username: Option<String> },
+    KeyCreate { data: PathBuf, key: NewKey, json: bool },
+    KeyList { data: PathBuf, json: bool },
+    KeyRevoke { data: PathBuf, key_id: String },
+    KeyDelete { data: PathBuf, key_id: String },
+    Help,
+    Version,
+}
+
+impl PartialEq for NewKey {
+    fn eq(&self, o: &NewKey) -> bool {
+        (&self.name, &self.scopes, self.expires_in_days, self.daily_limit)
+            == (&o.name, &o.scopes, o.expires_in_days, o.daily_limit)
+    }
+}
+
+/// Flags and positional arguments of one subcommand.
+struct Args {
+    flags: Vec<(String, Option<String>)>,
+    positional: Vec<String>,
+}
+
+const BOOL_FLAGS: &[&str] = &["--json", "--help", "-h"];
+
+fn split_args(args: &[String]) -> Result<Args, String> {
+    let mut flags = Vec::new();
+    let mut positional = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if let Some((name, value)) = arg.split_once('=').filter(|_| arg.starts_with("--")) {
+            flags.push((name.to_owned(), Some(value.to_owned())));
+        } else if BOOL_FLAGS.contains(&arg.as_str()) {
+            flags.push((arg.clone(), None));
+        } else if arg.starts_with("--") {
+            let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+            flags.push((arg.clone(), Some(value.clone())));
+        } else {
+            positional.push(arg.clone());
+        }
+    }
+    Ok(Args { flags, positional })
+}
+
+impl Args {
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.flags.iter().position(|(n, _)| n == name)?;
+        self.flags.remove(i).1
+    }
+
+    fn has(&mut self, name: &str) -> bool {
+        let i = self.flags.iter().position(|(n, _)| n == name);
+        i.map(|i| self.flags.remove(i)).is_some()
+    }
+
+    fn int(&mut self, name: &str) -> Result<Option<i64>, String> {
+        self.take(name)
+            .map(|v| v.parse::<i64>().map_err(|_| format!("{name} must be an integer, not {v:?}")))
+            .transpose()
+    }
+
+    fn data(&mut self, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+        self.take("--data").or_else(|| env("ASTRBOT_DATA")).unwrap_or_else(|| "./data".into()).into()
+    }
+
+    /// Refuses anything not consumed.
+    fn finish(self, max_positional: usize) -> Result<Vec<String>, String> {
+        if let Some((flag, _)) = self.flags.first() {
+            return Err(format!("unknown option {flag}"));
+        }
+        if self.positional.len() > max_positional {
+            return Err(format!("unexpected argument {:?}", self.positional[max_positional]));
+        }
+        Ok(self.positional)
+    }
+}
+
+/// Parses `argv[1..]` with an environment lookup.
+pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
+    let Some(first) = argv.first() else { return Ok(Command::Help) };
+    match first.as_str() {
+        "-h" | "--help" | "help" => return Ok(Command::Help),
+        "-V" | "--version" | "version" => return Ok(Command::Version),
+        _ => {}
+    }
+    let (sub, rest) = match (first.as_str(), argv.get(1).map(String::as_str)) {
+        ("serve", _) => ("serve", &argv[1..]),
+        ("admin", Some("password")) => ("admin password", &argv[2..]),
+        ("key", Some(s @ ("create" | "list" | "revoke" | "delete"))) => (s, &argv[2..]),
+        _ => return Err(format!("unknown command {:?}; see astrbot --help", argv.join(" "))),
+    };
+    let mut a = split_args(rest)?;
+    if a.has("--help") || a.has("-h") {
+        return Ok(Command::Help);
+    }
+    let data = a.data(env);
+    let command = match sub {
+        "serve" => {
+            let listen = a
+                .take("--listen")
+                .or_else(|| env("ASTRBOT_LISTEN"))
+                .unwrap_or_else(|| "127.0.0.1:6185".into());
+            let default_daily_limit = a.int("--default-daily-limit")?;
+            if default_daily_limit.is_some_and(|n| n < 0) {
+                return Err("--default-daily-limit must be 0 or greater".into());
+            }
+            let max_upload_mb = a.int("--max-upload-mb")?.unwrap_or(64);
+            if !(1..=1_000_000).contains(&max_upload_mb) {
+                return Err("--max-upload-mb must be between 1 and 1000000".into());
+            }
+            let level = a.take("--log-level").unwrap_or_else(|| "info".into());
+            let log_level = level.parse().map_err(|_| {
+                format!("--log-level must be error, warn, info, debug or trace, not {level:?}")
+            })?;
+            a.finish(0)?;
+            Command::Serve(ServeArgs {
+                listen,
+                data,
+                default_daily_limit: default_daily_limit.filter(|n| *n > 0),
+                max_upload_mb: max_upload_mb as u64,
+                log_level,
+            })
+        }
+        "admin password" => {
+            let username = a.take("--username");
+            a.finish(0)?;
+            Command::AdminPassword { data, username }
+        }
+        "create" => {
+            let name = a.take("--name");
+            let scopes = a
+                .take("--scopes")
+                .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+            let key = NewKey {
+                name,
+                scopes,
+                expires_in_days: a.int("--expires-in-days")?,
+                daily_limit: a.int("--daily-limit")?,
+            };
+            let json = a.has("--json");
+            a.finish(0)?;
+            Command::KeyCreate { data, key, json }
+        }
+        "list" => {
+            let json = a.has("--json");
+            a.finish(0)?;
+            Command::KeyList { data, json }
+        }
+        "revoke" | "delete" => {
+            let mut pos = a.finish(1)?;
+            let key_id = pos.pop().ok_or_else(|| format!("key {sub} needs a KEY_ID"))?;
+            if sub == "revoke" {
+                Command::KeyRevoke { data, key_id }
+            } else {
+                Command::KeyDelete { data, key_id }
+            }
+        }
+        _ => unreachable!("matched above"),
+    };
+    Ok(command)
+}
+
+/// Creates the data folder with mode 0700 (and tightens an existing one).
+pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the data folder {}: {e}", dir.display()))?;
+    let mode = std::fs::metadata(dir).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict {} to mode 0700: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn open_store(dir: &Path) -> Result<(Db, MacKey), String> {
+    prepare_data_dir(dir)?;
+    let mac = MacKey::load_or_create(dir)
+        .map_err(|e| format!("cannot read the secret in {}: {e}", dir.display()))?;
+    let db = Db::open(dir)?;
+    Ok((db, mac))
+}
+
+/// Runs a command; the error is the one line `main` prints.
+pub fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("astrbot {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Serve(args) => serve(args),
+        Command::AdminPassword { data, username } => admin_password(&data, username),
+        Command::KeyCreate { data, key, json } => key_create(&data, &key, json),
+        Command::KeyList { data, json } => key_list(&data, json),
+        Command::KeyRevoke { data, key_id } => {
+            let (db, _) = open_store(&data)?;
+            let mut conn = db.conn().map_err(|e| e.to_string())?;
+            match db::revoke_key(&mut conn, &key_id, now_micros()).map_err(|e| e.to_string())? {
+                true => Ok(println!("revoked {key_id}")),
+                false => Err("API key not found".into()),
+            }
+        }
+        Command::KeyDelete { data, key_id } => {
+            let (db, _) = open_store(&data)?;
+            let mut conn = db.conn().map_err(|e| e.to_string())?;
+            match db::delete_key(&mut conn, &key_id).map_err(|e| e.to_string())? {
+                true => Ok(println!("deleted {key_id}")),
+                false => Err("API key not found".into()),
+            }
+        }
+    }
+}
+
+fn key_create(data: &Path, key: &NewKey, json: bool) -> Result<(), String> {
+    let (db, mac) = open_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    let now = now_micros();
+    let (row, raw) = keys::create(&mut conn, &mac, key, "cli", now).map_err(|e| e.message())?;
+    if json {
+        println!("{}", keys::created_json(&row, &raw, now));
+    } else {
+        println!("{raw}");
+        eprintln!(
+            "created key {} \"{}\" with scopes {}; the key above is shown only once",
+            row.key_id,
+            row.name,
+            row.scopes.unwrap_or_default().join(",")
+        );
+    }
+    Ok(())
+}
+
+fn key_list(data: &Path, json: bool) -> Result<(), String> {
+    let (db, _) = open_store(data)?;
+    let conn = db.conn().map_err(|e| e.to_string())?;
+    let rows = db::list_keys(&conn).map_err(|e| e.to_string())?;
+    let now = now_micros();
+    if json {
+        let items: Vec<Value> = rows.iter().map(|r| keys::to_json(r, now)).collect();
+        println!("{}", Value::Array(items));
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<12}  {:<8}  {:<20}  {:<25}  NAME  SCOPES",
+        "KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES"
+    );
+    for r in rows {
+        let state = if r.revoked_at.is_some() {
+            "revoked"
+        } else if r.expires_at.is_some_and(|t| t < now) {
+            "expired"
+        } else {
+            "active"
+        };
+        let last = r.last_used_at.map(|t| iso(t)[..19].to_owned()).unwrap_or_else(|| "never".into());
+        let expires = r.expires_at.map(iso).unwrap_or_else(|| "never".into());
+        let scopes = r.scopes.unwrap_or_default().join(",");
+        println!(
+            "{:<36}  {:<12}  {state:<8}  {last:<20}  {expires:<25}  {}  {scopes}",
+            r.key_id, r.key_prefix, r.name
+        );
+    }
+    Ok(())
+}
+
+fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
+    let (db, _) = open_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    let username = match username {
+        Some(u) => u,
+        None => db::admin_username(&conn).map_err(|e| e.to_string())?.unwrap_or_else(|| DEFAULT_ADMIN.into()),
+    };
+    if io::stdin().is_terminal() {
+        eprint!("new password for {username}: ");
+        let _ = io::stderr().flush();
+    }
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 8 {
+        return Err("the password must be at least 8 characters".into());
+    }
+    let phc = secrets::hash_password(password)?;
+    db::set_admin_password(&mut conn, &username, &phc, now_micros()).map_err(|e| e.to_string())?;
+    println!("password of {username} changed; every admin token of {username} has been signed out");
+    Ok(())
+}
+
+/// Creates the administrator on the first start, from `ASTRBOT_ADMIN_PASSWORD` or a
+/// generated password printed once.
+fn ensure_admin(db: &Db) -> Result<(), String> {
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    if db::admin_exists(&conn).map_err(|e| e.to_string())? {
+        if std::env::var_os("ASTRBOT_ADMIN_PASSWORD").is_some() {
+            log::info!("ASTRBOT_ADMIN_PASSWORD is ignored: the administrator already exists");
+        }
+        return Ok(());
+    }
+    let from_env = std::env::var("ASTRBOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let password = from_env.clone().unwrap_or_else(secrets::new_password);
+    let phc = secrets::hash_password(&password)?;
+    let created =
+        db::create_first_admin(&mut conn, DEFAULT_ADMIN, &phc, now_micros()).map_err(|e| e.to_string())?;
+    if created {
+        if from_env.is_some() {
+            log::info!(
+                "administrator \"{DEFAULT_ADMIN}\" created with the password from ASTRBOT_ADMIN_PASSWORD"
+            );
+        } else {
+            // Printed once, outside the log filter, so it cannot be lost to --log-level.
+            eprintln!(
+                "admin password for \"{DEFAULT_ADMIN}\": {password}  (shown once; change it with `astrbot admin password`)"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        // tiny_http logs its accept loop ending at shutdown as an error; we report
+        // transport failures ourselves.
+        .add_filter_ignore_str("tiny_http")
+        .build();
+    let _ = simplelog::WriteLogger::init(level, config, io::stderr());
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logging(args.log_level);
+    crate::netguard::raise_nofile_limit();
+    let (db, mac) = open_store(&args.data)?;
+    ensure_admin(&db)?;
+    let settings = Settings {
+        default_daily_limit: args.default_daily_limit,
+        max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
+    };
+    let app = Arc::new(App::new(settings, db, mac)?);
+
+    // The signal pipe is registered before anything listens, so no signal is missed.
+    let (mut signal_rx, signal_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::low_level::pipe::register(sig, signal_tx.try_clone().map_err(|e| e.to_string())?)
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
+
+    let server = crate::server::Server::bind(app.clone(), &args.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    println!("listening on http://{}", server.local_addr());
+    let _ = io::stdout().flush();
+    log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), args.data.display());
+
+    let maintainer = app.clone();
+    std::thread::Builder::new()
+        .name("maintain".into())
+        .spawn(move || {
+            let mut tick = 0u64;
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                tick += 1;
+                if let Err(e) = maintainer.maintain(tick % 4 == 0) {
+                    log::error!("background upkeep failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+
+    server
+        .run(|| {
+            let mut byte = [0u8; 1];
+            let _ = io::Read::read(&mut signal_rx, &mut byte);
+        })
+        .map_err(|e| e.to_string())?;
+    app.flush_usage()?;
+    if let Ok(conn) = app.db.conn() {
+        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn serve_flags_win_over_env() {
+        let env = |k: &str| match k {
+            "ASTRBOT_LISTEN" => Some("0.0.0.0:1".to_owned()),
+            "ASTRBOT_DATA" => Some("/env".to_owned()),
+            _ => None,
+        };
+        let Command::Serve(s) =
+            parse(&args("serve --listen 127.0.0.1:0 --default-daily-limit 5"), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((s.listen.as_str(), s.data.to_str().unwrap()), ("127.0.0.1:0", "/env"));
+        assert_eq!(s.default_daily_limit, Some(5));
+        let Command::Serve(s) = parse(&args("serve"), &no_env).unwrap() else { panic!() };
+        assert_eq!(
+            (s.listen.as_str(), s.data.to_str().unwrap(), s.max_upload_mb),
+            ("127.0.0.1:6185", "./data", 64)
+        );
+    }
+
+    #[test]
+    fn key_commands() {
+        let c = parse(
+            &args("key create --name bot --scopes chat,file --daily-limit 3 --json --data /d"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Command::KeyCreate {
+                data: "/d".into(),
+                key: NewKey {
+                    name: Some("bot".into()),
+                    scopes: Some(vec!["chat".into(), "file".into()]),
+                    expires_in_days: None,
+                    daily_limit: Some(3)
+                },
+                json: true
+            }
+        );
+        assert_eq!(
+            parse(&args("key revoke abc"), &no_env).unwrap(),
+            Command::KeyRevoke { data: "./data".into(), key_id: "abc".into() }
+        );
+        assert!(parse(&args("key revoke"), &no_env).is_err());
+        assert!(parse(&args("key list --bogus x"), &no_env).unwrap_err().contains("unknown option --bogus"));
+        assert!(parse(&args("serve --max-upload-mb x"), &no_env).is_err());
+        assert!(parse(&args("frobnicate"), &no_env).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The one error type of the HTTP API and the one place it becomes a response.
+//!
+//! Handlers return `Result<Response, ApiError>`; [`ApiError::into_response`] maps every
+//! variant to its status code and AstrBot's envelope `{"status":"error","message":...}`.
+//! Server-side failures (`Internal`) are logged here with their cause and shown to the
+//! client only as `Internal server error`; client errors are not logged, they are not news.
+
+use std::fmt;
+
+use crate::http::Response;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is wrong (bad JSON, wrong field type, a validation rule).
+    BadRequest(String),
+    /// 401 with AstrBot's message (`Missing API key`, `Invalid API key`, `未授权`, ...).
+    Unauthorized(String),
+    /// 403 with AstrBot's message (`Insufficient API key scope`, ...).
+    Forbidden(String),
+    /// 404 with a message (`Not Found` for unknown routes).
+    NotFound(String),
+    /// 405 with the methods the path does allow, sent in `Allow`.
+    MethodNotAllowed(Vec<&'static str>),
+    /// 413: the body is larger than the route accepts; it is not read.
+    PayloadTooLarge(usize),
+    /// 429 with `Retry-After` in seconds.
+    TooManyRequests { message: String, retry_after: i64 },
+    /// 500: our fault. The cause is logged, never sent.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(message.into())
+    }
+
+    pub fn internal(cause: impl fmt::Display) -> ApiError {
+        ApiError::Internal(cause.to_string())
+    }
+
+    /// The HTTP status code of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::NotFound(_) => 404,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::TooManyRequests { .. } => 429,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// The message the client sees.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m) => m.clone(),
+            ApiError::TooManyRequests { message, .. } => message.clone(),
+            ApiError::MethodNotAllowed(_) => "Method Not Allowed".to_owned(),
+            ApiError::PayloadTooLarge(limit) => {
+                format!("Request body too large (limit {limit} bytes)")
+            }
+            ApiError::Internal(_) => "Internal server error".to_owned(),
+        }
+    }
+
+    /// The single mapping from an error to what goes on the wire. `route` names the
+    /// request in the log line of a server-side failure.
+    pub fn into_response(self, route: &str) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            log::error!("{route}: {cause}");
+        }
+        let mut response = Response::error(self.status(), &self.message());
+        match self {
+            ApiError::MethodNotAllowed(methods) => response.header("Allow", methods.join(", ")),
+            ApiError::TooManyRequests { retry_after, .. } => {
+                response.header("Retry-After", retry_after.to_string())
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.message())
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> ApiError {
+        ApiError::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> ApiError {
+        ApiError::Internal(format!("i/o: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_and_headers() {
+        let r = ApiError::MethodNotAllowed(vec!["GET", "POST"]).into_response("t");
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header_value("Allow"), Some("GET, POST"));
+        assert_eq!(r.body_str(), r#"{"status":"error","message":"Method Not Allowed"}"#);
+
+        let r = ApiError::TooManyRequests { message: "x".into(), retry_after: 7 }.into_response("t");
+        assert_eq!((r.status, r.header_value("Retry-After")), (429, Some("7")));
+
+        let r = ApiError::internal("disk on fire").into_response("t");
+        assert_eq!(r.body_str(), r#"{"status":"error","message":"Internal server error"}"#);
+    }
+}

@@ -1,0 +1,34 @@
+//! astrbot: AstrBot's developer HTTP API as a minimal synchronous single binary.
+//!
+//! `main` parses the command line and runs it; everything else lives in the modules below.
+//! See ARCHITECTURE.md for the map.
+
+mod api;
+mod app;
+mod auth;
+mod cli;
+mod db;
+mod error;
+mod http;
+mod keys;
+mod markdown;
+mod netguard;
+mod openapi;
+mod quota;
+mod routes;
+mod secrets;
+mod server;
+mod timefmt;
+
+/// Contains tiny_http's drain allocation; see `netguard`.
+#[global_allocator]
+static ALLOCATOR: netguard::GuardedAlloc = netguard::GuardedAlloc;
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = cli::parse(&argv, &|k| std::env::var(k).ok()).and_then(cli::run);
+    if let Err(message) = result {
+        eprintln!("astrbot: {message}");
+        std::process::exit(2);
+    }
+}

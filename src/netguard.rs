@@ -1,0 +1,280 @@
+//! Containment of tiny_http 0.12's transport defects (reference `crates.md` §1), all in
+//! one place so the rest of the program can treat the server as sound.
+//!
+//! - **Huge `Content-Length` abort.** When a request with an unread body is dropped,
+//!   tiny_http's `EqualReader::drop` allocates a zeroed buffer of the whole remaining
+//!   length; 10^12 bytes aborts the process. The server drops every request inside
+//!   [`while_draining`], and during that window [`GuardedAlloc`] serves zeroed allocations
+//!   of 1 MiB or more with a fixed 1 MiB mapping followed by a `PROT_NONE` guard. The drain
+//!   only ever hands that buffer to `read(2)`, which writes at most what the socket has
+//!   buffered and fails with `EFAULT` rather than write past the mapping. Before such a
+//!   request is answered, [`close_read_side`] shuts down the socket's read side, so the
+//!   drain ends at once and the rest of the body is never parsed as a request.
+//! - **No timeouts.** [`spawn_sweeper`] gives every accepted socket a read timeout (idle
+//!   keep-alive connections, stalled bodies and stalled headers all end); the listener
+//!   passes `TCP_NODELAY` and a send timeout to accepted sockets. `SO_RCVTIMEO` is never
+//!   set on the listener itself: Linux would apply it to `accept()` and kill tiny_http's
+//!   accept thread.
+//! - **One thread and two descriptors per connection.** [`raise_nofile_limit`] lifts the
+//!   soft descriptor limit to the hard one at start.
+//!
+//! Not contained: tiny_http reads a header line without a size limit, so a client can make
+//! the process hold one very long header line in memory while it sends it; put a reverse
+//! proxy in front of a server exposed to the internet.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Zeroed allocations at least this large are clamped while draining.
+const CLAMP_FROM: usize = 1 << 20;
+/// The usable size of a clamped allocation; the socket buffer is never larger in one read.
+const CLAMPED_LEN: usize = 1 << 20;
+/// A guard after it, a multiple of every page size Linux uses (4, 16 and 64 KiB).
+const GUARD_LEN: usize = 64 << 10;
+const SLOTS: usize = 8;
+
+thread_local! {
+    static DRAINING: Cell<bool> = const { Cell::new(false) };
+    static CLAMPED: Cell<[usize; SLOTS]> = const { Cell::new([0; SLOTS]) };
+}
+
+/// The global allocator: the system allocator, except for tiny_http's drain buffers.
+pub struct GuardedAlloc;
+
+fn draining() -> bool {
+    DRAINING.with(Cell::get)
+}
+
+fn take_clamped(ptr: *mut u8) -> bool {
+    CLAMPED.with(|slots| {
+        let mut s = slots.get();
+        match s.iter().position(|p| *p == ptr as usize) {
+            Some(i) => {
+                s[i] = 0;
+                slots.set(s);
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+unsafe fn map_clamped() -> *mut u8 {
+    let free = CLAMPED.with(|slots| slots.get().iter().position(|p| *p == 0));
+    let Some(slot) = free else { return std::ptr::null_mut() };
+    // SAFETY: an anonymous private mapping; we own it until `munmap` in `dealloc`.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            CLAMPED_LEN + GUARD_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return std::ptr::null_mut();
+        }
+        let guard = (p as *mut u8).add(CLAMPED_LEN) as *mut libc::c_void;
+        if libc::mprotect(guard, GUARD_LEN, libc::PROT_NONE) != 0 {
+            libc::munmap(p, CLAMPED_LEN + GUARD_LEN);
+            return std::ptr::null_mut();
+        }
+        CLAMPED.with(|slots| {
+            let mut s = slots.get();
+            s[slot] = p as usize;
+            slots.set(s);
+        });
+        p as *mut u8
+    }
+}
+
+unsafe impl GlobalAlloc for GuardedAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() >= CLAMP_FROM && layout.align() <= 4096 && draining() {
+            return unsafe { map_clamped() };
+        }
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if layout.size() >= CLAMP_FROM && take_clamped(ptr) {
+            // SAFETY: `ptr` came from `map_clamped` with this length.
+            unsafe { libc::munmap(ptr as *mut libc::c_void, CLAMPED_LEN + GUARD_LEN) };
+            return;
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let clamped = layout.size() >= CLAMP_FROM && CLAMPED.with(|s| s.get().contains(&(ptr as usize)));
+        if clamped {
+            // A drain buffer is never grown; refusing is the safe answer.
+            return std::ptr::null_mut();
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Runs `f` (which drops a tiny_http request) with drain buffers clamped.
+pub fn while_draining<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DRAINING.with(|d| d.set(false));
+        }
+    }
+    DRAINING.with(|d| d.set(true));
+    let _reset = Reset;
+    f()
+}
+
+/// Lifts the soft open-files limit to the hard limit (each connection costs two).
+pub fn raise_nofile_limit() {
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                log::warn!("cannot raise the open-files limit: {}", io::Error::last_os_error());
+            }
+        }
+    }
+}
+
+fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a local int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Options that accepted sockets inherit from the listener on Linux: `TCP_NODELAY` (SSE
+/// events and small answers go out at once) and a send timeout (a client that stops
+/// reading cannot hold a thread forever).
+pub fn tune_listener(listener: &TcpListener, send_timeout: Duration) -> io::Result<()> {
+    let fd = listener.as_raw_fd();
+    set_int_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    // SAFETY: a borrowed view of the listener's descriptor, never closed here.
+    let view = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+    view.set_write_timeout(Some(send_timeout))
+}
+
+/// Visits every connected TCP socket of this process accepted on `listen`.
+fn for_each_accepted(listen: SocketAddr, mut f: impl FnMut(RawFd, &TcpStream) -> bool) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) else { continue };
+        if fd <= 2 {
+            continue;
+        }
+        // SAFETY: a borrowed view of a descriptor of ours; `ManuallyDrop` never closes it.
+        // On anything but a TCP socket the calls below fail harmlessly (ENOTSOCK, EBADF).
+        let view = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+        let Ok(local) = view.local_addr() else { continue };
+        let ours =
+            local.port() == listen.port() && (listen.ip().is_unspecified() || local.ip() == listen.ip());
+        if ours && !f(fd, &view) {
+            return;
+        }
+    }
+}
+
+/// Shuts down the read side of the accepted socket whose peer is `peer`, so a body we will
+/// not read ends at once and nothing after it is parsed as a request. False if not found.
+pub fn close_read_side(listen: SocketAddr, peer: SocketAddr) -> bool {
+    let mut done = false;
+    for_each_accepted(listen, |fd, view| {
+        if view.peer_addr().ok() == Some(peer) {
+            // SAFETY: shutdown(2) on a live socket descriptor.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            done = true;
+            return false;
+        }
+        true
+    });
+    done
+}
+
+/// Every second, gives accepted sockets that have none a read timeout of `idle`.
+pub fn spawn_sweeper(listen: SocketAddr, idle: Duration, stop: Arc<AtomicBool>) -> io::Result<()> {
+    std::thread::Builder::new().name("sweeper".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            for_each_accepted(listen, |_, view| {
+                if view.peer_addr().is_ok() && matches!(view.read_timeout(), Ok(None)) {
+                    let _ = view.set_read_timeout(Some(idle));
+                }
+                true
+            });
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn clamped_zeroed_allocations_are_usable_for_reads_and_freed() {
+        let (a, mut b) = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            (c, l.accept().unwrap().0)
+        };
+        b.write_all(b"hello").unwrap();
+        let mut a = a;
+        let n = while_draining(|| {
+            // What tiny_http's drain does with a Content-Length of 10^12.
+            let mut buf = vec![0u8; 1_000_000_000_000usize];
+            a.read(&mut buf).unwrap()
+        });
+        assert_eq!(n, 5);
+        assert!(CLAMPED.with(|s| s.get().iter().all(|p| *p == 0)), "mapping released");
+        // Outside the window, zeroed allocations are ordinary.
+        let v = vec![0u8; 2 << 20];
+        assert!(v.iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn read_side_shutdown_finds_the_connection() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = l.local_addr().unwrap();
+        let mut client = TcpStream::connect(listen).unwrap();
+        let (mut server_side, peer) = l.accept().unwrap();
+        assert!(close_read_side(listen, peer));
+        client.write_all(b"x").unwrap();
+        let mut buf = [0u8; 8];
+        // After SHUT_RD the server side reads end-of-file once the queue is empty.
+        let mut got = 0;
+        loop {
+            match server_side.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(got <= 1);
+    }
+}

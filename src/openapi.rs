@@ -1,0 +1,284 @@
+//! The OpenAPI 3.1 document, built from the route table so the two cannot drift: every
+//! route is an operation with its scope in `x-astrbot-scope`, its request and response
+//! schemas from [`schemas`], and the error envelope for the failures it can produce.
+
+use serde_json::{Map, Value, json};
+
+use crate::routes::{Access, Body, ROUTES, Route};
+
+/// The component schemas named by the route table.
+fn schemas() -> Value {
+    let ts = json!({"type": ["string", "null"], "format": "date-time"});
+    let key_object = json!({
+        "type": "object",
+        "required": ["key_id", "name", "key_prefix", "scopes", "created_by", "created_at", "updated_at",
+                     "last_used_at", "expires_at", "revoked_at", "is_revoked", "is_expired", "daily_limit"],
+        "properties": {
+            "key_id": {"type": "string", "format": "uuid"},
+            "name": {"type": "string"},
+            "key_prefix": {"type": "string", "description": "The first 12 characters of the key", "example": "abk_0_9obaVK"},
+            "scopes": {"type": "array", "items": {"$ref": "#/components/schemas/Scope"}},
+            "created_by": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "last_used_at": ts, "expires_at": ts, "revoked_at": ts,
+            "is_revoked": {"type": "boolean"},
+            "is_expired": {"type": "boolean"},
+            "daily_limit": {"type": ["integer", "null"], "description": "Requests per UTC day; null: the server default; 0: unlimited"}
+        }
+    });
+    let mut created = key_object.clone();
+    created["properties"]["api_key"] = json!({"type": "string", "description": "The raw key, shown only in this response", "example": "abk_..."});
+    created["required"].as_array_mut().map(|r| r.push(json!("api_key")));
+    json!({
+        "ErrorEnvelope": {
+            "type": "object",
+            "required": ["status", "message"],
+            "properties": {
+                "status": {"const": "error"},
+                "message": {"type": "string", "example": "Missing API key"}
+            }
+        },
+        "Scope": {
+            "type": "string",
+            "enum": ["bot", "provider", "persona", "im", "config", "chat", "data", "file", "plugin", "mcp", "skill", "chat:admin", "config:edit_admin"]
+        },
+        "Empty": {"type": "object", "properties": {}, "additionalProperties": false},
+        "BotIds": {
+            "type": "object",
+            "required": ["bot_ids"],
+            "properties": {"bot_ids": {"type": "array", "items": {"type": "string"}}}
+        },
+        "ApiKey": key_object,
+        "ApiKeyList": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}},
+        "ApiKeyCreated": created,
+        "ApiKeyCreate": {
+            "type": "object",
+            "properties": {
+                "name": {"type": ["string", "null"], "description": "Trimmed; empty means \"Untitled API Key\"", "example": "my app"},
+                "scopes": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/Scope"}, "description": "Null means the 11 default scopes", "example": ["chat", "file"]},
+                "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "description": "Null means never", "example": 30},
+                "daily_limit": {"type": ["integer", "null"], "minimum": 0, "description": "Requests per UTC day; null: the server default; 0: unlimited", "example": 1000}
+            }
+        },
+        "KeyIdBody": {
+            "type": "object",
+            "required": ["key_id"],
+            "properties": {"key_id": {"type": "string"}}
+        },
+        "Login": {
+            "type": "object",
+            "required": ["username", "password"],
+            "properties": {
+                "username": {"type": "string", "example": "astrbot"},
+                "password": {"type": "string", "format": "password"}
+            }
+        },
+        "LoginToken": {
+            "type": "object",
+            "required": ["token", "username", "expires_at"],
+            "properties": {
+                "token": {"type": "string", "description": "Send as Authorization: Bearer <token>"},
+                "username": {"type": "string"},
+                "expires_at": {"type": "string", "format": "date-time"}
+            }
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "version", "uptime_secs"],
+            "properties": {
+                "status": {"const": "ok"},
+                "version": {"type": "string"},
+                "uptime_secs": {"type": "integer"}
+            }
+        }
+    })
+}
+
+fn envelope(data_schema: &str) -> Value {
+    json!({
+        "type": "object",
+        "required": ["status", "message", "data"],
+        "properties": {
+            "status": {"const": "ok"},
+            "message": {"type": ["string", "null"]},
+            "data": {"$ref": format!("#/components/schemas/{data_schema}")}
+        }
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    })
+}
+
+/// The answer of a route that does not speak the envelope.
+fn plain_response(route: &Route) -> Value {
+    let (content_type, schema) = match route.path {
+        "/api/v1/openapi.json" => ("application/json", json!({"type": "object"})),
+        "/healthz" => ("application/json", json!({"$ref": "#/components/schemas/Health"})),
+        "/static/{file}" => ("text/css", json!({"type": "string"})),
+        _ => ("text/html; charset=utf-8", json!({"type": "string"})),
+    };
+    json!({"description": "OK", "content": {content_type: {"schema": schema}}})
+}
+
+fn operation(route: &Route) -> Value {
+    let mut responses = Map::new();
+    match route.response {
+        Some(schema) => {
+            responses.insert(
+                "200".into(),
+                json!({"description": "OK", "content": {"application/json": {"schema": envelope(schema)}}}),
+            );
+        }
+        None => {
+            responses.insert("200".into(), plain_response(route));
+        }
+    }
+    if route.body == Body::Json || route.access != Access::Public {
+        responses.insert(
+            "400".into(),
+            error_response("Invalid request (bad JSON, wrong field type, a validation rule)"),
+        );
+    }
+    match route.access {
+        Access::Public => {}
+        Access::Scope(_) => {
+            responses.insert("401".into(), error_response("Missing API key / Invalid API key"));
+            responses.insert("403".into(), error_response("Insufficient API key scope"));
+            responses.insert("429".into(), error_response("Daily request limit exceeded (see Retry-After)"));
+        }
+        Access::Admin => {
+            responses.insert("401".into(), error_response("Missing API key / Token expired"));
+            responses.insert(
+                "403".into(),
+                error_response("Insufficient API key scope: API keys may not manage keys"),
+            );
+        }
+        Access::Dashboard => {
+            responses.insert("401".into(), error_response("未授权 / Token 过期 / Token 无效"));
+        }
+    }
+    if route.path == "/api/auth/login" {
+        responses.insert("401".into(), error_response("Invalid username or password"));
+        responses.insert("429".into(), error_response("Too many failed logins from this address"));
+    }
+    if route.body == Body::Json {
+        responses.insert("413".into(), error_response("Request body too large"));
+    }
+    responses.insert("500".into(), error_response("Internal server error"));
+
+    let mut op = json!({
+        "operationId": operation_id(route),
+        "summary": route.summary,
+        "tags": [route.tag],
+        "x-astrbot-scope": route.access.scope_name(),
+        "responses": responses,
+    });
+    let params: Vec<Value> = route
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if !params.is_empty() {
+        op["parameters"] = Value::Array(params);
+    }
+    if let Some(schema) = route.request {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        });
+    }
+    op["security"] = match route.access {
+        Access::Public => json!([]),
+        Access::Scope(_) => json!([{"bearer": []}, {"apiKeyHeader": []}, {"apiKeyQuery": []}]),
+        Access::Admin | Access::Dashboard => json!([{"bearer": []}]),
+    };
+    op
+}
+
+fn operation_id(route: &Route) -> String {
+    let path: String = route
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches(|c| c == '{' || c == '}').replace(['-', '.'], "_"))
+        .collect::<Vec<_>>()
+        .join("_");
+    format!("{}_{}", route.method.to_lowercase(), if path.is_empty() { "root".into() } else { path })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let item = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
+        item[route.method.to_lowercase()] = operation(route);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "AstrBot Open API (astrbot appliance)",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "AstrBot's developer HTTP API served by the astrbot appliance. Authenticate with an API key (`Authorization: Bearer abk_...`, `X-API-Key`, or `?api_key=`); each operation names the scope it needs in `x-astrbot-scope`. Every `/api/` answer is an envelope: `{\"status\":\"ok\",\"message\":null,\"data\":...}` or `{\"status\":\"error\",\"message\":\"...\"}`. Keys with a daily limit get `RateLimit-Policy` and `RateLimit` headers."
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (abk_...) or an admin token (abt_...)"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` in the document must name a schema that exists.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn document_equals_route_table() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut ops = 0;
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                let route = ROUTES
+                    .iter()
+                    .find(|r| r.path == path && r.method.to_lowercase() == *method)
+                    .unwrap_or_else(|| panic!("{method} {path} is not in the route table"));
+                assert_eq!(op["x-astrbot-scope"], route.access.scope_name());
+                ops += 1;
+            }
+        }
+        assert_eq!(ops, ROUTES.len());
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            assert!(schemas.contains_key(name), "dangling $ref {r}");
+        }
+    }
+}

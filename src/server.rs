@@ -1,0 +1,223 @@
+//! The HTTP layer: the only module that touches tiny_http.
+//!
+//! tiny_http accepts connections and parses requests on its own threads; our workers take
+//! parsed requests from its queue. The pool is elastic: when the last idle worker picks up
+//! a request, it starts another (up to [`MAX_WORKERS`]), so a slow upload or a long request
+//! never makes others wait; workers beyond [`MIN_WORKERS`] leave after a while idle. Each
+//! request is turned into our [`Request`], run through [`app::handle`] under
+//! `catch_unwind` (a panic is a 500, never a dead server), and answered. Shutdown stops
+//! accepting, lets queued and running requests finish for up to ten seconds, then flushes.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::app::{self, App};
+use crate::error::ApiError;
+use crate::http::{BodySource, Request, Response};
+use crate::netguard;
+
+pub const MIN_WORKERS: usize = 8;
+pub const MAX_WORKERS: usize = 512;
+/// How long a connection may stay silent before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a write to a client may block.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for in-flight requests.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+struct Shared {
+    app: Arc<App>,
+    http: tiny_http::Server,
+    listen: SocketAddr,
+    total: AtomicUsize,
+    busy: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener_fd: TcpListener,
+}
+
+impl Server {
+    /// Binds `addr` and starts tiny_http's accept thread. Connections queue until [`run`].
+    pub fn bind(app: Arc<App>, addr: &str) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        netguard::tune_listener(&listener, SEND_TIMEOUT)?;
+        let listen = listener.local_addr()?;
+        let listener_fd = listener.try_clone()?;
+        let http = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| io::Error::other(format!("cannot start the HTTP server: {e}")))?;
+        let shared = Arc::new(Shared {
+            app,
+            http,
+            listen,
+            total: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        Ok(Server { shared, listener_fd })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    /// Serves until `shutdown` returns, then stops gracefully.
+    pub fn run(self, wait_for_shutdown: impl FnOnce()) -> io::Result<()> {
+        let stop_sweeper = Arc::new(AtomicBool::new(false));
+        netguard::spawn_sweeper(self.shared.listen, IDLE_TIMEOUT, stop_sweeper.clone())?;
+        for _ in 0..MIN_WORKERS {
+            spawn_worker(&self.shared)?;
+        }
+        wait_for_shutdown();
+
+        log::info!("shutting down: no new connections, finishing requests in flight");
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Ends tiny_http's accept thread: accept() fails on a shut-down listener.
+        // SAFETY: shutdown(2) on our listening socket's descriptor.
+        unsafe { libc::shutdown(self.listener_fd.as_raw_fd(), libc::SHUT_RDWR) };
+        let deadline = Instant::now() + DRAIN_DEADLINE;
+        while self.shared.total.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            for _ in 0..self.shared.total.load(Ordering::SeqCst) {
+                self.shared.http.unblock();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop_sweeper.store(true, Ordering::Relaxed);
+        let left = self.shared.busy.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!("{left} request(s) still running after {DRAIN_DEADLINE:?}; stopping anyway");
+        }
+        Ok(())
+    }
+}
+
+fn spawn_worker(shared: &Arc<Shared>) -> io::Result<()> {
+    shared.total.fetch_add(1, Ordering::SeqCst);
+    let s = shared.clone();
+    let spawned = std::thread::Builder::new().name("worker".into()).spawn(move || worker(s));
+    if spawned.is_err() {
+        shared.total.fetch_sub(1, Ordering::SeqCst);
+    }
+    spawned.map(|_| ())
+}
+
+fn worker(shared: Arc<Shared>) {
+    let mut idle_since = Instant::now();
+    loop {
+        match shared.http.recv_timeout(Duration::from_secs(5)) {
+            Ok(Some(request)) => {
+                let busy = shared.busy.fetch_add(1, Ordering::SeqCst) + 1;
+                if busy >= shared.total.load(Ordering::SeqCst)
+                    && shared.total.load(Ordering::SeqCst) < MAX_WORKERS
+                    && !shared.stopping.load(Ordering::SeqCst)
+                    && let Err(e) = spawn_worker(&shared)
+                {
+                    log::warn!("cannot start another worker: {e}");
+                }
+                serve_one(&shared, request);
+                shared.busy.fetch_sub(1, Ordering::SeqCst);
+                idle_since = Instant::now();
+            }
+            Ok(None) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let retire = idle_since.elapsed() > Duration::from_secs(30)
+                    && shared
+                        .total
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                            (t > MIN_WORKERS).then(|| t - 1)
+                        })
+                        .is_ok();
+                if retire {
+                    return;
+                }
+            }
+            Err(e) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                // tiny_http's accept thread has died (it gives up on any accept error).
+                // Without it nothing new is ever served: exit so systemd restarts us.
+                log::error!("the HTTP accept loop failed ({e}); exiting so the service restarts");
+                if let Err(e) = shared.app.flush_usage() {
+                    log::error!("{e}");
+                }
+                std::process::exit(1);
+            }
+        }
+    }
+    shared.total.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The body of a tiny_http request, read lazily: asking for it is what sends
+/// `100 Continue`, so a refused body is never invited.
+struct TinyBody<'a>(&'a mut tiny_http::Request);
+
+impl BodySource for TinyBody<'_> {
+    fn reader(&mut self) -> &mut dyn Read {
+        self.0.as_reader()
+    }
+}
+
+fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let url = request.url().to_owned();
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
+        .collect();
+    let remote = request.remote_addr().copied();
+    let body_len = request.body_length();
+    let chunked = headers.iter().any(|(n, _)| n == "transfer-encoding");
+    let expects_continue = headers.iter().any(|(n, _)| n == "expect");
+
+    let (response, body_done) = {
+        let mut body = TinyBody(&mut request);
+        let mut req = Request::new(method.clone(), &url, headers, remote, body_len, &mut body);
+        let outcome = catch_unwind(AssertUnwindSafe(|| app::handle(&shared.app, &mut req)));
+        let response = outcome.unwrap_or_else(|_| {
+            ApiError::internal(format!("panic while serving {method} {}", req.path))
+                .into_response(&format!("{method} {}", req.path))
+        });
+        (response, req.body_done())
+    };
+
+    // A body left unread would be drained by tiny_http (and with a huge Content-Length
+    // that drain is the abort); close the read side so the drain ends at once.
+    let unread_body =
+        !body_done && (chunked || body_len.is_some_and(|n| n > 1024 || (n > 0 && expects_continue)));
+    if unread_body && let Some(peer) = remote {
+        netguard::close_read_side(shared.listen, peer);
+    }
+    let status = response.status;
+    netguard::while_draining(|| respond(request, response));
+    log::debug!(
+        "{method} {} {status} {:.1}ms",
+        url.split('?').next().unwrap_or(""),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+fn respond(request: tiny_http::Request, response: Response) {
+    let Response { status, headers, body } = response;
+    let mut out = tiny_http::Response::from_data(body).with_status_code(status);
+    for (name, value) in headers {
+        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            out.add_header(h);
+        }
+    }
+    if let Err(e) = request.respond(out) {
+        log::debug!("could not send a response: {e}");
+    }
+}
