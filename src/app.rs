@@ -222,6 +222,11 @@ fn authenticate(
             if let Some(name) = app.verify_admin_token(&token, now)? {
                 return Ok(Some(Identity::Admin(name)));
             }
+            // Our admin tokens have their own prefix; one that is unknown (signed out,
+            // password changed) is a dead admin token, not an API key.
+            if token.starts_with(secrets::ADMIN_TOKEN_PREFIX) {
+                return Err(ApiError::Unauthorized("Invalid token".into()));
+            }
             token
         }
         Credential::ApiKey(key) => key,

@@ -1,1 +1,10 @@
+//! Integration tests: the real binary, a fresh data folder each, spoken to over HTTP.
 
+mod admin;
+mod auth;
+mod docs;
+mod errors;
+mod keys;
+mod lifecycle;
+mod quota;
+mod support;

@@ -1,0 +1,73 @@
+//! The bundled documentation: the OpenAPI document matches what is served, the reference
+//! page, the guides, the landing page and the health check.
+
+use serde_json::Value;
+
+use crate::support::Server;
+
+#[test]
+fn every_documented_operation_is_served_with_its_scope() {
+    let s = Server::start();
+    let r = s.get("/api/v1/openapi.json", &[]);
+    s.expect(&r, 200);
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut count = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            count += 1;
+            assert!(op["x-astrbot-scope"].is_string(), "{method} {path} has no scope");
+            assert!(op["responses"]["200"].is_object(), "{method} {path} has no success response");
+            let concrete =
+                path.replace("{key_id}", "k").replace("{page}", "quickstart").replace("{file}", "style.css");
+            let r = s.request(&method.to_uppercase(), &concrete, &[], Some(""));
+            assert!(
+                r.status != 404 && r.status != 405,
+                "{method} {path} is documented but answers {}",
+                r.status
+            );
+        }
+    }
+    assert!(count >= 17);
+    assert_eq!(paths["/api/v1/im/bots"]["get"]["x-astrbot-scope"], "im");
+    assert_eq!(paths["/api/v1/api-keys"]["post"]["x-astrbot-scope"], "system");
+    let create = &paths["/api/v1/api-keys"]["post"];
+    assert_eq!(
+        create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ApiKeyCreate"
+    );
+}
+
+#[test]
+fn reference_guides_landing_and_health() {
+    let s = Server::start();
+    let r = s.get("/api/v1/docs", &[]);
+    s.expect(&r, 200);
+    assert!(r.text().contains("/static/reference.js"));
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    for page in ["quickstart", "keys", "quotas", "configuration", "systemd"] {
+        let r = s.get(&format!("/docs/{page}"), &[]);
+        s.expect(&r, 200);
+        assert!(r.text().contains("<h1>"), "{page}");
+        assert!(!r.text().contains("being written"), "{page} is a placeholder");
+    }
+    s.expect(&s.get("/docs/nope", &[]), 404);
+    s.expect(&s.get("/docs/../Cargo.toml", &[]), 404);
+    let js = s.get("/static/reference.js", &[]);
+    s.expect(&js, 200);
+    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+    let html = s.get("/api/v1/docs", &[]).text();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the reference loads nothing from the internet"
+    );
+    assert!(!js.text().contains("fetch('http") && !js.text().contains("fetch(\"http"));
+    let r = s.get("/", &[]);
+    s.expect(&r, 200);
+    assert!(r.text().contains("/docs/quickstart"));
+    let h: Value = s.get("/healthz", &[]).json();
+    assert_eq!(h["status"], "ok");
+    assert!(h["version"].is_string());
+    assert!(h["uptime_secs"].is_u64());
+}

@@ -1,0 +1,123 @@
+//! Generic errors (decisions 2, 6, 7; reference 1.5) and the transport defects of tiny_http
+//! that the server contains: huge Content-Length, idle connections, slow-loris clients.
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, read_response};
+
+#[test]
+fn unknown_routes_and_wrong_methods() {
+    let s = Server::start();
+    s.expect_error(&s.get("/api/v1/nope", &[]), 404, "Not Found");
+    s.expect_error(&s.get("/api/v1/im/bots/", &[]), 404, "Not Found");
+    let r = s.post("/api/v1/nope", &[], "{}");
+    s.expect_error(&r, 405, "Method Not Allowed");
+    assert_eq!(r.header("Allow"), Some("GET"));
+    let r = s.post("/api/v1/im/bots", &[], "{}");
+    s.expect_error(&r, 405, "Method Not Allowed");
+    assert_eq!(r.header("Allow"), Some("GET"));
+    let r = s.request("PUT", "/api/v1/api-keys", &[], None);
+    assert_eq!(r.header("Allow"), Some("GET, POST"));
+    let r = s.request("HEAD", "/api/v1/im/bots", &[], None);
+    assert_eq!((r.status, r.header("Allow")), (405, Some("GET")));
+    let r = s.get("/no/such/page", &[]);
+    s.expect(&r, 404);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+    s.expect_error(&s.get("/api/other", &[]), 401, "未授权");
+    let admin = s.admin_token();
+    s.expect_error(&s.get("/api/other", &[("Authorization", &format!("Bearer {admin}"))]), 404, "Not Found");
+}
+
+#[test]
+fn bad_json_is_400_before_authentication() {
+    let s = Server::start();
+    s.expect_error(&s.post("/api/v1/api-keys", &[], "{oops"), 400, "Invalid JSON body");
+    // Well-formed JSON without credentials is an auth error first.
+    s.expect_error(&s.post("/api/v1/api-keys", &[], r#"{"name":5}"#), 401, "Missing API key");
+}
+
+#[test]
+fn oversized_bodies_are_413_without_reading_them() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(1 << 21));
+    let r = s.post("/api/v1/api-keys", &[("Authorization", &format!("Bearer {admin}"))], &big);
+    s.expect_error(&r, 413, "Request body too large (limit 1048576 bytes)");
+    s.expect(&s.get("/healthz", &[]), 200);
+}
+
+/// Sends a request head announcing a huge body, then a few bytes, and reads the answer.
+fn huge_content_length(s: &Server, path: &str) -> u16 {
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{{\"a\":").unwrap();
+    read_response(&mut BufReader::new(c)).status
+}
+
+#[test]
+fn huge_content_length_is_answered_and_the_server_keeps_serving() {
+    let s = Server::start();
+    for path in ["/api/v1/api-keys", "/api/v1/im/bots", "/api/apikey/create", "/nowhere", "/api/auth/login"] {
+        let status = huge_content_length(&s, path);
+        assert!(status == 413 || status == 405, "{path}: {status}");
+        s.expect(&s.get("/healthz", &[]), 200);
+    }
+    // Also with a chunked body that never ends, and Expect: 100-continue.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    write!(
+        c,
+        "POST /api/v1/im/bots HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\nabc"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut BufReader::new(c)).status, 405);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    write!(c, "POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 99999999999\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut BufReader::new(c)).status, 413);
+    s.expect(&s.get("/healthz", &[]), 200);
+    assert!(s.get("/healthz", &[]).json()["status"] == "ok");
+}
+
+#[test]
+fn idle_connections_do_not_block_a_normal_request() {
+    let s = Server::start();
+    let idle: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(s.addr).unwrap()).collect();
+    // Half of them also hold a half-sent request head.
+    for c in idle.iter().step_by(2) {
+        (&*c).write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    }
+    let started = Instant::now();
+    let r = s.get("/healthz", &[]);
+    s.expect(&r, 200);
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    drop(idle);
+}
+
+#[test]
+fn slow_loris_clients_do_not_block_a_normal_request() {
+    let s = Server::start();
+    let mut slow: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(s.addr).unwrap()).collect();
+    for c in &mut slow {
+        c.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    }
+    for round in 0..3 {
+        for c in &mut slow {
+            write!(c, "X-Slow-{round}: still here\r\n").unwrap();
+        }
+        let started = Instant::now();
+        s.expect(&s.get("/healthz", &[]), 200);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let s = Server::start();
+    let c = TcpStream::connect(s.addr).unwrap();
+    let mut reader = BufReader::new(c.try_clone().unwrap());
+    for _ in 0..3 {
+        (&c).write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut reader).status, 200);
+    }
+}

@@ -1,0 +1,87 @@
+//! Start, stop and storage: the data folder, migrations on an existing folder, a newer
+//! schema refused, SIGTERM shutdown, keys surviving a restart.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::sync::Arc;
+
+use crate::support::{BIN, Server, TempDir};
+
+#[test]
+fn data_folder_and_secret_are_private() {
+    let s = Server::start();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(s.data.path()), 0o700);
+    assert_eq!(mode(&s.data.path().join("secret.key")), 0o600);
+    let conn = rusqlite::Connection::open(s.data.path().join("astrbot.db")).unwrap();
+    let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[test]
+fn keys_survive_a_restart_and_migrations_leave_an_existing_folder_alone() {
+    let data = Arc::new(TempDir::new());
+    let s = Server::start_with(data.clone(), &[]);
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["im"]}"#);
+    let version = |d: &TempDir| -> i64 {
+        let c = rusqlite::Connection::open(d.path().join("astrbot.db")).unwrap();
+        c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    };
+    let v1 = version(&data);
+    assert!(v1 >= 1);
+    assert!(s.terminate().success());
+    let s = Server::start_with(data.clone(), &[]);
+    s.expect(&s.get("/api/v1/im/bots", &[("X-API-Key", &key)]), 200);
+    assert_eq!(version(&data), v1);
+}
+
+#[test]
+fn a_folder_from_an_older_schema_is_migrated() {
+    let data = Arc::new(TempDir::new());
+    std::fs::create_dir_all(data.path()).unwrap();
+    // An empty database file is schema version 0.
+    rusqlite::Connection::open(data.path().join("astrbot.db")).unwrap();
+    let s = Server::start_with(data.clone(), &[]);
+    s.expect(&s.get("/api/v1/api-keys", &[("Authorization", &format!("Bearer {}", s.admin_token()))]), 200);
+    assert!(s.log().contains("migrated to schema version"));
+}
+
+#[test]
+fn a_newer_database_is_refused_with_a_clear_message() {
+    let data = TempDir::new();
+    assert_eq!(crate::support::cli(data.path(), &["key", "list"], None).0, 0);
+    let c = rusqlite::Connection::open(data.path().join("astrbot.db")).unwrap();
+    c.pragma_update(None, "user_version", 999).unwrap();
+    drop(c);
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 999, newer than this astrbot supports"), "{err}");
+    assert!(out.stdout.is_empty(), "it never listened");
+}
+
+#[test]
+fn sigterm_stops_gracefully_with_exit_zero() {
+    let s = Server::start();
+    let addr = s.addr;
+    s.expect(&s.get("/healthz", &[]), 200);
+    let log = s.log.clone();
+    let status = s.terminate();
+    assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
+    assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting after shutdown");
+    assert!(log.lock().unwrap().contains("stopped"));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let out = Command::new(BIN).args(["serve", "--listen", "nonsense"]).env_clear().output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on nonsense"));
+    let out = Command::new(BIN).args(["serve", "--bogus", "1"]).env_clear().output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus"));
+}
