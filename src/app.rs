@@ -285,10 +285,11 @@ fn apply_quota(
 fn not_found(app: &App, req: &Request<'_>, now: i64) -> Response {
     let is_api = req.path == "/api" || req.path.starts_with("/api/");
     let is_v1 = req.path == "/api/v1" || req.path.starts_with("/api/v1/");
-    if is_api && !is_v1 {
-        if let Err(e) = authenticate_dashboard(app, req, now) {
-            return e.into_response(&req.path);
-        }
+    if is_api
+        && !is_v1
+        && let Err(e) = authenticate_dashboard(app, req, now)
+    {
+        return e.into_response(&req.path);
     }
     if req.method != "GET" {
         return ApiError::MethodNotAllowed(vec!["GET"]).into_response(&req.path);

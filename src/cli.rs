@@ -251,7 +251,10 @@ pub fn run(command: Command) -> Result<(), String> {
             let (db, _) = open_store(&data)?;
             let mut conn = db.conn().map_err(|e| e.to_string())?;
             match db::revoke_key(&mut conn, &key_id, now_micros()).map_err(|e| e.to_string())? {
-                true => Ok(println!("revoked {key_id}")),
+                true => {
+                    println!("revoked {key_id}");
+                    Ok(())
+                }
                 false => Err("API key not found".into()),
             }
         }
@@ -259,7 +262,10 @@ pub fn run(command: Command) -> Result<(), String> {
             let (db, _) = open_store(&data)?;
             let mut conn = db.conn().map_err(|e| e.to_string())?;
             match db::delete_key(&mut conn, &key_id).map_err(|e| e.to_string())? {
-                true => Ok(println!("deleted {key_id}")),
+                true => {
+                    println!("deleted {key_id}");
+                    Ok(())
+                }
                 false => Err("API key not found".into()),
             }
         }
@@ -414,7 +420,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(250));
                 tick += 1;
-                if let Err(e) = maintainer.maintain(tick % 4 == 0) {
+                if let Err(e) = maintainer.maintain(tick.is_multiple_of(4)) {
                     log::error!("background upkeep failed: {e}");
                 }
             }

@@ -41,38 +41,39 @@ fn inline(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
-        if c == '`' {
-            if let Some(end) = rest[1..].find('`') {
-                out.push_str(&format!("<code>{}</code>", escape(&rest[1..1 + end])));
-                rest = &rest[end + 2..];
-                continue;
-            }
+        if c == '`'
+            && let Some(end) = rest[1..].find('`')
+        {
+            out.push_str(&format!("<code>{}</code>", escape(&rest[1..1 + end])));
+            rest = &rest[end + 2..];
+            continue;
         }
-        if rest.starts_with("**") {
-            if let Some(end) = rest[2..].find("**") {
-                out.push_str(&format!("<strong>{}</strong>", inline(&rest[2..2 + end])));
-                rest = &rest[end + 4..];
-                continue;
-            }
+        if rest.starts_with("**")
+            && let Some(end) = rest[2..].find("**")
+        {
+            out.push_str(&format!("<strong>{}</strong>", inline(&rest[2..2 + end])));
+            rest = &rest[end + 4..];
+            continue;
         }
-        if c == '*' && !rest.starts_with("**") {
-            if let Some(end) = rest[1..].find('*').filter(|e| *e > 0) {
-                out.push_str(&format!("<em>{}</em>", inline(&rest[1..1 + end])));
-                rest = &rest[end + 2..];
-                continue;
-            }
+        if c == '*'
+            && !rest.starts_with("**")
+            && let Some(end) = rest[1..].find('*').filter(|e| *e > 0)
+        {
+            out.push_str(&format!("<em>{}</em>", inline(&rest[1..1 + end])));
+            rest = &rest[end + 2..];
+            continue;
         }
-        if c == '[' {
-            if let Some((label, url, used)) = link(rest) {
-                let safe = url.starts_with('/')
-                    || url.starts_with('#')
-                    || url.starts_with("https://")
-                    || url.starts_with("http://");
-                let href = if safe { escape(url) } else { "#".to_owned() };
-                out.push_str(&format!("<a href=\"{href}\">{}</a>", inline(label)));
-                rest = &rest[used..];
-                continue;
-            }
+        if c == '['
+            && let Some((label, url, used)) = link(rest)
+        {
+            let safe = url.starts_with('/')
+                || url.starts_with('#')
+                || url.starts_with("https://")
+                || url.starts_with("http://");
+            let href = if safe { escape(url) } else { "#".to_owned() };
+            out.push_str(&format!("<a href=\"{href}\">{}</a>", inline(label)));
+            rest = &rest[used..];
+            continue;
         }
         out.push_str(&escape(&c.to_string()));
         rest = &rest[c.len_utf8()..];

@@ -29,7 +29,9 @@ fn schemas() -> Value {
     });
     let mut created = key_object.clone();
     created["properties"]["api_key"] = json!({"type": "string", "description": "The raw key, shown only in this response", "example": "abk_..."});
-    created["required"].as_array_mut().map(|r| r.push(json!("api_key")));
+    if let Some(r) = created["required"].as_array_mut() {
+        r.push(json!("api_key"))
+    }
     json!({
         "ErrorEnvelope": {
             "type": "object",

@@ -58,7 +58,7 @@ fn create_defaults_and_field_order() {
     assert_eq!(data["expires_at"], Value::Null);
     assert_eq!((data["is_revoked"].clone(), data["is_expired"].clone()), (json!(false), json!(false)));
     assert_eq!(data["daily_limit"], Value::Null);
-    assert_eq!(uuid_shape(data["key_id"].as_str().unwrap()), true);
+    assert!(uuid_shape(data["key_id"].as_str().unwrap()));
 }
 
 fn uuid_shape(s: &str) -> bool {
