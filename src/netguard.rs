@@ -17,6 +17,14 @@
 //!   accept thread.
 //! - **One thread and two descriptors per connection.** [`raise_nofile_limit`] lifts the
 //!   soft descriptor limit to the hard one at start.
+//! - **A wake-up race in tiny_http's thread pool.** A new connection is queued, instead of
+//!   getting a thread of its own, whenever some pool thread counts as waiting; in a burst
+//!   several connections are queued for one waking thread, and those left in the queue wait
+//!   until some connection thread finishes, which behind idle or slow-loris connections can
+//!   be a minute. [`spawn_kicker`] sends tiny_http a throw-away connection ten times a
+//!   second, and more while the pool keeps starting threads for them: when every pool
+//!   thread is busy, each kick makes the pool start a thread that, after answering the
+//!   kick, takes the oldest queued connection.
 //!
 //! Not contained: tiny_http reads a header line without a size limit, so a client can make
 //! the process hold one very long header line in memory while it sends it; put a reverse
@@ -226,6 +234,71 @@ pub fn spawn_sweeper(listen: SocketAddr, idle: Duration, stop: Arc<AtomicBool>) 
                 true
             });
             std::thread::sleep(Duration::from_secs(1));
+        }
+    })?;
+    Ok(())
+}
+
+/// The number of threads of this process.
+fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// One kick: a connection to ourselves carrying a line that is not a request, so that
+/// tiny_http answers 400 and closes. True once that answer came back within `patience`
+/// (a pool thread took the connection); false if the kick itself was queued.
+fn kick(target: SocketAddr, patience: Duration) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&target, Duration::from_millis(500)) else {
+        return false;
+    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt with a pointer to a local `linger` of the right size. Linger 0 makes
+    // the close a reset, so kicks leave no TIME_WAIT sockets behind.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    let _ = stream.set_read_timeout(Some(patience));
+    if std::io::Write::write_all(&mut stream, b"KICK\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(std::io::Read::read(&mut stream, &mut buf), Ok(n) if n > 0)
+}
+
+/// Keeps tiny_http's pool from leaving connections queued (see the module documentation).
+/// Ten times a second it kicks once; while kicks make the pool start threads (no thread was
+/// waiting, so connections may be queued behind busy ones) or are not answered at once, it
+/// keeps kicking, each kick's new thread taking one queued connection after the kick.
+pub fn spawn_kicker(listen: SocketAddr, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let target = if listen.ip().is_unspecified() {
+        let loopback: std::net::IpAddr =
+            if listen.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        SocketAddr::new(loopback, listen.port())
+    } else {
+        listen
+    };
+    std::thread::Builder::new().name("kicker".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            for _ in 0..1024 {
+                let before = thread_count();
+                let answered = kick(target, Duration::from_millis(50));
+                if answered && thread_count() <= before {
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
         }
     })?;
     Ok(())

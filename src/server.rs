@@ -73,6 +73,7 @@ impl Server {
     pub fn run(self, wait_for_shutdown: impl FnOnce()) -> io::Result<()> {
         let stop_sweeper = Arc::new(AtomicBool::new(false));
         netguard::spawn_sweeper(self.shared.listen, IDLE_TIMEOUT, stop_sweeper.clone())?;
+        netguard::spawn_kicker(self.shared.listen, stop_sweeper.clone())?;
         for _ in 0..MIN_WORKERS {
             spawn_worker(&self.shared)?;
         }
@@ -80,6 +81,7 @@ impl Server {
 
         log::info!("shutting down: no new connections, finishing requests in flight");
         self.shared.stopping.store(true, Ordering::SeqCst);
+        stop_sweeper.store(true, Ordering::Relaxed);
         // Ends tiny_http's accept thread: accept() fails on a shut-down listener.
         // SAFETY: shutdown(2) on our listening socket's descriptor.
         unsafe { libc::shutdown(self.listener_fd.as_raw_fd(), libc::SHUT_RDWR) };
@@ -90,7 +92,6 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        stop_sweeper.store(true, Ordering::Relaxed);
         let left = self.shared.busy.load(Ordering::SeqCst);
         if left > 0 {
             log::warn!("{left} request(s) still running after {DRAIN_DEADLINE:?}; stopping anyway");
