@@ -392,7 +392,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_level);
     crate::netguard::raise_nofile_limit();
     let (db, mac) = open_store(&args.data)?;
-    ensure_admin(&db)?;
     let settings = Settings {
         default_daily_limit: args.default_daily_limit,
         max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
@@ -410,6 +409,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("listening on http://{}", server.local_addr());
     let _ = io::stdout().flush();
+    // The first start hashes the admin password (argon2, tens of milliseconds) after the
+    // address is announced; requests arriving meanwhile wait in the queue.
+    ensure_admin(&app.db)?;
     log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), args.data.display());
 
     let maintainer = app.clone();
