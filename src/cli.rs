@@ -391,6 +391,7 @@ fn init_logging(level: log::LevelFilter) {
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_level);
     crate::netguard::raise_nofile_limit();
+    crate::netguard::return_large_frees_to_the_os();
     let (db, mac) = open_store(&args.data)?;
     let settings = Settings {
         default_daily_limit: args.default_daily_limit,

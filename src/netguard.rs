@@ -8,8 +8,9 @@
 //!   of 1 MiB or more with a fixed 1 MiB mapping followed by a `PROT_NONE` guard. The drain
 //!   only ever hands that buffer to `read(2)`, which writes at most what the socket has
 //!   buffered and fails with `EFAULT` rather than write past the mapping. Before such a
-//!   request is answered, [`close_read_side`] shuts down the socket's read side, so the
-//!   drain ends at once and the rest of the body is never parsed as a request.
+//!   request is answered, [`begin_discard`] shuts down the socket's read side, so the
+//!   drain ends at once and the rest of the body is never parsed as a request; after the
+//!   answer, [`Discard::linger`] closes the connection gently, so the answer survives.
 //! - **No timeouts.** [`spawn_sweeper`] gives every accepted socket a read timeout (idle
 //!   keep-alive connections, stalled bodies and stalled headers all end); the listener
 //!   passes `TCP_NODELAY` and a send timeout to accepted sockets. `SO_RCVTIMEO` is never
@@ -148,6 +149,17 @@ pub fn while_draining<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Makes glibc serve allocations of 1 MiB or more from their own mappings and unmap them
+/// when freed. By default glibc raises that threshold after the first large free, so the
+/// 19 MiB argon2 buffer of one login would stay in the process for good.
+pub fn return_large_frees_to_the_os() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes an allocator setting.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Lifts the soft open-files limit to the hard limit (each connection costs two).
 pub fn raise_nofile_limit() {
     // SAFETY: plain libc calls on a local struct.
@@ -207,20 +219,71 @@ fn for_each_accepted(listen: SocketAddr, mut f: impl FnMut(RawFd, &TcpStream) ->
     }
 }
 
-/// Shuts down the read side of the accepted socket whose peer is `peer`, so a body we will
-/// not read ends at once and nothing after it is parsed as a request. False if not found.
-pub fn close_read_side(listen: SocketAddr, peer: SocketAddr) -> bool {
-    let mut done = false;
-    for_each_accepted(listen, |fd, view| {
+/// A connection whose request body we will not read, on its way to a lingering close.
+pub struct Discard(TcpStream);
+
+/// Lingering closes running at once; beyond this the connection is simply closed.
+static LINGERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_LINGERING: usize = 64;
+
+/// Prepares to refuse the body of the connection from `peer`: keeps our own handle on the
+/// socket and shuts its read side, so tiny_http's drain ends at once and nothing after the
+/// body is parsed as a request. Call [`Discard::linger`] after the answer is written.
+pub fn begin_discard(listen: SocketAddr, peer: SocketAddr) -> Option<Discard> {
+    let mut found = None;
+    for_each_accepted(listen, |_, view| {
         if view.peer_addr().ok() == Some(peer) {
-            // SAFETY: shutdown(2) on a live socket descriptor.
-            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
-            done = true;
+            // SAFETY: shutdown(2) on a live socket; try_clone dups the descriptor we own.
+            unsafe { libc::shutdown(view.as_raw_fd(), libc::SHUT_RD) };
+            found = view.try_clone().ok();
             return false;
         }
         true
     });
-    done
+    found.map(Discard)
+}
+
+impl Discard {
+    /// Closes the connection only after the client has had time to read our answer: the
+    /// bytes it still sends are read and dropped until it is quiet for a second (or 10 s or
+    /// 64 MiB pass). Closing with unread bytes would send a reset that can destroy the
+    /// answer in the client's buffer.
+    pub fn linger(self) {
+        if LINGERING.fetch_add(1, Ordering::SeqCst) >= MAX_LINGERING {
+            LINGERING.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let Discard(mut stream) = self;
+        let spawned = std::thread::Builder::new().name("linger".into()).spawn(move || {
+            let started = std::time::Instant::now();
+            let mut quiet = Duration::ZERO;
+            let mut total = 0usize;
+            let mut buf = [0u8; 16 << 10];
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+            while quiet < Duration::from_secs(1)
+                && started.elapsed() < Duration::from_secs(10)
+                && total < 64 << 20
+            {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    // After SHUT_RD, 0 means "nothing queued right now", not the end.
+                    Ok(0) => {
+                        std::thread::sleep(Duration::from_millis(25));
+                        quiet += Duration::from_millis(25);
+                    }
+                    Ok(n) => {
+                        total += n;
+                        quiet = Duration::ZERO;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            LINGERING.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            LINGERING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Every second, gives accepted sockets that have none a read timeout of `idle`.
@@ -331,23 +394,21 @@ mod tests {
     }
 
     #[test]
-    fn read_side_shutdown_finds_the_connection() {
+    fn discard_finds_the_connection_and_lingers_until_the_client_is_done() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let listen = l.local_addr().unwrap();
         let mut client = TcpStream::connect(listen).unwrap();
         let (mut server_side, peer) = l.accept().unwrap();
-        assert!(close_read_side(listen, peer));
-        client.write_all(b"x").unwrap();
-        let mut buf = [0u8; 8];
-        // After SHUT_RD the server side reads end-of-file once the queue is empty.
-        let mut got = 0;
-        loop {
-            match server_side.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert!(got <= 1);
+        let discard = begin_discard(listen, peer).expect("found by peer address");
+        // After SHUT_RD the server side reads 0 while nothing is queued.
+        assert_eq!(server_side.read(&mut [0u8; 8]).unwrap(), 0);
+        server_side.write_all(b"413").unwrap();
+        drop(server_side);
+        discard.linger();
+        // The client may go on sending its body without a reset, then read the answer.
+        client.write_all(&vec![b'x'; 1 << 20]).unwrap();
+        let mut answer = [0u8; 3];
+        client.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"413");
     }
 }

@@ -195,14 +195,17 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
     };
 
     // A body left unread would be drained by tiny_http (and with a huge Content-Length
-    // that drain is the abort); close the read side so the drain ends at once.
+    // that drain is the abort); shut the read side so the drain ends at once, answer, then
+    // close the connection gently so the answer is not lost to a reset.
     let unread_body =
         !body_done && (chunked || body_len.is_some_and(|n| n > 1024 || (n > 0 && expects_continue)));
-    if unread_body && let Some(peer) = remote {
-        netguard::close_read_side(shared.listen, peer);
-    }
+    let discard =
+        if unread_body { remote.and_then(|peer| netguard::begin_discard(shared.listen, peer)) } else { None };
     let status = response.status;
     netguard::while_draining(|| respond(request, response));
+    if let Some(discard) = discard {
+        discard.linger();
+    }
     log::debug!(
         "{method} {} {status} {:.1}ms",
         url.split('?').next().unwrap_or(""),
