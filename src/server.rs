@@ -186,11 +186,8 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
     let (response, body_done) = {
         let mut body = TinyBody(&mut request);
         let mut req = Request::new(method.clone(), &url, headers, remote, body_len, &mut body);
-        let outcome = catch_unwind(AssertUnwindSafe(|| app::handle(&shared.app, &mut req)));
-        let response = outcome.unwrap_or_else(|_| {
-            ApiError::internal(format!("panic while serving {method} {}", req.path))
-                .into_response(&format!("{method} {}", req.path))
-        });
+        let route = format!("{method} {}", req.path);
+        let response = guarded(&route, || app::handle(&shared.app, &mut req));
         (response, req.body_done())
     };
 
@@ -213,6 +210,12 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
     );
 }
 
+/// Runs a handler; a panic becomes a logged 500 instead of a dead worker.
+fn guarded(route: &str, handler: impl FnOnce() -> Response) -> Response {
+    catch_unwind(AssertUnwindSafe(handler))
+        .unwrap_or_else(|_| ApiError::internal(format!("panic while serving {route}")).into_response(route))
+}
+
 fn respond(request: tiny_http::Request, response: Response) {
     let Response { status, headers, body } = response;
     let mut out = tiny_http::Response::from_data(body).with_status_code(status);
@@ -223,5 +226,19 @@ fn respond(request: tiny_http::Request, response: Response) {
     }
     if let Err(e) = request.respond(out) {
         log::debug!("could not send a response: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_is_a_500_envelope() {
+        let r = guarded("GET /boom", || panic!("handler bug"));
+        assert_eq!(r.status, 500);
+        assert_eq!(r.body_str(), r#"{"status":"error","message":"Internal server error"}"#);
+        let ok = guarded("GET /fine", || Response::ok(serde_json::Value::Null));
+        assert_eq!(ok.status, 200);
     }
 }

@@ -78,6 +78,28 @@ fn sigterm_stops_gracefully_with_exit_zero() {
 }
 
 #[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    use std::io::{BufReader, Write};
+    let s = Server::start();
+    // Failed logins are answered after a pause that grows with each failure; the fifth
+    // failure's pause (500 ms) is the request in flight.
+    for _ in 0..4 {
+        s.expect(&s.post("/api/auth/login", &[], r#"{"username":"astrbot","password":"nope"}"#), 401);
+    }
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    let body = r#"{"username":"astrbot","password":"nope"}"#;
+    write!(c, "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    assert!(crate::support::eventually(10, || s.log().contains("(5 in the last minute)")), "{}", s.log());
+    let pid = s.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let r = crate::support::read_response(&mut BufReader::new(c));
+    assert_eq!(r.status, 401, "the request in flight was answered");
+    let log = s.log.clone();
+    assert_eq!(s.terminate().code(), Some(0), "{}", log.lock().unwrap());
+}
+
+#[test]
 fn bad_arguments_fail_with_a_message() {
     let out = Command::new(BIN).args(["serve", "--listen", "nonsense"]).env_clear().output().unwrap();
     assert!(!out.status.success());
