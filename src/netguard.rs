@@ -245,8 +245,8 @@ pub fn begin_discard(listen: SocketAddr, peer: SocketAddr) -> Option<Discard> {
 
 impl Discard {
     /// Closes the connection only after the client has had time to read our answer: the
-    /// bytes it still sends are read and dropped until it is quiet for a second (or 10 s or
-    /// 64 MiB pass). Closing with unread bytes would send a reset that can destroy the
+    /// bytes it still sends are read and dropped until it is quiet for two seconds (or 15 s
+    /// or 64 MiB pass). Closing with unread bytes would send a reset that can destroy the
     /// answer in the client's buffer.
     pub fn linger(self) {
         if LINGERING.fetch_add(1, Ordering::SeqCst) >= MAX_LINGERING {
@@ -302,6 +302,19 @@ pub fn spawn_sweeper(listen: SocketAddr, idle: Duration, stop: Arc<AtomicBool>) 
     Ok(())
 }
 
+/// Whether at least `n` descriptors of accepted connections are open (each connection
+/// holds two); stops counting at `n`, so it stays cheap with thousands of connections.
+fn accepted_at_least(listen: SocketAddr, n: usize) -> bool {
+    let mut seen = 0;
+    for_each_accepted(listen, |_, view| {
+        if view.peer_addr().is_ok() {
+            seen += 1;
+        }
+        seen < n
+    });
+    seen >= n
+}
+
 /// The number of threads of this process.
 fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -350,8 +363,14 @@ pub fn spawn_kicker(listen: SocketAddr, stop: Arc<AtomicBool>) -> io::Result<()>
         listen
     };
     std::thread::Builder::new().name("kicker".into()).spawn(move || {
+        // Starvation needs every pool thread (at least four) busy with a connection; with
+        // fewer connections open there is nothing to rescue, so an idle server is not woken
+        // ten times a second.
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
+            if !accepted_at_least(listen, 6) {
+                continue;
+            }
             for _ in 0..1024 {
                 let before = thread_count();
                 let answered = kick(target, Duration::from_millis(50));
