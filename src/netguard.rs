@@ -260,8 +260,8 @@ impl Discard {
             let mut total = 0usize;
             let mut buf = [0u8; 16 << 10];
             let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-            while quiet < Duration::from_secs(1)
-                && started.elapsed() < Duration::from_secs(10)
+            while quiet < Duration::from_secs(2)
+                && started.elapsed() < Duration::from_secs(15)
                 && total < 64 << 20
             {
                 match std::io::Read::read(&mut stream, &mut buf) {
