@@ -23,6 +23,7 @@ use crate::timefmt::now_micros;
 /// Settings of a running server, from the command line and the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub data_dir: std::path::PathBuf,
     /// Daily limit of keys whose own limit is null; `None` is unlimited.
     pub default_daily_limit: Option<i64>,
     /// The upload limit of `--max-upload-mb`; read by the file routes of the chat issue.

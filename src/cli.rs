@@ -394,6 +394,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     crate::netguard::return_large_frees_to_the_os();
     let (db, mac) = open_store(&args.data)?;
     let settings = Settings {
+        data_dir: args.data.clone(),
         default_daily_limit: args.default_daily_limit,
         max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
     };

@@ -205,6 +205,12 @@ impl Response {
         Response::json(200, &json!({"status": "ok", "message": null, "data": data}))
     }
 
+    /// A success envelope with AstrBot's message text (`"保存成功~"`, ...).
+    pub fn ok_with_message(data: Value, message: &str) -> Response {
+        let data = if data.is_null() { json!({}) } else { data };
+        Response::json(200, &json!({"status": "ok", "message": message, "data": data}))
+    }
+
     /// `{"status":"error","message":...}` with no `data` key.
     pub fn error(status: u16, message: &str) -> Response {
         Response::json(status, &json!({"status": "error", "message": message}))

@@ -85,6 +85,84 @@ fn schemas() -> Value {
                 "expires_at": {"type": "string", "format": "date-time"}
             }
         },
+        "ProviderSource": {
+            "type": "object",
+            "description": "A vendor connection (AstrBot's provider source). Vendor-specific keys are kept.",
+            "required": ["id"],
+            "properties": {
+                "id": {"type": "string", "example": "openai"},
+                "provider": {"type": "string", "example": "openai"},
+                "type": {"enum": ["openai_chat_completion", "anthropic_chat_completion"]},
+                "provider_type": {"type": "string", "example": "chat_completion"},
+                "enable": {"type": "boolean"},
+                "key": {"type": "array", "items": {"type": "string"}, "description": "API keys, rotated; $NAME or ${NAME} reads the environment; shown masked"},
+                "api_base": {"type": "string", "example": "https://api.openai.com/v1"},
+                "timeout": {"type": "integer", "example": 120},
+                "proxy": {"type": "string"},
+                "custom_headers": {"type": "object", "additionalProperties": {"type": "string"}}
+            },
+            "additionalProperties": true
+        },
+        "ProviderSourceBody": {"type": "object", "description": "A ProviderSource, flat or under `config`; `source_id` names the source to update on /by-id", "properties": {"source_id": {"type": "string"}, "config": {"$ref": "#/components/schemas/ProviderSource"}}, "additionalProperties": true},
+        "ProviderSourceList": {"type": "object", "properties": {"provider_sources": {"type": "array", "items": {"$ref": "#/components/schemas/ProviderSource"}}}},
+        "ProviderSourceOne": {"type": "object", "properties": {"provider_source": {"$ref": "#/components/schemas/ProviderSource"}}},
+        "Provider": {
+            "type": "object",
+            "description": "A model on a source; listings show it merged with its source",
+            "required": ["id"],
+            "properties": {
+                "id": {"type": "string", "example": "openai/gpt-4o-mini"},
+                "provider_source_id": {"type": "string", "example": "openai"},
+                "model": {"type": "string", "example": "gpt-4o-mini"},
+                "enable": {"type": "boolean"},
+                "provider_type": {"type": "string", "example": "chat_completion"},
+                "modalities": {"type": "array", "items": {"type": "string"}},
+                "custom_extra_body": {"type": "object"},
+                "max_context_tokens": {"type": "integer"}
+            },
+            "additionalProperties": true
+        },
+        "ProviderBody": {"type": "object", "description": "A Provider, flat or under `config`; `source_id`, `capability` (chat, agent, stt, tts, embedding, rerank) and `enabled` are mapped as AstrBot does", "properties": {"provider_id": {"type": "string"}, "source_id": {"type": "string"}, "capability": {"type": "string"}, "enabled": {"type": "boolean"}, "config": {"$ref": "#/components/schemas/Provider"}}, "additionalProperties": true},
+        "ProviderList": {"type": "object", "properties": {"providers": {"type": "array", "items": {"$ref": "#/components/schemas/Provider"}}, "model_metadata": {"type": "object"}}},
+        "ProviderOne": {"type": "object", "properties": {"provider": {"$ref": "#/components/schemas/Provider"}, "model_metadata": {"type": "object"}}},
+        "EnabledBody": {"type": "object", "properties": {"provider_id": {"type": "string"}, "enabled": {"type": "boolean"}}},
+        "Persona": {
+            "type": "object",
+            "properties": {
+                "persona_id": {"type": "string", "example": "tutor"},
+                "system_prompt": {"type": "string"},
+                "begin_dialogs": {"type": "array", "items": {"type": "string"}, "description": "Alternating user and assistant turns (even length)"},
+                "tools": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: every tool"},
+                "skills": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: every skill"},
+                "custom_error_message": {"type": ["string", "null"]},
+                "folder_id": {"type": ["string", "null"]},
+                "sort_order": {"type": "integer"},
+                "created_at": {"type": "string"},
+                "updated_at": {"type": "string"}
+            }
+        },
+        "PersonaBody": {"type": "object", "properties": {"persona_id": {"type": "string"}, "system_prompt": {"type": "string"}, "begin_dialogs": {"type": "array", "items": {"type": "string"}}, "tools": {"type": ["array", "null"], "items": {"type": "string"}}, "skills": {"type": ["array", "null"], "items": {"type": "string"}}, "custom_error_message": {"type": ["string", "null"]}, "folder_id": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}}},
+        "PersonaList": {"type": "array", "items": {"$ref": "#/components/schemas/Persona"}},
+        "PersonaCreated": {"type": "object", "properties": {"message": {"type": "string", "example": "人格创建成功"}, "persona": {"$ref": "#/components/schemas/Persona"}}},
+        "PersonaTree": {"type": "object", "properties": {"folders": {"type": "array", "items": {"type": "object", "description": "A folder with `children` (folders) and `personas`"}}, "personas": {"$ref": "#/components/schemas/PersonaList"}}},
+        "PersonaMove": {"type": "object", "required": ["persona_id"], "properties": {"persona_id": {"type": "string"}, "folder_id": {"type": ["string", "null"]}}},
+        "PersonaReorder": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "type": {"enum": ["persona", "folder"]}, "sort_order": {"type": "integer"}}}}}},
+        "MessageOnly": {"type": "object", "properties": {"message": {"type": "string"}}},
+        "Folder": {"type": "object", "properties": {"folder_id": {"type": "string"}, "name": {"type": "string"}, "parent_id": {"type": ["string", "null"]}, "description": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+        "FolderBody": {"type": "object", "properties": {"name": {"type": "string"}, "parent_id": {"type": ["string", "null"]}, "description": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}}},
+        "FolderList": {"type": "array", "items": {"$ref": "#/components/schemas/Folder"}},
+        "FolderCreated": {"type": "object", "properties": {"message": {"type": "string"}, "folder": {"$ref": "#/components/schemas/Folder"}}},
+        "ConfigDocument": {"type": "object", "description": "An AstrBot config document: admins_id, platform_settings, provider_settings (default_provider_id, default_personality, wake_prefix, max_context_length, request_max_retries, ...), wake_prefix, timezone, kb_names, ...; secrets are masked", "additionalProperties": true},
+        "SystemConfig": {"type": "object", "properties": {"config": {"$ref": "#/components/schemas/ConfigDocument"}, "metadata": {"type": "object"}, "server_utc_time": {"type": "string"}, "server_utc_offset_minutes": {"type": "integer"}}},
+        "ConfigList": {"type": "object", "properties": {"configs": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "path": {"type": "string"}, "is_default": {"type": "boolean"}}}}}},
+        "ProfileList": {"type": "object", "properties": {"info_list": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "path": {"type": "string"}}}}}},
+        "ProfileCreate": {"type": "object", "properties": {"name": {"type": "string"}, "config": {"$ref": "#/components/schemas/ConfigDocument"}}},
+        "ProfileCreated": {"type": "object", "properties": {"conf_id": {"type": "string"}}},
+        "Profile": {"type": "object", "properties": {"config": {"$ref": "#/components/schemas/ConfigDocument"}, "metadata": {"type": "object"}}},
+        "ProfileRename": {"type": "object", "properties": {"name": {"type": ["string", "null"]}}},
+        "Routing": {"type": "object", "properties": {"routing": {"type": "object", "additionalProperties": {"type": "string"}, "description": "UMO (platform:MessageType:session) to config profile id"}}},
+        "EffectiveRoute": {"type": "object", "properties": {"umo": {"type": "string"}, "config_id": {"type": "string"}, "routed": {"type": "boolean"}, "provider_id": {"type": "string", "description": "`builtin` when no LLM provider is usable"}, "persona_id": {"type": "string"}}},
+        "RouteBody": {"type": "object", "required": ["config_id"], "properties": {"config_id": {"type": "string"}}},
         "Health": {
             "type": "object",
             "required": ["status", "version", "uptime_secs"],
@@ -184,6 +262,7 @@ fn operation(route: &Route) -> Value {
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| name.trim_end_matches(":path"))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
     if !params.is_empty() {
@@ -208,7 +287,7 @@ fn operation_id(route: &Route) -> String {
         .path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| s.trim_matches(|c| c == '{' || c == '}').replace(['-', '.'], "_"))
+        .map(|s| s.trim_matches(|c| c == '{' || c == '}').trim_end_matches(":path").replace(['-', '.'], "_"))
         .collect::<Vec<_>>()
         .join("_");
     format!("{}_{}", route.method.to_lowercase(), if path.is_empty() { "root".into() } else { path })
@@ -218,7 +297,7 @@ fn operation_id(route: &Route) -> String {
 pub fn document() -> Value {
     let mut paths = Map::new();
     for route in ROUTES {
-        let item = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
+        let item = paths.entry(crate::routes::openapi_path(route.path)).or_insert_with(|| json!({}));
         item[route.method.to_lowercase()] = operation(route);
     }
     json!({
@@ -268,7 +347,9 @@ mod tests {
             for (method, op) in item.as_object().unwrap() {
                 let route = ROUTES
                     .iter()
-                    .find(|r| r.path == path && r.method.to_lowercase() == *method)
+                    .find(|r| {
+                        crate::routes::openapi_path(r.path) == *path && r.method.to_lowercase() == *method
+                    })
                     .unwrap_or_else(|| panic!("{method} {path} is not in the route table"));
                 assert_eq!(op["x-astrbot-scope"], route.access.scope_name());
                 ops += 1;

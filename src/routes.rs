@@ -87,6 +87,56 @@ pub static ROUTES: &[Route] = &[
     route!("POST" "/api/apikey/create",               Dashboard,   Json,   api::keys::create,       "Legacy",   "Create an API key (AstrBot dashboard route)", Some("ApiKeyCreate"), Some("ApiKeyCreated")),
     route!("POST" "/api/apikey/revoke",               Dashboard,   Json,   api::keys::legacy_revoke, "Legacy",  "Revoke an API key (AstrBot dashboard route)", Some("KeyIdBody"), Some("Empty")),
     route!("POST" "/api/apikey/delete",               Dashboard,   Json,   api::keys::legacy_delete, "Legacy",  "Delete an API key (AstrBot dashboard route)", Some("KeyIdBody"), Some("Empty")),
+    // Provider sources and providers: fixed paths before the `{id:path}` ones they also match.
+    route!("GET" "/api/v1/provider-sources",                    Scope("provider"), NoBody, api::providers::list_sources,        "Providers", "List provider sources (keys masked)", None, Some("ProviderSourceList")),
+    route!("POST" "/api/v1/provider-sources",                   Scope("provider"), Json,   api::providers::create_source,       "Providers", "Create or replace a provider source", Some("ProviderSourceBody"), Some("Empty")),
+    route!("GET" "/api/v1/provider-sources/by-id",              Scope("provider"), NoBody, api::providers::get_source_query,    "Providers", "Get a provider source (?source_id=)", None, Some("ProviderSourceOne")),
+    route!("PUT" "/api/v1/provider-sources/by-id",              Scope("provider"), Json,   api::providers::update_source_body,  "Providers", "Update or rename a provider source (source_id in the body)", Some("ProviderSourceBody"), Some("Empty")),
+    route!("DELETE" "/api/v1/provider-sources/by-id",           Scope("provider"), NoBody, api::providers::delete_source_query, "Providers", "Delete a provider source and its providers (?source_id=)", None, Some("Empty")),
+    route!("GET" "/api/v1/provider-sources/{source_id:path}",   Scope("provider"), NoBody, api::providers::get_source,          "Providers", "Get a provider source", None, Some("ProviderSourceOne")),
+    route!("PUT" "/api/v1/provider-sources/{source_id:path}",   Scope("provider"), Json,   api::providers::update_source,       "Providers", "Update or rename a provider source", Some("ProviderSourceBody"), Some("Empty")),
+    route!("DELETE" "/api/v1/provider-sources/{source_id:path}", Scope("provider"), NoBody, api::providers::delete_source,       "Providers", "Delete a provider source and its providers", None, Some("Empty")),
+    route!("GET" "/api/v1/providers",                           Scope("provider"), NoBody, api::providers::list_providers,      "Providers", "List providers, merged with their sources (?capability=&source_id=&enabled=)", None, Some("ProviderList")),
+    route!("POST" "/api/v1/providers",                          Scope("provider"), Json,   api::providers::create_provider,     "Providers", "Create a provider (a model on a source)", Some("ProviderBody"), Some("Empty")),
+    route!("GET" "/api/v1/providers/by-id",                     Scope("provider"), NoBody, api::providers::get_provider_query,  "Providers", "Get a provider (?provider_id=&merged=)", None, Some("ProviderOne")),
+    route!("PUT" "/api/v1/providers/by-id",                     Scope("provider"), Json,   api::providers::update_provider_body, "Providers", "Replace a provider (provider_id in the body)", Some("ProviderBody"), Some("Empty")),
+    route!("DELETE" "/api/v1/providers/by-id",                  Scope("provider"), NoBody, api::providers::delete_provider_query, "Providers", "Delete a provider (?provider_id=)", None, Some("Empty")),
+    route!("PATCH" "/api/v1/providers/enabled",                 Scope("provider"), Json,   api::providers::set_enabled_body,    "Providers", "Enable or disable a provider (provider_id in the body)", Some("EnabledBody"), Some("Empty")),
+    route!("PATCH" "/api/v1/providers/{provider_id:path}/enabled", Scope("provider"), Json, api::providers::set_enabled_path,   "Providers", "Enable or disable a provider", Some("EnabledBody"), Some("Empty")),
+    route!("GET" "/api/v1/providers/{provider_id:path}",        Scope("provider"), NoBody, api::providers::get_provider,        "Providers", "Get a provider (?merged=)", None, Some("ProviderOne")),
+    route!("PUT" "/api/v1/providers/{provider_id:path}",        Scope("provider"), Json,   api::providers::update_provider,     "Providers", "Replace a provider", Some("ProviderBody"), Some("Empty")),
+    route!("DELETE" "/api/v1/providers/{provider_id:path}",     Scope("provider"), NoBody, api::providers::delete_provider,     "Providers", "Delete a provider", None, Some("Empty")),
+    // Personas and folders.
+    route!("GET" "/api/v1/personas",                            Scope("persona"), NoBody, api::personas::list,          "Personas", "List personas (?folder_id= for one folder, empty for the root)", None, Some("PersonaList")),
+    route!("POST" "/api/v1/personas",                           Scope("persona"), Json,   api::personas::create,        "Personas", "Create a persona", Some("PersonaBody"), Some("PersonaCreated")),
+    route!("GET" "/api/v1/personas/tree",                       Scope("persona"), NoBody, api::personas::tree,          "Personas", "Folders as a tree with their personas", None, Some("PersonaTree")),
+    route!("POST" "/api/v1/personas/move",                      Scope("persona"), Json,   api::personas::move_persona,  "Personas", "Move a persona to a folder (null: the root)", Some("PersonaMove"), Some("MessageOnly")),
+    route!("POST" "/api/v1/personas/reorder",                   Scope("persona"), Json,   api::personas::reorder,       "Personas", "Set the sort order of personas and folders", Some("PersonaReorder"), Some("MessageOnly")),
+    route!("GET" "/api/v1/personas/by-id",                      Scope("persona"), NoBody, api::personas::get_query,     "Personas", "Get a persona (?persona_id=)", None, Some("Persona")),
+    route!("PUT" "/api/v1/personas/by-id",                      Scope("persona"), Json,   api::personas::update_body,   "Personas", "Update a persona (persona_id in the body)", Some("PersonaBody"), Some("MessageOnly")),
+    route!("DELETE" "/api/v1/personas/by-id",                   Scope("persona"), NoBody, api::personas::delete_query,  "Personas", "Delete a persona (?persona_id=)", None, Some("MessageOnly")),
+    route!("GET" "/api/v1/personas/{persona_id:path}",          Scope("persona"), NoBody, api::personas::get,           "Personas", "Get a persona", None, Some("Persona")),
+    route!("PUT" "/api/v1/personas/{persona_id:path}",          Scope("persona"), Json,   api::personas::update,        "Personas", "Update a persona", Some("PersonaBody"), Some("MessageOnly")),
+    route!("DELETE" "/api/v1/personas/{persona_id:path}",       Scope("persona"), NoBody, api::personas::delete,        "Personas", "Delete a persona", None, Some("MessageOnly")),
+    route!("GET" "/api/v1/persona-folders",                     Scope("persona"), NoBody, api::personas::list_folders,  "Personas", "List folders (?parent_id=, default the root)", None, Some("FolderList")),
+    route!("POST" "/api/v1/persona-folders",                    Scope("persona"), Json,   api::personas::create_folder, "Personas", "Create a folder", Some("FolderBody"), Some("FolderCreated")),
+    route!("PUT" "/api/v1/persona-folders/{folder_id:path}",    Scope("persona"), Json,   api::personas::update_folder, "Personas", "Update a folder", Some("FolderBody"), Some("MessageOnly")),
+    route!("DELETE" "/api/v1/persona-folders/{folder_id:path}", Scope("persona"), NoBody, api::personas::delete_folder, "Personas", "Delete a folder (its personas move to the root)", None, Some("MessageOnly")),
+    // Configuration.
+    route!("GET" "/api/v1/system-config",                       Scope("config"), NoBody, api::configs::get_system,     "Config", "The system config (secrets masked)", None, Some("SystemConfig")),
+    route!("PUT" "/api/v1/system-config",                       Scope("config"), Json,   api::configs::put_system,     "Config", "Merge keys into the system config", Some("ConfigDocument"), Some("Empty")),
+    route!("GET" "/api/v1/configs",                             Scope("config"), NoBody, api::configs::list_configs,   "Config", "Config profiles a chat may choose (default last)", None, Some("ConfigList")),
+    route!("GET" "/api/v1/config-profiles",                     Scope("config"), NoBody, api::configs::list_profiles,  "Config", "List config profiles", None, Some("ProfileList")),
+    route!("POST" "/api/v1/config-profiles",                    Scope("config"), Json,   api::configs::create_profile, "Config", "Create a config profile", Some("ProfileCreate"), Some("ProfileCreated")),
+    route!("GET" "/api/v1/config-profiles/{config_id}",         Scope("config"), NoBody, api::configs::get_profile,    "Config", "Get a config profile (default: the system config)", None, Some("Profile")),
+    route!("PUT" "/api/v1/config-profiles/{config_id}",         Scope("config"), Json,   api::configs::put_profile,    "Config", "Merge keys into a config profile", Some("ConfigDocument"), Some("Empty")),
+    route!("PATCH" "/api/v1/config-profiles/{config_id}",       Scope("config"), Json,   api::configs::rename_profile, "Config", "Rename a config profile", Some("ProfileRename"), Some("Empty")),
+    route!("DELETE" "/api/v1/config-profiles/{config_id}",      Scope("config"), NoBody, api::configs::delete_profile, "Config", "Delete a config profile and its routes", None, Some("Empty")),
+    route!("GET" "/api/v1/config-routes",                       Scope("config"), NoBody, api::configs::list_routes,    "Config", "The UMO routing table", None, Some("Routing")),
+    route!("PUT" "/api/v1/config-routes",                       Scope("config"), Json,   api::configs::replace_routes, "Config", "Replace the UMO routing table", Some("Routing"), Some("Routing")),
+    route!("GET" "/api/v1/config-routes/{umo:path}",            Scope("config"), NoBody, api::configs::get_route,      "Config", "The settings that apply to a UMO: profile, provider, persona", None, Some("EffectiveRoute")),
+    route!("PUT" "/api/v1/config-routes/{umo:path}",            Scope("config"), Json,   api::configs::put_route,      "Config", "Route a UMO to a profile (default removes the route)", Some("RouteBody"), Some("Empty")),
+    route!("DELETE" "/api/v1/config-routes/{umo:path}",         Scope("config"), NoBody, api::configs::delete_route,   "Config", "Remove a UMO's route", None, Some("Empty")),
     route!("POST" "/api/auth/login",                  Public,      Json,   api::admin::login,       "Admin",    "Log in as the administrator and get an admin token", Some("Login"), Some("LoginToken")),
     route!("POST" "/api/auth/logout",                 Public,      NoBody, api::admin::logout,      "Admin",    "End the admin token sent as Bearer", None, Some("Empty")),
     route!("GET" "/api/v1/openapi.json",              Public,      NoBody, api::meta::openapi,      "Docs",     "This OpenAPI document", None, None),
@@ -105,8 +155,8 @@ pub enum Match {
     NotFound,
 }
 
-/// Finds the route for a request. Path segments are matched literally or captured by a
-/// `{name}` segment (captures are percent-decoded).
+/// Finds the route for a request. The first route in table order wins, so fixed paths
+/// (`/providers/by-id`) are listed before the `{id:path}` routes they would also match.
 pub fn find(method: &str, path: &str) -> Match {
     let mut allowed = Vec::new();
     for route in ROUTES {
@@ -114,29 +164,58 @@ pub fn find(method: &str, path: &str) -> Match {
             if route.method == method {
                 return Match::Found(route, params);
             }
-            allowed.push(route.method);
+            if !allowed.contains(&route.method) {
+                allowed.push(route.method);
+            }
         }
     }
     if allowed.is_empty() { Match::NotFound } else { Match::WrongMethod(allowed) }
 }
 
+/// Matches path segments literally, `{name}` captures one non-empty segment, `{name:path}`
+/// captures one or more segments (AstrBot's ids may contain `/`) leaving the pattern's
+/// remaining literal segments to match the end of the path. Captures are percent-decoded,
+/// so `a%2Fb` is `a/b` as in AstrBot.
 fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
+    let want: Vec<&str> = pattern.split('/').collect();
+    let got: Vec<&str> = path.split('/').collect();
     let mut params = Vec::new();
-    let mut want = pattern.split('/');
-    let mut got = path.split('/');
-    loop {
-        match (want.next(), got.next()) {
-            (None, None) => return Some(params),
-            (Some(w), Some(g)) if w.starts_with('{') => {
-                if g.is_empty() {
-                    return None;
-                }
-                params.push(crate::http::percent_decode(g));
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() {
+        let w = want[i];
+        if w.starts_with('{') && w.ends_with(":path}") {
+            let rest = want.len() - i - 1;
+            if got.len() < j + 1 + rest {
+                return None;
             }
-            (Some(w), Some(g)) if w == g => {}
-            _ => return None,
+            let end = got.len() - rest;
+            let captured = &got[j..end];
+            if captured.iter().any(|s| s.is_empty()) {
+                return None;
+            }
+            params.push(crate::http::percent_decode(&captured.join("/")));
+            i += 1;
+            j = end;
+            continue;
         }
+        let g = *got.get(j)?;
+        if w.starts_with('{') {
+            if g.is_empty() {
+                return None;
+            }
+            params.push(crate::http::percent_decode(g));
+        } else if w != g {
+            return None;
+        }
+        i += 1;
+        j += 1;
     }
+    (j == got.len()).then_some(params)
+}
+
+/// A route path as OpenAPI writes it: `{name:path}` becomes `{name}`.
+pub fn openapi_path(path: &str) -> String {
+    path.replace(":path}", "}")
 }
 
 #[cfg(test)]
@@ -162,6 +241,18 @@ mod tests {
             Match::WrongMethod(m) => assert_eq!(m, vec!["GET", "POST"]),
             _ => panic!("expected 405"),
         }
+    }
+
+    #[test]
+    fn path_captures_span_segments() {
+        let m = |p, s| match_path(p, s);
+        assert_eq!(m("/a/{id:path}", "/a/openai/gpt-4o"), Some(vec!["openai/gpt-4o".into()]));
+        assert_eq!(m("/a/{id:path}/enabled", "/a/x/y/enabled"), Some(vec!["x/y".into()]));
+        assert_eq!(m("/a/{id:path}/enabled", "/a/enabled"), None);
+        assert_eq!(m("/a/{id:path}", "/a/x%2Fy"), Some(vec!["x/y".into()]));
+        assert_eq!(m("/a/{id:path}", "/a/"), None);
+        assert_eq!(m("/a/{id:path}", "/a/x//y"), None);
+        assert_eq!(m("/a/{id}", "/a/x/y"), None);
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! typed access to JSON body fields with the 400 messages of decision 2.
 
 pub mod admin;
+pub mod configs;
 pub mod im;
 pub mod keys;
 pub mod meta;
+pub mod personas;
+pub mod providers;
 
 use serde_json::{Map, Value};
 
@@ -55,6 +58,51 @@ pub fn opt_int(body: &Map<String, Value>, field: &str) -> Result<Option<i64>, Ap
         },
         Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
         Some(_) => Err(bad()),
+    }
+}
+
+/// A boolean field (pydantic's lax forms: `true`, `"yes"`, `1`, ...).
+pub fn opt_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            parse_bool(v).map(Some).ok_or_else(|| ApiError::bad_request(format!("{field} must be a boolean")))
+        }
+    }
+}
+
+/// Pydantic's lax booleans, also for query parameters.
+pub fn parse_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "y" | "t" => Some(true),
+            "false" | "0" | "no" | "off" | "n" | "f" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The JSON body as an object, or an empty one when there is no body.
+pub fn body_or_empty(ctx: &Ctx<'_, '_>) -> Result<Map<String, Value>, ApiError> {
+    match &ctx.req.json {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::bad_request("Request body must be a JSON object")),
+    }
+}
+
+/// A required, non-empty query parameter, else AstrBot's `Missing key: <name>`.
+pub fn required_query(ctx: &Ctx<'_, '_>, name: &str) -> Result<String, ApiError> {
+    match ctx.req.query_param(name) {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        _ => Err(ApiError::bad_request(format!("Missing key: {name}"))),
     }
 }
 

@@ -6,6 +6,8 @@
 //! (the server and the CLI may write at the same time). Timestamps are integers:
 //! microseconds since the epoch, UTC.
 
+pub mod resources;
+
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -66,6 +68,46 @@ const MIGRATIONS: &[&str] = &[
         enable     INTEGER NOT NULL DEFAULT 1,
         config     TEXT NOT NULL DEFAULT '{}',
         created_at INTEGER NOT NULL DEFAULT 0
+    );
+    ",
+    // 2: configuration resources. Provider sources, providers and config profiles are JSON
+    // documents (AstrBot's shapes, which carry vendor-specific keys); position keeps the
+    // order AstrBot's lists have. The default profile is the system config.
+    "
+    CREATE TABLE provider_sources (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
+    CREATE TABLE providers (id TEXT PRIMARY KEY, position INTEGER NOT NULL, body TEXT NOT NULL);
+    CREATE TABLE config_profiles (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        body       TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    INSERT INTO config_profiles (id, name, position, body, created_at) VALUES ('default', 'default', -1, '{}', 0);
+    -- Which profile applies to a unified message origin (UMO).
+    CREATE TABLE config_routes (umo TEXT PRIMARY KEY, config_id TEXT NOT NULL);
+    CREATE TABLE persona_folders (
+        folder_id   TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        parent_id   TEXT,
+        description TEXT,
+        sort_order  INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    -- begin_dialogs is a JSON list; tools and skills are JSON lists or NULL (all).
+    CREATE TABLE personas (
+        seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        persona_id           TEXT NOT NULL UNIQUE,
+        system_prompt        TEXT NOT NULL,
+        begin_dialogs        TEXT NOT NULL DEFAULT '[]',
+        tools                TEXT,
+        skills               TEXT,
+        custom_error_message TEXT,
+        folder_id            TEXT,
+        sort_order           INTEGER NOT NULL DEFAULT 0,
+        created_at           INTEGER NOT NULL,
+        updated_at           INTEGER NOT NULL
     );
     ",
 ];
@@ -169,6 +211,18 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         log::info!("database migrated to schema version {next}");
     }
     Ok(())
+}
+
+/// Runs `f` in one `IMMEDIATE` transaction, committed only if it succeeds: a write request
+/// is either wholly stored or not at all.
+pub fn write_tx<T, E: From<rusqlite::Error>>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
 }
 
 /// The schema version of an open connection.

@@ -1,0 +1,358 @@
+//! SQL for the configuration resources: provider sources, providers, config profiles and
+//! routes, personas and persona folders. Functions take a `Connection` (a transaction
+//! derefs to one), so handlers compose several into one transaction with `write_tx`.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+/// The tables that hold one JSON document per id, in list order.
+#[derive(Debug, Clone, Copy)]
+pub enum Docs {
+    ProviderSources,
+    Providers,
+}
+
+impl Docs {
+    fn table(self) -> &'static str {
+        match self {
+            Docs::ProviderSources => "provider_sources",
+            Docs::Providers => "providers",
+        }
+    }
+}
+
+fn parse(body: String) -> Value {
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// Every document, in list order.
+pub fn docs(conn: &Connection, t: Docs) -> rusqlite::Result<Vec<Value>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT body FROM {} ORDER BY position, id", t.table()))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|r| r.map(parse)).collect()
+}
+
+/// One document by id.
+pub fn doc(conn: &Connection, t: Docs, id: &str) -> rusqlite::Result<Option<Value>> {
+    conn.prepare_cached(&format!("SELECT body FROM {} WHERE id = ?1", t.table()))?
+        .query_row([id], |r| r.get::<_, String>(0))
+        .optional()
+        .map(|b| b.map(parse))
+}
+
+/// Stores a document under `new_id`, replacing the one at `old_id` (keeping its place in
+/// the list) or appending when there is none.
+pub fn put_doc(conn: &Connection, t: Docs, old_id: &str, new_id: &str, body: &Value) -> rusqlite::Result<()> {
+    let table = t.table();
+    let position: Option<i64> = conn
+        .query_row(&format!("SELECT position FROM {table} WHERE id = ?1"), [old_id], |r| r.get(0))
+        .optional()?;
+    let position = match position {
+        Some(p) => {
+            conn.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [old_id])?;
+            p
+        }
+        None => {
+            conn.query_row(&format!("SELECT coalesce(max(position), -1) + 1 FROM {table}"), [], |r| r.get(0))?
+        }
+    };
+    conn.execute(
+        &format!("INSERT OR REPLACE INTO {table} (id, position, body) VALUES (?1, ?2, ?3)"),
+        params![new_id, position, body.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Removes a document; false if there was none.
+pub fn delete_doc(conn: &Connection, t: Docs, id: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute(&format!("DELETE FROM {} WHERE id = ?1", t.table()), [id])? > 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Config profiles and routes
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub id: String,
+    pub name: String,
+    /// The stored document; the default profile's is merged over the defaults when read.
+    pub body: Value,
+}
+
+fn profile_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Profile> {
+    Ok(Profile { id: r.get(0)?, name: r.get(1)?, body: parse(r.get(2)?) })
+}
+
+/// The custom profiles in creation order (the default profile is not among them).
+pub fn custom_profiles(conn: &Connection) -> rusqlite::Result<Vec<Profile>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, body FROM config_profiles WHERE id <> 'default' ORDER BY position, created_at",
+    )?;
+    let rows = stmt.query_map([], profile_row)?;
+    rows.collect()
+}
+
+pub fn profile(conn: &Connection, id: &str) -> rusqlite::Result<Option<Profile>> {
+    conn.prepare_cached("SELECT id, name, body FROM config_profiles WHERE id = ?1")?
+        .query_row([id], profile_row)
+        .optional()
+}
+
+pub fn insert_profile(
+    conn: &Connection,
+    id: &str,
+    name: &str,
+    body: &Value,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO config_profiles (id, name, position, body, created_at)
+         VALUES (?1, ?2, (SELECT coalesce(max(position), 0) + 1 FROM config_profiles), ?3, ?4)",
+        params![id, name, body.to_string(), now],
+    )?;
+    Ok(())
+}
+
+/// Replaces a profile's document; false if there is no such profile.
+pub fn set_profile_body(conn: &Connection, id: &str, body: &Value) -> rusqlite::Result<bool> {
+    Ok(conn.execute("UPDATE config_profiles SET body = ?2 WHERE id = ?1", params![id, body.to_string()])? > 0)
+}
+
+pub fn rename_profile(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE config_profiles SET name = ?2 WHERE id = ?1 AND id <> 'default'",
+        params![id, name],
+    )? > 0)
+}
+
+pub fn delete_profile(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM config_profiles WHERE id = ?1 AND id <> 'default'", [id])? > 0)
+}
+
+/// The routing table: UMO to profile id, in UMO order.
+pub fn routes(conn: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT umo, config_id FROM config_routes ORDER BY umo")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+pub fn route(conn: &Connection, umo: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT config_id FROM config_routes WHERE umo = ?1")?
+        .query_row([umo], |r| r.get(0))
+        .optional()
+}
+
+pub fn set_route(conn: &Connection, umo: &str, config_id: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO config_routes (umo, config_id) VALUES (?1, ?2)
+         ON CONFLICT (umo) DO UPDATE SET config_id = excluded.config_id",
+        params![umo, config_id],
+    )?;
+    Ok(())
+}
+
+pub fn delete_route(conn: &Connection, umo: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM config_routes WHERE umo = ?1", [umo])? > 0)
+}
+
+pub fn clear_routes(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM config_routes", [])?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Personas and folders
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Persona {
+    pub persona_id: String,
+    pub system_prompt: String,
+    pub begin_dialogs: Vec<String>,
+    /// `None`: every tool.
+    pub tools: Option<Vec<String>>,
+    /// `None`: every skill.
+    pub skills: Option<Vec<String>>,
+    pub custom_error_message: Option<String>,
+    pub folder_id: Option<String>,
+    pub sort_order: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const PERSONA_COLUMNS: &str = "persona_id, system_prompt, begin_dialogs, tools, skills, custom_error_message, \
+                               folder_id, sort_order, created_at, updated_at";
+
+fn list_column(v: Option<String>) -> Option<Vec<String>> {
+    v.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn persona_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Persona> {
+    Ok(Persona {
+        persona_id: r.get(0)?,
+        system_prompt: r.get(1)?,
+        begin_dialogs: list_column(r.get(2)?).unwrap_or_default(),
+        tools: list_column(r.get(3)?),
+        skills: list_column(r.get(4)?),
+        custom_error_message: r.get(5)?,
+        folder_id: r.get(6)?,
+        sort_order: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+fn list_json(v: &Option<Vec<String>>) -> Option<String> {
+    v.as_ref().map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".into()))
+}
+
+/// All personas in creation order, or (with `Some(folder)`) those of one folder
+/// (`Some(None)` is the root) by `sort_order, persona_id`.
+pub fn personas(conn: &Connection, folder: Option<Option<&str>>) -> rusqlite::Result<Vec<Persona>> {
+    match folder {
+        None => {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {PERSONA_COLUMNS} FROM personas ORDER BY seq"))?;
+            let rows = stmt.query_map([], persona_row)?;
+            rows.collect()
+        }
+        Some(folder) => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PERSONA_COLUMNS} FROM personas WHERE folder_id IS ?1 ORDER BY sort_order, persona_id"
+            ))?;
+            let rows = stmt.query_map([folder], persona_row)?;
+            rows.collect()
+        }
+    }
+}
+
+pub fn persona(conn: &Connection, id: &str) -> rusqlite::Result<Option<Persona>> {
+    conn.prepare_cached(&format!("SELECT {PERSONA_COLUMNS} FROM personas WHERE persona_id = ?1"))?
+        .query_row([id], persona_row)
+        .optional()
+}
+
+pub fn insert_persona(conn: &Connection, p: &Persona) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!("INSERT INTO personas ({PERSONA_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        params![
+            p.persona_id,
+            p.system_prompt,
+            serde_json::to_string(&p.begin_dialogs).unwrap_or_else(|_| "[]".into()),
+            list_json(&p.tools),
+            list_json(&p.skills),
+            p.custom_error_message,
+            p.folder_id,
+            p.sort_order,
+            p.created_at,
+            p.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes every field of an existing persona (the caller applies AstrBot's update rules).
+pub fn update_persona(conn: &Connection, p: &Persona) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE personas SET system_prompt = ?2, begin_dialogs = ?3, tools = ?4, skills = ?5,
+                custom_error_message = ?6, folder_id = ?7, sort_order = ?8, updated_at = ?9
+         WHERE persona_id = ?1",
+        params![
+            p.persona_id,
+            p.system_prompt,
+            serde_json::to_string(&p.begin_dialogs).unwrap_or_else(|_| "[]".into()),
+            list_json(&p.tools),
+            list_json(&p.skills),
+            p.custom_error_message,
+            p.folder_id,
+            p.sort_order,
+            p.updated_at
+        ],
+    )? > 0)
+}
+
+pub fn delete_persona(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM personas WHERE persona_id = ?1", [id])? > 0)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folder {
+    pub folder_id: String,
+    pub name: String,
+    pub parent_id: Option<String>,
+    pub description: Option<String>,
+    pub sort_order: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const FOLDER_COLUMNS: &str = "folder_id, name, parent_id, description, sort_order, created_at, updated_at";
+
+fn folder_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Folder> {
+    Ok(Folder {
+        folder_id: r.get(0)?,
+        name: r.get(1)?,
+        parent_id: r.get(2)?,
+        description: r.get(3)?,
+        sort_order: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+/// Folders under a parent (`None`: the root), or every folder with `all`.
+pub fn folders(conn: &Connection, parent: Option<&str>, all: bool) -> rusqlite::Result<Vec<Folder>> {
+    let sql = if all {
+        format!("SELECT {FOLDER_COLUMNS} FROM persona_folders WHERE ?1 IS ?1 ORDER BY sort_order, name")
+    } else {
+        format!(
+            "SELECT {FOLDER_COLUMNS} FROM persona_folders WHERE parent_id IS ?1 ORDER BY sort_order, name"
+        )
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([parent], folder_row)?;
+    rows.collect()
+}
+
+pub fn folder(conn: &Connection, id: &str) -> rusqlite::Result<Option<Folder>> {
+    conn.prepare_cached(&format!("SELECT {FOLDER_COLUMNS} FROM persona_folders WHERE folder_id = ?1"))?
+        .query_row([id], folder_row)
+        .optional()
+}
+
+pub fn insert_folder(conn: &Connection, f: &Folder) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!("INSERT INTO persona_folders ({FOLDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![f.folder_id, f.name, f.parent_id, f.description, f.sort_order, f.created_at, f.updated_at],
+    )?;
+    Ok(())
+}
+
+pub fn update_folder(conn: &Connection, f: &Folder) -> rusqlite::Result<bool> {
+    Ok(conn.execute(
+        "UPDATE persona_folders SET name = ?2, parent_id = ?3, description = ?4, sort_order = ?5, updated_at = ?6
+         WHERE folder_id = ?1",
+        params![f.folder_id, f.name, f.parent_id, f.description, f.sort_order, f.updated_at],
+    )? > 0)
+}
+
+/// Deletes a folder and moves its personas to the root; sub-folders stay as they are.
+pub fn delete_folder(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.execute("UPDATE personas SET folder_id = NULL WHERE folder_id = ?1", [id])?;
+    Ok(conn.execute("DELETE FROM persona_folders WHERE folder_id = ?1", [id])? > 0)
+}
+
+/// Sets the sort order of a persona or a folder; false if it does not exist.
+pub fn set_sort_order(
+    conn: &Connection,
+    folder: bool,
+    id: &str,
+    order: i64,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let sql = if folder {
+        "UPDATE persona_folders SET sort_order = ?2, updated_at = ?3 WHERE folder_id = ?1"
+    } else {
+        "UPDATE personas SET sort_order = ?2, updated_at = ?3 WHERE persona_id = ?1"
+    };
+    Ok(conn.execute(sql, params![id, order, now])? > 0)
+}
