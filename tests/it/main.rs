@@ -2,9 +2,12 @@
 
 mod admin;
 mod auth;
+mod configs;
 mod docs;
 mod errors;
 mod keys;
 mod lifecycle;
+mod personas;
+mod providers;
 mod quota;
 mod support;

@@ -103,6 +103,18 @@ impl Server {
         self.request("POST", path, &[headers, &[("Content-Type", "application/json")]].concat(), Some(body))
     }
 
+    /// A request with an API key (or admin token) as bearer and an optional JSON body.
+    pub fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {key}");
+        let body = body.map(|b| b.to_string());
+        self.request(
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            body.as_deref(),
+        )
+    }
+
     /// Logs in as the administrator and returns the admin token.
     pub fn admin_token(&self) -> String {
         let r = self.post(

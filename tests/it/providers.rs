@@ -1,0 +1,309 @@
+//! Provider sources and providers (issue 3; reference management §2).
+
+use serde_json::{Value, json};
+
+use crate::support::Server;
+
+fn setup() -> (Server, String) {
+    let s = Server::start();
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["provider"]}"#);
+    (s, key)
+}
+
+fn h(key: &str) -> Vec<(&'static str, String)> {
+    vec![("X-API-Key", key.to_owned())]
+}
+
+fn call(s: &Server, method: &str, path: &str, key: &str, body: Option<Value>) -> crate::support::Resp {
+    let body = body.map(|b| b.to_string());
+    let hs = h(key);
+    let mut headers: Vec<(&str, &str)> = hs.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    headers.push(("Content-Type", "application/json"));
+    s.request(method, path, &headers, body.as_deref())
+}
+
+const SECRET: &str = "sk-live-0123456789abcdefXYZW";
+
+/// The exact bodies AstrBot's dashboard sends (reference §2.1–2.3).
+fn dashboard_source() -> Value {
+    json!({"id":"openai","provider":"openai","type":"openai_chat_completion","provider_type":"chat_completion",
+           "enable":true,"key":[SECRET, "$OPENAI_API_KEY"],"api_base":"https://api.openai.com/v1","timeout":120,
+           "proxy":"","custom_headers":{}})
+}
+
+fn dashboard_provider() -> Value {
+    json!({"id":"openai/gpt-4o-mini","provider_source_id":"openai","model":"gpt-4o-mini","enable":true,
+           "modalities":["text","image","tool_use"],"custom_extra_body":{},"max_context_tokens":0})
+}
+
+#[test]
+fn dashboard_bodies_are_listed_merged_and_keys_never_shown() {
+    let (s, key) = setup();
+    let r = call(&s, "POST", "/api/v1/provider-sources", &key, Some(dashboard_source()));
+    s.expect(&r, 200);
+    assert_eq!(r.json(), json!({"status":"ok","message":"更新 provider source 成功","data":{}}));
+    let r = call(&s, "POST", "/api/v1/providers", &key, Some(dashboard_provider()));
+    assert_eq!(r.json()["message"], "新增服务提供商配置成功");
+
+    let list = call(&s, "GET", "/api/v1/providers", &key, None);
+    s.expect(&list, 200);
+    let data = &list.json()["data"];
+    assert_eq!(data["model_metadata"], json!({}));
+    let p = &data["providers"][0];
+    assert_eq!(p["id"], "openai/gpt-4o-mini");
+    assert_eq!(p["api_base"], "https://api.openai.com/v1", "merged with its source");
+    assert_eq!(p["model"], "gpt-4o-mini");
+    assert_eq!(p["key"], json!(["sk-****XYZW", "$OPENAI_API_KEY"]));
+
+    for path in [
+        "/api/v1/providers",
+        "/api/v1/provider-sources",
+        "/api/v1/provider-sources/openai",
+        "/api/v1/provider-sources/by-id?source_id=openai",
+        "/api/v1/providers/openai/gpt-4o-mini?merged=true",
+        "/api/v1/providers/by-id?provider_id=openai/gpt-4o-mini&merged=1",
+    ] {
+        let r = call(&s, "GET", path, &key, None);
+        s.expect(&r, 200);
+        assert!(!r.text().contains(SECRET), "{path} leaks the key");
+    }
+    let raw = call(&s, "GET", "/api/v1/providers/openai%2Fgpt-4o-mini", &key, None).json();
+    assert_eq!(raw["data"]["provider"], dashboard_provider(), "unmerged by default");
+}
+
+#[test]
+fn a_masked_key_sent_back_keeps_the_stored_one() {
+    let (s, key) = setup();
+    call(&s, "POST", "/api/v1/provider-sources", &key, Some(dashboard_source()));
+    let mut shown =
+        call(&s, "GET", "/api/v1/provider-sources/openai", &key, None).json()["data"]["provider_source"]
+            .clone();
+    shown["timeout"] = json!(60);
+    let r = call(&s, "PUT", "/api/v1/provider-sources/openai", &key, Some(shown));
+    s.expect(&r, 200);
+    // The chat reads the stored document; check it kept the clear key.
+    let conn = rusqlite::Connection::open(s.data.path().join("astrbot.db")).unwrap();
+    let body: String =
+        conn.query_row("SELECT body FROM provider_sources WHERE id = 'openai'", [], |r| r.get(0)).unwrap();
+    let stored: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stored["key"], json!([SECRET, "$OPENAI_API_KEY"]));
+    assert_eq!(stored["timeout"], 60);
+}
+
+#[test]
+fn source_rules_upsert_rename_cascade_and_messages() {
+    let (s, key) = setup();
+    let r = call(&s, "POST", "/api/v1/provider-sources", &key, Some(json!({"provider":"x"})));
+    s.expect_error(&r, 400, "Provider source config must have an 'id' field");
+    let r = call(
+        &s,
+        "POST",
+        "/api/v1/provider-sources",
+        &key,
+        Some(json!({"id":"g","type":"googlegenai_chat_completion"})),
+    );
+    s.expect_error(
+        &r,
+        400,
+        "Unsupported provider source type: googlegenai_chat_completion. Supported types: openai_chat_completion, anthropic_chat_completion",
+    );
+    // The `config` form, and an upsert replacing the whole source.
+    call(&s, "POST", "/api/v1/provider-sources", &key, Some(json!({"config": dashboard_source()})));
+    call(
+        &s,
+        "POST",
+        "/api/v1/provider-sources",
+        &key,
+        Some(json!({"id":"openai","type":"openai_chat_completion","api_base":"http://b"})),
+    );
+    let src =
+        call(&s, "GET", "/api/v1/provider-sources/openai", &key, None).json()["data"]["provider_source"]
+            .clone();
+    assert_eq!(
+        (src["api_base"].clone(), src.get("timeout").is_none()),
+        (json!("http://b"), true),
+        "full replacement"
+    );
+    call(
+        &s,
+        "POST",
+        "/api/v1/provider-sources",
+        &key,
+        Some(json!({"id":"other","type":"anthropic_chat_completion"})),
+    );
+    call(&s, "POST", "/api/v1/providers", &key, Some(dashboard_provider()));
+
+    let r = call(&s, "PUT", "/api/v1/provider-sources/by-id", &key, Some(json!({"id":"x"})));
+    s.expect_error(&r, 400, "Missing key: source_id");
+    let r = call(
+        &s,
+        "PUT",
+        "/api/v1/provider-sources/by-id",
+        &key,
+        Some(json!({"source_id":"openai","id":"other"})),
+    );
+    s.expect_error(&r, 400, "Provider source ID 'other' exists already, please try another ID.");
+    // Renaming moves the providers along.
+    let r = call(
+        &s,
+        "PUT",
+        "/api/v1/provider-sources/by-id",
+        &key,
+        Some(json!({"source_id":"openai","id":"oa","type":"openai_chat_completion"})),
+    );
+    s.expect(&r, 200);
+    let p = call(&s, "GET", "/api/v1/providers/openai/gpt-4o-mini", &key, None).json();
+    assert_eq!(p["data"]["provider"]["provider_source_id"], "oa");
+    let r = call(&s, "GET", "/api/v1/provider-sources/openai", &key, None);
+    s.expect_error(&r, 400, "Provider source openai not found");
+    // Deleting a source deletes its providers.
+    let r = call(&s, "DELETE", "/api/v1/provider-sources/oa", &key, None);
+    assert_eq!(r.json()["message"], "删除 provider source 成功");
+    let list = call(&s, "GET", "/api/v1/providers", &key, None).json();
+    assert_eq!(list["data"]["providers"], json!([]));
+    let r = call(&s, "DELETE", "/api/v1/provider-sources/by-id?source_id=oa", &key, None);
+    s.expect_error(&r, 400, "Provider source oa not found");
+    let sources = call(&s, "GET", "/api/v1/provider-sources", &key, None).json();
+    assert_eq!(sources["data"]["provider_sources"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn provider_rules_mapping_filters_enable_and_messages() {
+    let (s, key) = setup();
+    call(&s, "POST", "/api/v1/provider-sources", &key, Some(dashboard_source()));
+    let r = call(&s, "POST", "/api/v1/providers", &key, Some(json!({"model":"m"})));
+    s.expect_error(&r, 400, "New provider config must have an 'id' field");
+    call(
+        &s,
+        "POST",
+        "/api/v1/providers",
+        &key,
+        Some(json!({"id":"openai/a","source_id":"openai","model":"a","capability":"chat","enabled":false})),
+    );
+    call(
+        &s,
+        "POST",
+        "/api/v1/providers",
+        &key,
+        Some(json!({"id":"tts","type":"openai_tts","capability":"tts","key":["sk-tts-secret-value-1234"]})),
+    );
+    let r = call(&s, "POST", "/api/v1/providers", &key, Some(json!({"id":"tts"})));
+    s.expect_error(&r, 400, "Provider ID tts already exists");
+    let a = call(&s, "GET", "/api/v1/providers/openai/a", &key, None).json()["data"]["provider"].clone();
+    assert_eq!(
+        a,
+        json!({"id":"openai/a","model":"a","provider_source_id":"openai","enable":false,"provider_type":"chat_completion"})
+    );
+
+    let ids = |q: &str| -> Vec<String> {
+        let v = call(&s, "GET", &format!("/api/v1/providers{q}"), &key, None).json();
+        v["data"]["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(""), ["openai/a", "tts"]);
+    assert_eq!(ids("?capability=chat"), ["openai/a"]);
+    assert_eq!(ids("?capability=tts"), ["tts"]);
+    assert_eq!(ids("?source_id=openai"), ["openai/a"]);
+    assert_eq!(ids("?enabled=true"), ["tts"]);
+    assert!(!call(&s, "GET", "/api/v1/providers", &key, None).text().contains("sk-tts-secret-value-1234"));
+
+    let r = call(&s, "PATCH", "/api/v1/providers/openai/a/enabled", &key, Some(json!({"enabled":true})));
+    assert_eq!(r.json()["message"], "更新成功，已经实时生效~");
+    assert_eq!(ids("?enabled=true"), ["openai/a", "tts"]);
+    let r = call(&s, "PATCH", "/api/v1/providers/enabled", &key, Some(json!({"provider_id":"tts"})));
+    s.expect(&r, 200);
+    assert_eq!(ids("?enabled=false"), ["tts"], "a missing `enabled` means false");
+    s.expect_error(
+        &call(&s, "PATCH", "/api/v1/providers/enabled", &key, Some(json!({}))),
+        400,
+        "Missing key: provider_id",
+    );
+    s.expect_error(
+        &call(&s, "PATCH", "/api/v1/providers/nope/enabled", &key, Some(json!({"enabled":true}))),
+        400,
+        "Provider nope not found",
+    );
+
+    // PUT replaces, renames, and refuses collisions.
+    let r = call(&s, "PUT", "/api/v1/providers/by-id", &key, Some(json!({"id":"x"})));
+    s.expect_error(&r, 400, "Missing key: provider_id");
+    let r = call(&s, "PUT", "/api/v1/providers/by-id", &key, Some(json!({"provider_id":"nope","model":"x"})));
+    s.expect_error(&r, 400, "Provider ID nope not found");
+    let r = call(&s, "PUT", "/api/v1/providers/openai/a", &key, Some(json!({"id":"tts","model":"x"})));
+    s.expect_error(&r, 400, "Provider ID tts already exists");
+    let r = call(
+        &s,
+        "PUT",
+        "/api/v1/providers/openai/a",
+        &key,
+        Some(json!({"id":"openai/b","provider_source_id":"openai","model":"b"})),
+    );
+    s.expect(&r, 200);
+    assert_eq!(ids(""), ["openai/b", "tts"], "renamed in place");
+    // A PUT that sends the masked key back keeps it.
+    let tts = call(&s, "GET", "/api/v1/providers/tts", &key, None).json()["data"]["provider"].clone();
+    s.expect(&call(&s, "PUT", "/api/v1/providers/tts", &key, Some(tts)), 200);
+    let conn = rusqlite::Connection::open(s.data.path().join("astrbot.db")).unwrap();
+    let body: String =
+        conn.query_row("SELECT body FROM providers WHERE id = 'tts'", [], |r| r.get(0)).unwrap();
+    assert!(body.contains("sk-tts-secret-value-1234"));
+
+    let r = call(&s, "GET", "/api/v1/providers/by-id?provider_id=gone", &key, None);
+    s.expect_error(&r, 400, "Provider gone not found");
+    let r = call(&s, "DELETE", "/api/v1/providers/gone", &key, None);
+    assert_eq!(r.json()["message"], "删除成功，已经实时生效。", "unknown ids delete quietly");
+    s.expect(&call(&s, "DELETE", "/api/v1/providers/by-id?provider_id=openai/b", &key, None), 200);
+    assert_eq!(ids(""), ["tts"]);
+    s.expect_error(
+        &call(&s, "DELETE", "/api/v1/providers/by-id", &key, None),
+        400,
+        "Missing key: provider_id",
+    );
+}
+
+#[test]
+fn scopes_other_keys_are_refused_and_config_reaches_providers() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let (chat, _) = s.create_key(&admin, r#"{"scopes":["chat","persona"]}"#);
+    let (config, _) = s.create_key(&admin, r#"{"scopes":["config"]}"#);
+    for path in ["/api/v1/providers", "/api/v1/provider-sources"] {
+        s.expect_error(&call(&s, "GET", path, &chat, None), 403, "Insufficient API key scope");
+        s.expect(&call(&s, "GET", path, &config, None), 200);
+    }
+    s.expect_error(
+        &call(&s, "POST", "/api/v1/providers", &chat, Some(json!({"id":"x"}))),
+        403,
+        "Insufficient API key scope",
+    );
+    s.expect(&call(&s, "POST", "/api/v1/providers", &config, Some(json!({"id":"x"}))), 200);
+}
+
+#[test]
+fn everything_survives_a_restart() {
+    let data = std::sync::Arc::new(crate::support::TempDir::new());
+    let s = Server::start_with(data.clone(), &[]);
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["provider","persona","config"]}"#);
+    call(&s, "POST", "/api/v1/provider-sources", &key, Some(dashboard_source()));
+    call(&s, "POST", "/api/v1/providers", &key, Some(dashboard_provider()));
+    call(&s, "POST", "/api/v1/personas", &key, Some(json!({"persona_id":"tutor","system_prompt":"Teach."})));
+    call(&s, "PUT", "/api/v1/system-config", &key, Some(json!({"timezone":"UTC"})));
+    assert!(s.terminate().success());
+    let s = Server::start_with(data, &[]);
+    assert_eq!(
+        call(&s, "GET", "/api/v1/providers", &key, None).json()["data"]["providers"][0]["id"],
+        "openai/gpt-4o-mini"
+    );
+    assert_eq!(
+        call(&s, "GET", "/api/v1/personas/tutor", &key, None).json()["data"]["system_prompt"],
+        "Teach."
+    );
+    assert_eq!(
+        call(&s, "GET", "/api/v1/system-config", &key, None).json()["data"]["config"]["timezone"],
+        "UTC"
+    );
+}
