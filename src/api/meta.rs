@@ -16,6 +16,7 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("quickstart", include_str!("../../static/docs/quickstart.md")),
     ("keys", include_str!("../../static/docs/keys.md")),
     ("quotas", include_str!("../../static/docs/quotas.md")),
+    ("providers", include_str!("../../static/docs/providers.md")),
     ("configuration", include_str!("../../static/docs/configuration.md")),
     ("systemd", include_str!("../../static/docs/systemd.md")),
 ];
