@@ -207,12 +207,27 @@ pub fn validate(body: &mut Map<String, Value>) -> Result<(), ApiError> {
 // ---------------------------------------------------------------------------------------
 // Secrets
 
-/// Whether a key names a secret (API keys, tokens, passwords): `key`, `api_key`,
-/// `access_token`, `jwt_secret`, `password`, ... but not `max_tokens` or `kb_names`.
+/// Whether a key names a secret (API keys, tokens, passwords, credential headers): `key`,
+/// `api_key`, `access_token`, `jwt_secret`, `password`, `Authorization`, `X-Api-Key`, ...
+/// but not `max_tokens` or `kb_names`.
 pub fn is_secret_key(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n.split(['_', '-'])
-        .any(|w| matches!(w, "key" | "keys" | "apikey" | "token" | "secret" | "password" | "passwd"))
+    n.split(['_', '-']).any(|w| {
+        matches!(
+            w,
+            "key"
+                | "keys"
+                | "apikey"
+                | "token"
+                | "secret"
+                | "password"
+                | "passwd"
+                | "authorization"
+                | "cookie"
+                | "credential"
+                | "credentials"
+        )
+    })
 }
 
 /// The first 3 and last 4 characters, the rest hidden; `$NAME` references are not secrets.
@@ -556,6 +571,25 @@ mod tests {
         assert_eq!(mask("sk-abcdefghijklmnop"), "sk-****mnop");
         assert_eq!(mask("$OPENAI_KEY"), "$OPENAI_KEY");
         assert_eq!(mask("short"), "*****");
+        for secret in [
+            "key",
+            "api_key",
+            "Authorization",
+            "X-Api-Key",
+            "api-key",
+            "jwt_secret",
+            "access_token",
+            "Cookie",
+        ] {
+            assert!(is_secret_key(secret), "{secret}");
+        }
+        for plain in ["max_tokens", "kb_names", "api_base", "keyword", "provider_settings"] {
+            assert!(!is_secret_key(plain), "{plain}");
+        }
+        let mut headers =
+            json!({"custom_headers": {"Authorization": "Bearer sk-abcdefghijkl", "X-Trace": "on"}});
+        redact(&mut headers);
+        assert_eq!(headers["custom_headers"], json!({"Authorization": "Bea****ijkl", "X-Trace": "on"}));
         let stored = json!({"key": ["sk-abcdefghijklmnop", "$ENV_KEY"], "api_base": "https://x", "sandbox": {"access_token": "tok-1234567890"}, "max_tokens": 5});
         let mut shown = stored.clone();
         redact(&mut shown);
