@@ -26,8 +26,7 @@ pub struct Settings {
     pub data_dir: std::path::PathBuf,
     /// Daily limit of keys whose own limit is null; `None` is unlimited.
     pub default_daily_limit: Option<i64>,
-    /// The upload limit of `--max-upload-mb`; read by the file routes of the chat issue.
-    #[allow(dead_code)]
+    /// The upload limit of `--max-upload-mb`.
     pub max_upload_bytes: usize,
 }
 
@@ -172,7 +171,11 @@ fn run_route(
 ) -> Result<Response, ApiError> {
     let limit = match route.body {
         Body::Json | Body::None => MAX_JSON_BODY,
+        Body::Upload => app.settings.max_upload_bytes,
     };
+    if route.body == Body::Upload {
+        crate::api::files::check_multipart(req)?;
+    }
     if req.body_len.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }

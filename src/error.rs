@@ -25,6 +25,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// 429 with `Retry-After` in seconds.
     TooManyRequests { message: String, retry_after: i64 },
+    /// AstrBot's "200-error": HTTP 200 with `status: error` (chat, sessions and file routes).
+    Soft(String),
     /// 500: our fault. The cause is logged, never sent.
     Internal(String),
 }
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::TooManyRequests { .. } => 429,
+            ApiError::Soft(_) => 200,
             ApiError::Internal(_) => 500,
         }
     }
@@ -58,7 +61,8 @@ impl ApiError {
             ApiError::BadRequest(m)
             | ApiError::Unauthorized(m)
             | ApiError::Forbidden(m)
-            | ApiError::NotFound(m) => m.clone(),
+            | ApiError::NotFound(m)
+            | ApiError::Soft(m) => m.clone(),
             ApiError::TooManyRequests { message, .. } => message.clone(),
             ApiError::MethodNotAllowed(_) => "Method Not Allowed".to_owned(),
             ApiError::PayloadTooLarge(limit) => {

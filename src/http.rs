@@ -125,6 +125,15 @@ impl<'a> Request<'a> {
         Ok(buf)
     }
 
+    /// The body as a reader that fails once more than `limit` bytes come; reading it to the
+    /// end marks the body done.
+    pub fn body_reader(&mut self, limit: usize) -> Result<LimitedBody<'_, 'a>, ApiError> {
+        if self.body_len.is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        Ok(LimitedBody { req: self, read: 0, limit })
+    }
+
     /// Reads the body as JSON into `self.json`: empty means `null`, invalid JSON is 400.
     pub fn parse_json_body(&mut self) -> Result<(), ApiError> {
         let bytes = self.read_body(MAX_JSON_BODY)?;
@@ -143,6 +152,43 @@ impl<'a> Request<'a> {
             Some(Value::Object(map)) => Ok(map),
             _ => Err(ApiError::bad_request("Request body must be a JSON object")),
         }
+    }
+}
+
+/// A request body read through a size cap (see [`Request::body_reader`]).
+pub struct LimitedBody<'r, 'a> {
+    req: &'r mut Request<'a>,
+    read: usize,
+    limit: usize,
+}
+
+impl LimitedBody<'_, '_> {
+    /// Whether the body went over its cap.
+    pub fn over_limit(&self) -> bool {
+        self.read > self.limit
+    }
+
+    /// Reads and drops what is left (up to the cap), so the body counts as read.
+    pub fn finish(mut self) -> io::Result<()> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(())
+    }
+}
+
+impl Read for LimitedBody<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.req.body_done {
+            return Ok(0);
+        }
+        let n = self.req.body.reader().read(buf)?;
+        if n == 0 {
+            self.req.body_done = true;
+        }
+        self.read += n;
+        if self.read > self.limit {
+            return Err(io::Error::other("request body over its size limit"));
+        }
+        Ok(n)
     }
 }
 
@@ -181,16 +227,18 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What a handler produces.
+/// What a handler produces: plain data, or a reader of known length (a file) that the
+/// server copies to the client without holding it in memory.
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    pub stream: Option<(Box<dyn Read + Send>, usize)>,
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response { status, headers: vec![("Content-Type", content_type.to_owned())], body }
+        Response { status, headers: vec![("Content-Type", content_type.to_owned())], body, stream: None }
     }
 
     /// A JSON document as it is.

@@ -7,10 +7,14 @@
 //!   [`while_draining`], and during that window [`GuardedAlloc`] serves zeroed allocations
 //!   of 1 MiB or more with a fixed 1 MiB mapping followed by a `PROT_NONE` guard. The drain
 //!   only ever hands that buffer to `read(2)`, which writes at most what the socket has
-//!   buffered and fails with `EFAULT` rather than write past the mapping. Before such a
-//!   request is answered, [`begin_discard`] shuts down the socket's read side, so the
-//!   drain ends at once and the rest of the body is never parsed as a request; after the
-//!   answer, [`Discard::linger`] closes the connection gently, so the answer survives.
+//!   buffered and fails with `EFAULT` rather than write past the mapping. Bodies up to
+//!   [`DRAIN_LIMIT`] are drained after the answer on a short-lived thread ([`drain_slot`]
+//!   bounds them): tiny_http shuts both directions when a connection ends, and Linux
+//!   answers data reaching such a socket with a reset that can destroy the answer in the
+//!   client's buffer. Larger (or chunked) unread bodies: [`begin_discard`] shuts the
+//!   socket's read side first, so the drain ends at once and the rest of the body is never
+//!   parsed as a request, and [`Discard::linger`] keeps reading for a while before the
+//!   close; a client still sending then may get a reset, which such a client has earned.
 //! - **No timeouts.** [`spawn_sweeper`] gives every accepted socket a read timeout (idle
 //!   keep-alive connections, stalled bodies and stalled headers all end); the listener
 //!   passes `TCP_NODELAY` and a send timeout to accepted sockets. `SO_RCVTIMEO` is never
@@ -217,6 +221,29 @@ fn for_each_accepted(listen: SocketAddr, mut f: impl FnMut(RawFd, &TcpStream) ->
             return;
         }
     }
+}
+
+/// Unread bodies up to this size are drained after the answer rather than cut off.
+pub const DRAIN_LIMIT: usize = 256 << 20;
+const MAX_DRAINING: usize = 64;
+static DRAINING_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place among the bounded number of drains running at once; freed on drop.
+pub struct DrainSlot(());
+
+impl Drop for DrainSlot {
+    fn drop(&mut self) {
+        DRAINING_NOW.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A drain slot, or `None` when too many drains run (then the connection is cut instead).
+pub fn drain_slot() -> Option<DrainSlot> {
+    if DRAINING_NOW.fetch_add(1, Ordering::SeqCst) >= MAX_DRAINING {
+        DRAINING_NOW.fetch_sub(1, Ordering::SeqCst);
+        return None;
+    }
+    Some(DrainSlot(()))
 }
 
 /// A connection whose request body we will not read, on its way to a lingering close.

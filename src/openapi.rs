@@ -162,6 +162,9 @@ fn schemas() -> Value {
         "ProfileRename": {"type": "object", "properties": {"name": {"type": ["string", "null"]}}},
         "Routing": {"type": "object", "properties": {"routing": {"type": "object", "additionalProperties": {"type": "string"}, "description": "UMO (platform:MessageType:session) to config profile id"}}},
         "EffectiveRoute": {"type": "object", "properties": {"umo": {"type": "string"}, "config_id": {"type": "string"}, "routed": {"type": "boolean"}, "provider_id": {"type": "string", "description": "`builtin` when no LLM provider is usable"}, "persona_id": {"type": "string"}}},
+        "Upload": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
+        "Attachment": {"type": "object", "properties": {"attachment_id": {"type": "string"}, "filename": {"type": "string"}, "type": {"enum": ["image", "record", "video", "file"]}}},
+        "AttachmentId": {"type": "object", "properties": {"attachment_id": {"type": "string"}}},
         "RouteBody": {"type": "object", "required": ["config_id"], "properties": {"config_id": {"type": "string"}}},
         "Health": {
             "type": "object",
@@ -200,6 +203,9 @@ fn plain_response(route: &Route) -> Value {
         "/api/v1/openapi.json" => ("application/json", json!({"type": "object"})),
         "/healthz" => ("application/json", json!({"$ref": "#/components/schemas/Health"})),
         "/static/{file}" => ("text/css", json!({"type": "string"})),
+        p if p.starts_with("/api/v1/file") => {
+            ("application/octet-stream", json!({"type": "string", "format": "binary"}))
+        }
         _ => ("text/html; charset=utf-8", json!({"type": "string"})),
     };
     json!({"description": "OK", "content": {content_type: {"schema": schema}}})
@@ -218,7 +224,7 @@ fn operation(route: &Route) -> Value {
             responses.insert("200".into(), plain_response(route));
         }
     }
-    if route.body == Body::Json || route.access != Access::Public {
+    if route.body != Body::None || route.access != Access::Public {
         responses.insert(
             "400".into(),
             error_response("Invalid request (bad JSON, wrong field type, a validation rule)"),
@@ -246,7 +252,7 @@ fn operation(route: &Route) -> Value {
         responses.insert("401".into(), error_response("Invalid username or password"));
         responses.insert("429".into(), error_response("Too many failed logins from this address"));
     }
-    if route.body == Body::Json {
+    if route.body != Body::None {
         responses.insert("413".into(), error_response("Request body too large"));
     }
     responses.insert("500".into(), error_response("Internal server error"));
@@ -269,9 +275,10 @@ fn operation(route: &Route) -> Value {
         op["parameters"] = Value::Array(params);
     }
     if let Some(schema) = route.request {
+        let media = if route.body == Body::Upload { "multipart/form-data" } else { "application/json" };
         op["requestBody"] = json!({
             "required": true,
-            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+            "content": {media: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
         });
     }
     op["security"] = match route.access {

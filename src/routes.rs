@@ -40,6 +40,8 @@ pub enum Body {
     None,
     /// A JSON document up to 1 MiB, parsed before authentication.
     Json,
+    /// A multipart upload up to `--max-upload-mb`, read by the handler after authentication.
+    Upload,
 }
 
 pub struct Route {
@@ -58,7 +60,7 @@ pub struct Route {
 }
 
 use Access::{Admin, Dashboard, Public, Scope};
-use Body::{Json, None as NoBody};
+use Body::{Json, None as NoBody, Upload};
 
 macro_rules! route {
     ($m:literal $p:literal, $access:expr, $body:expr, $h:path, $tag:literal, $summary:literal, $req:expr, $resp:expr) => {
@@ -137,6 +139,13 @@ pub static ROUTES: &[Route] = &[
     route!("GET" "/api/v1/config-routes/{umo:path}",            Scope("config"), NoBody, api::configs::get_route,      "Config", "The settings that apply to a UMO: profile, provider, persona", None, Some("EffectiveRoute")),
     route!("PUT" "/api/v1/config-routes/{umo:path}",            Scope("config"), Json,   api::configs::put_route,      "Config", "Route a UMO to a profile (default removes the route)", Some("RouteBody"), Some("Empty")),
     route!("DELETE" "/api/v1/config-routes/{umo:path}",         Scope("config"), NoBody, api::configs::delete_route,   "Config", "Remove a UMO's route", None, Some("Empty")),
+    // Attachments.
+    route!("POST" "/api/v1/file",                        Scope("file"), Upload, api::files::upload,         "Files", "Upload an attachment (multipart field `file`)", Some("Upload"), Some("Attachment")),
+    route!("GET" "/api/v1/file",                         Scope("file"), NoBody, api::files::download_query, "Files", "Download an attachment (?attachment_id=); Range supported", None, None),
+    route!("POST" "/api/v1/files",                       Scope("file"), Upload, api::files::upload,         "Files", "Upload an attachment (multipart field `file`)", Some("Upload"), Some("Attachment")),
+    route!("GET" "/api/v1/files/{attachment_id}",        Scope("file"), NoBody, api::files::download,       "Files", "Download an attachment; Range supported", None, None),
+    route!("GET" "/api/v1/files/{attachment_id}/content", Scope("file"), NoBody, api::files::download,      "Files", "Download an attachment; Range supported", None, None),
+    route!("DELETE" "/api/v1/files/{attachment_id}",     Scope("file"), NoBody, api::files::delete,         "Files", "Delete an attachment and its bytes", None, Some("AttachmentId")),
     route!("POST" "/api/auth/login",                  Public,      Json,   api::admin::login,       "Admin",    "Log in as the administrator and get an admin token", Some("Login"), Some("LoginToken")),
     route!("POST" "/api/auth/logout",                 Public,      NoBody, api::admin::logout,      "Admin",    "End the admin token sent as Bearer", None, Some("Empty")),
     route!("GET" "/api/v1/openapi.json",              Public,      NoBody, api::meta::openapi,      "Docs",     "This OpenAPI document", None, None),

@@ -196,9 +196,34 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
     // close the connection gently so the answer is not lost to a reset.
     let unread_body =
         !body_done && (chunked || body_len.is_some_and(|n| n > 1024 || (n > 0 && expects_continue)));
-    let discard =
-        if unread_body { remote.and_then(|peer| netguard::begin_discard(shared.listen, peer)) } else { None };
     let status = response.status;
+    // A body of reasonable size is drained after the answer, off the worker: the client
+    // sees its answer, the connection stays usable, and no reset (which Linux sends when
+    // data reaches a socket tiny_http has shut) can destroy the answer in flight.
+    if unread_body
+        && !chunked
+        && body_len.is_some_and(|n| n <= netguard::DRAIN_LIMIT)
+        && let Some(slot) = netguard::drain_slot()
+    {
+        let spawned = std::thread::Builder::new().name("drain".into()).spawn(move || {
+            netguard::while_draining(|| respond(request, response));
+            drop(slot);
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start a drain thread: {e}");
+        }
+        return;
+    }
+    let discard = match (unread_body, remote) {
+        (true, Some(peer)) => {
+            let found = netguard::begin_discard(shared.listen, peer);
+            if found.is_none() {
+                log::warn!("{method}: no socket found for {peer} to close gently");
+            }
+            found
+        }
+        _ => None,
+    };
     netguard::while_draining(|| respond(request, response));
     if let Some(discard) = discard {
         discard.linger();
@@ -217,14 +242,25 @@ fn guarded(route: &str, handler: impl FnOnce() -> Response) -> Response {
 }
 
 fn respond(request: tiny_http::Request, response: Response) {
-    let Response { status, headers, body } = response;
-    let mut out = tiny_http::Response::from_data(body).with_status_code(status);
-    for (name, value) in headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            out.add_header(h);
+    let Response { status, headers, body, stream } = response;
+    let headers: Vec<tiny_http::Header> = headers
+        .into_iter()
+        .filter_map(|(name, value)| tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok())
+        .collect();
+    let result = match stream {
+        // A known length: tiny_http copies the reader with a Content-Length, nothing buffered.
+        Some((reader, len)) => {
+            request.respond(tiny_http::Response::new(status.into(), headers, reader, Some(len), None))
         }
-    }
-    if let Err(e) = request.respond(out) {
+        None => {
+            let mut out = tiny_http::Response::from_data(body).with_status_code(status);
+            for h in headers {
+                out.add_header(h);
+            }
+            request.respond(out)
+        }
+    };
+    if let Err(e) = result {
         log::debug!("could not send a response: {e}");
     }
 }

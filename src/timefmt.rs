@@ -42,6 +42,25 @@ pub fn iso(micros: i64) -> String {
     }
 }
 
+/// An HTTP date (RFC 9110 IMF-fixdate): `Mon, 23 Nov 2026 05:56:55 GMT`.
+pub fn http_date(micros: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = micros.div_euclid(MICROS_PER_SEC);
+    let days = secs.div_euclid(SECS_PER_DAY);
+    let rem = secs.rem_euclid(SECS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Howard Hinnant's `civil_from_days`: a day number to (year, month, day), proleptic Gregorian.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -66,6 +85,12 @@ mod tests {
         assert_eq!(iso(1_577_836_800 * MICROS_PER_SEC), "2020-01-01T00:00:00+00:00");
         assert_eq!(iso(1_795_332_585 * MICROS_PER_SEC + 350_022), "2026-11-22T07:29:45.350022+00:00");
         assert_eq!(iso(951_782_400 * MICROS_PER_SEC), "2000-02-29T00:00:00+00:00");
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_795_332_585 * MICROS_PER_SEC), "Sun, 22 Nov 2026 07:29:45 GMT");
     }
 
     #[test]

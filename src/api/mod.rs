@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod configs;
+pub mod files;
 pub mod im;
 pub mod keys;
 pub mod meta;

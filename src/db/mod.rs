@@ -110,6 +110,18 @@ const MIGRATIONS: &[&str] = &[
         updated_at           INTEGER NOT NULL
     );
     ",
+    // 3: chat attachments. The bytes live in DIR/attachments/<attachment_id>; the name shown
+    // is sanitised, the type comes from the part's Content-Type or the file's magic bytes.
+    "
+    CREATE TABLE attachments (
+        attachment_id TEXT PRIMARY KEY,
+        filename      TEXT NOT NULL,
+        type          TEXT NOT NULL,
+        mime_type     TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -356,3 +356,48 @@ pub fn set_sort_order(
     };
     Ok(conn.execute(sql, params![id, order, now])? > 0)
 }
+
+// ---------------------------------------------------------------------------------------
+// Attachments
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub attachment_id: String,
+    /// The sanitised name shown to clients.
+    pub filename: String,
+    /// `image`, `record`, `video` or `file`.
+    pub kind: String,
+    pub mime_type: String,
+    pub size: i64,
+    pub created_at: i64,
+}
+
+pub fn insert_attachment(conn: &Connection, a: &Attachment) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO attachments (attachment_id, filename, type, mime_type, size, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![a.attachment_id, a.filename, a.kind, a.mime_type, a.size, a.created_at],
+    )?;
+    Ok(())
+}
+
+pub fn attachment(conn: &Connection, id: &str) -> rusqlite::Result<Option<Attachment>> {
+    conn.prepare_cached(
+        "SELECT attachment_id, filename, type, mime_type, size, created_at FROM attachments WHERE attachment_id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(Attachment {
+            attachment_id: r.get(0)?,
+            filename: r.get(1)?,
+            kind: r.get(2)?,
+            mime_type: r.get(3)?,
+            size: r.get(4)?,
+            created_at: r.get(5)?,
+        })
+    })
+    .optional()
+}
+
+pub fn delete_attachment(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM attachments WHERE attachment_id = ?1", [id])? > 0)
+}

@@ -5,6 +5,7 @@ mod auth;
 mod configs;
 mod docs;
 mod errors;
+mod files;
 mod keys;
 mod lifecycle;
 mod personas;

@@ -1,0 +1,411 @@
+//! Chat attachments (scope `file`; reference open API §11): upload, download, delete.
+//!
+//! Uploads are `multipart/form-data` with a `file` part, streamed to
+//! `DIR/attachments/<attachment_id>` through the `--max-upload-mb` cap (413 beyond it, the
+//! partial file removed), never held whole in memory. Every upload gets its own file, so
+//! uploads never overwrite each other (decision 10); the name shown is sanitised and the
+//! type comes from the part's Content-Type, or for `application/octet-stream` from the
+//! file's magic bytes. Downloads stream the file with `ETag`, `Last-Modified` and single
+//! `Range` support. Errors after authentication are AstrBot's 200-errors.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{Ctx, required_query};
+use crate::db::resources::{self, Attachment};
+use crate::error::ApiError;
+use crate::http::{Request, Response};
+use crate::timefmt::http_date;
+
+/// Refuses a non-multipart upload before anything is read (AstrBot checks the form before
+/// the key; so do we for this cheap header check, but the body is read only after auth).
+pub fn check_multipart(req: &Request<'_>) -> Result<(), ApiError> {
+    boundary(req).map(|_| ())
+}
+
+fn boundary(req: &Request<'_>) -> Result<String, ApiError> {
+    let ct = req.header("content-type").unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("multipart/form-data") {
+        return Err(ApiError::bad_request("Expected a multipart/form-data body with a file field"));
+    }
+    ct.split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Missing boundary in multipart."))
+}
+
+fn attachments_dir(ctx: &Ctx<'_, '_>) -> PathBuf {
+    ctx.app.settings.data_dir.join("attachments")
+}
+
+/// AstrBot's `sanitize_upload_filename`: the last path component (backslashes are
+/// separators), NULs removed, trimmed; nothing usable gives a generated name.
+pub fn sanitize_filename(raw: Option<&str>, now: i64) -> String {
+    let name = raw
+        .map(|r| r.replace('\\', "/"))
+        .and_then(|r| r.rsplit('/').next().map(|s| s.replace('\0', "").trim().to_owned()))
+        .filter(|n| !n.is_empty() && n != "." && n != "..");
+    let name = name.unwrap_or_else(|| {
+        let hex = crate::secrets::base64url(&crate::secrets::random_bytes::<3>()).to_lowercase();
+        format!(
+            "{}_{}",
+            crate::timefmt::iso(now).replace(['-', ':', 'T'], "").get(..17).unwrap_or("0"),
+            &hex[..4]
+        )
+    });
+    // Control characters have no place in a name shown back in headers and JSON.
+    name.chars().filter(|c| !c.is_control()).take(255).collect()
+}
+
+/// The media type of a file from its first bytes, if it is one we know.
+pub fn sniff(head: &[u8]) -> Option<(&'static str, &'static str)> {
+    let at = |i: usize, magic: &[u8]| head.len() >= i + magic.len() && &head[i..i + magic.len()] == magic;
+    Some(if at(0, b"\x89PNG\r\n\x1a\n") {
+        ("image/png", ".png")
+    } else if at(0, b"\xff\xd8\xff") {
+        ("image/jpeg", ".jpg")
+    } else if at(0, b"GIF87a") || at(0, b"GIF89a") {
+        ("image/gif", ".gif")
+    } else if at(0, b"RIFF") && at(8, b"WEBP") {
+        ("image/webp", ".webp")
+    } else if at(0, b"BM") && head.len() > 14 {
+        ("image/bmp", ".bmp")
+    } else if at(0, b"II*\0") || at(0, b"MM\0*") {
+        ("image/tiff", ".tiff")
+    } else if at(4, b"ftypavif") {
+        ("image/avif", ".avif")
+    } else if at(0, b"RIFF") && at(8, b"WAVE") {
+        ("audio/wav", ".wav")
+    } else if at(0, b"ID3") || (head.len() > 1 && head[0] == 0xff && head[1] & 0xe0 == 0xe0) {
+        ("audio/mpeg", ".mp3")
+    } else if at(0, b"OggS") {
+        ("audio/ogg", ".ogg")
+    } else if at(0, b"fLaC") {
+        ("audio/flac", ".flac")
+    } else if at(4, b"ftypM4A") {
+        ("audio/mp4", ".m4a")
+    } else if at(4, b"ftyp") {
+        ("video/mp4", ".mp4")
+    } else if at(0, b"\x1a\x45\xdf\xa3") {
+        ("video/webm", ".webm")
+    } else if at(0, b"%PDF-") {
+        ("application/pdf", ".pdf")
+    } else {
+        return None;
+    })
+}
+
+/// AstrBot's attachment type from a MIME type.
+fn kind_of(mime: &str) -> &'static str {
+    if mime.starts_with("image") {
+        "image"
+    } else if mime.starts_with("audio") {
+        "record"
+    } else if mime.starts_with("video") {
+        "video"
+    } else {
+        "file"
+    }
+}
+
+/// Gives an image the canonical extension of its detected format (`photo.jpeg` holding a
+/// PNG is `photo.png`), as AstrBot renames the stored file.
+fn canonical_name(name: &str, ext: &str) -> String {
+    let stem = match name.rsplit_once('.') {
+        Some((stem, old)) if !stem.is_empty() => {
+            if format!(".{}", old.to_ascii_lowercase()) == ext {
+                return name.to_owned();
+            }
+            stem
+        }
+        _ => name,
+    };
+    format!("{stem}{ext}")
+}
+
+/// `POST /api/v1/file` and `POST /api/v1/files`
+pub fn upload(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let boundary = boundary(ctx.req)?;
+    let limit = ctx.app.settings.max_upload_bytes;
+    let dir = attachments_dir(ctx);
+    fs::create_dir_all(&dir)?;
+    let now = ctx.now;
+    let mut body = ctx.req.body_reader(limit)?;
+    let parsed = read_file_part(&mut body, boundary, &dir);
+    let over = body.over_limit();
+    let _ = body.finish();
+    let saved = match parsed {
+        Ok(saved) => saved,
+        Err(e) if over => {
+            log::debug!("upload refused: {e}");
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        Err(e) => {
+            log::debug!("bad multipart upload: {e}");
+            return Err(ApiError::bad_request("Invalid multipart data."));
+        }
+    };
+    let Some((path, raw_name, declared, size, head)) = saved else {
+        return Err(ApiError::bad_request("Missing key: file (a multipart file part named file)"));
+    };
+    let id = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let mut filename = sanitize_filename(Some(&raw_name), now);
+    let declared = declared.filter(|d| !d.is_empty()).unwrap_or_else(|| "application/octet-stream".into());
+    let sniffed = sniff(&head);
+    let mime = match sniffed {
+        // Decision 10: an unspecific type is replaced by what the bytes say.
+        Some((m, _)) if declared == "application/octet-stream" => m.to_owned(),
+        // AstrBot sniffs declared images and keeps the detected format.
+        Some((m, _)) if declared.starts_with("image") && m.starts_with("image") => m.to_owned(),
+        _ => declared,
+    };
+    if let Some((m, ext)) = sniffed
+        && m == mime
+        && m.starts_with("image")
+    {
+        filename = canonical_name(&filename, ext);
+    }
+    let attachment = Attachment {
+        attachment_id: id.clone(),
+        filename,
+        kind: kind_of(&mime).to_owned(),
+        mime_type: mime,
+        size: size as i64,
+        created_at: now,
+    };
+    if let Err(e) = resources::insert_attachment(&*ctx.app.db.conn()?, &attachment) {
+        let _ = fs::remove_file(&path);
+        log::error!("cannot record attachment {id}: {e}");
+        return Err(ApiError::Soft("Failed to create attachment".into()));
+    }
+    log::info!("attachment {id} stored ({size} bytes, {})", attachment.mime_type);
+    Ok(Response::ok(json!({"attachment_id": id, "filename": attachment.filename, "type": attachment.kind})))
+}
+
+/// A stored `file` part: path, client file name, declared type, size, first bytes.
+type SavedPart = (PathBuf, String, Option<String>, usize, Vec<u8>);
+
+/// Streams the form's last `file` part to a new file in `dir`; earlier `file` parts and
+/// partial files are removed. The error says what went wrong, for the log.
+fn read_file_part(
+    body: &mut dyn Read,
+    boundary: String,
+    dir: &std::path::Path,
+) -> Result<Option<SavedPart>, String> {
+    let mut form = multipart::server::Multipart::with_body(body, boundary);
+    let mut saved: Option<SavedPart> = None;
+    let discard = |saved: &mut Option<SavedPart>| {
+        if let Some((path, ..)) = saved.take() {
+            let _ = fs::remove_file(path);
+        }
+    };
+    loop {
+        let mut entry = match form.read_entry() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(saved),
+            Err(e) => {
+                discard(&mut saved);
+                return Err(e.to_string());
+            }
+        };
+        if &*entry.headers.name != "file" || entry.headers.filename.is_none() {
+            if let Err(e) = io::copy(&mut entry.data, &mut io::sink()) {
+                discard(&mut saved);
+                return Err(e.to_string());
+            }
+            continue;
+        }
+        let path = dir.join(uuid::Uuid::new_v4().to_string());
+        let copied = (|| -> io::Result<(usize, Vec<u8>)> {
+            let mut file = File::create(&path)?;
+            let mut head = Vec::new();
+            let mut size = 0usize;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = entry.data.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                if head.len() < 64 {
+                    head.extend_from_slice(&buf[..n.min(64 - head.len())]);
+                }
+                size += n;
+                file.write_all(&buf[..n])?;
+            }
+            file.sync_all()?;
+            Ok((size, head))
+        })();
+        match copied {
+            Ok((size, head)) => {
+                let part = (
+                    path,
+                    entry.headers.filename.clone().unwrap_or_default(),
+                    entry.headers.content_type.as_ref().map(|m| m.to_string()),
+                    size,
+                    head,
+                );
+                discard(&mut saved);
+                saved = Some(part);
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                discard(&mut saved);
+                return Err(e.to_string());
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/file?attachment_id=`
+pub fn download_query(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    if ctx.req.query_param("attachment_id").is_none() {
+        return Err(ApiError::bad_request("Missing key: attachment_id"));
+    }
+    let id = required_query(ctx, "attachment_id").map_err(|e| ApiError::Soft(e.message()))?;
+    serve(ctx, &id)
+}
+
+/// `GET /api/v1/files/{attachment_id}` and `.../content`
+pub fn download(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let id = ctx.param(0).to_owned();
+    serve(ctx, &id)
+}
+
+/// A single `bytes=` range of a file of `len` bytes: `Ok(None)` for the whole file.
+fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len.saturating_sub(1))
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+        };
+        (start, end)
+    };
+    if start >= len || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+fn serve(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
+    let att = resources::attachment(&*ctx.app.db.conn()?, id)?
+        .ok_or_else(|| ApiError::Soft("Attachment not found".into()))?;
+    let path = attachments_dir(ctx).join(&att.attachment_id);
+    let mut file = File::open(&path).map_err(|_| ApiError::Soft("File access error".into()))?;
+    let len = file.metadata().map_err(|_| ApiError::Soft("File access error".into()))?.len();
+    let etag = format!("\"{}-{len}\"", att.attachment_id);
+    let content_type = if att.mime_type.starts_with("text/") && !att.mime_type.contains("charset") {
+        format!("{}; charset=utf-8", att.mime_type)
+    } else {
+        att.mime_type.clone()
+    };
+    let common = |r: &mut Response| {
+        r.header("Accept-Ranges", "bytes".into());
+        r.header("ETag", etag.clone());
+        r.header("Last-Modified", http_date(att.created_at));
+    };
+    if ctx
+        .req
+        .header("if-none-match")
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        let mut r = Response::new(304, &content_type, Vec::new());
+        common(&mut r);
+        return Ok(r);
+    }
+    let range = match ctx.req.header("range") {
+        Some(h) => match parse_range(h, len) {
+            Ok(r) => r,
+            Err(()) => {
+                let mut r = Response::new(416, &content_type, Vec::new());
+                r.header("Content-Range", format!("bytes */{len}"));
+                common(&mut r);
+                return Ok(r);
+            }
+        },
+        None => None,
+    };
+    let (status, start, count) = match range {
+        Some((a, b)) => (206, a, b - a + 1),
+        None => (200, 0, len),
+    };
+    file.seek(SeekFrom::Start(start)).map_err(|_| ApiError::Soft("File access error".into()))?;
+    let mut r = Response::new(status, &content_type, Vec::new());
+    common(&mut r);
+    if status == 206 {
+        r.header("Content-Range", format!("bytes {start}-{}/{len}", start + count - 1));
+    }
+    r.stream = Some((Box::new(file.take(count)), count as usize));
+    Ok(r)
+}
+
+/// `DELETE /api/v1/files/{attachment_id}`: removes the record and the bytes.
+pub fn delete(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let id = ctx.param(0).to_owned();
+    if !resources::delete_attachment(&*ctx.app.db.conn()?, &id)? {
+        return Err(ApiError::Soft("Attachment not found".into()));
+    }
+    let path = attachments_dir(ctx).join(&id);
+    if let Err(e) = fs::remove_file(&path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        log::error!("cannot remove {}: {e}", path.display());
+    }
+    Ok(Response::ok(json!({"attachment_id": id})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_are_sanitised_like_astrbot() {
+        assert_eq!(sanitize_filename(Some("../../etc/evil.txt"), 0), "evil.txt");
+        assert_eq!(sanitize_filename(Some("C:\\dir\\win.txt"), 0), "win.txt");
+        assert_eq!(sanitize_filename(Some("a\0b.png"), 0), "ab.png");
+        let generated = sanitize_filename(Some(".."), 0);
+        assert!(generated.starts_with("19700101000000") && generated.len() == 22, "{generated}");
+        assert_ne!(sanitize_filename(None, 0), "");
+    }
+
+    #[test]
+    fn magic_bytes_and_canonical_names() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(("image/png", ".png")));
+        assert_eq!(sniff(b"\xff\xd8\xff\xe0"), Some(("image/jpeg", ".jpg")));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), Some(("audio/wav", ".wav")));
+        assert_eq!(sniff(b"hello world"), None);
+        assert_eq!(canonical_name("photo.jpeg", ".png"), "photo.png");
+        assert_eq!(canonical_name("photo.PNG", ".png"), "photo.PNG");
+        assert_eq!(canonical_name("photo", ".png"), "photo.png");
+        assert_eq!(kind_of("audio/wav"), "record");
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-4", 10), Ok(Some((0, 4))));
+        assert_eq!(parse_range("bytes=5-", 10), Ok(Some((5, 9))));
+        assert_eq!(parse_range("bytes=-3", 10), Ok(Some((7, 9))));
+        assert_eq!(parse_range("bytes=8-100", 10), Ok(Some((8, 9))));
+        assert_eq!(parse_range("bytes=10-", 10), Err(()));
+        assert_eq!(parse_range("bytes=0-1,4-5", 10), Ok(None));
+        assert_eq!(parse_range("items=1-2", 10), Ok(None));
+    }
+}
