@@ -139,7 +139,7 @@ struct QuotaHeaders {
 }
 
 /// The request pipeline. Never panics on its own account; `server` catches handler panics.
-pub fn handle(app: &App, req: &mut Request<'_>) -> Response {
+pub fn handle(app: &Arc<App>, req: &mut Request<'_>) -> Response {
     let now = now_micros();
     let (route, params) = match routes::find(&req.method, &req.path) {
         Match::Found(route, params) => (route, params),
@@ -163,7 +163,7 @@ pub fn handle(app: &App, req: &mut Request<'_>) -> Response {
 }
 
 fn run_route(
-    app: &App,
+    app: &Arc<App>,
     route: &'static Route,
     req: &mut Request<'_>,
     now: i64,

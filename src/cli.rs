@@ -30,6 +30,9 @@ Usage:
   astrbot key list [--json] [--data DIR]
   astrbot key revoke KEY_ID [--data DIR]
   astrbot key delete KEY_ID [--data DIR]
+  astrbot kb add --collection NAME PATH... [--data DIR]   (Markdown, text, HTML)
+  astrbot kb list [--data DIR]
+  astrbot kb remove NAME [--data DIR]
   astrbot --version
 
 Environment: ASTRBOT_LISTEN (default 127.0.0.1:6185), ASTRBOT_DATA (default ./data),
@@ -53,6 +56,9 @@ pub enum Command {
     KeyList { data: PathBuf, json: bool },
     KeyRevoke { data: PathBuf, key_id: String },
     KeyDelete { data: PathBuf, key_id: String },
+    KbAdd { data: PathBuf, collection: String, paths: Vec<PathBuf> },
+    KbList { data: PathBuf },
+    KbRemove { data: PathBuf, collection: String },
     Help,
     Version,
 }
@@ -136,6 +142,9 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         ("serve", _) => ("serve", &argv[1..]),
         ("admin", Some("password")) => ("admin password", &argv[2..]),
         ("key", Some(s @ ("create" | "list" | "revoke" | "delete"))) => (s, &argv[2..]),
+        ("kb", Some("add")) => ("kb add", &argv[2..]),
+        ("kb", Some("list")) => ("kb list", &argv[2..]),
+        ("kb", Some("remove")) => ("kb remove", &argv[2..]),
         _ => return Err(format!("unknown command {:?}; see astrbot --help", argv.join(" "))),
     };
     let mut a = split_args(rest)?;
@@ -204,6 +213,26 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 Command::KeyDelete { data, key_id }
             }
         }
+        "kb add" => {
+            let collection = a
+                .take("--collection")
+                .filter(|c| !c.trim().is_empty())
+                .ok_or("kb add needs --collection NAME")?;
+            let paths: Vec<PathBuf> = a.finish(usize::MAX)?.into_iter().map(PathBuf::from).collect();
+            if paths.is_empty() {
+                return Err("kb add needs at least one PATH".into());
+            }
+            Command::KbAdd { data, collection, paths }
+        }
+        "kb list" => {
+            a.finish(0)?;
+            Command::KbList { data }
+        }
+        "kb remove" => {
+            let mut pos = a.finish(1)?;
+            let collection = pos.pop().ok_or("kb remove needs a collection NAME")?;
+            Command::KbRemove { data, collection }
+        }
         _ => unreachable!("matched above"),
     };
     Ok(command)
@@ -247,6 +276,25 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::AdminPassword { data, username } => admin_password(&data, username),
         Command::KeyCreate { data, key, json } => key_create(&data, &key, json),
         Command::KeyList { data, json } => key_list(&data, json),
+        Command::KbAdd { data, collection, paths } => kb_add(&data, &collection, &paths),
+        Command::KbList { data } => {
+            let (db, _) = open_store(&data)?;
+            let conn = db.conn().map_err(|e| e.to_string())?;
+            for (name, count) in crate::db::chat::collections(&conn).map_err(|e| e.to_string())? {
+                println!("{name}\t{count} passages");
+            }
+            Ok(())
+        }
+        Command::KbRemove { data, collection } => {
+            if collection == "docs" {
+                return Err("collection docs holds the bundled guides and is rebuilt at every start".into());
+            }
+            let (db, _) = open_store(&data)?;
+            let conn = db.conn().map_err(|e| e.to_string())?;
+            crate::db::chat::replace_collection(&conn, &collection, &[]).map_err(|e| e.to_string())?;
+            println!("removed collection {collection}");
+            Ok(())
+        }
         Command::KeyRevoke { data, key_id } => {
             let (db, _) = open_store(&data)?;
             let mut conn = db.conn().map_err(|e| e.to_string())?;
@@ -288,6 +336,53 @@ fn key_create(data: &Path, key: &NewKey, json: bool) -> Result<(), String> {
             row.scopes.unwrap_or_default().join(",")
         );
     }
+    Ok(())
+}
+
+/// Adds documents to a collection, replacing what it held: each file is split at its
+/// headings; directories are read one level deep.
+fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String> {
+    if collection == "docs" {
+        return Err("collection docs holds the bundled guides; choose another name".into());
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut passages = Vec::new();
+    for f in &files {
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if !matches!(ext.as_str(), "md" | "markdown" | "txt" | "text" | "html" | "htm") {
+            eprintln!("skipping {} (not Markdown, text or HTML)", f.display());
+            continue;
+        }
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or("document");
+        let title = crate::markdown::title(&text).unwrap_or(name).to_owned();
+        let url = format!("kb:{collection}/{}", f.file_name().and_then(|s| s.to_str()).unwrap_or(name));
+        let found = if ext.starts_with("htm") {
+            crate::kb::split_html(&text, &title, &url)
+        } else {
+            crate::kb::split_markdown(&text, &title, &url)
+        };
+        passages.extend(found);
+    }
+    let (db, _) = open_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    crate::db::write_tx(&mut conn, |tx| crate::db::chat::replace_collection(tx, collection, &passages))
+        .map_err(|e| e.to_string())?;
+    println!("collection {collection}: {} passages from {} files", passages.len(), files.len());
     Ok(())
 }
 
@@ -414,6 +509,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // The first start hashes the admin password (argon2, tens of milliseconds) after the
     // address is announced; requests arriving meanwhile wait in the queue.
     ensure_admin(&app.db)?;
+    // The bundled guides are the built-in provider's knowledge; rebuilt at every start.
+    match app
+        .db
+        .conn()
+        .map_err(|e| e.to_string())
+        .and_then(|mut c| crate::kb::index_bundled_docs(&mut c).map_err(|e| e.to_string()))
+    {
+        Ok(n) => log::info!("knowledge base: {n} passages from the bundled docs"),
+        Err(e) => log::error!("cannot index the bundled docs: {e}"),
+    }
     log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), args.data.display());
 
     let maintainer = app.clone();

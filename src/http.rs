@@ -234,11 +234,26 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub stream: Option<(Box<dyn Read + Send>, usize)>,
+    /// Server-sent events: finished `data: ...` frames until the sender hangs up.
+    pub sse: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response { status, headers: vec![("Content-Type", content_type.to_owned())], body, stream: None }
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_owned())],
+            body,
+            stream: None,
+            sse: None,
+        }
+    }
+
+    /// An SSE stream of the frames `events` sends (the server adds the framing).
+    pub fn events(events: std::sync::mpsc::Receiver<String>) -> Response {
+        let mut r = Response::new(200, "text/event-stream; charset=utf-8", Vec::new());
+        r.sse = Some(events);
+        r
     }
 
     /// A JSON document as it is.

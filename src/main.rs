@@ -14,7 +14,9 @@ mod config;
 mod db;
 mod error;
 mod http;
+mod kb;
 mod keys;
+mod llm;
 mod markdown;
 mod netguard;
 mod openapi;
@@ -22,6 +24,7 @@ mod quota;
 mod routes;
 mod secrets;
 mod server;
+mod sse;
 mod timefmt;
 
 /// Contains tiny_http's drain allocation; see `netguard`.

@@ -162,6 +162,19 @@ fn schemas() -> Value {
         "ProfileRename": {"type": "object", "properties": {"name": {"type": ["string", "null"]}}},
         "Routing": {"type": "object", "properties": {"routing": {"type": "object", "additionalProperties": {"type": "string"}, "description": "UMO (platform:MessageType:session) to config profile id"}}},
         "EffectiveRoute": {"type": "object", "properties": {"umo": {"type": "string"}, "config_id": {"type": "string"}, "routed": {"type": "boolean"}, "provider_id": {"type": "string", "description": "`builtin` when no LLM provider is usable"}, "persona_id": {"type": "string"}}},
+        "ChatRequest": {"type": "object", "required": ["username", "message"], "properties": {
+            "username": {"type": "string", "description": "The sender and session owner"},
+            "message": {"description": "A string, or parts: plain {text}, reply {message_id}, image/record/file/video {attachment_id}", "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+            "session_id": {"type": "string", "description": "Omitted: a new UUID"},
+            "conversation_id": {"type": "string", "description": "Used only when session_id is absent"},
+            "config_id": {"type": "string"}, "config_name": {"type": "string"},
+            "enable_streaming": {"type": "boolean"},
+            "flags": {"type": "object", "properties": {"enable_streaming": {"type": "boolean"}}},
+            "selected_provider": {"type": "string"}, "selected_model": {"type": "string"}}},
+        "SessionItem": {"type": "object", "properties": {"session_id": {"type": "string"}, "platform_id": {"type": "string"}, "creator": {"type": "string"}, "display_name": {"type": ["string", "null"]}, "is_group": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+        "SessionPage": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/SessionItem"}}, "page": {"type": "integer"}, "page_size": {"type": "integer"}, "total": {"type": "integer"}}},
+        "SessionDetail": {"type": "object", "properties": {"session": {"$ref": "#/components/schemas/SessionItem"}, "messages": {"type": "array", "items": {"type": "object"}}}},
+        "SessionId": {"type": "object", "properties": {"session_id": {"type": "string"}}},
         "Upload": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
         "Attachment": {"type": "object", "properties": {"attachment_id": {"type": "string"}, "filename": {"type": "string"}, "type": {"enum": ["image", "record", "video", "file"]}}},
         "AttachmentId": {"type": "object", "properties": {"attachment_id": {"type": "string"}}},
@@ -206,6 +219,10 @@ fn plain_response(route: &Route) -> Value {
         p if p.starts_with("/api/v1/file") => {
             ("application/octet-stream", json!({"type": "string", "format": "binary"}))
         }
+        "/api/v1/chat" => (
+            "text/event-stream",
+            json!({"type": "string", "description": "data: {\"type\": ...} events: session_id, user_message_saved, run_started, plain, agent_stats, complete, message_saved, end; with Accept: application/json one envelope {response, session_id, message_id, sources}"}),
+        ),
         _ => ("text/html; charset=utf-8", json!({"type": "string"})),
     };
     json!({"description": "OK", "content": {content_type: {"schema": schema}}})

@@ -8,7 +8,7 @@
 //! `catch_unwind` (a panic is a 500, never a dead server), and answered. Shutdown stops
 //! accepting, lets queued and running requests finish for up to ten seconds, then flushes.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -197,6 +197,15 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
     let unread_body =
         !body_done && (chunked || body_len.is_some_and(|n| n > 1024 || (n > 0 && expects_continue)));
     let status = response.status;
+    if response.sse.is_some() {
+        stream_events(request, response);
+        log::debug!(
+            "{method} {} {status} (stream) {:.1}ms",
+            url.split('?').next().unwrap_or(""),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        return;
+    }
     // A body of reasonable size is drained after the answer, off the worker: the client
     // sees its answer, the connection stays usable, and no reset (which Linux sends when
     // data reaches a socket tiny_http has shut) can destroy the answer in flight.
@@ -235,6 +244,45 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
     );
 }
 
+/// Writes an SSE response through the raw connection: tiny_http buffers `Response<Read>`
+/// bodies, so the head and the chunked framing are written here, each event flushed at
+/// once, a `: heartbeat` comment after each silent second (which is also how a vanished
+/// client is noticed). When a write fails the writer stops; the run goes on by itself.
+fn stream_events(request: tiny_http::Request, response: Response) {
+    let Response { headers, sse, .. } = response;
+    let Some(events) = sse else { return };
+    let mut writer = netguard::while_draining(|| request.into_writer());
+    let mut head = String::from(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
+         Connection: keep-alive\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n",
+    );
+    for (name, value) in headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("content-type")) {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let chunk = |w: &mut dyn Write, data: &str| -> io::Result<()> {
+        write!(w, "{:x}\r\n{data}\r\n", data.len())?;
+        w.flush()
+    };
+    if writer.write_all(head.as_bytes()).and_then(|_| writer.flush()).is_err() {
+        return;
+    }
+    loop {
+        let sent = match events.recv_timeout(Duration::from_secs(1)) {
+            Ok(frame) => chunk(&mut writer, &frame),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => chunk(&mut writer, crate::sse::HEARTBEAT),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = writer.write_all(b"0\r\n\r\n").and_then(|_| writer.flush());
+                return;
+            }
+        };
+        if sent.is_err() {
+            log::debug!("event stream client went away");
+            return;
+        }
+    }
+}
+
 /// Runs a handler; a panic becomes a logged 500 instead of a dead worker.
 fn guarded(route: &str, handler: impl FnOnce() -> Response) -> Response {
     catch_unwind(AssertUnwindSafe(handler))
@@ -242,7 +290,7 @@ fn guarded(route: &str, handler: impl FnOnce() -> Response) -> Response {
 }
 
 fn respond(request: tiny_http::Request, response: Response) {
-    let Response { status, headers, body, stream } = response;
+    let Response { status, headers, body, stream, .. } = response;
     let headers: Vec<tiny_http::Header> = headers
         .into_iter()
         .filter_map(|(name, value)| tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok())

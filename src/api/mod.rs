@@ -2,6 +2,8 @@
 //! typed access to JSON body fields with the 400 messages of decision 2.
 
 pub mod admin;
+pub mod chat;
+pub mod commands;
 pub mod configs;
 pub mod files;
 pub mod im;
@@ -19,7 +21,7 @@ use crate::http::Request;
 
 /// Everything a handler sees: the app, the parsed request, the caller and the time.
 pub struct Ctx<'a, 'b> {
-    pub app: &'a App,
+    pub app: &'a std::sync::Arc<App>,
     pub req: &'a mut Request<'b>,
     /// `None` only on public routes.
     pub who: Option<Identity>,

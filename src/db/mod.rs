@@ -6,6 +6,7 @@
 //! (the server and the CLI may write at the same time). Timestamps are integers:
 //! microseconds since the epoch, UTC.
 
+pub mod chat;
 pub mod resources;
 
 use std::ops::{Deref, DerefMut};
@@ -121,6 +122,35 @@ const MIGRATIONS: &[&str] = &[
         size          INTEGER NOT NULL,
         created_at    INTEGER NOT NULL
     );
+    ",
+    // 4: chat. Sessions (AstrBot's platform_sessions) and their messages (its
+    // platform_message_history); the session's own choices of provider, model and persona;
+    // the knowledge base as FTS5 with the trigram tokenizer (so Chinese is searchable).
+    "
+    CREATE TABLE chat_sessions (
+        session_id        TEXT PRIMARY KEY,
+        platform_id       TEXT NOT NULL DEFAULT 'webchat',
+        creator           TEXT NOT NULL,
+        display_name      TEXT,
+        is_group          INTEGER NOT NULL DEFAULT 0,
+        selected_provider TEXT,
+        selected_model    TEXT,
+        persona_id        TEXT,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    );
+    CREATE INDEX chat_sessions_by_creator ON chat_sessions (creator, updated_at);
+    CREATE TABLE chat_messages (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id        TEXT NOT NULL,
+        sender            TEXT NOT NULL,
+        sender_name       TEXT NOT NULL,
+        content           TEXT NOT NULL,
+        llm_checkpoint_id TEXT,
+        created_at        INTEGER NOT NULL
+    );
+    CREATE INDEX chat_messages_by_session ON chat_messages (session_id, id);
+    CREATE VIRTUAL TABLE kb_chunks USING fts5(collection UNINDEXED, title, url UNINDEXED, body, tokenize = 'trigram');
     ",
 ];
 

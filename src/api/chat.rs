@@ -1,0 +1,608 @@
+//! `POST /api/v1/chat` and the chat sessions (scope `chat`; reference open API §5–7, §10).
+//!
+//! The handler checks the request in AstrBot's order (its errors are HTTP 200 with
+//! `status: error`), stores the user message, and then either answers with one JSON
+//! envelope (`Accept: application/json`, decision 8) or returns an SSE stream. The run is
+//! a thread of its own, detached from the connection: it emits events into a channel that
+//! the server writes out, and it stores the reply when done even if the client is gone.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Sender, channel};
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use super::{Ctx, opt_bool, opt_string};
+use crate::app::App;
+use crate::auth::Identity;
+use crate::config::{self, ProviderChoice, SessionChoice};
+use crate::db::chat::{self as store, Passage};
+use crate::db::resources;
+use crate::db::write_tx;
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::sse;
+use crate::timefmt::iso;
+
+/// What a validated chat request asks for.
+struct Prepared {
+    username: String,
+    session_id: String,
+    umo: String,
+    /// The user's parts as stored (no server paths).
+    parts: Vec<Value>,
+    /// The plain text of the message (for commands, search and the model).
+    text: String,
+    streaming: bool,
+    selected_provider: Option<String>,
+    selected_model: Option<String>,
+    /// The sender may use administrator commands.
+    is_admin: bool,
+}
+
+fn soft(message: impl Into<String>) -> ApiError {
+    ApiError::Soft(message.into())
+}
+
+fn string_field(body: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+    opt_string(body, field)
+}
+
+/// AstrBot's flags: `flags.<name>` if boolean, else the top-level `<name>` if boolean,
+/// else true.
+fn flag(body: &Map<String, Value>, name: &str) -> Result<bool, ApiError> {
+    if let Some(Value::Object(flags)) = body.get("flags")
+        && let Some(b) = opt_bool(flags, name)?
+    {
+        return Ok(b);
+    }
+    Ok(opt_bool(body, name)?.unwrap_or(true))
+}
+
+/// AstrBot's lenient message parts (reference §7.1–7.2): invalid items are skipped.
+fn lenient_parts(conn: &rusqlite::Connection, message: &Value) -> rusqlite::Result<Vec<Value>> {
+    let mut parts = Vec::new();
+    match message {
+        Value::String(s) => {
+            let t = s.trim();
+            if !t.is_empty() {
+                parts.push(json!({"type": "plain", "text": t}));
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                let Some(obj) = item.as_object() else { continue };
+                let kind = match obj.get("type") {
+                    Some(Value::String(s)) => s.trim().to_owned(),
+                    Some(other) => other.to_string(),
+                    None => continue,
+                };
+                match kind.as_str() {
+                    "plain" => {
+                        let text = match obj.get("text") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(Value::Null) | None => String::new(),
+                            Some(other) => other.to_string(),
+                        };
+                        if !text.is_empty() {
+                            parts.push(json!({"type": "plain", "text": text}));
+                        }
+                    }
+                    "reply" => {
+                        if let Some(id) = obj.get("message_id").filter(|v| !v.is_null()) {
+                            let selected = obj.get("selected_text").and_then(Value::as_str).unwrap_or("");
+                            parts.push(json!({"type": "reply", "message_id": id, "selected_text": selected}));
+                        }
+                    }
+                    "image" | "record" | "file" | "video" => {
+                        let Some(id) =
+                            obj.get("attachment_id").and_then(Value::as_str).filter(|s| !s.is_empty())
+                        else {
+                            continue;
+                        };
+                        if let Some(att) = resources::attachment(conn, id)? {
+                            parts.push(json!({"type": att.kind, "attachment_id": att.attachment_id, "filename": att.filename}));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(parts)
+}
+
+fn has_content(parts: &[Value]) -> bool {
+    parts.iter().any(|p| {
+        matches!(p["type"].as_str(), Some("plain" | "image" | "record" | "file" | "video"))
+            && (p["text"].as_str().is_some_and(|t| !t.is_empty()) || p.get("attachment_id").is_some())
+    })
+}
+
+/// Which profile a request names with `config_id` / `config_name` (reference §5.5).
+fn resolve_config(
+    conn: &rusqlite::Connection,
+    config_id: Option<String>,
+    config_name: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let id = config_id.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let name = config_name.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let mut all: Vec<(String, String)> =
+        resources::custom_profiles(conn)?.into_iter().map(|p| (p.id, p.name)).collect();
+    all.push(("default".into(), "default".into()));
+    if let Some(id) = id {
+        return match all.iter().any(|(i, _)| *i == id) {
+            true => Ok(Some(id)),
+            false => Err(soft(format!("config_id not found: {id}"))),
+        };
+    }
+    let Some(name) = name else { return Ok(None) };
+    let matches: Vec<&(String, String)> = all.iter().filter(|(_, n)| *n == name).collect();
+    match matches.len() {
+        0 => Err(soft(format!("config_name not found: {name}"))),
+        1 => Ok(Some(matches[0].0.clone())),
+        _ => Err(soft(format!("config_name is ambiguous, please use config_id: {name}"))),
+    }
+}
+
+fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
+    let who = ctx.caller()?.clone();
+    let body = ctx.req.json_object()?.clone();
+    for field in ["session_id", "conversation_id", "config_id", "config_name", "platform_id"] {
+        string_field(&body, field)?;
+    }
+    let streaming = flag(&body, "enable_streaming")?;
+    // 1. username
+    let username = match body.get("username") {
+        None | Some(Value::Null) => return Err(soft("Missing key: username")),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(_) => return Err(ApiError::bad_request("username must be a string")),
+    };
+    if username.is_empty() {
+        return Err(soft("username is empty"));
+    }
+    let conn = ctx.app.db.conn()?;
+    // 2. administrator ids are reserved for keys with chat:admin
+    let key_may_admin = match &who {
+        Identity::Admin(_) => true,
+        Identity::Key(k) => k.scopes.iter().any(|s| s == "*" || s == "chat:admin"),
+    };
+    let is_admin_id = config::all_admin_ids(&conn)?.contains(&username);
+    if is_admin_id && !key_may_admin {
+        return Err(soft("username is reserved for an AstrBot administrator"));
+    }
+    // 3. the session: `session_id` if the key is present, else `conversation_id`
+    let raw =
+        if body.contains_key("session_id") { body.get("session_id") } else { body.get("conversation_id") };
+    let session_id = match raw {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
+    if let Some(existing) = store::session(&conn, &session_id)?
+        && existing.creator != username
+    {
+        return Err(soft("session_id belongs to another username"));
+    }
+    store::ensure_session(&conn, &session_id, &username, ctx.now)
+        .map_err(|e| soft(format!("Failed to create session: {e}")))?;
+    let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
+    // 4–5. the profile for this conversation
+    if let Some(profile) =
+        resolve_config(&conn, string_field(&body, "config_id")?, string_field(&body, "config_name")?)?
+    {
+        let routed = if profile == config::DEFAULT_PROFILE {
+            resources::delete_route(&conn, &umo).map(|_| ())
+        } else {
+            resources::set_route(&conn, &umo, &profile)
+        };
+        routed.map_err(|e| soft(format!("Failed to update chat config route: {e}")))?;
+    }
+    // 6. the message
+    let message = match (body.get("message"), body.get("files")) {
+        (Some(m), _) => m.clone(),
+        (None, Some(f)) => f.clone(),
+        (None, None) => return Err(soft("Missing key: message or files")),
+    };
+    let parts = lenient_parts(&conn, &message)?;
+    if !has_content(&parts) {
+        return Err(soft("Message content is empty (reply only is not allowed)"));
+    }
+    let text = parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n");
+    let pick = |field: &str| {
+        body.get(field).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    };
+    Ok(Prepared {
+        username,
+        session_id,
+        umo,
+        parts,
+        text,
+        streaming,
+        selected_provider: pick("selected_provider"),
+        selected_model: pick("selected_model"),
+        is_admin: is_admin_id && key_may_admin,
+    })
+}
+
+/// Whether the client asked for one JSON answer instead of a stream (decision 8).
+fn wants_json(ctx: &Ctx<'_, '_>) -> bool {
+    let accept = ctx.req.header("accept").unwrap_or("").to_ascii_lowercase();
+    accept.contains("application/json") && !accept.contains("text/event-stream")
+}
+
+/// `POST /api/v1/chat`
+pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let p = prepare(ctx)?;
+    let checkpoint = uuid::Uuid::new_v4().to_string();
+    // The user message is stored before anything is streamed.
+    let mut conn = ctx.app.db.conn()?;
+    let now = ctx.now;
+    let first_text: String = p.text.chars().take(40).collect();
+    let saved_id = write_tx(&mut conn, |tx| {
+        let id = store::insert_message(
+            tx,
+            &p.session_id,
+            "user",
+            &p.username,
+            &json!({"type": "user", "message": p.parts}),
+            Some(&checkpoint),
+            now,
+        )?;
+        store::touch_session(tx, &p.session_id, Some(first_text.as_str()).filter(|t| !t.is_empty()), now)?;
+        Ok::<_, ApiError>(id)
+    })?;
+    drop(conn);
+    let (tx, rx) = channel::<String>();
+    let _ = tx.send(sse::frame(&json!({"type": "session_id", "data": null, "session_id": p.session_id})));
+    let _ = tx.send(sse::frame(&json!({"type": "user_message_saved", "data": {"id": saved_id, "created_at": iso(now), "llm_checkpoint_id": checkpoint}})));
+    if wants_json(ctx) {
+        drop(rx);
+        let outcome = run(ctx.app.clone(), p, checkpoint, None);
+        return Ok(Response::ok(json!({
+            "response": outcome.text,
+            "session_id": outcome.session_id,
+            "message_id": outcome.message_id,
+            "sources": outcome.sources.iter().map(|s| json!({"title": s.title, "url": s.url})).collect::<Vec<_>>(),
+        })));
+    }
+    let app = ctx.app.clone();
+    std::thread::Builder::new()
+        .name("chat-run".into())
+        .spawn(move || {
+            run(app, p, checkpoint, Some(tx));
+        })
+        .map_err(|e| ApiError::internal(format!("cannot start the chat run: {e}")))?;
+    Ok(Response::events(rx))
+}
+
+/// What a finished run produced.
+struct Outcome {
+    session_id: String,
+    message_id: String,
+    text: String,
+    sources: Vec<Passage>,
+}
+
+/// Sends events of one run; a gone client only makes sends fail, which is ignored.
+struct Events {
+    tx: Option<Sender<String>>,
+    run_id: String,
+}
+
+impl Events {
+    fn send(&self, event: Value) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(sse::frame(&event));
+        }
+    }
+
+    fn plain(&self, text: &str, streaming: bool) {
+        self.send(json!({"type": "plain", "data": text, "streaming": streaming, "chain_type": null, "message_id": self.run_id}));
+    }
+}
+
+/// The run: a command or the provider's answer, then the stats, the complete text, the
+/// stored reply and `end`. Never fails: upstream errors become the reply's text.
+fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>>) -> Outcome {
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let ev = Events { tx, run_id: run_id.clone() };
+    ev.send(
+        json!({"type": "run_started", "data": {"run_id": run_id}, "streaming": false, "message_id": run_id}),
+    );
+    let started = crate::timefmt::now_micros();
+    let clock = Instant::now();
+    let mut first_token: Option<f64> = None;
+    let mut text = String::new();
+    let mut sources: Vec<Passage> = Vec::new();
+    let mut usage = crate::llm::Usage::default();
+
+    let mut deliver = |delta: &str, text: &mut String| {
+        if first_token.is_none() {
+            first_token = Some(clock.elapsed().as_secs_f64());
+        }
+        text.push_str(delta);
+        if p.streaming {
+            ev.plain(delta, true);
+        }
+    };
+
+    match answer(&app, &p) {
+        Answer::Text(reply) => deliver(&reply, &mut text),
+        Answer::Builtin { passages, fallback } => {
+            match passages.first() {
+                Some(best) => {
+                    // The passage itself, in small deltas: the built-in provider never invents text.
+                    for piece in split_deltas(&best.body) {
+                        deliver(&piece, &mut text);
+                    }
+                }
+                None => deliver(&fallback, &mut text),
+            }
+            sources = passages;
+        }
+        Answer::Llm { provider, turns, model, retries, sources: found } => {
+            sources = found;
+            let result =
+                crate::llm::generate(&provider, model.as_deref(), &turns, p.streaming, retries, &mut |d| {
+                    deliver(d, &mut text)
+                });
+            match result {
+                Ok(u) => usage = u,
+                Err(e) => {
+                    let message = format!("LLM 响应错误: {e}");
+                    log::warn!("chat run {run_id}: {e}");
+                    deliver(&message, &mut text);
+                }
+            }
+        }
+    }
+    let ended = crate::timefmt::now_micros();
+    let stats = json!({
+        "token_usage": {"input_other": usage.input, "input_cached": usage.cached, "output": usage.output},
+        "current_context_tokens": usage.input + usage.cached,
+        "start_time": started as f64 / 1e6,
+        "end_time": ended as f64 / 1e6,
+        "time_to_first_token": first_token.unwrap_or(0.0),
+    });
+    ev.send(json!({"type": "agent_stats", "data": stats}));
+    let refs: Vec<Value> = sources.iter().map(|s| json!({"title": s.title, "url": s.url})).collect();
+    if p.streaming {
+        ev.send(json!({"type": "complete", "data": text, "reasoning": "", "streaming": true, "message_id": run_id, "sources": refs}));
+    } else {
+        ev.send(json!({"type": "plain", "data": text, "streaming": false, "chain_type": null, "message_id": run_id, "sources": refs}));
+    }
+    let content = json!({"type": "bot", "message": [{"type": "plain", "text": text}], "agent_stats": stats, "refs": refs});
+    let saved = app.db.conn().map_err(|e| e.to_string()).and_then(|mut conn| {
+        write_tx(&mut conn, |tx| {
+            let id =
+                store::insert_message(tx, &p.session_id, "bot", "bot", &content, Some(&checkpoint), ended)?;
+            store::touch_session(tx, &p.session_id, None, ended)?;
+            Ok::<_, rusqlite::Error>(id)
+        })
+        .map_err(|e| e.to_string())
+    });
+    match saved {
+        Ok(id) => ev.send(json!({"type": "message_saved", "data": {"id": id, "created_at": iso(ended), "llm_checkpoint_id": checkpoint}})),
+        Err(e) => {
+            log::error!("chat run {run_id}: cannot store the reply: {e}");
+            ev.send(json!({"type": "error", "data": "WebChat run failed"}));
+        }
+    }
+    ev.send(json!({"type": "end", "data": "", "streaming": false, "message_id": run_id}));
+    Outcome { session_id: p.session_id, message_id: run_id, text, sources }
+}
+
+/// Splits a text into deltas of a few words, keeping every character.
+fn split_deltas(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut words = 0;
+    for c in text.chars() {
+        current.push(c);
+        if c.is_whitespace() {
+            words += 1;
+            if words >= 6 {
+                out.push(std::mem::take(&mut current));
+                words = 0;
+            }
+        } else if current.chars().count() >= 48 {
+            out.push(std::mem::take(&mut current));
+            words = 0;
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+enum Answer {
+    /// A command's reply, made by the server.
+    Text(String),
+    /// The built-in provider: the best passages (the first is the answer).
+    Builtin { passages: Vec<Passage>, fallback: String },
+    /// A configured LLM with its request.
+    Llm {
+        provider: Value,
+        turns: Vec<crate::llm::Turn>,
+        model: Option<String>,
+        retries: u32,
+        sources: Vec<Passage>,
+    },
+}
+
+const NO_MATCH: &str = "I could not find anything about that in the knowledge base. \
+To get answers beyond the bundled documents, connect an LLM provider: see /docs/providers";
+
+/// Decides the answer: a command, the built-in provider, or an LLM request with context.
+fn answer(app: &App, p: &Prepared) -> Answer {
+    let conn = match app.db.conn() {
+        Ok(c) => c,
+        Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
+    };
+    let session = store::session(&conn, &p.session_id).ok().flatten();
+    let choice = SessionChoice {
+        provider_id: p
+            .selected_provider
+            .clone()
+            .or_else(|| session.as_ref().and_then(|s| s.selected_provider.clone())),
+        persona_id: session.as_ref().and_then(|s| s.persona_id.clone()),
+    };
+    let effective = match config::effective(&conn, &p.umo, &choice) {
+        Ok(e) => e,
+        Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
+    };
+    let prefixes: Vec<String> = effective.config["wake_prefix"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_else(|| vec!["/".into()]);
+    if let Some(reply) = crate::api::commands::run(
+        &conn,
+        p.text.trim(),
+        &prefixes,
+        &p.session_id,
+        &p.umo,
+        p.is_admin,
+        &effective,
+    ) {
+        return Answer::Text(reply);
+    }
+    match effective.provider {
+        ProviderChoice::Builtin => {
+            let passages = crate::kb::search(&conn, &p.text, &[], 3).unwrap_or_default();
+            Answer::Builtin { passages, fallback: NO_MATCH.into() }
+        }
+        ProviderChoice::Configured { config: provider, .. } => {
+            let kb_names: Vec<String> = effective.config["kb_names"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            let sources = if kb_names.is_empty() {
+                Vec::new()
+            } else {
+                crate::kb::search(&conn, &p.text, &kb_names, 3).unwrap_or_default()
+            };
+            let settings = &effective.config["provider_settings"];
+            let max_turns = settings["max_context_length"].as_i64().unwrap_or(-1);
+            let retries = settings["request_max_retries"].as_u64().unwrap_or(3).min(10) as u32;
+            let turns = crate::llm::context(
+                &conn,
+                &app.settings.data_dir,
+                &effective.persona,
+                &p.session_id,
+                &p.parts,
+                max_turns,
+                &sources,
+            );
+            let model =
+                p.selected_model.clone().or_else(|| session.as_ref().and_then(|s| s.selected_model.clone()));
+            Answer::Llm { provider, turns, model, retries, sources }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+
+fn session_json(s: &store::Session) -> Value {
+    json!({
+        "session_id": s.session_id,
+        "platform_id": s.platform_id,
+        "creator": s.creator,
+        "display_name": s.display_name,
+        "is_group": s.is_group,
+        "created_at": iso(s.created_at),
+        "updated_at": iso(s.updated_at),
+    })
+}
+
+fn username_query(ctx: &Ctx<'_, '_>) -> Result<String, ApiError> {
+    match ctx.req.query_param("username") {
+        None => Err(soft("Missing key: username")),
+        Some(u) if u.trim().is_empty() => Err(soft("username is empty")),
+        Some(u) => Ok(u.trim().to_owned()),
+    }
+}
+
+/// Python's `int()` on a query value: whitespace, a sign and digit underscores allowed.
+fn python_int(v: &str) -> Option<i64> {
+    let t = v.trim();
+    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+        return None;
+    }
+    t.replace('_', "").parse().ok()
+}
+
+/// `GET /api/v1/chat/sessions?username=&page=&page_size=&platform_id=`
+pub fn sessions(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let username = username_query(ctx)?;
+    let page = ctx.req.query_param("page").map(python_int).unwrap_or(Some(1));
+    let size = ctx.req.query_param("page_size").map(python_int).unwrap_or(Some(20));
+    let (Some(page), Some(size)) = (page, size) else {
+        return Err(soft("page and page_size must be integers"));
+    };
+    let page = page.max(1);
+    let size = size.clamp(1, 100);
+    let platform = ctx.req.query_param("platform_id").filter(|p| !p.is_empty());
+    let (rows, total) =
+        store::sessions_of(&*ctx.app.db.conn()?, &username, platform, size, (page - 1) * size)?;
+    Ok(Response::ok(
+        json!({"sessions": rows.iter().map(session_json).collect::<Vec<_>>(), "page": page, "page_size": size, "total": total}),
+    ))
+}
+
+fn owned_session(ctx: &Ctx<'_, '_>) -> Result<store::Session, ApiError> {
+    let username = username_query(ctx)?;
+    let id = ctx.param(0).trim().to_owned();
+    let session = store::session(&*ctx.app.db.conn()?, &id)?.ok_or_else(|| soft("Session not found"))?;
+    if session.creator != username {
+        return Err(soft("session_id belongs to another username"));
+    }
+    Ok(session)
+}
+
+/// `GET /api/v1/chat/sessions/{session_id}?username=`: the session and its messages.
+pub fn session(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let s = owned_session(ctx)?;
+    let messages = store::messages(&*ctx.app.db.conn()?, &s.session_id, None)?;
+    let items: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"id": m.id, "sender": m.sender, "sender_name": m.sender_name, "content": m.content, "llm_checkpoint_id": m.llm_checkpoint_id, "created_at": iso(m.created_at)}))
+        .collect();
+    Ok(Response::ok(json!({"session": session_json(&s), "messages": items})))
+}
+
+/// `DELETE /api/v1/chat/sessions/{session_id}?username=`: the session and its history.
+pub fn delete_session(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let s = owned_session(ctx)?;
+    let mut conn = ctx.app.db.conn()?;
+    write_tx(&mut conn, |tx| store::delete_session(tx, &s.session_id).map_err(ApiError::from))?;
+    Ok(Response::ok(json!({"session_id": s.session_id})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_ints_and_deltas() {
+        assert_eq!(python_int(" 2 "), Some(2));
+        assert_eq!(python_int("1_0"), Some(10));
+        assert_eq!(python_int("-3"), Some(-3));
+        assert_eq!(python_int("1.5"), None);
+        assert_eq!(python_int(""), None);
+        let text = "one two three four five six seven eight nine ten eleven twelve thirteen";
+        let d = split_deltas(text);
+        assert!(d.len() >= 2);
+        assert_eq!(d.concat(), text);
+    }
+
+    #[test]
+    fn content_rules() {
+        assert!(!has_content(&[json!({"type": "reply", "message_id": 1, "selected_text": ""})]));
+        assert!(has_content(&[json!({"type": "plain", "text": "hi"})]));
+        assert!(has_content(&[json!({"type": "image", "attachment_id": "a", "filename": "x.png"})]));
+    }
+}

@@ -1,0 +1,139 @@
+//! Chat commands, answered by the server in the chat's stream shape and never sent to the
+//! model: `/help`, `/sid`, `/reset`, `/new`, `/provider [id]`, `/model [name]` (both for
+//! administrators: the username is in `admins_id` and the key has `chat:admin`) and
+//! `/persona [id]`. The prefix is the config's `wake_prefix` (default `/`).
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use crate::config::{self, Effective, ProviderChoice};
+use crate::db::chat as store;
+use crate::db::resources::{self, Docs};
+
+const HELP: &str = "Commands:\n\
+/help: this list\n\
+/sid: this session's id and UMO\n\
+/reset: clear this session's history\n\
+/new: start a new conversation (the model forgets what came before)\n\
+/persona [id]: show or switch this session's persona\n\
+/provider [id]: show or switch this session's provider (administrators)\n\
+/model [name]: show or switch this session's model (administrators)";
+
+/// The reply to a command, or `None` when the text is not one.
+pub fn run(
+    conn: &Connection,
+    text: &str,
+    prefixes: &[String],
+    session_id: &str,
+    umo: &str,
+    is_admin: bool,
+    effective: &Effective,
+) -> Option<String> {
+    let rest = prefixes.iter().filter(|p| !p.is_empty()).find_map(|p| text.strip_prefix(p.as_str()))?;
+    let mut words = rest.split_whitespace();
+    let name = words.next()?.to_ascii_lowercase();
+    let arg = words.next().map(str::to_owned);
+    let session = store::session(conn, session_id).ok().flatten();
+    let choose = |provider: Option<&str>, model: Option<&str>, persona: Option<&str>| {
+        let s = session.as_ref();
+        let provider = provider.map(str::to_owned).or_else(|| s.and_then(|s| s.selected_provider.clone()));
+        let model = model.map(str::to_owned).or_else(|| s.and_then(|s| s.selected_model.clone()));
+        let persona = persona.map(str::to_owned).or_else(|| s.and_then(|s| s.persona_id.clone()));
+        store::update_session_choice(
+            conn,
+            session_id,
+            provider.as_deref(),
+            model.as_deref(),
+            persona.as_deref(),
+        )
+    };
+    let reply = match name.as_str() {
+        "help" => HELP.to_owned(),
+        "sid" => format!("Session ID: {session_id}\nUMO: {umo}"),
+        "reset" => match store::clear_messages(conn, session_id) {
+            Ok(()) => "History cleared.".to_owned(),
+            Err(e) => format!("Could not clear the history: {e}"),
+        },
+        "new" => {
+            let marker = json!({"type": "bot", "message": [], "new_conversation": true});
+            match store::insert_message(
+                conn,
+                session_id,
+                "bot",
+                "bot",
+                &marker,
+                None,
+                crate::timefmt::now_micros(),
+            ) {
+                Ok(_) => "Started a new conversation.".to_owned(),
+                Err(e) => format!("Could not start a new conversation: {e}"),
+            }
+        }
+        "provider" | "model" if !is_admin => "Permission denied".to_owned(),
+        "provider" => {
+            let current = match &effective.provider {
+                ProviderChoice::Configured { id, .. } => id.clone(),
+                ProviderChoice::Builtin => config::BUILTIN_PROVIDER.to_owned(),
+            };
+            let ids: Vec<String> = resources::docs(conn, Docs::Providers)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| p["id"].as_str().map(str::to_owned))
+                .chain([config::BUILTIN_PROVIDER.to_owned()])
+                .collect();
+            match arg {
+                None => format!(
+                    "Current provider: {current}\nAvailable: {}",
+                    ids.iter()
+                        .map(|i| if *i == current { format!("{i} (current)") } else { i.clone() })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some(id) if ids.contains(&id) => match choose(Some(&id), None, None) {
+                    Ok(()) => format!("Provider switched to {id}."),
+                    Err(e) => format!("Could not switch: {e}"),
+                },
+                Some(id) => format!("Unknown provider: {id}"),
+            }
+        }
+        "model" => match arg {
+            None => format!(
+                "Current model: {}",
+                session.as_ref().and_then(|s| s.selected_model.clone()).unwrap_or_else(|| {
+                    match &effective.provider {
+                        ProviderChoice::Configured { config, .. } => {
+                            config["model"].as_str().unwrap_or("").to_owned()
+                        }
+                        ProviderChoice::Builtin => config::BUILTIN_PROVIDER.to_owned(),
+                    }
+                })
+            ),
+            Some(m) => match choose(None, Some(&m), None) {
+                Ok(()) => format!("Model switched to {m}."),
+                Err(e) => format!("Could not switch: {e}"),
+            },
+        },
+        "persona" => {
+            let ids: Vec<String> = resources::personas(conn, None)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.persona_id)
+                .chain([config::DEFAULT_PERSONA_ID.to_owned()])
+                .collect();
+            match arg {
+                None => format!(
+                    "Current persona: {}\nAvailable: {}",
+                    effective.persona.persona_id,
+                    ids.join(", ")
+                ),
+                Some(id) if ids.contains(&id) => match choose(None, None, Some(&id)) {
+                    Ok(()) => format!("Persona switched to {id}."),
+                    Err(e) => format!("Could not switch: {e}"),
+                },
+                Some(id) => format!("Unknown persona: {id}"),
+            }
+        }
+        _ => return None,
+    };
+    Some(reply)
+}

@@ -1,0 +1,211 @@
+//! SQL for chat sessions, their messages and the knowledge base.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub session_id: String,
+    pub platform_id: String,
+    pub creator: String,
+    pub display_name: Option<String>,
+    pub is_group: i64,
+    pub selected_provider: Option<String>,
+    pub selected_model: Option<String>,
+    pub persona_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const SESSION_COLUMNS: &str = "session_id, platform_id, creator, display_name, is_group, selected_provider, \
+                               selected_model, persona_id, created_at, updated_at";
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        session_id: r.get(0)?,
+        platform_id: r.get(1)?,
+        creator: r.get(2)?,
+        display_name: r.get(3)?,
+        is_group: r.get(4)?,
+        selected_provider: r.get(5)?,
+        selected_model: r.get(6)?,
+        persona_id: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+    })
+}
+
+pub fn session(conn: &Connection, id: &str) -> rusqlite::Result<Option<Session>> {
+    conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE session_id = ?1"))?
+        .query_row([id], session_row)
+        .optional()
+}
+
+/// Creates the session if it does not exist; returns the stored row either way.
+pub fn ensure_session(conn: &Connection, id: &str, creator: &str, now: i64) -> rusqlite::Result<Session> {
+    conn.execute(
+        "INSERT INTO chat_sessions (session_id, platform_id, creator, created_at, updated_at)
+         VALUES (?1, 'webchat', ?2, ?3, ?3) ON CONFLICT (session_id) DO NOTHING",
+        params![id, creator, now],
+    )?;
+    session(conn, id).map(|s| s.expect("just inserted"))
+}
+
+/// One page of a creator's sessions, newest activity first, and the total.
+pub fn sessions_of(
+    conn: &Connection,
+    creator: &str,
+    platform: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> rusqlite::Result<(Vec<Session>, i64)> {
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM chat_sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)",
+        params![creator, platform],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)
+         ORDER BY updated_at DESC, session_id LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt.query_map(params![creator, platform, limit, offset], session_row)?;
+    Ok((rows.collect::<Result<_, _>>()?, total))
+}
+
+pub fn update_session_choice(
+    conn: &Connection,
+    id: &str,
+    provider: Option<&str>,
+    model: Option<&str>,
+    persona: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE chat_sessions SET selected_provider = ?2, selected_model = ?3, persona_id = ?4 WHERE session_id = ?1",
+        params![id, provider, model, persona],
+    )?;
+    Ok(())
+}
+
+pub fn touch_session(
+    conn: &Connection,
+    id: &str,
+    display_name: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE chat_sessions SET updated_at = ?2, display_name = coalesce(display_name, ?3) WHERE session_id = ?1",
+        params![id, now, display_name],
+    )?;
+    Ok(())
+}
+
+/// Deletes a session and its history; false if there was none.
+pub fn delete_session(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.execute("DELETE FROM chat_messages WHERE session_id = ?1", [id])?;
+    Ok(conn.execute("DELETE FROM chat_sessions WHERE session_id = ?1", [id])? > 0)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: i64,
+    pub session_id: String,
+    /// `user` or `bot`.
+    pub sender: String,
+    pub sender_name: String,
+    /// `{"type":"user"|"bot","message":[parts],...}`
+    pub content: Value,
+    pub llm_checkpoint_id: Option<String>,
+    pub created_at: i64,
+}
+
+pub fn insert_message(
+    conn: &Connection,
+    session_id: &str,
+    sender: &str,
+    sender_name: &str,
+    content: &Value,
+    checkpoint: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO chat_messages (session_id, sender, sender_name, content, llm_checkpoint_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![session_id, sender, sender_name, content.to_string(), checkpoint, now],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// A session's messages, oldest first; with `last`, only the last so many.
+pub fn messages(conn: &Connection, session_id: &str, last: Option<i64>) -> rusqlite::Result<Vec<Message>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, session_id, sender, sender_name, content, llm_checkpoint_id, created_at FROM (
+             SELECT * FROM chat_messages WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2
+         ) ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![session_id, last.unwrap_or(-1)], |r| {
+        Ok(Message {
+            id: r.get(0)?,
+            session_id: r.get(1)?,
+            sender: r.get(2)?,
+            sender_name: r.get(3)?,
+            content: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
+            llm_checkpoint_id: r.get(5)?,
+            created_at: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn clear_messages(conn: &Connection, session_id: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM chat_messages WHERE session_id = ?1", [session_id])?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Knowledge base
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    pub title: String,
+    pub url: String,
+    pub body: String,
+}
+
+/// Replaces a collection's passages.
+pub fn replace_collection(conn: &Connection, collection: &str, passages: &[Passage]) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM kb_chunks WHERE collection = ?1", [collection])?;
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO kb_chunks (collection, title, url, body) VALUES (?1, ?2, ?3, ?4)")?;
+    for p in passages {
+        stmt.execute(params![collection, p.title, p.url, p.body])?;
+    }
+    Ok(())
+}
+
+/// Collections and their passage counts.
+pub fn collections(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt =
+        conn.prepare("SELECT collection, count(*) FROM kb_chunks GROUP BY collection ORDER BY collection")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// The best passages for an FTS5 query in the given collections (all when empty).
+pub fn search(
+    conn: &Connection,
+    fts_query: &str,
+    collections: &[String],
+    limit: i64,
+) -> rusqlite::Result<Vec<Passage>> {
+    let filter = serde_json::to_string(collections).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT title, url, body FROM kb_chunks
+         WHERE kb_chunks MATCH ?1
+           AND (json_array_length(?2) = 0 OR collection IN (SELECT value FROM json_each(?2)))
+         ORDER BY bm25(kb_chunks, 0.0, 4.0, 0.0, 1.0) LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![fts_query, filter, limit], |r| {
+        Ok(Passage { title: r.get(0)?, url: r.get(1)?, body: r.get(2)? })
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,205 @@
+//! The knowledge base behind the built-in provider (decision 9): named collections of
+//! passages in SQLite FTS5 with the trigram tokenizer, so English and Chinese are both
+//! searchable. Documents are split at their headings; each passage keeps a title and a
+//! link. Collection `docs` holds the bundled guides and is rebuilt at every start.
+
+use rusqlite::Connection;
+
+use crate::db::chat::{self, Passage};
+use crate::markdown;
+
+/// Splits a Markdown document into passages at `#`, `##` and `###` headings. `base_url`
+/// is the page's link; a section's link adds its heading's anchor.
+pub fn split_markdown(source: &str, page_title: &str, base_url: &str) -> Vec<Passage> {
+    let mut passages = Vec::new();
+    let mut heading: Option<String> = None;
+    let mut body = String::new();
+    let mut in_code = false;
+    let mut flush = |heading: &Option<String>, body: &mut String| {
+        let text = body.trim();
+        if !text.is_empty() {
+            let (title, url) = match heading {
+                Some(h) => (format!("{page_title} › {h}"), format!("{base_url}#{}", markdown::slug(h))),
+                None => (page_title.to_owned(), base_url.to_owned()),
+            };
+            passages.push(Passage { title, url, body: text.to_owned() });
+        }
+        body.clear();
+    };
+    for line in source.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        }
+        let level = if in_code { 0 } else { line.chars().take_while(|c| *c == '#').count() };
+        if (1..=3).contains(&level) && line[level..].starts_with(' ') {
+            flush(&heading, &mut body);
+            heading = if level == 1 { None } else { Some(line[level..].trim().to_owned()) };
+            continue;
+        }
+        body.push_str(line);
+        body.push('\n');
+    }
+    flush(&heading, &mut body);
+    passages
+}
+
+/// Plain text of an HTML document split at `<h1>`–`<h3>`: tags dropped, entities of the
+/// common kind decoded. Good enough for notes exported from a wiki.
+pub fn split_html(source: &str, page_title: &str, base_url: &str) -> Vec<Passage> {
+    let mut markdownish = String::new();
+    let mut rest = source;
+    while let Some(start) = rest.find('<') {
+        markdownish.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('>') else { break };
+        let tag = rest[start + 1..start + end].trim().to_ascii_lowercase();
+        match tag.as_str() {
+            "h1" => markdownish.push_str("\n# "),
+            "h2" => markdownish.push_str("\n## "),
+            "h3" => markdownish.push_str("\n### "),
+            t if t.starts_with("/h1")
+                || t.starts_with("/h2")
+                || t.starts_with("/h3")
+                || t == "p"
+                || t == "/p"
+                || t.starts_with("br")
+                || t == "li" =>
+            {
+                markdownish.push('\n')
+            }
+            _ => {}
+        }
+        rest = &rest[start + end + 1..];
+    }
+    markdownish.push_str(rest);
+    let text = markdownish
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&nbsp;", " ");
+    split_markdown(&text, page_title, base_url)
+}
+
+const STOPWORDS: &[&str] = &[
+    "the", "and", "how", "can", "what", "does", "for", "with", "you", "are", "this", "that", "from", "have",
+    "which", "when", "where", "why", "who", "your", "use", "using", "about", "into", "there", "their",
+    "them", "should", "would", "could", "will", "not", "but", "all", "any", "our", "its", "was", "were",
+    "been", "get", "please",
+];
+
+/// An FTS5 query for a question: its words of three or more characters (not stopwords),
+/// and three-character windows of CJK text, quoted and OR-ed. `None` if nothing is left.
+pub fn fts_query(question: &str) -> Option<String> {
+    let mut terms: Vec<String> = Vec::new();
+    let mut push = |t: String| {
+        if !terms.contains(&t) && terms.len() < 32 {
+            terms.push(t);
+        }
+    };
+    let is_cjk = |c: char| {
+        ('\u{4e00}'..='\u{9fff}').contains(&c)
+            || ('\u{3040}'..='\u{30ff}').contains(&c)
+            || ('\u{ac00}'..='\u{d7af}').contains(&c)
+    };
+    let mut word = String::new();
+    let mut cjk: Vec<char> = Vec::new();
+    let end_word = |word: &mut String, cjk: &mut Vec<char>, push: &mut dyn FnMut(String)| {
+        let w = word.to_lowercase();
+        if w.chars().count() >= 3 && !STOPWORDS.contains(&w.as_str()) {
+            push(w);
+        }
+        word.clear();
+        if cjk.len() >= 3 {
+            for window in cjk.windows(3) {
+                push(window.iter().collect());
+            }
+        } else if cjk.len() == 2 {
+            // Two CJK characters are a word, but trigram needs three: pair them with a neighbour-free match.
+            push(cjk.iter().collect());
+        }
+        cjk.clear();
+    };
+    for c in question.chars() {
+        if is_cjk(c) {
+            if !word.is_empty() {
+                end_word(&mut word, &mut Vec::new(), &mut push);
+            }
+            cjk.push(c);
+        } else if c.is_alphanumeric() || c == '_' || c == '-' {
+            if !cjk.is_empty() {
+                end_word(&mut String::new(), &mut cjk, &mut push);
+            }
+            word.push(c);
+        } else {
+            end_word(&mut word, &mut cjk, &mut push);
+        }
+    }
+    end_word(&mut word, &mut cjk, &mut push);
+    let terms: Vec<String> = terms.into_iter().filter(|t| t.chars().count() >= 3).collect();
+    if terms.is_empty() {
+        return None;
+    }
+    Some(terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR "))
+}
+
+/// The best passages for a question in the given collections (all when empty).
+pub fn search(
+    conn: &Connection,
+    question: &str,
+    collections: &[String],
+    limit: i64,
+) -> rusqlite::Result<Vec<Passage>> {
+    match fts_query(question) {
+        Some(q) => chat::search(conn, &q, collections, limit),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Rebuilds collection `docs` from the bundled guides.
+pub fn index_bundled_docs(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let mut passages = Vec::new();
+    for (slug, source) in crate::api::meta::GUIDES {
+        let title = markdown::title(source).unwrap_or(slug);
+        passages.extend(split_markdown(source, title, &format!("/docs/{slug}")));
+    }
+    crate::db::write_tx(conn, |tx| chat::replace_collection(tx, "docs", &passages))?;
+    Ok(passages.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_headings_with_anchors() {
+        let md = "# Keys\n\nIntro.\n\n## Create a key\n\nPOST it.\n\n```bash\n# not a heading\n```\n\n### Revoke\n\nGone.\n";
+        let p = split_markdown(md, "API keys", "/docs/keys");
+        assert_eq!(p.len(), 3);
+        assert_eq!((p[0].title.as_str(), p[0].url.as_str()), ("API keys", "/docs/keys"));
+        assert_eq!(
+            (p[1].title.as_str(), p[1].url.as_str()),
+            ("API keys › Create a key", "/docs/keys#create-a-key")
+        );
+        assert!(p[1].body.contains("# not a heading"));
+        assert_eq!(p[2].url, "/docs/keys#revoke");
+        let h = split_html("<h1>T</h1><p>a &amp; b</p><h2>Part two</h2><p>more</p>", "Notes", "/kb/notes");
+        assert_eq!(h[1].title, "Notes › Part two");
+        assert!(h[0].body.contains("a & b"));
+    }
+
+    #[test]
+    fn questions_become_fts_queries() {
+        assert_eq!(fts_query("How do I create an API key?").unwrap(), "\"create\" OR \"api\" OR \"key\"");
+        assert_eq!(
+            fts_query("如何创建密钥").unwrap(),
+            "\"如何创\" OR \"何创建\" OR \"创建密\" OR \"建密钥\""
+        );
+        assert_eq!(fts_query("a b ?"), None);
+        assert_eq!(
+            fts_query("quote\"inside").unwrap(),
+            "\"quote\" OR \"inside\"",
+            "quotes never reach the query"
+        );
+    }
+}
