@@ -38,6 +38,8 @@ pub struct App {
     pub quota: Mutex<DailyQuota>,
     pub login_throttle: Mutex<LoginThrottle>,
     pub started: Instant,
+    /// Live chat streams by conversation (session) id, for proactive IM delivery.
+    pub streams: Mutex<std::collections::HashMap<String, Vec<(String, std::sync::mpsc::Sender<String>)>>>,
     keys_generation: AtomicI64,
 }
 
@@ -55,6 +57,7 @@ impl App {
             quota: Mutex::new(DailyQuota::default()),
             login_throttle: Mutex::new(LoginThrottle::default()),
             started: Instant::now(),
+            streams: Mutex::new(std::collections::HashMap::new()),
             keys_generation: AtomicI64::new(generation),
         })
     }

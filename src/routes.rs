@@ -80,6 +80,8 @@ macro_rules! route {
 
 #[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
+    route!("POST" "/api/v1/im/messages", Scope("im"), Json, api::im::send_message, "IM", "Send a proactive message to a UMO (webchat: into live streams, else the history)", Some("ImMessage"), Some("Empty")),
+    route!("POST" "/api/v1/im/message",  Scope("im"), Json, api::im::send_message, "IM", "Alias of POST /api/v1/im/messages", Some("ImMessage"), Some("Empty")),
     route!("GET" "/api/v1/im/bots",                   Scope("im"), NoBody, api::im::list_bots,      "IM",       "List the ids of the configured bots", None, Some("BotIds")),
     route!("GET" "/api/v1/api-keys",                  Admin,       NoBody, api::keys::list,         "API keys", "List API keys, newest first", None, Some("ApiKeyList")),
     route!("POST" "/api/v1/api-keys",                 Admin,       Json,   api::keys::create,       "API keys", "Create an API key (the raw key is shown once)", Some("ApiKeyCreate"), Some("ApiKeyCreated")),

@@ -306,6 +306,14 @@ impl Events {
 /// stored reply and `end`. Never fails: upstream errors become the reply's text.
 fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>>) -> Outcome {
     let run_id = uuid::Uuid::new_v4().to_string();
+    if let Some(tx) = &tx {
+        app.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(p.session_id.clone())
+            .or_default()
+            .push((run_id.clone(), tx.clone()));
+    }
     let ev = Events { tx, run_id: run_id.clone() };
     ev.send(
         json!({"type": "run_started", "data": {"run_id": run_id}, "streaming": false, "message_id": run_id}),
@@ -390,6 +398,15 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
         }
     }
     ev.send(json!({"type": "end", "data": "", "streaming": false, "message_id": run_id}));
+    {
+        let mut streams = app.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = streams.get_mut(&p.session_id) {
+            list.retain(|(id, _)| *id != run_id);
+            if list.is_empty() {
+                streams.remove(&p.session_id);
+            }
+        }
+    }
     Outcome { session_id: p.session_id, message_id: run_id, text, sources }
 }
 

@@ -1,12 +1,21 @@
-//! The IM routes (reference sections 4 and 8). For now the bot listing: the ids of the
-//! configured bots, in configuration order; the built-in `webchat` platform is not listed.
+//! The IM routes (scope `im`; reference open API §4, §7.3, §8): the bot listing, and
+//! proactive messages to a unified message origin (UMO). `webchat` is always running: a
+//! message goes into every live chat stream of its conversation, else into the
+//! conversation's history. Other platforms answer `Bot not found or not running` until
+//! they exist.
 
-use serde_json::json;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
 
 use super::Ctx;
 use crate::db;
+use crate::db::chat as store;
+use crate::db::resources::{self, Attachment};
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::sse;
+use crate::timefmt::iso;
 
 /// `GET /api/v1/im/bots`
 pub fn list_bots(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
@@ -15,4 +24,205 @@ pub fn list_bots(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(id.clone()));
     Ok(Response::ok(json!({ "bot_ids": ids })))
+}
+
+/// AstrBot's `MessageSession.from_str`: `platform:MessageType:session`, split on the first
+/// two colons, with Python's error texts.
+pub fn parse_umo(umo: &str) -> Result<(String, String, String), String> {
+    let parts: Vec<&str> = umo.splitn(3, ':').collect();
+    if parts.len() < 3 {
+        return Err(format!("not enough values to unpack (expected 3, got {})", parts.len()));
+    }
+    if !matches!(parts[1], "FriendMessage" | "GroupMessage" | "OtherMessage") {
+        return Err(format!("'{}' is not a valid MessageType", parts[1]));
+    }
+    Ok((parts[0].to_owned(), parts[1].to_owned(), parts[2].to_owned()))
+}
+
+/// The webchat conversation a session part names: `webchat!<user>!<cid>` is `<cid>`.
+pub fn conversation_id(session: &str) -> String {
+    if let Some(rest) = session.strip_prefix("webchat!")
+        && let Some((_, cid)) = rest.split_once('!')
+    {
+        return cid.to_owned();
+    }
+    session.to_owned()
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(message)
+}
+
+/// Strict message parts (reference §7.3): the first problem in array order is the error.
+fn strict_parts(
+    conn: &rusqlite::Connection,
+    data_dir: &Path,
+    message: &Value,
+) -> Result<Vec<(Value, Option<Attachment>)>, ApiError> {
+    let mut parts = Vec::new();
+    match message {
+        Value::String(s) => {
+            if !s.trim().is_empty() {
+                parts.push((json!({"type": "plain", "text": s.trim()}), None));
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                let obj = item.as_object().ok_or_else(|| bad("message part must be an object"))?;
+                let kind = match obj.get("type") {
+                    Some(Value::String(s)) => s.trim().to_owned(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                match kind.as_str() {
+                    "plain" => {
+                        let text = match obj.get("text") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(Value::Null) | None => String::new(),
+                            Some(other) => other.to_string(),
+                        };
+                        if !text.is_empty() {
+                            parts.push((json!({"type": "plain", "text": text}), None));
+                        }
+                    }
+                    "reply" => {
+                        if obj.get("message_id").is_none_or(Value::is_null) {
+                            return Err(bad("reply part missing message_id"));
+                        }
+                        // Accepted, then dropped: webchat stores no replies.
+                    }
+                    "image" | "record" | "file" | "video" => {
+                        let id = obj.get("attachment_id").and_then(Value::as_str).filter(|s| !s.is_empty());
+                        let id = id.ok_or_else(|| bad(format!("{kind} part missing attachment_id")))?;
+                        let att = resources::attachment(conn, id)?
+                            .ok_or_else(|| bad(format!("attachment not found: {id}")))?;
+                        let path = data_dir.join("attachments").join(&att.attachment_id);
+                        if !path.is_file() {
+                            let shown = std::path::absolute(&path).unwrap_or(path);
+                            return Err(bad(format!("file not found: {}", shown.display())));
+                        }
+                        parts.push((json!({"type": att.kind}), Some(att)));
+                    }
+                    other => return Err(bad(format!("unsupported message part type: {other}"))),
+                }
+            }
+        }
+        _ => return Err(bad("message must be a string or list")),
+    }
+    if parts.is_empty() {
+        return Err(bad("Message content is empty (reply only is not allowed)"));
+    }
+    Ok(parts)
+}
+
+/// Copies an attachment for a stored bot message, as AstrBot registers copies.
+fn copy_attachment(
+    conn: &rusqlite::Connection,
+    data_dir: &Path,
+    att: &Attachment,
+    now: i64,
+) -> Result<Attachment, ApiError> {
+    let copy = Attachment { attachment_id: uuid::Uuid::new_v4().to_string(), created_at: now, ..att.clone() };
+    let dir = data_dir.join("attachments");
+    std::fs::copy(dir.join(&att.attachment_id), dir.join(&copy.attachment_id))
+        .map_err(|e| bad(format!("Failed to send message: {e}")))?;
+    resources::insert_attachment(conn, &copy)?;
+    Ok(copy)
+}
+
+/// `POST /api/v1/im/messages` and `POST /api/v1/im/message`
+pub fn send_message(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let body: Map<String, Value> = ctx.req.json_object()?.clone();
+    if body.get("message").is_some_and(Value::is_null) {
+        return Err(bad("Missing key: message"));
+    }
+    let umo = match body.get("umo") {
+        None | Some(Value::Null) => return Err(bad("Missing key: umo")),
+        Some(Value::String(s)) if s.is_empty() => return Err(bad("Missing key: umo")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("umo must be a string")),
+    };
+    let (platform, _, session) = parse_umo(&umo).map_err(|e| bad(format!("Invalid umo: {e}")))?;
+    if platform != "webchat" {
+        return Err(bad(format!("Bot not found or not running for platform: {platform}")));
+    }
+    let message = body.get("message").cloned().unwrap_or_else(|| json!({}));
+    let data_dir = ctx.app.settings.data_dir.clone();
+    let mut conn = ctx.app.db.conn()?;
+    let parts = strict_parts(&conn, &data_dir, &message)?;
+    let cid = conversation_id(&session);
+    let now = ctx.now;
+    // The stored parts reference copies of the media, as AstrBot stores them.
+    let stored = db::write_tx(&mut conn, |tx| {
+        let mut out = Vec::new();
+        for (part, att) in &parts {
+            match att {
+                Some(att) => {
+                    let copy = copy_attachment(tx, &data_dir, att, now)?;
+                    out.push(json!({"type": copy.kind, "attachment_id": copy.attachment_id, "filename": copy.filename}));
+                }
+                None => out.push(part.clone()),
+            }
+        }
+        let content = json!({"type": "bot", "message": out});
+        let id = store::insert_message(tx, &cid, "bot", "bot", &content, None, now)?;
+        if store::session(tx, &cid)?.is_some() {
+            store::touch_session(tx, &cid, None, now)?;
+        }
+        Ok::<_, ApiError>((id, out))
+    })?;
+    let (saved_id, stored_parts) = stored;
+    // Live streams of the conversation see the message as events.
+    let streams =
+        ctx.app.streams.lock().unwrap_or_else(|e| e.into_inner()).get(&cid).cloned().unwrap_or_default();
+    for (run_id, tx) in streams {
+        let mut last = String::new();
+        for part in &stored_parts {
+            let (kind, data) = match part["type"].as_str() {
+                Some("plain") => ("plain", part["text"].as_str().unwrap_or_default().to_owned()),
+                Some(k) => {
+                    let tag = match k {
+                        "image" => "IMAGE",
+                        "record" => "RECORD",
+                        "video" => "VIDEO",
+                        _ => "FILE",
+                    };
+                    (k, format!("[{tag}]{}", part["filename"].as_str().unwrap_or_default()))
+                }
+                None => continue,
+            };
+            let mut event = json!({"type": kind, "data": data, "streaming": true, "message_id": run_id});
+            if kind == "plain" {
+                event["chain_type"] = Value::Null;
+            }
+            let _ = tx.send(sse::frame(&event));
+            if kind != "plain" {
+                let _ = tx.send(sse::frame(
+                    &json!({"type": "attachment_saved", "data": {"id": part["attachment_id"], "type": kind}}),
+                ));
+            }
+            last = data;
+        }
+        let _ = tx.send(sse::frame(&json!({"type": "complete", "data": last, "streaming": true, "chain_type": null, "message_id": run_id})));
+        let _ = tx.send(sse::frame(&json!({"type": "message_saved", "data": {"id": saved_id, "created_at": iso(now), "llm_checkpoint_id": null}})));
+    }
+    log::info!("proactive message delivered to webchat conversation {cid}");
+    Ok(Response::ok(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn umo_parsing_and_conversation_ids() {
+        assert_eq!(parse_umo("webchat:FriendMessage:webchat!alice!s:1").unwrap().2, "webchat!alice!s:1");
+        assert_eq!(parse_umo("nope").unwrap_err(), "not enough values to unpack (expected 3, got 1)");
+        assert_eq!(parse_umo("a:b").unwrap_err(), "not enough values to unpack (expected 3, got 2)");
+        assert_eq!(parse_umo("a:Foo:c").unwrap_err(), "'Foo' is not a valid MessageType");
+        assert_eq!(parse_umo("a::c").unwrap_err(), "'' is not a valid MessageType");
+        assert_eq!(conversation_id("webchat!alice!sess-im-1"), "sess-im-1");
+        assert_eq!(conversation_id("webchat!alice!a!b"), "a!b");
+        assert_eq!(conversation_id("plainsess"), "plainsess");
+    }
 }

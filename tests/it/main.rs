@@ -6,6 +6,7 @@ mod configs;
 mod docs;
 mod errors;
 mod files;
+mod im;
 mod keys;
 mod lifecycle;
 mod personas;
