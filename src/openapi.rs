@@ -162,6 +162,7 @@ fn schemas() -> Value {
         "ProfileRename": {"type": "object", "properties": {"name": {"type": ["string", "null"]}}},
         "Routing": {"type": "object", "properties": {"routing": {"type": "object", "additionalProperties": {"type": "string"}, "description": "UMO (platform:MessageType:session) to config profile id"}}},
         "EffectiveRoute": {"type": "object", "properties": {"umo": {"type": "string"}, "config_id": {"type": "string"}, "routed": {"type": "boolean"}, "provider_id": {"type": "string", "description": "`builtin` when no LLM provider is usable"}, "persona_id": {"type": "string"}}},
+        "ProviderTest": {"type": "object", "properties": {"id": {"type": "string"}, "model": {"type": ["string", "null"]}, "type": {"type": "string", "example": "chat_completion"}, "name": {"type": "string"}, "status": {"enum": ["available", "unavailable"]}, "error": {"type": ["string", "null"]}}},
         "ImMessage": {"type": "object", "required": ["umo", "message"], "properties": {"umo": {"type": "string", "example": "webchat:FriendMessage:webchat!alice!s1", "description": "platform:FriendMessage|GroupMessage|OtherMessage:session"}, "message": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}},
         "ChatRequest": {"type": "object", "required": ["username", "message"], "properties": {
             "username": {"type": "string", "description": "The sender and session owner"},

@@ -105,6 +105,8 @@ pub static ROUTES: &[Route] = &[
     route!("GET" "/api/v1/providers/by-id",                     Scope("provider"), NoBody, api::providers::get_provider_query,  "Providers", "Get a provider (?provider_id=&merged=)", None, Some("ProviderOne")),
     route!("PUT" "/api/v1/providers/by-id",                     Scope("provider"), Json,   api::providers::update_provider_body, "Providers", "Replace a provider (provider_id in the body)", Some("ProviderBody"), Some("Empty")),
     route!("DELETE" "/api/v1/providers/by-id",                  Scope("provider"), NoBody, api::providers::delete_provider_query, "Providers", "Delete a provider (?provider_id=)", None, Some("Empty")),
+    route!("POST" "/api/v1/providers/test", Scope("provider"), Json, api::providers::test_provider_body, "Providers", "Send the PONG probe to a provider (provider_id in the body)", Some("EnabledBody"), Some("ProviderTest")),
+    route!("POST" "/api/v1/providers/{provider_id:path}/test", Scope("provider"), Json, api::providers::test_provider, "Providers", "Send the PONG probe to a provider", None, Some("ProviderTest")),
     route!("PATCH" "/api/v1/providers/enabled",                 Scope("provider"), Json,   api::providers::set_enabled_body,    "Providers", "Enable or disable a provider (provider_id in the body)", Some("EnabledBody"), Some("Empty")),
     route!("PATCH" "/api/v1/providers/{provider_id:path}/enabled", Scope("provider"), Json, api::providers::set_enabled_path,   "Providers", "Enable or disable a provider", Some("EnabledBody"), Some("Empty")),
     route!("GET" "/api/v1/providers/{provider_id:path}",        Scope("provider"), NoBody, api::providers::get_provider,        "Providers", "Get a provider (?merged=)", None, Some("ProviderOne")),

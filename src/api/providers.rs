@@ -397,3 +397,48 @@ pub fn set_enabled_path(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let enabled = opt_bool(&body, "enabled")?.ok_or_else(|| ApiError::bad_request("Missing key: enabled"))?;
     set_enabled(ctx, &id, enabled)
 }
+
+/// The PONG probe (AstrBot's provider `test`): one short request to the provider; the
+/// answer is always HTTP 200 with `status` `available` or `unavailable` and the error.
+fn test_provider_by(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
+    let conn = ctx.app.db.conn()?;
+    let stored = resources::doc(&conn, Docs::Providers, id)?
+        .filter(|p| p["enable"].as_bool().unwrap_or(true))
+        .ok_or_else(|| ApiError::bad_request(format!("Provider {id} not found")))?;
+    let merged = config::merged_provider(&conn, &stored)?;
+    drop(conn);
+    let kind = merged["provider_type"].as_str().unwrap_or("chat_completion").to_owned();
+    let turns = [crate::llm::Turn { role: "user", content: json!("REPLY `PONG` ONLY") }];
+    let result = if kind == "chat_completion" {
+        crate::llm::generate(&merged, None, &turns, false, 0, &mut |_| {}).map(|_| ())
+    } else {
+        Err(format!("testing {kind} providers is not supported"))
+    };
+    let (status, error) = match result {
+        Ok(()) => ("available", Value::Null),
+        Err(e) => ("unavailable", json!(e)),
+    };
+    Ok(Response::ok(json!({
+        "id": id,
+        "model": merged["model"],
+        "type": kind,
+        "name": id,
+        "status": status,
+        "error": error,
+    })))
+}
+
+/// `POST /api/v1/providers/test` with `{"provider_id"}`
+pub fn test_provider_body(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let body = body_or_empty(ctx)?;
+    let id = opt_string(&body, "provider_id")?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| ApiError::bad_request("Missing key: provider_id"))?;
+    test_provider_by(ctx, &id)
+}
+
+/// `POST /api/v1/providers/{provider_id}/test`
+pub fn test_provider(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let id = ctx.param(0).to_owned();
+    test_provider_by(ctx, &id)
+}

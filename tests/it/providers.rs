@@ -307,3 +307,95 @@ fn everything_survives_a_restart() {
         "UTC"
     );
 }
+
+/// A one-request fake OpenAI-compatible upstream answering `status` with `body`.
+fn one_shot_upstream(status: u16, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut len = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut request = vec![0; len];
+        reader.read_exact(&mut request).unwrap();
+        let mut stream = stream;
+        write!(stream, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        String::from_utf8(request).unwrap()
+    });
+    (base, handle)
+}
+
+#[test]
+fn the_pong_probe_reports_availability() {
+    let (s, key) = setup();
+    let (base, upstream) = one_shot_upstream(
+        200,
+        r#"{"choices":[{"message":{"content":"PONG"}}],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#,
+    );
+    call(
+        &s,
+        "POST",
+        "/api/v1/provider-sources",
+        &key,
+        Some(json!({"id":"fake","type":"openai_chat_completion","api_base":base,"key":["sk-probe"]})),
+    );
+    call(
+        &s,
+        "POST",
+        "/api/v1/providers",
+        &key,
+        Some(json!({"id":"fake/m","provider_source_id":"fake","model":"m"})),
+    );
+    let r = call(&s, "POST", "/api/v1/providers/test", &key, Some(json!({"provider_id":"fake/m"})));
+    assert_eq!(
+        r.json()["data"],
+        json!({"id":"fake/m","model":"m","type":"chat_completion","name":"fake/m","status":"available","error":null})
+    );
+    let request: Value = serde_json::from_str(&upstream.join().unwrap()).unwrap();
+    assert_eq!(request["messages"][0]["content"], "REPLY `PONG` ONLY");
+    assert_eq!(request["stream"], false);
+
+    let (base, upstream) = one_shot_upstream(401, r#"{"error":{"message":"bad key"}}"#);
+    call(
+        &s,
+        "PUT",
+        "/api/v1/provider-sources/fake",
+        &key,
+        Some(json!({"id":"fake","type":"openai_chat_completion","api_base":base,"key":["sk-probe"]})),
+    );
+    let r = call(&s, "POST", "/api/v1/providers/fake/m/test", &key, None);
+    let d = r.json()["data"].clone();
+    assert_eq!(
+        (d["status"].clone(), d["error"].clone()),
+        (json!("unavailable"), json!("Error code: 401 - bad key"))
+    );
+    upstream.join().unwrap();
+    s.expect_error(
+        &call(&s, "POST", "/api/v1/providers/test", &key, Some(json!({}))),
+        400,
+        "Missing key: provider_id",
+    );
+    s.expect_error(
+        &call(&s, "POST", "/api/v1/providers/nope/test", &key, None),
+        400,
+        "Provider nope not found",
+    );
+    call(&s, "PATCH", "/api/v1/providers/fake/m/enabled", &key, Some(json!({"enabled":false})));
+    s.expect_error(
+        &call(&s, "POST", "/api/v1/providers/fake/m/test", &key, None),
+        400,
+        "Provider fake/m not found",
+    );
+}
