@@ -2,9 +2,11 @@
 
 mod admin;
 mod auth;
+mod chat;
 mod configs;
 mod docs;
 mod errors;
+mod fake_llm;
 mod files;
 mod im;
 mod keys;
