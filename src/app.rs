@@ -30,6 +30,9 @@ pub struct Settings {
     pub max_upload_bytes: usize,
 }
 
+/// Live chat streams: conversation id to (run id, event sender) of each running stream.
+pub type LiveStreams = std::collections::HashMap<String, Vec<(String, std::sync::mpsc::Sender<String>)>>;
+
 pub struct App {
     pub settings: Settings,
     pub db: Db,
@@ -39,7 +42,7 @@ pub struct App {
     pub login_throttle: Mutex<LoginThrottle>,
     pub started: Instant,
     /// Live chat streams by conversation (session) id, for proactive IM delivery.
-    pub streams: Mutex<std::collections::HashMap<String, Vec<(String, std::sync::mpsc::Sender<String>)>>>,
+    pub streams: Mutex<LiveStreams>,
     keys_generation: AtomicI64,
 }
 

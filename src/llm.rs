@@ -174,7 +174,28 @@ enum Failure {
     Fatal(String),
 }
 
+/// One agent per timeout and proxy, shared: an agent holds the TLS setup and a pool of
+/// connections, too costly to build for every chat.
 fn agent(provider: &Value, first_byte: Duration) -> Result<ureq::Agent, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static AGENTS: OnceLock<Mutex<HashMap<(u64, String), ureq::Agent>>> = OnceLock::new();
+    let proxy = provider["proxy"].as_str().unwrap_or("").to_owned();
+    let key = (first_byte.as_secs(), proxy);
+    let agents = AGENTS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(a) = agents.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(a.clone());
+    }
+    let built = build_agent(provider, first_byte)?;
+    let mut map = agents.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() > 32 {
+        map.clear();
+    }
+    map.insert(key, built.clone());
+    Ok(built)
+}
+
+fn build_agent(provider: &Value, first_byte: Duration) -> Result<ureq::Agent, String> {
     let mut config = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(first_byte))

@@ -154,13 +154,17 @@ pub fn while_draining<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Makes glibc serve allocations of 1 MiB or more from their own mappings and unmap them
-/// when freed. By default glibc raises that threshold after the first large free, so the
-/// 19 MiB argon2 buffer of one login would stay in the process for good.
+/// when freed (by default glibc raises that threshold after the first large free, so the
+/// 19 MiB argon2 buffer of one login would stay in the process for good), and caps its
+/// malloc arenas at two.
 pub fn return_large_frees_to_the_os() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes an allocator setting.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        // One thread per connection: without a cap glibc gives busy threads arenas of their
+        // own (up to 8 per core), each holding freed memory.
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

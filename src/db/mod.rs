@@ -213,6 +213,7 @@ impl Db {
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;
              PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -1024;
              PRAGMA journal_size_limit = 67108864;",
         )?;
         Ok(conn)

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod chat;
 mod configs;
+mod crash;
 mod docs;
 mod errors;
 mod fake_llm;
