@@ -10,6 +10,7 @@ mod errors;
 mod fake_llm;
 mod files;
 mod im;
+mod kb;
 mod keys;
 mod lifecycle;
 mod personas;

@@ -1,0 +1,63 @@
+//! The knowledge base: `astrbot kb add/list/remove`, the built-in provider answering from
+//! a user's collection (Chinese too, through the trigram index), and its fallback.
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, cli};
+
+fn ask(s: &Server, key: &str, question: &str) -> Value {
+    let auth = format!("Bearer {key}");
+    let body = json!({"username": "alice", "message": question}).to_string();
+    let r = s.request(
+        "POST",
+        "/api/v1/chat",
+        &[("Authorization", &auth), ("Accept", "application/json")],
+        Some(&body),
+    );
+    s.expect(&r, 200);
+    r.json()["data"].clone()
+}
+
+#[test]
+fn collections_from_the_cli_answer_chats_with_sources() {
+    let s = Server::start();
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"]}"#);
+    let docs = s.data.path().join("notes");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("garden.md"), "# Garden notes\n\n## Watering tomatoes\n\nWater the tomatoes every morning before nine.\n\n## 浇花\n\n每天早上给玫瑰浇水两次。\n").unwrap();
+    std::fs::write(
+        docs.join("menu.html"),
+        "<h1>Menu</h1><h2>Soup of the day</h2><p>Pumpkin soup &amp; bread.</p>",
+    )
+    .unwrap();
+    std::fs::write(docs.join("ignored.bin"), [0u8, 1, 2]).unwrap();
+    let (code, out, err) =
+        cli(s.data.path(), &["kb", "add", "--collection", "home", docs.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("collection home: 3 passages from 3 files"), "{out}");
+    assert!(err.contains("skipping"), "{err}");
+    let (_, list, _) = cli(s.data.path(), &["kb", "list"], None);
+    assert!(list.contains("home\t3 passages") && list.contains("docs\t"), "{list}");
+
+    let a = ask(&s, &key, "When should I water the tomatoes?");
+    assert!(a["response"].as_str().unwrap().contains("every morning before nine"), "{a}");
+    assert_eq!(
+        a["sources"][0],
+        json!({"title": "Garden notes › Watering tomatoes", "url": "kb:home/garden.md#watering-tomatoes"})
+    );
+    let a = ask(&s, &key, "玫瑰浇水");
+    assert!(a["response"].as_str().unwrap().contains("每天早上给玫瑰浇水两次"), "{a}");
+    let a = ask(&s, &key, "What is the soup of the day?");
+    assert!(a["response"].as_str().unwrap().contains("Pumpkin soup & bread."), "{a}");
+
+    let a = ask(&s, &key, "zzzqqq xxyyzz");
+    assert!(a["response"].as_str().unwrap().contains("/docs/providers"), "no match says so: {a}");
+    assert_eq!(a["sources"], json!([]));
+
+    let (code, _, err) = cli(s.data.path(), &["kb", "remove", "docs"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("bundled guides"));
+    assert_eq!(cli(s.data.path(), &["kb", "remove", "home"], None).0, 0);
+    let a = ask(&s, &key, "When should I water the tomatoes?");
+    assert!(!a["response"].as_str().unwrap().contains("before nine"), "{a}");
+}
