@@ -61,3 +61,39 @@ fn collections_from_the_cli_answer_chats_with_sources() {
     let a = ask(&s, &key, "When should I water the tomatoes?");
     assert!(!a["response"].as_str().unwrap().contains("before nine"), "{a}");
 }
+
+#[test]
+fn kb_names_put_passages_into_an_llm_prompt_and_report_them() {
+    use crate::fake_llm::{FakeLlm, Script};
+    let s = Server::start();
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat","provider","config"]}"#);
+    let docs = s.data.path().join("faq.md");
+    std::fs::write(&docs, "# FAQ\n\n## Opening hours\n\nThe shop opens at 8 and closes at 18.\n").unwrap();
+    assert_eq!(cli(s.data.path(), &["kb", "add", "--collection", "faq", docs.to_str().unwrap()], None).0, 0);
+    let fake = FakeLlm::start(Script::reply(&["It opens at 8."]));
+    s.expect(
+        &s.call(
+            "POST",
+            "/api/v1/provider-sources",
+            &key,
+            Some(json!({"id":"f","type":"openai_chat_completion","api_base":fake.base(),"key":["k"]})),
+        ),
+        200,
+    );
+    s.expect(
+        &s.call(
+            "POST",
+            "/api/v1/providers",
+            &key,
+            Some(json!({"id":"f/m","provider_source_id":"f","model":"m"})),
+        ),
+        200,
+    );
+    s.expect(&s.call("PUT", "/api/v1/system-config", &key, Some(json!({"kb_names": ["faq"]}))), 200);
+
+    let a = ask(&s, &key, "What are the opening hours of the shop?");
+    assert_eq!(a["response"], "It opens at 8.");
+    assert_eq!(a["sources"][0]["url"], "kb:faq/faq.md#opening-hours");
+    let system = fake.last().messages()[0]["content"].as_str().unwrap().to_owned();
+    assert!(system.contains("The shop opens at 8 and closes at 18."), "{system}");
+}
