@@ -291,6 +291,13 @@ pub fn run(command: Command) -> Result<(), String> {
             }
             let (db, _) = open_store(&data)?;
             let conn = db.conn().map_err(|e| e.to_string())?;
+            let exists = crate::db::chat::collections(&conn)
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|(c, _)| *c == collection);
+            if !exists {
+                return Err(format!("no collection named {collection}"));
+            }
             crate::db::chat::replace_collection(&conn, &collection, &[]).map_err(|e| e.to_string())?;
             println!("removed collection {collection}");
             Ok(())
@@ -361,6 +368,7 @@ fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String
         }
     }
     let mut passages = Vec::new();
+    let mut used = 0;
     for f in &files {
         let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if !matches!(ext.as_str(), "md" | "markdown" | "txt" | "text" | "html" | "htm") {
@@ -369,7 +377,13 @@ fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String
         }
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
         let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or("document");
-        let title = crate::markdown::title(&text).unwrap_or(name).to_owned();
+        let html_title = text
+            .split_once("<h1>")
+            .and_then(|(_, rest)| rest.split_once("</h1>"))
+            .map(|(t, _)| t.trim().to_owned())
+            .filter(|t| !t.is_empty() && ext.starts_with("htm"));
+        let title = html_title.unwrap_or_else(|| crate::markdown::title(&text).unwrap_or(name).to_owned());
+        used += 1;
         let url = format!("kb:{collection}/{}", f.file_name().and_then(|s| s.to_str()).unwrap_or(name));
         let found = if ext.starts_with("htm") {
             crate::kb::split_html(&text, &title, &url)
@@ -382,7 +396,7 @@ fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String
     let mut conn = db.conn().map_err(|e| e.to_string())?;
     crate::db::write_tx(&mut conn, |tx| crate::db::chat::replace_collection(tx, collection, &passages))
         .map_err(|e| e.to_string())?;
-    println!("collection {collection}: {} passages from {} files", passages.len(), files.len());
+    println!("collection {collection}: {} passages from {used} files", passages.len());
     Ok(())
 }
 

@@ -114,9 +114,6 @@ pub fn fts_query(question: &str) -> Option<String> {
             for window in cjk.windows(3) {
                 push(window.iter().collect());
             }
-        } else if cjk.len() == 2 {
-            // Two CJK characters are a word, but trigram needs three: pair them with a neighbour-free match.
-            push(cjk.iter().collect());
         }
         cjk.clear();
     };
@@ -143,17 +140,47 @@ pub fn fts_query(question: &str) -> Option<String> {
     Some(terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR "))
 }
 
-/// The best passages for a question in the given collections (all when empty).
+/// Two-character CJK words of a question: too short for the trigram index.
+fn short_cjk_words(question: &str) -> Vec<String> {
+    let is_cjk = |c: char| {
+        ('\u{4e00}'..='\u{9fff}').contains(&c)
+            || ('\u{3040}'..='\u{30ff}').contains(&c)
+            || ('\u{ac00}'..='\u{d7af}').contains(&c)
+    };
+    let mut words = Vec::new();
+    let mut run = String::new();
+    for c in question.chars().chain([' ']) {
+        if is_cjk(c) {
+            run.push(c);
+        } else {
+            if run.chars().count() == 2 {
+                words.push(run.clone());
+            }
+            run.clear();
+        }
+    }
+    words
+}
+
+/// The best passages for a question in the given collections (all when empty): the
+/// trigram index first, then a substring scan for two-character CJK words.
 pub fn search(
     conn: &Connection,
     question: &str,
     collections: &[String],
     limit: i64,
 ) -> rusqlite::Result<Vec<Passage>> {
-    match fts_query(question) {
-        Some(q) => chat::search(conn, &q, collections, limit),
-        None => Ok(Vec::new()),
+    if let Some(q) = fts_query(question) {
+        let found = chat::search(conn, &q, collections, limit)?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
     }
+    let short = short_cjk_words(question);
+    if short.is_empty() {
+        return Ok(Vec::new());
+    }
+    chat::search_substrings(conn, &short, collections, limit)
 }
 
 /// Rebuilds collection `docs` from the bundled guides.

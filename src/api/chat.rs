@@ -349,7 +349,7 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
             }
             sources = passages;
         }
-        Answer::Llm { provider, turns, model, retries, sources: found } => {
+        Answer::Llm { provider, turns, model, retries, sources: found, custom_error } => {
             sources = found;
             let result =
                 crate::llm::generate(&provider, model.as_deref(), &turns, p.streaming, retries, &mut |d| {
@@ -358,7 +358,8 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
             match result {
                 Ok(u) => usage = u,
                 Err(e) => {
-                    let message = format!("LLM 响应错误: {e}");
+                    // The persona's own error message replaces the technical one, as in AstrBot.
+                    let message = custom_error.clone().unwrap_or_else(|| format!("LLM 响应错误: {e}"));
                     log::warn!("chat run {run_id}: {e}");
                     deliver(&message, &mut text);
                 }
@@ -446,6 +447,8 @@ enum Answer {
         model: Option<String>,
         retries: u32,
         sources: Vec<Passage>,
+        /// The persona's message for a failed request.
+        custom_error: Option<String>,
     },
 }
 
@@ -514,7 +517,8 @@ fn answer(app: &App, p: &Prepared) -> Answer {
             );
             let model =
                 p.selected_model.clone().or_else(|| session.as_ref().and_then(|s| s.selected_model.clone()));
-            Answer::Llm { provider, turns, model, retries, sources }
+            let custom_error = effective.persona.custom_error_message.clone();
+            Answer::Llm { provider, turns, model, retries, sources, custom_error }
         }
     }
 }

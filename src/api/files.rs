@@ -51,12 +51,11 @@ pub fn sanitize_filename(raw: Option<&str>, now: i64) -> String {
         .and_then(|r| r.rsplit('/').next().map(|s| s.replace('\0', "").trim().to_owned()))
         .filter(|n| !n.is_empty() && n != "." && n != "..");
     let name = name.unwrap_or_else(|| {
-        let hex = crate::secrets::base64url(&crate::secrets::random_bytes::<3>()).to_lowercase();
-        format!(
-            "{}_{}",
-            crate::timefmt::iso(now).replace(['-', ':', 'T'], "").get(..17).unwrap_or("0"),
-            &hex[..4]
-        )
+        // AstrBot's generated id: YYYYMMDDHHMMSSmmm, `_`, 4 hex digits (here in UTC).
+        let iso = crate::timefmt::iso(now - now.rem_euclid(1000) + 1);
+        let digits: String = iso.chars().filter(char::is_ascii_digit).take(17).collect();
+        let [a, b] = crate::secrets::random_bytes::<2>();
+        format!("{digits}_{a:02x}{b:02x}")
     });
     // Control characters have no place in a name shown back in headers and JSON.
     name.chars().filter(|c| !c.is_control()).take(255).collect()
@@ -381,8 +380,12 @@ mod tests {
         assert_eq!(sanitize_filename(Some("../../etc/evil.txt"), 0), "evil.txt");
         assert_eq!(sanitize_filename(Some("C:\\dir\\win.txt"), 0), "win.txt");
         assert_eq!(sanitize_filename(Some("a\0b.png"), 0), "ab.png");
-        let generated = sanitize_filename(Some(".."), 0);
-        assert!(generated.starts_with("19700101000000") && generated.len() == 22, "{generated}");
+        let generated = sanitize_filename(Some(".."), 1_795_332_585_123_456);
+        assert!(generated.starts_with("20261122072945123_"), "{generated}");
+        assert!(
+            generated.len() == 22 && generated[18..].chars().all(|c| c.is_ascii_hexdigit()),
+            "{generated}"
+        );
         assert_ne!(sanitize_filename(None, 0), "");
     }
 

@@ -191,10 +191,11 @@ pub fn send_message(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
                 }
                 None => continue,
             };
-            let mut event = json!({"type": kind, "data": data, "streaming": true, "message_id": run_id});
-            if kind == "plain" {
-                event["chain_type"] = Value::Null;
-            }
+            let event = if kind == "plain" {
+                json!({"type": kind, "data": data, "streaming": true, "chain_type": null, "message_id": run_id})
+            } else {
+                json!({"type": kind, "data": data, "streaming": true, "message_id": run_id})
+            };
             let _ = tx.send(sse::frame(&event));
             if kind != "plain" {
                 let _ = tx.send(sse::frame(

@@ -17,6 +17,9 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("keys", include_str!("../../static/docs/keys.md")),
     ("quotas", include_str!("../../static/docs/quotas.md")),
     ("providers", include_str!("../../static/docs/providers.md")),
+    ("chat", include_str!("../../static/docs/chat.md")),
+    ("files", include_str!("../../static/docs/files.md")),
+    ("knowledge", include_str!("../../static/docs/knowledge.md")),
     ("configuration", include_str!("../../static/docs/configuration.md")),
     ("systemd", include_str!("../../static/docs/systemd.md")),
 ];

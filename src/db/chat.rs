@@ -190,6 +190,28 @@ pub fn collections(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     rows.collect()
 }
 
+/// Passages containing any of `terms` (for words too short for the trigram index), in the
+/// given collections (all when empty); a scan, fine at knowledge-base sizes.
+pub fn search_substrings(
+    conn: &Connection,
+    terms: &[String],
+    collections: &[String],
+    limit: i64,
+) -> rusqlite::Result<Vec<Passage>> {
+    let terms = serde_json::to_string(terms).unwrap_or_else(|_| "[]".into());
+    let filter = serde_json::to_string(collections).unwrap_or_else(|_| "[]".into());
+    let mut stmt = conn.prepare_cached(
+        "SELECT title, url, body FROM kb_chunks
+         WHERE EXISTS (SELECT 1 FROM json_each(?1) t WHERE instr(body, t.value) > 0 OR instr(title, t.value) > 0)
+           AND (json_array_length(?2) = 0 OR collection IN (SELECT value FROM json_each(?2)))
+         LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![terms, filter, limit], |r| {
+        Ok(Passage { title: r.get(0)?, url: r.get(1)?, body: r.get(2)? })
+    })?;
+    rows.collect()
+}
+
 /// The best passages for an FTS5 query in the given collections (all when empty).
 pub fn search(
     conn: &Connection,

@@ -60,7 +60,17 @@ fn reference_guides_landing_and_health() {
     s.expect(&r, 200);
     assert!(r.text().contains("/static/reference.js"));
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
-    for page in ["quickstart", "keys", "quotas", "providers", "configuration", "systemd"] {
+    for page in [
+        "quickstart",
+        "keys",
+        "quotas",
+        "providers",
+        "chat",
+        "files",
+        "knowledge",
+        "configuration",
+        "systemd",
+    ] {
         let r = s.get(&format!("/docs/{page}"), &[]);
         s.expect(&r, 200);
         assert!(r.text().contains("<h1>"), "{page}");

@@ -34,7 +34,7 @@ fn collections_from_the_cli_answer_chats_with_sources() {
     let (code, out, err) =
         cli(s.data.path(), &["kb", "add", "--collection", "home", docs.to_str().unwrap()], None);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("collection home: 3 passages from 3 files"), "{out}");
+    assert!(out.contains("collection home: 3 passages from 2 files"), "{out}");
     assert!(err.contains("skipping"), "{err}");
     let (_, list, _) = cli(s.data.path(), &["kb", "list"], None);
     assert!(list.contains("home\t3 passages") && list.contains("docs\t"), "{list}");
@@ -47,6 +47,11 @@ fn collections_from_the_cli_answer_chats_with_sources() {
     );
     let a = ask(&s, &key, "玫瑰浇水");
     assert!(a["response"].as_str().unwrap().contains("每天早上给玫瑰浇水两次"), "{a}");
+    let a = ask(&s, &key, "玫瑰");
+    assert!(
+        a["response"].as_str().unwrap().contains("每天早上给玫瑰浇水两次"),
+        "two-character words are found too: {a}"
+    );
     let a = ask(&s, &key, "What is the soup of the day?");
     assert!(a["response"].as_str().unwrap().contains("Pumpkin soup & bread."), "{a}");
 
@@ -58,6 +63,9 @@ fn collections_from_the_cli_answer_chats_with_sources() {
     assert_ne!(code, 0);
     assert!(err.contains("bundled guides"));
     assert_eq!(cli(s.data.path(), &["kb", "remove", "home"], None).0, 0);
+    let (code, _, err) = cli(s.data.path(), &["kb", "remove", "home"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("no collection named home"), "{err}");
     let a = ask(&s, &key, "When should I water the tomatoes?");
     assert!(!a["response"].as_str().unwrap().contains("before nine"), "{a}");
 }
