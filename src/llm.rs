@@ -226,7 +226,10 @@ pub fn generate(
     };
     let timeout = Duration::from_secs(provider["timeout"].as_u64().unwrap_or(120).clamp(1, 3600));
     let agent = agent(provider, timeout)?;
-    let mut key_index = 0usize;
+    // Start from the key that last worked for this source, so a dead first key does not
+    // cost every request a retry.
+    let source = provider["provider_source_id"].as_str().or(provider["id"].as_str()).unwrap_or("").to_owned();
+    let mut key_index = next_key(&source, None);
     let mut attempt = 0u32;
     loop {
         let key = keys.get(key_index % keys.len().max(1)).cloned();
@@ -242,7 +245,10 @@ pub fn generate(
             _ => openai(&agent, provider, &model, key.as_deref(), turns, stream, &mut sink),
         };
         match result {
-            Ok(usage) => return Ok(usage),
+            Ok(usage) => {
+                next_key(&source, Some(key_index));
+                return Ok(usage);
+            }
             Err(Failure::Fatal(m)) => return Err(m),
             // Once text has reached the client a retry would repeat it.
             Err(Failure::Retry { message, .. }) if delivered || attempt >= retries => return Err(message),
@@ -255,6 +261,22 @@ pub fn generate(
                 std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
             }
         }
+    }
+}
+
+/// The remembered key position of a source; `Some(i)` records one that worked.
+fn next_key(source: &str, worked: Option<usize>) -> usize {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static WORKING: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    let mut map =
+        WORKING.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|e| e.into_inner());
+    match worked {
+        Some(i) => {
+            map.insert(source.to_owned(), i);
+            i
+        }
+        None => map.get(source).copied().unwrap_or(0),
     }
 }
 

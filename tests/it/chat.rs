@@ -440,6 +440,11 @@ fn keys_rotate_and_failures_are_retried_or_reported() {
     assert_eq!(reply(&ev), "ok");
     let keys: Vec<String> = fake.requests().iter().map(|r| r.key().unwrap_or("").to_owned()).collect();
     assert_eq!(keys, ["sk-bad", "sk-good"]);
+    // The key that worked is remembered: the next chat goes straight to it.
+    let ev = chat(&s, &k, json!({"username": "alice", "message": "again"}));
+    assert_eq!(reply(&ev), "ok");
+    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(fake.last().key(), Some("sk-good"));
 
     // A 500 is retried once, with the same key.
     fake.set(|sc| {
