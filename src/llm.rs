@@ -312,6 +312,27 @@ fn headers(
     req.header("Accept-Encoding", "identity")
 }
 
+/// Adds the source's `custom_extra_body`, sends the JSON request and turns a non-2xx
+/// answer into a classified failure.
+fn send(
+    req: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    provider: &Value,
+    mut body: Value,
+) -> Result<ureq::Body, Failure> {
+    if let Some(extra) = provider["custom_extra_body"].as_object() {
+        for (k, v) in extra {
+            body[k] = v.clone();
+        }
+    }
+    let resp = req.content_type("application/json").send(body.to_string()).map_err(transport)?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        return Err(classify(status, &text));
+    }
+    Ok(resp.into_body())
+}
+
 /// Reads `data:` lines of an SSE body, each capped, until `[DONE]` or the end.
 fn sse_lines(body: impl Read, mut on_data: impl FnMut(&str) -> bool) -> Result<(), Failure> {
     let mut reader = BufReader::new(body);
@@ -352,21 +373,11 @@ fn openai(
     if stream {
         body["stream_options"] = json!({"include_usage": true});
     }
-    if let Some(extra) = provider["custom_extra_body"].as_object() {
-        for (k, v) in extra {
-            body[k] = v.clone();
-        }
-    }
     let mut req = headers(agent.post(format!("{base}/chat/completions")), provider);
     if let Some(k) = key {
         req = req.header("Authorization", format!("Bearer {k}"));
     }
-    let resp = req.content_type("application/json").send(body.to_string()).map_err(transport)?;
-    let status = resp.status().as_u16();
-    if !(200..300).contains(&status) {
-        let text = resp.into_body().read_to_string().unwrap_or_default();
-        return Err(classify(status, &text));
-    }
+    let body = send(req, provider, body)?;
     let usage_of = |u: &Value| Usage {
         input: u["prompt_tokens"]
             .as_u64()
@@ -376,8 +387,7 @@ fn openai(
         cached: u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
     };
     if !stream {
-        let v: Value =
-            resp.into_body().read_json_like().map_err(|e| Failure::Retry { message: e, rotate: false })?;
+        let v: Value = body.read_json_like().map_err(|e| Failure::Retry { message: e, rotate: false })?;
         let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
         if !text.is_empty() {
             on_delta(text);
@@ -385,7 +395,7 @@ fn openai(
         return Ok(usage_of(&v["usage"]));
     }
     let mut usage = Usage::default();
-    sse_lines(resp.into_body().into_reader(), |data| {
+    sse_lines(body.into_reader(), |data| {
         if let Ok(v) = serde_json::from_str::<Value>(data) {
             if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
                 on_delta(d);
@@ -442,22 +452,12 @@ fn anthropic(
     if !system.is_empty() {
         body["system"] = json!(system.join("\n\n"));
     }
-    if let Some(extra) = provider["custom_extra_body"].as_object() {
-        for (k, v) in extra {
-            body[k] = v.clone();
-        }
-    }
     let mut req =
         headers(agent.post(format!("{base}/messages")), provider).header("anthropic-version", "2023-06-01");
     if let Some(k) = key {
         req = req.header("x-api-key", k);
     }
-    let resp = req.content_type("application/json").send(body.to_string()).map_err(transport)?;
-    let status = resp.status().as_u16();
-    if !(200..300).contains(&status) {
-        let text = resp.into_body().read_to_string().unwrap_or_default();
-        return Err(classify(status, &text));
-    }
+    let body = send(req, provider, body)?;
     let usage_of = |u: &Value, usage: &mut Usage| {
         if let Some(n) = u["input_tokens"].as_u64() {
             usage.input = n;
@@ -471,8 +471,7 @@ fn anthropic(
     };
     let mut usage = Usage::default();
     if !stream {
-        let v: Value =
-            resp.into_body().read_json_like().map_err(|e| Failure::Retry { message: e, rotate: false })?;
+        let v: Value = body.read_json_like().map_err(|e| Failure::Retry { message: e, rotate: false })?;
         let text: String =
             v["content"].as_array().into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
         if !text.is_empty() {
@@ -482,7 +481,7 @@ fn anthropic(
         return Ok(usage);
     }
     let mut error = None;
-    sse_lines(resp.into_body().into_reader(), |data| {
+    sse_lines(body.into_reader(), |data| {
         let Ok(v) = serde_json::from_str::<Value>(data) else { return true };
         match v["type"].as_str() {
             Some("content_block_delta") => {

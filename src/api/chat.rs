@@ -59,6 +59,24 @@ fn flag(body: &Map<String, Value>, name: &str) -> Result<bool, ApiError> {
     Ok(opt_bool(body, name)?.unwrap_or(true))
 }
 
+/// A message part's `type`, stringified and trimmed as AstrBot does (`""` when absent).
+pub fn part_type(obj: &Map<String, Value>) -> String {
+    match obj.get("type") {
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A plain part's text, stringified (`""` when absent).
+pub fn part_text(obj: &Map<String, Value>) -> String {
+    match obj.get("text") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
 /// AstrBot's lenient message parts (reference §7.1–7.2): invalid items are skipped.
 fn lenient_parts(conn: &rusqlite::Connection, message: &Value) -> rusqlite::Result<Vec<Value>> {
     let mut parts = Vec::new();
@@ -72,18 +90,13 @@ fn lenient_parts(conn: &rusqlite::Connection, message: &Value) -> rusqlite::Resu
         Value::Array(items) => {
             for item in items {
                 let Some(obj) = item.as_object() else { continue };
-                let kind = match obj.get("type") {
-                    Some(Value::String(s)) => s.trim().to_owned(),
-                    Some(other) => other.to_string(),
-                    None => continue,
-                };
+                if !obj.contains_key("type") {
+                    continue;
+                }
+                let kind = part_type(obj);
                 match kind.as_str() {
                     "plain" => {
-                        let text = match obj.get("text") {
-                            Some(Value::String(s)) => s.clone(),
-                            Some(Value::Null) | None => String::new(),
-                            Some(other) => other.to_string(),
-                        };
+                        let text = part_text(obj);
                         if !text.is_empty() {
                             parts.push(json!({"type": "plain", "text": text}));
                         }

@@ -69,18 +69,10 @@ fn strict_parts(
         Value::Array(items) => {
             for item in items {
                 let obj = item.as_object().ok_or_else(|| bad("message part must be an object"))?;
-                let kind = match obj.get("type") {
-                    Some(Value::String(s)) => s.trim().to_owned(),
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
-                };
+                let kind = super::chat::part_type(obj);
                 match kind.as_str() {
                     "plain" => {
-                        let text = match obj.get("text") {
-                            Some(Value::String(s)) => s.clone(),
-                            Some(Value::Null) | None => String::new(),
-                            Some(other) => other.to_string(),
-                        };
+                        let text = super::chat::part_text(obj);
                         if !text.is_empty() {
                             parts.push((json!({"type": "plain", "text": text}), None));
                         }

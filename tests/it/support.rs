@@ -315,3 +315,31 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
+
+/// A tiny PNG (1x1) for upload tests.
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+
+/// A multipart part: field name, file name, content type, bytes.
+pub type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+/// A `multipart/form-data` body of `parts`: (content type header, body).
+pub fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let boundary = "----astrbot-test-boundary";
+    let mut body = Vec::new();
+    for (field, filename, ctype, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let disposition = match filename {
+            Some(f) => format!("Content-Disposition: form-data; name=\"{field}\"; filename=\"{f}\"\r\n"),
+            None => format!("Content-Disposition: form-data; name=\"{field}\"\r\n"),
+        };
+        body.extend_from_slice(disposition.as_bytes());
+        if let Some(ct) = ctype {
+            body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
