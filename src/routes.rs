@@ -195,6 +195,21 @@ pub fn find(method: &str, path: &str) -> Match {
 /// remaining literal segments to match the end of the path. Captures are percent-decoded,
 /// so `a%2Fb` is `a/b` as in AstrBot.
 fn match_path(pattern: &str, path: &str) -> Option<Vec<String>> {
+    if !pattern.contains(":path}") {
+        // The common case, without allocating unless a segment is captured.
+        let mut params = Vec::new();
+        let (mut want, mut got) = (pattern.split('/'), path.split('/'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return Some(params),
+                (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {
+                    params.push(crate::http::percent_decode(g))
+                }
+                (Some(w), Some(g)) if w == g && !w.starts_with('{') => {}
+                _ => return None,
+            }
+        }
+    }
     let want: Vec<&str> = pattern.split('/').collect();
     let got: Vec<&str> = path.split('/').collect();
     let mut params = Vec::new();
