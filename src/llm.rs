@@ -125,6 +125,17 @@ pub fn context(
     if let Some(cut) = history.iter().rposition(|m| m.content["new_conversation"] == true) {
         history.drain(..=cut);
     }
+    // A command and the server's reply to it are not part of the conversation.
+    let mut skip = vec![false; history.len()];
+    for (i, m) in history.iter().enumerate() {
+        if m.content["command"] == true {
+            skip[i] = true;
+            if i > 0 && history[i - 1].sender == "user" {
+                skip[i - 1] = true;
+            }
+        }
+    }
+    let history: Vec<_> = history.into_iter().zip(skip).filter(|(_, s)| !s).map(|(m, _)| m).collect();
     let mut kept: Vec<Turn> = Vec::new();
     let mut chars = 0;
     let mut users = 0;

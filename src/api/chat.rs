@@ -348,8 +348,12 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
         }
     };
 
+    let mut command = false;
     match answer(&app, &p) {
-        Answer::Text(reply) => deliver(&reply, &mut text),
+        Answer::Text(reply) => {
+            command = true;
+            deliver(&reply, &mut text);
+        }
         Answer::Builtin { passages, fallback } => {
             match passages.first() {
                 Some(best) => {
@@ -394,7 +398,11 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
     } else {
         ev.send(json!({"type": "plain", "data": text, "streaming": false, "chain_type": null, "message_id": run_id, "sources": refs}));
     }
-    let content = json!({"type": "bot", "message": [{"type": "plain", "text": text}], "agent_stats": stats, "refs": refs});
+    let mut content = json!({"type": "bot", "message": [{"type": "plain", "text": text}], "agent_stats": stats, "refs": refs});
+    if command {
+        // A command's exchange stays in the history but never reaches the model.
+        content["command"] = json!(true);
+    }
     let saved = app.db.conn().map_err(|e| e.to_string()).and_then(|mut conn| {
         write_tx(&mut conn, |tx| {
             let id =

@@ -705,6 +705,12 @@ fn commands_are_answered_by_the_server() {
     let msgs = fake.last().messages();
     assert_eq!(msgs[0], json!({"role": "system", "content": "You are a patient tutor."}));
     assert!(msgs.iter().any(|m| m["content"] == "first question"), "history before the switch is kept");
+    assert!(
+        !msgs
+            .iter()
+            .any(|m| m["content"] == "/persona tutor" || m["content"] == "Persona switched to tutor."),
+        "a command exchange never reaches the model: {msgs:?}"
+    );
     // Another session keeps the default persona.
     ask_json(&s, &k, json!({"username": "alice", "session_id": "cmd-2", "message": "elsewhere"}));
     assert_ne!(fake.last().messages()[0]["content"], "You are a patient tutor.");
