@@ -152,6 +152,7 @@ pub static ROUTES: &[Route] = &[
     route!("POST" "/api/v1/file",                        Scope("file"), Upload, api::files::upload,         "Files", "Upload an attachment (multipart field `file`)", Some("Upload"), Some("Attachment")),
     route!("GET" "/api/v1/file",                         Scope("file"), NoBody, api::files::download_query, "Files", "Download an attachment (?attachment_id=); Range supported", None, None),
     route!("POST" "/api/v1/files",                       Scope("file"), Upload, api::files::upload,         "Files", "Upload an attachment (multipart field `file`)", Some("Upload"), Some("Attachment")),
+    route!("GET" "/api/v1/files/content", Scope("file"), NoBody, api::files::download_by_name, "Files", "Download the newest attachment of a name (?filename=)", None, None),
     route!("GET" "/api/v1/files/{attachment_id}",        Scope("file"), NoBody, api::files::download,       "Files", "Download an attachment; Range supported", None, None),
     route!("GET" "/api/v1/files/{attachment_id}/content", Scope("file"), NoBody, api::files::download,      "Files", "Download an attachment; Range supported", None, None),
     route!("DELETE" "/api/v1/files/{attachment_id}",     Scope("file"), NoBody, api::files::delete,         "Files", "Delete an attachment and its bytes", None, Some("AttachmentId")),

@@ -269,6 +269,22 @@ pub fn download_query(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     serve(ctx, &id)
 }
 
+/// `GET /api/v1/files/content?filename=`: the newest attachment of that name (AstrBot
+/// serves a file of the attachments folder by name; names here are display names).
+pub fn download_by_name(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let raw = ctx.req.query_param("filename").map(str::trim).unwrap_or("");
+    if raw.is_empty() {
+        return Err(ApiError::Soft("Missing key: filename".into()));
+    }
+    let base = raw.replace('\\', "/").rsplit('/').next().unwrap_or("").to_owned();
+    if base != raw || base == "." || base == ".." || base.contains('\0') {
+        return Err(ApiError::Soft("Invalid file path".into()));
+    }
+    let att = resources::attachment_by_name(&*ctx.app.db.conn()?, &base)?
+        .ok_or_else(|| ApiError::Soft("File access error".into()))?;
+    serve(ctx, &att.attachment_id)
+}
+
 /// `GET /api/v1/files/{attachment_id}` and `.../content`
 pub fn download(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let id = ctx.param(0).to_owned();

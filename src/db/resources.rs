@@ -398,6 +398,20 @@ pub fn attachment(conn: &Connection, id: &str) -> rusqlite::Result<Option<Attach
     .optional()
 }
 
+/// The newest attachment with that display name.
+pub fn attachment_by_name(conn: &Connection, filename: &str) -> rusqlite::Result<Option<Attachment>> {
+    let id: Option<String> = conn
+        .prepare_cached(
+            "SELECT attachment_id FROM attachments WHERE filename = ?1 ORDER BY created_at DESC LIMIT 1",
+        )?
+        .query_row([filename], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => attachment(conn, &id),
+        None => Ok(None),
+    }
+}
+
 pub fn delete_attachment(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     Ok(conn.execute("DELETE FROM attachments WHERE attachment_id = ?1", [id])? > 0)
 }

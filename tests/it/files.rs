@@ -183,3 +183,20 @@ fn the_upload_limit_is_413_and_leaves_nothing() {
     let ok = upload(&s, &k, "/api/v1/file", &[("file", Some("small.bin"), None, &big[..1000])]);
     s.expect(&ok, 200);
 }
+
+#[test]
+fn download_by_name() {
+    let (s, k) = setup();
+    upload(&s, &k, "/api/v1/file", &[("file", Some("report.txt"), Some("text/plain"), b"old")]);
+    upload(&s, &k, "/api/v1/file", &[("file", Some("report.txt"), Some("text/plain"), b"new")]);
+    let r = s.call("GET", "/api/v1/files/content?filename=report.txt", &k, None);
+    assert_eq!((r.status, r.body.as_slice()), (200, b"new".as_slice()), "the newest of that name");
+    let soft = |path: &str, msg: &str| {
+        let r = s.call("GET", path, &k, None);
+        assert_eq!((r.status, r.json()), (200, json!({"status": "error", "message": msg})), "{path}");
+    };
+    soft("/api/v1/files/content", "Missing key: filename");
+    soft("/api/v1/files/content?filename=", "Missing key: filename");
+    soft("/api/v1/files/content?filename=../etc/passwd", "Invalid file path");
+    soft("/api/v1/files/content?filename=nothing.txt", "File access error");
+}
