@@ -95,3 +95,26 @@ fn reference_guides_landing_and_health() {
     assert!(h["version"].is_string());
     assert!(h["uptime_secs"].is_u64());
 }
+
+/// The style guide's repository check: every module opens with a `//!` paragraph.
+#[test]
+fn every_module_says_what_it_is_for() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it"), &mut files);
+    assert!(files.len() > 30);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.starts_with("//!"), "{} does not open with a //! paragraph", f.display());
+    }
+}
