@@ -25,6 +25,8 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// 429 with `Retry-After` in seconds.
     TooManyRequests { message: String, retry_after: i64 },
+    /// 503 with `Retry-After` in seconds: the server is at a capacity limit.
+    Busy { message: String, retry_after: i64 },
     /// AstrBot's "200-error": HTTP 200 with `status: error` (chat, sessions and file routes).
     Soft(String),
     /// 500: our fault. The cause is logged, never sent.
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Soft(_) => 200,
+            ApiError::Busy { .. } => 503,
             ApiError::Internal(_) => 500,
         }
     }
@@ -63,7 +66,7 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Soft(m) => m.clone(),
-            ApiError::TooManyRequests { message, .. } => message.clone(),
+            ApiError::TooManyRequests { message, .. } | ApiError::Busy { message, .. } => message.clone(),
             ApiError::MethodNotAllowed(_) => "Method Not Allowed".to_owned(),
             ApiError::PayloadTooLarge(limit) => {
                 format!("Request body too large (limit {limit} bytes)")
@@ -81,7 +84,7 @@ impl ApiError {
         let mut response = Response::error(self.status(), &self.message());
         match self {
             ApiError::MethodNotAllowed(methods) => response.header("Allow", methods.join(", ")),
-            ApiError::TooManyRequests { retry_after, .. } => {
+            ApiError::TooManyRequests { retry_after, .. } | ApiError::Busy { retry_after, .. } => {
                 response.header("Retry-After", retry_after.to_string())
             }
             _ => {}
@@ -121,6 +124,9 @@ mod tests {
 
         let r = ApiError::TooManyRequests { message: "x".into(), retry_after: 7 }.into_response("t");
         assert_eq!((r.status, r.header_value("Retry-After")), (429, Some("7")));
+
+        let r = ApiError::Busy { message: "full".into(), retry_after: 1 }.into_response("t");
+        assert_eq!((r.status, r.header_value("Retry-After")), (503, Some("1")));
 
         let r = ApiError::internal("disk on fire").into_response("t");
         assert_eq!(r.body_str(), r#"{"status":"error","message":"Internal server error"}"#);

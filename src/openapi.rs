@@ -267,6 +267,9 @@ fn operation(route: &Route) -> Value {
             responses.insert("401".into(), error_response("未授权 / Token 过期 / Token 无效"));
         }
     }
+    if route.path == "/api/v1/chat" {
+        responses.insert("503".into(), error_response("Too many chats in progress (see Retry-After)"));
+    }
     if route.path == "/api/auth/login" {
         responses.insert("401".into(), error_response("Invalid username or password"));
         responses.insert("429".into(), error_response("Too many failed logins from this address"));

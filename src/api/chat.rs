@@ -244,8 +244,37 @@ fn wants_json(ctx: &Ctx<'_, '_>) -> bool {
     accept.contains("application/json") && !accept.contains("text/event-stream")
 }
 
+/// Chat runs at once; each holds a thread (and a stream's writer another), so beyond this
+/// the chat answers 503 with `Retry-After` instead of letting threads pile up.
+pub const MAX_RUNS: usize = 512;
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A place among the running chats; freed when the run ends.
+struct RunSlot;
+
+impl RunSlot {
+    fn take() -> Result<RunSlot, ApiError> {
+        use std::sync::atomic::Ordering;
+        if RUNS.fetch_add(1, Ordering::SeqCst) >= MAX_RUNS {
+            RUNS.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::Busy {
+                message: "Too many chats in progress, try again shortly".into(),
+                retry_after: 1,
+            });
+        }
+        Ok(RunSlot)
+    }
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        RUNS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// `POST /api/v1/chat`
 pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let slot = RunSlot::take()?;
     let p = prepare(ctx)?;
     let checkpoint = uuid::Uuid::new_v4().to_string();
     // The user message is stored before anything is streamed.
@@ -272,6 +301,7 @@ pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     if wants_json(ctx) {
         drop(rx);
         let outcome = run(ctx.app.clone(), p, checkpoint, None);
+        drop(slot);
         return Ok(Response::ok(json!({
             "response": outcome.text,
             "session_id": outcome.session_id,
@@ -284,6 +314,7 @@ pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         .name("chat-run".into())
         .spawn(move || {
             run(app, p, checkpoint, Some(tx));
+            drop(slot);
         })
         .map_err(|e| ApiError::internal(format!("cannot start the chat run: {e}")))?;
     Ok(Response::events(rx))
