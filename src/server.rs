@@ -198,7 +198,8 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
         !body_done && (chunked || body_len.is_some_and(|n| n > 1024 || (n > 0 && expects_continue)));
     let status = response.status;
     if response.sse.is_some() {
-        stream_events(request, response);
+        let http10 = *request.http_version() < (1, 1);
+        stream_events(request, response, http10);
         log::debug!(
             "{method} {} {status} (stream) {:.1}ms",
             url.split('?').next().unwrap_or(""),
@@ -248,20 +249,32 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
 /// bodies, so the head and the chunked framing are written here, each event flushed at
 /// once, a `: heartbeat` comment after each silent second (which is also how a vanished
 /// client is noticed). When a write fails the writer stops; the run goes on by itself.
-fn stream_events(request: tiny_http::Request, response: Response) {
+fn stream_events(request: tiny_http::Request, response: Response, http10: bool) {
     let Response { headers, sse, .. } = response;
     let Some(events) = sse else { return };
     let mut writer = netguard::while_draining(|| request.into_writer());
-    let mut head = String::from(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
-         Connection: keep-alive\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n",
-    );
+    // HTTP/1.0 has no chunked framing: the body ends when the connection closes, which
+    // tiny_http does after a 1.0 exchange.
+    let mut head = if http10 {
+        String::from(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nConnection: close\r\n",
+        )
+    } else {
+        String::from(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\n\
+             Connection: keep-alive\r\nX-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n",
+        )
+    };
     for (name, value) in headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("content-type")) {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     let chunk = |w: &mut dyn Write, data: &str| -> io::Result<()> {
-        write!(w, "{:x}\r\n{data}\r\n", data.len())?;
+        if http10 {
+            w.write_all(data.as_bytes())?;
+        } else {
+            write!(w, "{:x}\r\n{data}\r\n", data.len())?;
+        }
         w.flush()
     };
     if writer.write_all(head.as_bytes()).and_then(|_| writer.flush()).is_err() {
@@ -272,7 +285,9 @@ fn stream_events(request: tiny_http::Request, response: Response) {
             Ok(frame) => chunk(&mut writer, &frame),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => chunk(&mut writer, crate::sse::HEARTBEAT),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = writer.write_all(b"0\r\n\r\n").and_then(|_| writer.flush());
+                if !http10 {
+                    let _ = writer.write_all(b"0\r\n\r\n").and_then(|_| writer.flush());
+                }
                 return;
             }
         };

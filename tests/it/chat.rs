@@ -829,3 +829,19 @@ fn session_routes() {
     s.expect_error(&r, 200, "Session not found");
     assert_eq!(page("username=bob")["data"]["total"], 1, "other users untouched");
 }
+
+#[test]
+fn an_http_1_0_client_gets_a_close_delimited_stream() {
+    use std::io::{Read, Write};
+    let (s, k) = setup();
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    let body = json!({"username": "alice", "message": "/sid"}).to_string();
+    write!(c, "POST /api/v1/chat HTTP/1.0\r\nAuthorization: Bearer {k}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut raw = String::new();
+    c.read_to_string(&mut raw).unwrap();
+    assert!(raw.starts_with("HTTP/1.0 200 OK\r\n"), "{raw}");
+    assert!(!raw.to_ascii_lowercase().contains("transfer-encoding"), "{raw}");
+    assert!(raw.contains("data: {\"type\": \"session_id\""), "{raw}");
+    assert!(raw.contains("\"type\": \"end\""), "the whole stream arrives before the close: {raw}");
+    assert!(!raw.contains("\r\n0\r\n"), "no chunk framing: {raw}");
+}
