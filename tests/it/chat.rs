@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_llm::{FakeLlm, Script};
+use crate::fake_llm::{FakeLlm, Script, connect};
 use crate::support::{PNG, Resp, Server, eventually, multipart};
 
 /// A key that can chat and set up everything a chat test needs.
@@ -101,18 +101,6 @@ fn ask_json(s: &Server, key: &str, body: Value) -> Value {
     let v = r.json();
     assert_eq!(v["status"], "ok", "{v}");
     v["data"].clone()
-}
-
-/// Points the server at a fake: source `fake` of `kind` with `keys` (plus `extra` fields)
-/// and provider `fake/m` with model `m`.
-fn connect(s: &Server, key: &str, fake: &FakeLlm, kind: &str, keys: &[&str], extra: Value) {
-    let mut source = json!({"id": "fake", "type": kind, "key": keys, "api_base": fake.base()});
-    for (k, v) in extra.as_object().unwrap() {
-        source[k] = v.clone();
-    }
-    s.expect(&s.call("POST", "/api/v1/provider-sources", key, Some(source)), 200);
-    let provider = json!({"id": "fake/m", "provider_source_id": "fake", "model": "m"});
-    s.expect(&s.call("POST", "/api/v1/providers", key, Some(provider)), 200);
 }
 
 /// PUTs the whole `provider_settings` from GET with `change` applied.

@@ -21,24 +21,7 @@ fn kill_9_mid_stream_keeps_the_user_message_and_a_consistent_history() {
     let mut script = Script::reply(&["one ", "two ", "three ", "four ", "five"]);
     script.delay_between = Duration::from_millis(300);
     let fake = FakeLlm::start(script);
-    s.expect(
-        &s.call(
-            "POST",
-            "/api/v1/provider-sources",
-            &key,
-            Some(json!({"id":"f","type":"openai_chat_completion","api_base":fake.base(),"key":["k"]})),
-        ),
-        200,
-    );
-    s.expect(
-        &s.call(
-            "POST",
-            "/api/v1/providers",
-            &key,
-            Some(json!({"id":"f/m","provider_source_id":"f","model":"m"})),
-        ),
-        200,
-    );
+    crate::fake_llm::connect(&s, &key, &fake, "openai_chat_completion", &["k"], json!({}));
 
     let mut c = TcpStream::connect(s.addr).unwrap();
     let body = json!({"username":"alice","session_id":"crash-1","message":"tell me a story"}).to_string();

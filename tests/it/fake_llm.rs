@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::support::Server;
+
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -284,4 +286,16 @@ fn write_json(w: &mut TcpStream, status: u16, body: &Value) -> std::io::Result<(
         body.len()
     )?;
     w.flush()
+}
+
+/// Points the server at a fake: source `fake` of `kind` with `keys` (plus `extra` fields)
+/// and provider `fake/m` with model `m`.
+pub fn connect(s: &Server, key: &str, fake: &FakeLlm, kind: &str, keys: &[&str], extra: Value) {
+    let mut source = json!({"id": "fake", "type": kind, "key": keys, "api_base": fake.base()});
+    for (k, v) in extra.as_object().unwrap() {
+        source[k] = v.clone();
+    }
+    s.expect(&s.call("POST", "/api/v1/provider-sources", key, Some(source)), 200);
+    let provider = json!({"id": "fake/m", "provider_source_id": "fake", "model": "m"});
+    s.expect(&s.call("POST", "/api/v1/providers", key, Some(provider)), 200);
 }

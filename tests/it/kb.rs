@@ -79,24 +79,7 @@ fn kb_names_put_passages_into_an_llm_prompt_and_report_them() {
     std::fs::write(&docs, "# FAQ\n\n## Opening hours\n\nThe shop opens at 8 and closes at 18.\n").unwrap();
     assert_eq!(cli(s.data.path(), &["kb", "add", "--collection", "faq", docs.to_str().unwrap()], None).0, 0);
     let fake = FakeLlm::start(Script::reply(&["It opens at 8."]));
-    s.expect(
-        &s.call(
-            "POST",
-            "/api/v1/provider-sources",
-            &key,
-            Some(json!({"id":"f","type":"openai_chat_completion","api_base":fake.base(),"key":["k"]})),
-        ),
-        200,
-    );
-    s.expect(
-        &s.call(
-            "POST",
-            "/api/v1/providers",
-            &key,
-            Some(json!({"id":"f/m","provider_source_id":"f","model":"m"})),
-        ),
-        200,
-    );
+    crate::fake_llm::connect(&s, &key, &fake, "openai_chat_completion", &["k"], json!({}));
     s.expect(&s.call("PUT", "/api/v1/system-config", &key, Some(json!({"kb_names": ["faq"]}))), 200);
 
     let a = ask(&s, &key, "What are the opening hours of the shop?");
