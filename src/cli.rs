@@ -490,17 +490,13 @@ fn init_logging(level: log::LevelFilter) {
     let config = simplelog::ConfigBuilder::new()
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
-        // tiny_http logs its accept loop ending at shutdown as an error; we report
-        // transport failures ourselves.
-        .add_filter_ignore_str("tiny_http")
         .build();
     let _ = simplelog::WriteLogger::init(level, config, io::stderr());
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_level);
-    crate::netguard::raise_nofile_limit();
-    crate::netguard::return_large_frees_to_the_os();
+    crate::system::return_large_frees_to_the_os();
     let (db, mac) = open_store(&args.data)?;
     let settings = Settings {
         data_dir: args.data.clone(),
@@ -516,7 +512,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
 
-    let server = crate::server::Server::bind(app.clone(), &args.listen)
+    let server = crate::server::Server::bind(app.clone(), &args.listen, 1024)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("listening on http://{}", server.local_addr());
     let _ = io::stdout().flush();

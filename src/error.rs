@@ -23,6 +23,8 @@ pub enum ApiError {
     MethodNotAllowed(Vec<&'static str>),
     /// 413: the body is larger than the route accepts; it is not read.
     PayloadTooLarge(usize),
+    /// 408: the body did not arrive at the minimum rate; the connection is closed after.
+    BodyTimeout,
     /// 429 with `Retry-After` in seconds.
     TooManyRequests { message: String, retry_after: i64 },
     /// 503 with `Retry-After` in seconds: the server is at a capacity limit.
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge(_) => 413,
+            ApiError::BodyTimeout => 408,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Soft(_) => 200,
             ApiError::Busy { .. } => 503,
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(limit) => {
                 format!("Request body too large (limit {limit} bytes)")
             }
+            ApiError::BodyTimeout => "Request body not received in time".to_owned(),
             ApiError::Internal(_) => "Internal server error".to_owned(),
         }
     }

@@ -94,11 +94,6 @@ impl<'a> Request<'a> {
             .map(|(_, v)| v.trim())
     }
 
-    /// Whether the whole body has been read (or there was none).
-    pub fn body_done(&self) -> bool {
-        self.body_done
-    }
-
     /// Reads the whole body, refusing more than `limit` bytes with 413. A body that ends
     /// before its announced length is a client error, not a short success.
     pub fn read_body(&mut self, limit: usize) -> Result<Vec<u8>, ApiError> {
@@ -116,9 +111,7 @@ impl<'a> Request<'a> {
                 return Err(ApiError::bad_request("There was an error parsing the body"));
             }
             Ok(_) => {}
-            Err(e) if is_timeout(&e) => {
-                return Err(ApiError::bad_request("There was an error parsing the body"));
-            }
+            Err(e) if is_timeout(&e) => return Err(ApiError::BodyTimeout),
             Err(_) => return Err(ApiError::bad_request("There was an error parsing the body")),
         }
         self.body_done = true;

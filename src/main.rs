@@ -18,18 +18,14 @@ mod kb;
 mod keys;
 mod llm;
 mod markdown;
-mod netguard;
 mod openapi;
 mod quota;
 mod routes;
 mod secrets;
 mod server;
 mod sse;
+mod system;
 mod timefmt;
-
-/// Contains tiny_http's drain allocation; see `netguard`.
-#[global_allocator]
-static ALLOCATOR: netguard::GuardedAlloc = netguard::GuardedAlloc;
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();

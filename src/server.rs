@@ -1,16 +1,17 @@
 //! The HTTP layer: the only module that touches tiny_http.
 //!
-//! tiny_http accepts connections and parses requests on its own threads; our workers take
-//! parsed requests from its queue. The pool is elastic: when the last idle worker picks up
-//! a request, it starts another (up to [`MAX_WORKERS`]), so a slow upload or a long request
-//! never makes others wait; workers beyond [`MIN_WORKERS`] leave after a while idle. Each
-//! request is turned into our [`Request`], run through [`app::handle`] under
-//! `catch_unwind` (a panic is a 500, never a dead server), and answered. Shutdown stops
-//! accepting, lets queued and running requests finish for up to ten seconds, then flushes.
+//! Our tiny_http (`vendor/tiny_http`, patched: see its PATCHES.md) accepts connections, one
+//! thread each, reads heads and frames bodies within the transport limits, and answers
+//! what breaks them (400, 408, 431, 501, 503) itself. Our workers take parsed requests from
+//! its queue. A connection hands over its next request only when the previous one is
+//! answered, so there are never more requests than connections; the pool grows up to the
+//! connection cap, and no request waits behind another's slow body. Each request is turned
+//! into our [`Request`], run through [`app::handle`] under `catch_unwind` (a panic is a
+//! 500, never a dead server), and answered. Shutdown stops accepting, lets queued and
+//! running requests finish for up to ten seconds, then flushes.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,11 +20,10 @@ use std::time::{Duration, Instant};
 use crate::app::{self, App};
 use crate::error::ApiError;
 use crate::http::{BodySource, Request, Response};
-use crate::netguard;
+use crate::system;
 
 pub const MIN_WORKERS: usize = 8;
-pub const MAX_WORKERS: usize = 512;
-/// How long a connection may stay silent before it is closed.
+/// How long a connection may stay silent between requests before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a write to a client may block.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,6 +34,8 @@ struct Shared {
     app: Arc<App>,
     http: tiny_http::Server,
     listen: SocketAddr,
+    /// Workers never outnumber the connections that can send requests.
+    max_workers: usize,
     total: AtomicUsize,
     busy: AtomicUsize,
     stopping: AtomicBool,
@@ -42,38 +44,44 @@ struct Shared {
 /// A bound server, ready to run.
 pub struct Server {
     shared: Arc<Shared>,
-    listener_fd: TcpListener,
 }
 
 impl Server {
-    /// Binds `addr` and starts tiny_http's accept thread. Connections queue until [`run`].
-    pub fn bind(app: Arc<App>, addr: &str) -> io::Result<Server> {
+    /// Binds `addr` and starts accepting, at most `max_connections` at once (fewer when the
+    /// open-files limit cannot hold that many). Requests queue until [`Server::run`].
+    pub fn bind(app: Arc<App>, addr: &str, max_connections: usize) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
-        netguard::tune_listener(&listener, SEND_TIMEOUT)?;
         let listen = listener.local_addr()?;
-        let listener_fd = listener.try_clone()?;
-        let http = tiny_http::Server::from_listener(listener, None)
+        let cap = system::connection_cap(max_connections, system::raise_nofile_limit());
+        if cap < max_connections {
+            log::warn!("the open-files limit allows {cap} connections, not {max_connections}");
+        }
+        let limits = tiny_http::Limits {
+            max_connections: cap,
+            idle_timeout: IDLE_TIMEOUT,
+            write_timeout: SEND_TIMEOUT,
+            ..tiny_http::Limits::default()
+        };
+        let http = tiny_http::Server::from_listener(listener, limits)
             .map_err(|e| io::Error::other(format!("cannot start the HTTP server: {e}")))?;
         let shared = Arc::new(Shared {
             app,
             http,
             listen,
+            max_workers: cap.max(MIN_WORKERS),
             total: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         });
-        Ok(Server { shared, listener_fd })
+        Ok(Server { shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.listen
     }
 
-    /// Serves until `shutdown` returns, then stops gracefully.
+    /// Serves until `wait_for_shutdown` returns, then stops gracefully.
     pub fn run(self, wait_for_shutdown: impl FnOnce()) -> io::Result<()> {
-        let stop_sweeper = Arc::new(AtomicBool::new(false));
-        netguard::spawn_sweeper(self.shared.listen, IDLE_TIMEOUT, stop_sweeper.clone())?;
-        netguard::spawn_kicker(self.shared.listen, stop_sweeper.clone())?;
         for _ in 0..MIN_WORKERS {
             spawn_worker(&self.shared)?;
         }
@@ -81,10 +89,7 @@ impl Server {
 
         log::info!("shutting down: no new connections, finishing requests in flight");
         self.shared.stopping.store(true, Ordering::SeqCst);
-        stop_sweeper.store(true, Ordering::Relaxed);
-        // Ends tiny_http's accept thread: accept() fails on a shut-down listener.
-        // SAFETY: shutdown(2) on our listening socket's descriptor.
-        unsafe { libc::shutdown(self.listener_fd.as_raw_fd(), libc::SHUT_RDWR) };
+        self.shared.http.stop_accepting();
         let deadline = Instant::now() + DRAIN_DEADLINE;
         while self.shared.total.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             for _ in 0..self.shared.total.load(Ordering::SeqCst) {
@@ -117,7 +122,7 @@ fn worker(shared: Arc<Shared>) {
             Ok(Some(request)) => {
                 let busy = shared.busy.fetch_add(1, Ordering::SeqCst) + 1;
                 if busy >= shared.total.load(Ordering::SeqCst)
-                    && shared.total.load(Ordering::SeqCst) < MAX_WORKERS
+                    && shared.total.load(Ordering::SeqCst) < shared.max_workers
                     && !shared.stopping.load(Ordering::SeqCst)
                     && let Err(e) = spawn_worker(&shared)
                 {
@@ -146,8 +151,8 @@ fn worker(shared: Arc<Shared>) {
                 if shared.stopping.load(Ordering::SeqCst) {
                     break;
                 }
-                // tiny_http's accept thread has died (it gives up on any accept error).
-                // Without it nothing new is ever served: exit so systemd restarts us.
+                // Our tiny_http never reports accept errors here; should that change,
+                // nothing new would be served: exit so systemd restarts us.
                 log::error!("the HTTP accept loop failed ({e}); exiting so the service restarts");
                 if let Err(e) = shared.app.flush_usage() {
                     log::error!("{e}");
@@ -179,68 +184,30 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
         .collect();
     let remote = request.remote_addr().copied();
-    let body_len = request.body_length();
-    let chunked = headers.iter().any(|(n, _)| n == "transfer-encoding");
-    let expects_continue = headers.iter().any(|(n, _)| n == "expect");
+    // A length beyond usize (a 32-bit Pi) is beyond every limit: it reads as usize::MAX.
+    let body_len = request.body_length().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
 
-    let (response, body_done) = {
+    let response = {
         let mut body = TinyBody(&mut request);
         let mut req = Request::new(method.clone(), &url, headers, remote, body_len, &mut body);
         let route = format!("{method} {}", req.path);
-        let response = guarded(&route, || app::handle(&shared.app, &mut req));
-        (response, req.body_done())
+        guarded(&route, || app::handle(&shared.app, &mut req))
     };
 
-    // A body left unread would be drained by tiny_http (and with a huge Content-Length
-    // that drain is the abort); shut the read side so the drain ends at once, answer, then
-    // close the connection gently so the answer is not lost to a reset.
-    let unread_body =
-        !body_done && (chunked || body_len.is_some_and(|n| n > 1024 || (n > 0 && expects_continue)));
+    // A body the handler left unread is the transport's business: it skips up to 1 MiB
+    // of it to keep the connection, or closes the connection after the answer.
     let status = response.status;
-    if response.sse.is_some() {
+    let streamed = response.sse.is_some();
+    if streamed {
         let http10 = *request.http_version() < (1, 1);
         stream_events(request, response, http10);
-        log::debug!(
-            "{method} {} {status} (stream) {:.1}ms",
-            url.split('?').next().unwrap_or(""),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        return;
-    }
-    // A body of reasonable size is drained after the answer, off the worker: the client
-    // sees its answer, the connection stays usable, and no reset (which Linux sends when
-    // data reaches a socket tiny_http has shut) can destroy the answer in flight.
-    if unread_body
-        && !chunked
-        && body_len.is_some_and(|n| n <= netguard::DRAIN_LIMIT)
-        && let Some(slot) = netguard::drain_slot()
-    {
-        let spawned = std::thread::Builder::new().name("drain".into()).spawn(move || {
-            netguard::while_draining(|| respond(request, response));
-            drop(slot);
-        });
-        if let Err(e) = spawned {
-            log::error!("cannot start a drain thread: {e}");
-        }
-        return;
-    }
-    let discard = match (unread_body, remote) {
-        (true, Some(peer)) => {
-            let found = netguard::begin_discard(shared.listen, peer);
-            if found.is_none() {
-                log::warn!("{method}: no socket found for {peer} to close gently");
-            }
-            found
-        }
-        _ => None,
-    };
-    netguard::while_draining(|| respond(request, response));
-    if let Some(discard) = discard {
-        discard.linger();
+    } else {
+        respond(request, response);
     }
     log::debug!(
-        "{method} {} {status} {:.1}ms",
+        "{method} {} {status}{} {:.1}ms",
         url.split('?').next().unwrap_or(""),
+        if streamed { " (stream)" } else { "" },
         started.elapsed().as_secs_f64() * 1000.0
     );
 }
@@ -252,7 +219,7 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
 fn stream_events(request: tiny_http::Request, response: Response, http10: bool) {
     let Response { headers, sse, .. } = response;
     let Some(events) = sse else { return };
-    let mut writer = netguard::while_draining(|| request.into_writer());
+    let mut writer = request.into_writer();
     // HTTP/1.0 has no chunked framing: the body ends when the connection closes, which
     // tiny_http does after a 1.0 exchange.
     let mut head = if http10 {

@@ -1,309 +1,397 @@
+//! One connection's requests, read on the connection's own thread.
+//!
+//! astrbot patches (PATCHES.md): P3 bounds the head (each line, the number of fields, the
+//! whole head, and the time to read it) and answers 431 or 408; P4 refuses bytes that are
+//! not HTTP at the first such byte (a TLS ClientHello gets its 400 at once instead of a
+//! hang) and ambiguous body framing; P1 skips a body the application left unread, up to
+//! `Limits::drain_limit`, else closes; P6 parses the next request only once the previous
+//! response is complete, so a connection never queues more than one request. Every error
+//! this layer answers itself is a JSON envelope followed by a lingering close, so the
+//! answer is not destroyed by a reset while the peer is still sending.
+
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+
 use ascii::AsciiString;
 
-use std::io::Error as IoError;
-use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
-
-use std::net::SocketAddr;
-use std::str::FromStr;
-
-use crate::common::{HTTPVersion, Method};
-use crate::util::RefinedTcpStream;
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+use crate::util::{
+    SequentialReader, SequentialReaderBuilder, SequentialWriter, SequentialWriterBuilder, Socket,
+    SocketReader, SocketWriter,
+};
 use crate::Request;
 
-/// A ClientConnection is an object that will store a socket to a client
-/// and return Request objects.
+type Source = BufReader<SocketReader>;
+type Sink = BufWriter<SocketWriter>;
+
 pub struct ClientConnection {
-    // address of the client
-    remote_addr: IoResult<Option<SocketAddr>>,
+    remote_addr: Option<SocketAddr>,
+    socket: Arc<Socket>,
 
     // sequence of Readers to the stream, so that the data is not read in
     //  the wrong order
-    source: SequentialReaderBuilder<BufReader<RefinedTcpStream>>,
+    source: SequentialReaderBuilder<Source>,
 
     // sequence of Writers to the stream, to avoid writing response #2 before
     //  response #1
-    sink: SequentialWriterBuilder<BufWriter<RefinedTcpStream>>,
+    sink: SequentialWriterBuilder<Sink>,
 
     // Reader to read the next header from
-    next_header_source: SequentialReader<BufReader<RefinedTcpStream>>,
+    next_header_source: SequentialReader<Source>,
 
     // set to true if we know that the previous request is the last one
     no_more_requests: bool,
 
-    // true if the connection goes through SSL
-    secure: bool,
+    // no request has been read yet
+    first: bool,
 }
 
-/// Error that can happen when reading a request.
-#[derive(Debug)]
+/// Why no request could be read.
+#[derive(Debug, PartialEq, Eq)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
-    /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
-    ReadIoError(IoError),
+    /// Answer this status and message, then close.
+    Refuse(u16, &'static str),
+    /// Close without an answer: the peer left, or sent nothing before the idle deadline.
+    Close,
+}
+
+/// Writes one of this layer's own answers: a JSON error envelope, `Connection: close`.
+pub(crate) fn write_error(writer: &mut dyn Write, status: u16, message: &str) {
+    let body = format!("{{\"status\":\"error\",\"message\":\"{}\"}}", message);
+    let retry = if status == 503 { "Retry-After: 1\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n{}\r\n",
+        status,
+        StatusCode(status).default_reason_phrase(),
+        body.len(),
+        retry
+    );
+    let _ = writer
+        .write_all(head.as_bytes())
+        .and_then(|_| writer.write_all(body.as_bytes()))
+        .and_then(|_| writer.flush());
+}
+
+/// A `tchar` of RFC 9110: what method names and header field names are made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl ClientConnection {
-    /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
-        write_socket: RefinedTcpStream,
-        mut read_socket: RefinedTcpStream,
-    ) -> ClientConnection {
-        let remote_addr = read_socket.peer_addr();
-        let secure = read_socket.secure();
-
-        let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
-        let first_header = source.next().unwrap();
-
+    pub(crate) fn new(socket: Arc<Socket>) -> ClientConnection {
+        let remote_addr = socket.peer_addr().ok().flatten();
+        let reader = BufReader::with_capacity(1024, SocketReader(socket.clone()));
+        let writer = BufWriter::with_capacity(1024, SocketWriter(socket.clone()));
+        let mut source = SequentialReaderBuilder::new(reader);
+        let next_header_source = source.next_reader();
         ClientConnection {
-            source,
-            sink: SequentialWriterBuilder::new(BufWriter::with_capacity(1024, write_socket)),
             remote_addr,
-            next_header_source: first_header,
+            socket,
+            source,
+            sink: SequentialWriterBuilder::new(writer),
+            next_header_source,
             no_more_requests: false,
-            secure,
+            first: true,
         }
     }
 
-    /// true if the connection is HTTPS
-    pub fn secure(&self) -> bool {
-        self.secure
-    }
-
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
-        let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
-        loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
-            };
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+    /// One byte of the head; `any` says whether a byte of this head came before.
+    fn head_byte(&mut self, any: bool) -> Result<u8, ReadError> {
+        let mut byte = [0u8; 1];
+        match self.next_header_source.read(&mut byte) {
+            Ok(1) => Ok(byte[0]),
+            Ok(_) => Err(ReadError::Close),
+            Err(e) if e.kind() == ErrorKind::TimedOut && any => {
+                Err(ReadError::Refuse(408, "Request head not received in time"))
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
+            Err(_) => Err(ReadError::Close),
         }
     }
 
-    /// Reads a request from the stream.
-    /// Blocks until the header has been read.
-    fn read(&mut self) -> Result<Request, ReadError> {
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
+    /// Reads one CRLF-terminated line of the head, at most `max_line` bytes, charged to
+    /// `head_left`. `field` allows the tab of header values. Any byte that cannot be part
+    /// of an HTTP head ends the request at once.
+    fn read_line(
+        &mut self,
+        field: bool,
+        head_left: &mut usize,
+        any: &mut bool,
+    ) -> Result<Vec<u8>, ReadError> {
+        let max_line = self.socket.limits().max_line;
+        let mut line = Vec::with_capacity(64);
+        loop {
+            let b = self.head_byte(*any)?;
+            *any = true;
+            if *head_left == 0 {
+                return Err(ReadError::Refuse(431, "Request head too large"));
+            }
+            *head_left -= 1;
+            if line.last() == Some(&b'\r') {
+                if b != b'\n' {
+                    return Err(ReadError::Refuse(400, "Malformed request head"));
                 }
+                line.pop();
+                return Ok(line);
+            }
+            let allowed = b == b'\r' || b == b' ' || (0x21..=0x7e).contains(&b) || (field && b == b'\t');
+            if !allowed {
+                return Err(ReadError::Refuse(400, "Malformed request head"));
+            }
+            if line.len() >= max_line {
+                return Err(ReadError::Refuse(431, "Request header line too long"));
+            }
+            line.push(b);
+        }
+    }
 
-                headers
-            };
+    fn read_head(&mut self) -> Result<(Method, String, HTTPVersion, Vec<Header>), ReadError> {
+        let limits = self.socket.limits();
+        let (max_head, max_headers) = (limits.max_head, limits.max_headers);
+        let mut head_left = max_head;
+        let mut any = false;
 
-            (method, path, version, headers)
-        };
+        // RFC 9112 §2.2: empty lines before the request line are ignored.
+        let mut line = self.read_line(false, &mut head_left, &mut any)?;
+        for _ in 0..4 {
+            if !line.is_empty() {
+                break;
+            }
+            line = self.read_line(false, &mut head_left, &mut any)?;
+        }
+        let (method, path, version) = parse_request_line(&line)?;
 
-        // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line(true, &mut head_left, &mut any)?;
+            if line.is_empty() {
+                break;
+            }
+            if headers.len() >= max_headers {
+                return Err(ReadError::Refuse(431, "Too many header fields"));
+            }
+            headers.push(parse_header_line(&line)?);
+        }
+        Ok((method, path, version, headers))
+    }
+
+    fn read(&mut self, writer: SequentialWriter<Sink>) -> Result<Request, ReadError> {
+        let (method, path, version, headers) = self.read_head()?;
 
         // follow-up for next potential request
-        let mut data_source = self.source.next().unwrap();
+        let mut data_source = self.source.next_reader();
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
-        // building the next reader
-        let request = crate::request::new_request(
-            self.secure,
+        crate::request::new_request(
+            false,
             method,
             path,
-            version.clone(),
+            version,
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            self.remote_addr,
             data_source,
             writer,
+            Some(self.socket.clone()),
         )
         .map_err(|e| {
-            use crate::request;
+            use crate::request::RequestCreationError as E;
             match e {
-                request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                E::ExpectationFailed => ReadError::Refuse(417, "Expectation Failed"),
+                E::Refused(status, message) => ReadError::Refuse(status, message),
+                E::CreationIoError(e) if e.kind() == ErrorKind::TimedOut => {
+                    ReadError::Refuse(408, "Request body not received in time")
                 }
+                E::CreationIoError(_) => ReadError::Close,
             }
-        })?;
+        })
+    }
 
-        // return the request
-        Ok(request)
+    /// Skips what the previous request's body reader left unread, if it is small enough.
+    /// False when the connection cannot be reused.
+    fn skip_unread_body(&mut self) -> bool {
+        let unread = self.socket.take_unread();
+        if unread == 0 {
+            return true;
+        }
+        if unread > self.socket.limits().drain_limit {
+            return false;
+        }
+        // The rest of the body must still arrive at the minimum rate.
+        self.socket.begin_body();
+        let mut left = unread;
+        let mut buf = [0u8; 8192];
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            match self.next_header_source.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => left -= n as u64,
+            }
+        }
+        true
+    }
+
+    /// Answers an error of this layer once every earlier response is out, then closes.
+    fn refuse(&mut self, status: u16, message: &str) {
+        let mut writer = self.sink.next_writer();
+        write_error(&mut writer, status, message);
+        drop(writer);
+        self.linger();
+    }
+
+    /// Closes gently: once every response is out, the write side is shut (the peer sees
+    /// the end), then what the peer still sends is read and dropped for a few seconds.
+    /// Closing with unread data would send a reset that can destroy the last answer in
+    /// the peer's buffers.
+    fn linger(&mut self) {
+        self.no_more_requests = true;
+        let mut last = self.sink.next_writer();
+        last.wait_turn();
+        drop(last);
+        self.socket.shutdown(Shutdown::Write);
+        self.socket.begin_linger();
+        let mut buf = [0u8; 8192];
+        let mut total = 0usize;
+        while total < 16 << 20 {
+            match self.next_header_source.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
     }
 }
 
 impl Iterator for ClientConnection {
     type Item = Request;
 
-    /// Blocks until the next Request is available.
-    /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
             return None;
         }
 
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
-            }
-
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
-
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
-
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
-
-            // returning the request
-            return Some(rq);
+        // One request at a time: wait until the previous one is answered and its body
+        // reader has handed the stream back.
+        let mut writer = self.sink.next_writer();
+        writer.wait_turn();
+        self.next_header_source.wait_turn();
+        if !self.skip_unread_body() {
+            drop(writer);
+            self.linger();
+            return None;
         }
+        if self.first {
+            self.first = false;
+            self.socket.begin_first_head();
+        } else {
+            self.socket.begin_idle();
+        }
+
+        let rq = match self.read(writer) {
+            Ok(rq) => rq,
+            Err(ReadError::Refuse(status, message)) => {
+                self.refuse(status, message);
+                return None;
+            }
+            Err(ReadError::Close) => {
+                self.no_more_requests = true;
+                return None;
+            }
+        };
+
+        // updating the status of the connection
+        let connection_header =
+            rq.headers().iter().find(|h| h.field.equiv("Connection")).map(|h| h.value.as_str());
+
+        let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
+
+        match lowercase {
+            Some(ref val) if val.contains("close") => self.no_more_requests = true,
+            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
+            Some(ref val) if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) => {
+                self.no_more_requests = true
+            }
+            None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
+            _ => (),
+        };
+
+        // returning the request
+        Some(rq)
     }
 }
 
-/// Parses a "HTTP/1.1" string.
-fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
+/// `METHOD SP target SP HTTP/x.y`, exactly.
+fn parse_request_line(line: &[u8]) -> Result<(Method, String, HTTPVersion), ReadError> {
+    const BAD: ReadError = ReadError::Refuse(400, "Malformed request line");
+    let text = std::str::from_utf8(line).map_err(|_| BAD)?;
+    let mut parts = text.split(' ');
+    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some(v), None) => (m, t, v),
+        _ => return Err(BAD),
     };
-
-    Ok(HTTPVersion(major, minor))
+    if method.is_empty() || !method.bytes().all(is_token_byte) || target.is_empty() {
+        return Err(BAD);
+    }
+    let version = match version {
+        "HTTP/1.0" => HTTPVersion(1, 0),
+        "HTTP/1.1" => HTTPVersion(1, 1),
+        v if v.len() == 8 && v.starts_with("HTTP/") && v.as_bytes()[6] == b'.' => {
+            return Err(ReadError::Refuse(505, "HTTP Version Not Supported"))
+        }
+        _ => return Err(BAD),
+    };
+    let method = Method::from_str(method).map_err(|_| BAD)?;
+    Ok((method, target.to_owned(), version))
 }
 
-/// Parses the request line of the request.
-/// eg. GET / HTTP/1.1
-fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
-    let mut parts = line.split(' ');
-
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
+/// `name: value`, the name a token with nothing between it and the colon, the value
+/// without surrounding spaces. A line starting with a space (obsolete folding) is refused.
+fn parse_header_line(line: &[u8]) -> Result<Header, ReadError> {
+    const BAD: ReadError = ReadError::Refuse(400, "Malformed header field");
+    let colon = line.iter().position(|&b| b == b':').ok_or(BAD)?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+        return Err(BAD);
+    }
+    let value = std::str::from_utf8(value).map_err(|_| BAD)?.trim_matches(|c| c == ' ' || c == '\t');
+    let name = std::str::from_utf8(name).map_err(|_| BAD)?;
+    Ok(Header {
+        field: HeaderField::from_str(name).map_err(|_| BAD)?,
+        value: AsciiString::from_ascii(value).map_err(|_| BAD)?,
+    })
 }
 
 #[cfg(test)]
 mod test {
+    use super::{parse_header_line, parse_request_line, ReadError};
+
     #[test]
     fn test_parse_request_line() {
-        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
+        let (method, path, ver) = parse_request_line(b"GET /hello HTTP/1.1").unwrap();
 
         assert!(method == crate::Method::Get);
         assert!(path == "/hello");
         assert!(ver == crate::common::HTTPVersion(1, 1));
 
-        assert!(super::parse_request_line("GET /hello").is_err());
-        assert!(super::parse_request_line("qsd qsd qsd").is_err());
+        assert!(parse_request_line(b"GET /hello").is_err());
+        assert!(parse_request_line(b"qsd qsd qsd").is_err());
+        assert!(parse_request_line(b"GET  /hello HTTP/1.1").is_err());
+        assert!(parse_request_line(b"GET /hello HTTP/1.1 x").is_err());
+        assert!(parse_request_line(b"G(T /hello HTTP/1.1").is_err());
+        assert_eq!(
+            parse_request_line(b"GET / HTTP/2.0").unwrap_err(),
+            ReadError::Refuse(505, "HTTP Version Not Supported")
+        );
+    }
+
+    #[test]
+    fn header_names_are_tokens_right_before_the_colon() {
+        let h = parse_header_line(b"Content-Length:  5 ").unwrap();
+        assert_eq!((h.field.as_str().as_str(), h.value.as_str()), ("Content-Length", "5"));
+        for bad in [&b"Content-Length : 5"[..], b" folded: x", b": x", b"no colon", b"\tX: y"] {
+            assert!(parse_header_line(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -87,12 +87,15 @@
 //! # let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
 //! let _ = request.respond(response);
 //! ```
+//!
+//! # astrbot's copy
+//!
+//! This is tiny_http 0.12.0 with the patches listed in `PATCHES.md`: bounded heads and
+//! bodies, deadlines on every read, strict framing, a connection cap, an accept loop that
+//! never dies, one thread and one descriptor per connection, and no TLS.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
-
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
 
 use std::error::Error;
 use std::io::Error as IoError;
@@ -101,14 +104,13 @@ use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use client::ClientConnection;
 use connection::Connection;
-use util::MessagesQueue;
+use util::{MessagesQueue, Registry};
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
@@ -121,18 +123,15 @@ mod common;
 mod connection;
 mod request;
 mod response;
-mod ssl;
 mod test;
 mod util;
 
 /// The main class of this library.
 ///
-/// Destroying this object will immediately close the listening socket and the reading
-///  part of all the client's connections. Requests that have already been returned by
-///  the `recv()` function will not close and the responses will be transferred to the client.
+/// Dropping it stops accepting connections. Requests already returned by `recv()` are
+/// still answered.
 pub struct Server {
-    // should be false as long as the server exists
-    // when set to true, all the subtasks will close within a few hundreds ms
+    // set once the server stops accepting
     close: Arc<AtomicBool>,
 
     // queue for messages received by child threads
@@ -140,17 +139,15 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // the live connections
+    registry: Arc<Registry>,
 }
 
 enum Message {
+    #[allow(dead_code)]
     Error(IoError),
     NewRequest(Request),
-}
-
-impl From<IoError> for Message {
-    fn from(e: IoError) -> Message {
-        Message::Error(e)
-    }
 }
 
 impl From<Request> for Message {
@@ -159,11 +156,11 @@ impl From<Request> for Message {
     }
 }
 
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
+// Server must be Sync and Send: worker threads share it.
+const _: fn() = || {
+    fn must_be_sync_send<T: Sync + Send>() {}
+    must_be_sync_send::<Server>();
+};
 
 pub struct IncomingRequests<'a> {
     server: &'a Server,
@@ -175,17 +172,57 @@ pub struct ServerConfig {
     /// The addresses to try to listen to.
     pub addr: ConfigListenAddr,
 
-    /// If `Some`, then the server will use SSL to encode the communications.
-    pub ssl: Option<SslConfig>,
+    /// The transport limits (astrbot patch P3).
+    pub limits: Limits,
 }
 
-/// Configuration of the server for SSL.
+/// What a client may cost the server (astrbot patches P1-P6; see PATCHES.md).
 #[derive(Debug, Clone)]
-pub struct SslConfig {
-    /// Contains the public certificate to send to clients.
-    pub certificate: Vec<u8>,
-    /// Contains the ultra-secret private key used to decode communications.
-    pub private_key: Vec<u8>,
+pub struct Limits {
+    /// Connections open at once; beyond, a new connection closes the one that has waited
+    /// longest for its next request, or else gets 503 and is closed.
+    pub max_connections: usize,
+    /// The longest request line or header line (431 beyond).
+    pub max_line: usize,
+    /// The longest head, request line and header fields together (431 beyond).
+    pub max_head: usize,
+    /// The most header fields in one head (431 beyond).
+    pub max_headers: usize,
+    /// How long a head may take to arrive, from its first byte (408 after).
+    pub head_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long one write to a client may block.
+    pub write_timeout: Duration,
+    /// The slowest average body rate accepted, in bytes a second, after `body_grace`.
+    pub min_body_rate: u64,
+    /// Time a body gets before the rate counts.
+    pub body_grace: Duration,
+    /// The most of an unread body skipped to keep a connection; beyond it is closed.
+    pub drain_limit: u64,
+    /// How long a closing connection keeps reading what the peer still sends.
+    pub linger_timeout: Duration,
+    /// Stack size of a connection's thread.
+    pub connection_stack: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            max_line: 8 << 10,
+            max_head: 64 << 10,
+            max_headers: 100,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            min_body_rate: 1024,
+            body_grace: Duration::from_secs(10),
+            drain_limit: 1 << 20,
+            linger_timeout: Duration::from_secs(5),
+            connection_stack: 256 << 10,
+        }
+    }
 }
 
 impl Server {
@@ -197,168 +234,47 @@ impl Server {
     {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: None,
+            limits: Limits::default(),
         })
     }
 
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
+    /// Shortcut for a UNIX socket server at a specific path
     #[cfg(unix)]
     #[inline]
-    /// Shortcut for a UNIX socket server at a specific path
-    pub fn http_unix(
-        path: &std::path::Path,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::unix_from_path(path),
-            ssl: None,
-        })
+    pub fn http_unix(path: &std::path::Path) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::new(ServerConfig { addr: ConfigListenAddr::unix_from_path(path), limits: Limits::default() })
     }
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
+        Self::from_listener(listener, config.limits)
     }
 
-    /// Builds a new server using the specified TCP listener.
-    ///
-    /// This is useful if you've constructed TcpListener using some less usual method
-    /// such as from systemd. For other cases, you probably want the `new()` function.
+    /// Builds a new server using the specified TCP socket or UNIX socket listener.
     pub fn from_listener<L: Into<Listener>>(
         listener: L,
-        ssl_config: Option<SslConfig>,
+        limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        // building the "close" variable
-        let close_trigger = Arc::new(AtomicBool::new(false));
+        let close = Arc::new(AtomicBool::new(false));
+        let listening_addr = listener.local_addr()?;
+        log::debug!("Server listening on {}", listening_addr);
 
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
+        let registry = Registry::new();
+        let limits = Arc::new(limits);
 
-        let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+        let (inside_close, inside_messages, inside_registry) =
+            (close.clone(), messages.clone(), registry.clone());
+        thread::Builder::new().name("http-accept".into()).spawn(move || {
+            accept_loop(listener, &inside_close, &inside_messages, &inside_registry, &limits)
+        })?;
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
-        // result
-        Ok(Server {
-            messages,
-            close: close_trigger,
-            listening_addr: local_addr,
-        })
+        Ok(Server { messages, close, listening_addr, registry })
     }
 
     /// Returns an iterator for all the incoming requests.
-    ///
-    /// The iterator will return `None` if the server socket is shutdown.
     #[inline]
     pub fn incoming_requests(&self) -> IncomingRequests<'_> {
         IncomingRequests { server: self }
@@ -370,10 +286,9 @@ impl Server {
         self.listening_addr.clone()
     }
 
-    /// Returns the number of clients currently connected to the server.
+    /// The number of connections open now.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.registry.len()
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -403,11 +318,30 @@ impl Server {
         }
     }
 
-    /// Unblock thread stuck in recv() or incoming_requests().
-    /// If there are several such threads, only one is unblocked.
-    /// This method allows graceful shutdown of server.
+    /// Unblock one thread stuck in recv() or incoming_requests().
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+
+    /// Stops accepting connections; connections already open go on. The accept thread
+    /// sees the flag at its next wake-up, which a connection to ourselves provokes.
+    pub fn stop_accepting(&self) {
+        if self.close.swap(true, Relaxed) {
+            return;
+        }
+        let maybe_stream = match &self.listening_addr {
+            ListenAddr::IP(addr) => {
+                TcpStream::connect_timeout(addr, Duration::from_secs(1)).map(Connection::from)
+            }
+            #[cfg(unix)]
+            ListenAddr::Unix(addr) => match addr.as_pathname() {
+                Some(path) => std::os::unix::net::UnixStream::connect(path).map(Connection::from),
+                None => return,
+            },
+        };
+        if let Ok(stream) = maybe_stream {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -420,20 +354,7 @@ impl Iterator for IncomingRequests<'_> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
-            }
-        };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.stop_accepting();
 
         #[cfg(unix)]
         if let ListenAddr::Unix(addr) = &self.listening_addr {
@@ -442,4 +363,107 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// Accepts connections until `close` is set, each on a thread of its own. It never gives
+/// up (astrbot patch P5): 0.12.0 ended this loop on the first accept error (EMFILE, even
+/// ECONNABORTED) and panicked when a thread could not start, after which the process
+/// lived on without ever answering again.
+fn accept_loop(
+    listener: Listener,
+    close: &AtomicBool,
+    messages: &Arc<MessagesQueue<Message>>,
+    registry: &Arc<Registry>,
+    limits: &Arc<Limits>,
+) {
+    let min_backoff = Duration::from_millis(10);
+    let mut backoff = min_backoff;
+    let mut failing = false;
+    log::debug!("Running accept thread");
+    while !close.load(Relaxed) {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if matches!(e.kind(), IoErrorKind::ConnectionAborted | IoErrorKind::Interrupted) => {
+                continue
+            }
+            Err(e) => {
+                if close.load(Relaxed) {
+                    break;
+                }
+                // EMFILE, ENFILE, ENOMEM, ENOBUFS: wait for resources to come back.
+                if !failing {
+                    log::error!("cannot accept connections ({}); retrying with back-off", e);
+                    failing = true;
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        if close.load(Relaxed) {
+            break;
+        }
+        let _ = stream.tune(limits.write_timeout);
+        if registry.len() >= limits.max_connections && !registry.evict_idle() {
+            refuse(&stream, 503, "Too many connections");
+            continue;
+        }
+        let socket = registry.register(stream, limits.clone());
+        let queue = messages.clone();
+        let conn = socket.clone();
+        let spawned = thread::Builder::new()
+            .name("http-conn".into())
+            .stack_size(limits.connection_stack)
+            .spawn(move || {
+                for rq in ClientConnection::new(conn) {
+                    queue.push(rq.into());
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                if failing {
+                    log::info!("accepting connections again");
+                }
+                failing = false;
+                backoff = min_backoff;
+            }
+            Err(e) => {
+                if !failing {
+                    log::error!("cannot start a connection thread ({}); answering 503", e);
+                    failing = true;
+                }
+                socket.refuse(503, "Too many connections");
+                drop(socket);
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+    log::debug!("Terminating accept thread");
+}
+
+/// Answers a connection we will not serve and shuts its write side. What the peer already
+/// sent is read first, so the close is not a reset that destroys the answer.
+pub(crate) fn refuse(stream: &Connection, status: u16, message: &str) {
+    struct Raw<'a>(&'a Connection);
+    impl std::io::Write for Raw<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write_shared(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if stream.set_nonblocking(true).is_ok() {
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            match stream.read_shared(&mut buf) {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
+        let _ = stream.set_nonblocking(false);
+    }
+    client::write_error(&mut Raw(stream), status, message);
+    let _ = stream.shutdown(Shutdown::Write);
 }

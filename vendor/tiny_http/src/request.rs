@@ -3,13 +3,13 @@ use std::io::{self, Cursor, ErrorKind, Read, Write};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
+use std::sync::Arc;
+
+use crate::util::{ChunkedReader, EqualReader, FusedReader, Socket};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -67,13 +67,16 @@ pub struct Request {
 
     headers: Vec<Header>,
 
-    body_length: Option<usize>,
+    body_length: Option<u64>,
 
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // the connection, told when a body starts after `100 Continue`
+    socket: Option<Arc<Socket>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -103,8 +106,12 @@ impl<R> Drop for NotifyOnDrop<R> {
 /// Error that can happen when building a `Request` object.
 #[derive(Debug)]
 pub enum RequestCreationError {
-    /// The client sent an `Expect` header that was not recognized by tiny-http.
+    /// The client sent an `Expect` header different from `100-continue`.
     ExpectationFailed,
+
+    /// The head frames its body ambiguously or in a way we do not support (astrbot patch
+    /// P4): answer this status with this message and close the connection.
+    Refused(u16, &'static str),
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
@@ -116,17 +123,62 @@ impl From<IoError> for RequestCreationError {
     }
 }
 
-/// Builds a new request.
-///
-/// After the request line and headers have been read from the socket, a new `Request` object
-/// is built.
-///
-/// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
-/// It is the responsibility of the `Request` to read only the data of the request and not further.
-///
-/// The `Write` object will be used by the `Request` to write the response.
+/// How a request's body is delimited.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A `Content-Length` element: digits only, at most 2^63-1.
+fn parse_content_length(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u64>().ok().filter(|n| *n <= i64::MAX as u64)
+}
+
+/// The body framing of a head, refusing every shape that two HTTP parsers could read
+/// differently (astrbot patch P4): several or malformed `Content-Length` values (repeats
+/// of one value are allowed, as RFC 9110 permits), a `Transfer-Encoding` other than
+/// exactly `chunked` (501), both headers at once, or `Transfer-Encoding` on HTTP/1.0.
+fn body_framing(headers: &[Header], version: &HTTPVersion) -> Result<Framing, RequestCreationError> {
+    let mut length: Option<u64> = None;
+    let mut transfer_encodings = 0usize;
+    let mut chunked = true;
+    for header in headers {
+        if header.field.equiv("Content-Length") {
+            for element in header.value.as_str().split(',') {
+                let element = element.trim_matches(|c| c == ' ' || c == '\t');
+                let n = parse_content_length(element)
+                    .ok_or(RequestCreationError::Refused(400, "Invalid Content-Length"))?;
+                if length.map_or(false, |seen| seen != n) {
+                    return Err(RequestCreationError::Refused(400, "Conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        } else if header.field.equiv("Transfer-Encoding") {
+            transfer_encodings += 1;
+            chunked &= header.value.as_str().eq_ignore_ascii_case("chunked");
+        }
+    }
+    match (transfer_encodings, length) {
+        (0, None) => Ok(Framing::None),
+        (0, Some(n)) => Ok(Framing::Length(n)),
+        (_, Some(_)) => {
+            Err(RequestCreationError::Refused(400, "Transfer-Encoding and Content-Length together"))
+        }
+        _ if *version < HTTPVersion(1, 1) => {
+            Err(RequestCreationError::Refused(400, "Transfer-Encoding needs HTTP/1.1"))
+        }
+        (1, None) if chunked => Ok(Framing::Chunked),
+        _ => Err(RequestCreationError::Refused(501, "Transfer-Encoding other than chunked is not supported")),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn new_request<R, W>(
+pub(crate) fn new_request<R, W>(
     secure: bool,
     method: Method,
     path: String,
@@ -135,36 +187,17 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    socket: Option<Arc<Socket>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
-
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
+    let framing = body_framing(&headers, &version)?;
 
     // true if the client sent a `Expect: 100-continue` header
     let expects_continue = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Expect"))
-            .map(|h| h.value.as_str())
-        {
+        match headers.iter().find(|h: &&Header| h.field.equiv("Expect")).map(|h| h.value.as_str()) {
             None => false,
             Some(v) if v.eq_ignore_ascii_case("100-continue") => true,
             _ => return Err(RequestCreationError::ExpectationFailed),
@@ -173,14 +206,20 @@ where
 
     // true if the client sent a `Connection: upgrade` header
     let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
+        match headers.iter().find(|h: &&Header| h.field.equiv("Connection")).map(|h| h.value.as_str()) {
             Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
             _ => false,
         }
+    };
+
+    // From here on, reads are body reads: they must keep up the minimum rate.
+    if let Some(socket) = &socket {
+        socket.begin_body();
+    }
+
+    let content_length = match framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
     };
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
@@ -188,42 +227,31 @@ where
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
-        }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
     } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        match framing {
+            Framing::None | Framing::Length(0) => Box::new(io::empty()) as Box<dyn Read + Send + 'static>,
+            Framing::Length(n) if n <= 1024 && !expects_continue => {
+                // a small body is read at once, on the connection's own thread
+                let mut buffer = vec![0; n as usize];
+                let mut offset = 0;
+                while offset != buffer.len() {
+                    let read = source_data.read(&mut buffer[offset..])?;
+                    if read == 0 {
+                        let info = "Connection has been closed before we received enough data";
+                        let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                        return Err(RequestCreationError::CreationIoError(err));
+                    }
+                    offset += read;
+                }
+                Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+            }
+            Framing::Length(n) => {
+                let data_reader = EqualReader::new(source_data, n, socket.clone());
+                Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+            }
+            Framing::Chunked => Box::new(FusedReader::new(ChunkedReader::new(source_data, socket.clone())))
+                as Box<dyn Read + Send + 'static>,
+        }
     };
 
     Ok(Request {
@@ -238,6 +266,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        socket,
     })
 }
 
@@ -276,7 +305,7 @@ impl Request {
     ///
     /// Returns `None` if the length is unknown.
     #[inline]
-    pub fn body_length(&self) -> Option<usize> {
+    pub fn body_length(&self) -> Option<u64> {
         self.body_length
     }
 
@@ -302,11 +331,7 @@ impl Request {
     /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
     ///  is destroyed before continuing to read or write on the socket. Therefore you should always
     ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(
-        mut self,
-        protocol: &str,
-        response: Response<R>,
-    ) -> Box<dyn ReadWrite + Send> {
+    pub fn upgrade<R: Read>(mut self, protocol: &str, response: Response<R>) -> Box<dyn ReadWrite + Send> {
         use crate::util::CustomStream;
 
         response
@@ -323,10 +348,7 @@ impl Request {
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
         if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
+            let stream = NotifyOnDrop { sender, inner: stream };
             Box::new(stream) as Box<dyn ReadWrite + Send>
         } else {
             Box::new(stream) as Box<dyn ReadWrite + Send>
@@ -338,9 +360,6 @@ impl Request {
     /// # Example
     ///
     /// ```no_run
-    /// # extern crate rustc_serialize;
-    /// # extern crate tiny_http;
-    /// # use rustc_serialize::json::Json;
     /// # use std::io::Read;
     /// # fn get_content_type(_: &tiny_http::Request) -> &'static str { "" }
     /// # fn main() {
@@ -350,7 +369,6 @@ impl Request {
     /// if get_content_type(&request) == "application/json" {
     ///     let mut content = String::new();
     ///     request.as_reader().read_to_string(&mut content).unwrap();
-    ///     let json: Json = content.parse().unwrap();
     /// }
     /// # }
     /// ```
@@ -371,6 +389,10 @@ impl Request {
             .ok();
             self.response_writer.as_mut().unwrap().flush().ok();
             self.must_send_continue = false;
+            // The client sends its body only now: its rate is measured from here.
+            if let Some(socket) = &self.socket {
+                socket.begin_body();
+            }
         }
 
         self.data_reader.as_mut().unwrap()
@@ -390,10 +412,7 @@ impl Request {
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
+            let writer = NotifyOnDrop { sender, inner: writer };
             Box::new(writer) as Box<dyn Write + Send + 'static>
         } else {
             writer
@@ -468,20 +487,11 @@ impl Request {
             _ => Err(err),
         })
     }
-
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded = Some(sender);
-        self
-    }
 }
 
 impl fmt::Debug for Request {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> Result<(), fmt::Error> {
-        write!(
-            formatter,
-            "Request({} {} from {:?})",
-            self.method, self.path, self.remote_addr
-        )
+        write!(formatter, "Request({} {} from {:?})", self.method, self.path, self.remote_addr)
     }
 }
 
@@ -505,7 +515,51 @@ impl<T> ReadWrite for T where T: Read + Write {}
 
 #[cfg(test)]
 mod tests {
-    use super::Request;
+    use super::{body_framing, Framing, Request, RequestCreationError};
+    use crate::{HTTPVersion, Header};
+
+    fn framing(lines: &[&str]) -> Result<Framing, u16> {
+        let headers: Vec<Header> = lines.iter().map(|l| l.parse().unwrap()).collect();
+        body_framing(&headers, &HTTPVersion(1, 1)).map_err(|e| match e {
+            RequestCreationError::Refused(status, _) => status,
+            other => panic!("unexpected {:?}", other),
+        })
+    }
+
+    #[test]
+    fn content_length_is_digits_one_value_at_most_2_pow_63_minus_1() {
+        assert_eq!(framing(&["Content-Length: 5"]), Ok(Framing::Length(5)));
+        assert_eq!(framing(&["Content-Length: 5, 5"]), Ok(Framing::Length(5)));
+        assert_eq!(framing(&["Content-Length: 5", "Content-Length: 5"]), Ok(Framing::Length(5)));
+        assert_eq!(framing(&["Content-Length: 9223372036854775807"]), Ok(Framing::Length(i64::MAX as u64)));
+        for bad in [
+            "Content-Length: 9223372036854775808",
+            "Content-Length: 18446744073709551615",
+            "Content-Length: 18446744073709551616",
+            "Content-Length: +5",
+            "Content-Length: -1",
+            "Content-Length: 5 5",
+            "Content-Length: 0x10",
+            "Content-Length: 5,",
+            "Content-Length: ",
+            "Content-Length: 5, 6",
+        ] {
+            assert_eq!(framing(&[bad]), Err(400), "{}", bad);
+        }
+        assert_eq!(framing(&["Content-Length: 5", "Content-Length: 6"]), Err(400));
+    }
+
+    #[test]
+    fn transfer_encoding_is_exactly_chunked_and_never_with_a_length() {
+        assert_eq!(framing(&["Transfer-Encoding: chunked"]), Ok(Framing::Chunked));
+        assert_eq!(framing(&["Transfer-Encoding: gzip, chunked"]), Err(501));
+        assert_eq!(framing(&["Transfer-Encoding: chunked, identity"]), Err(501));
+        assert_eq!(framing(&["Transfer-Encoding: xchunked"]), Err(501));
+        assert_eq!(framing(&["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"]), Err(501));
+        assert_eq!(framing(&["Transfer-Encoding: chunked", "Content-Length: 5"]), Err(400));
+        let headers: Vec<Header> = vec!["Transfer-Encoding: chunked".parse().unwrap()];
+        assert!(body_framing(&headers, &HTTPVersion(1, 0)).is_err());
+    }
 
     #[test]
     fn must_be_send() {

@@ -172,10 +172,7 @@ fn choose_transfer_encoding(
     }
 
     // if we don't have a Content-Length, or if the Content-Length is too big, using chunks writer
-    if entity_length
-        .as_ref()
-        .map_or(true, |val| *val >= chunked_threshold)
-    {
+    if entity_length.as_ref().map_or(true, |val| *val >= chunked_threshold) {
         return TransferEncoding::Chunked;
     }
 
@@ -272,10 +269,7 @@ where
             return;
         // if the header is Content-Type and it's already set, overwrite it
         } else if header.field.equiv("Content-Type") {
-            if let Some(content_type_header) = self
-                .headers
-                .iter_mut()
-                .find(|h| h.field.equiv("Content-Type"))
+            if let Some(content_type_header) = self.headers.iter_mut().find(|h| h.field.equiv("Content-Type"))
             {
                 content_type_header.value = header.value;
                 return;
@@ -355,39 +349,29 @@ where
 
         // add `Server` if not in the headers
         if !self.headers.iter().any(|h| h.field.equiv("Server")) {
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Server"[..], &b"tiny-http (Rust)"[..]).unwrap(),
-            );
+            self.headers.insert(0, Header::from_bytes(&b"Server"[..], &b"tiny-http (Rust)"[..]).unwrap());
         }
 
         // handling upgrade
         if let Some(upgrade) = upgrade {
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Upgrade"[..], upgrade.as_bytes()).unwrap(),
-            );
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Connection"[..], &b"upgrade"[..]).unwrap(),
-            );
+            self.headers.insert(0, Header::from_bytes(&b"Upgrade"[..], upgrade.as_bytes()).unwrap());
+            self.headers.insert(0, Header::from_bytes(&b"Connection"[..], &b"upgrade"[..]).unwrap());
             transfer_encoding = None;
         }
 
         // if the transfer encoding is identity, the content length must be known ; therefore if
         // we don't know it, we buffer the entire response first here
         // while this is an expensive operation, it is only ever needed for clients using HTTP 1.0
-        let (mut reader, data_length): (Box<dyn Read>, _) =
-            match (self.data_length, transfer_encoding) {
-                (Some(l), _) => (Box::new(self.reader), Some(l)),
-                (None, Some(TransferEncoding::Identity)) => {
-                    let mut buf = Vec::new();
-                    self.reader.read_to_end(&mut buf)?;
-                    let l = buf.len();
-                    (Box::new(Cursor::new(buf)), Some(l))
-                }
-                _ => (Box::new(self.reader), None),
-            };
+        let (mut reader, data_length): (Box<dyn Read>, _) = match (self.data_length, transfer_encoding) {
+            (Some(l), _) => (Box::new(self.reader), Some(l)),
+            (None, Some(TransferEncoding::Identity)) => {
+                let mut buf = Vec::new();
+                self.reader.read_to_end(&mut buf)?;
+                let l = buf.len();
+                (Box::new(Cursor::new(buf)), Some(l))
+            }
+            _ => (Box::new(self.reader), None),
+        };
 
         // checking whether to ignore the body of the response
         let do_not_send_body = do_not_send_body
@@ -399,20 +383,17 @@ where
 
         // preparing headers for transfer
         match transfer_encoding {
-            Some(TransferEncoding::Chunked) => self
-                .headers
-                .push(Header::from_bytes(&b"Transfer-Encoding"[..], &b"chunked"[..]).unwrap()),
+            Some(TransferEncoding::Chunked) => {
+                self.headers.push(Header::from_bytes(&b"Transfer-Encoding"[..], &b"chunked"[..]).unwrap())
+            }
 
             Some(TransferEncoding::Identity) => {
                 assert!(data_length.is_some());
                 let data_length = data_length.unwrap();
 
                 self.headers.push(
-                    Header::from_bytes(
-                        &b"Content-Length"[..],
-                        format!("{}", data_length).as_bytes(),
-                    )
-                    .unwrap(),
+                    Header::from_bytes(&b"Content-Length"[..], format!("{}", data_length).as_bytes())
+                        .unwrap(),
                 )
             }
 
@@ -420,12 +401,7 @@ where
         };
 
         // sending headers
-        write_message_header(
-            writer.by_ref(),
-            &http_version,
-            &self.status_code,
-            &self.headers,
-        )?;
+        write_message_header(writer.by_ref(), &http_version, &self.status_code, &self.headers)?;
 
         // sending the body
         if !do_not_send_body {
@@ -493,13 +469,7 @@ impl Response<File> {
     pub fn from_file(file: File) -> Response<File> {
         let file_size = file.metadata().ok().map(|v| v.len() as usize);
 
-        Response::new(
-            StatusCode(200),
-            Vec::with_capacity(0),
-            file,
-            file_size,
-            None,
-        )
+        Response::new(StatusCode(200), Vec::with_capacity(0), file, file_size, None)
     }
 }
 
@@ -511,13 +481,7 @@ impl Response<Cursor<Vec<u8>>> {
         let data = data.into();
         let data_len = data.len();
 
-        Response::new(
-            StatusCode(200),
-            Vec::with_capacity(0),
-            Cursor::new(data),
-            Some(data_len),
-            None,
-        )
+        Response::new(StatusCode(200), Vec::with_capacity(0), Cursor::new(data), Some(data_len), None)
     }
 
     pub fn from_string<S>(data: S) -> Response<Cursor<Vec<u8>>>
@@ -529,10 +493,7 @@ impl Response<Cursor<Vec<u8>>> {
 
         Response::new(
             StatusCode(200),
-            vec![
-                Header::from_bytes(&b"Content-Type"[..], &b"text/plain; charset=UTF-8"[..])
-                    .unwrap(),
-            ],
+            vec![Header::from_bytes(&b"Content-Type"[..], &b"text/plain; charset=UTF-8"[..]).unwrap()],
             Cursor::new(data.into_bytes()),
             Some(data_len),
             None,
@@ -546,13 +507,7 @@ impl Response<io::Empty> {
     where
         S: Into<StatusCode>,
     {
-        Response::new(
-            status_code.into(),
-            Vec::with_capacity(0),
-            io::empty(),
-            Some(0),
-            None,
-        )
+        Response::new(status_code.into(), Vec::with_capacity(0), io::empty(), Some(0), None)
     }
 
     /// DEPRECATED. Use `empty` instead.

@@ -54,11 +54,7 @@ impl From<TestRequest> for Request {
     fn from(mut mock: TestRequest) -> Request {
         // if the user didn't set the Content-Length header, then set it for them
         // otherwise, leave it alone (it may be under test)
-        if !mock
-            .headers
-            .iter_mut()
-            .any(|h| h.field.equiv("Content-Length"))
-        {
+        if !mock.headers.iter_mut().any(|h| h.field.equiv("Content-Length")) {
             mock.headers.push(Header {
                 field: HeaderField::from_str("Content-Length").unwrap(),
                 value: AsciiString::from_ascii(mock.body.len().to_string()).unwrap(),
@@ -73,6 +69,7 @@ impl From<TestRequest> for Request {
             Some(mock.remote_addr),
             mock.body.as_bytes(),
             std::io::sink(),
+            None,
         )
         .unwrap()
     }

@@ -1,36 +1,33 @@
+//! A reader of exactly `size` bytes of a request body (`Content-Length`).
+//!
+//! astrbot patch P1: 0.12.0 drained an unread remainder in `Drop` with
+//! `vec![0; remaining]`, so `Content-Length: 18446744073709551615` was a capacity-overflow
+//! panic and 10^12 an allocation abort, on any route, before any handler ran. Here `Drop`
+//! reads nothing: it tells the connection the length left unread, and the connection thread
+//! skips up to `Limits::drain_limit` of it with a fixed buffer, or closes the connection.
+//! Sizes are `u64`, so a length a 32-bit `usize` cannot hold still reads correctly.
+
 use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 
-/// A `Reader` that reads exactly the number of bytes from a sub-reader.
-///
-/// If the limit is reached, it returns EOF. If the limit is not reached
-/// when the destructor is called, the remaining bytes will be read and
-/// thrown away.
+use crate::util::socket::Socket;
+
 pub struct EqualReader<R>
 where
     R: Read,
 {
     reader: R,
-    size: usize,
-    last_read_signal: Sender<IoResult<()>>,
+    size: u64,
+    socket: Option<Arc<Socket>>,
 }
 
 impl<R> EqualReader<R>
 where
     R: Read,
 {
-    pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
-        let (tx, rx) = channel();
-
-        let r = EqualReader {
-            reader,
-            size,
-            last_read_signal: tx,
-        };
-
-        (r, rx)
+    pub(crate) fn new(reader: R, size: u64, socket: Option<Arc<Socket>>) -> EqualReader<R> {
+        EqualReader { reader, size, socket }
     }
 }
 
@@ -42,20 +39,10 @@ where
         if self.size == 0 {
             return Ok(0);
         }
-
-        let buf = if buf.len() < self.size {
-            buf
-        } else {
-            &mut buf[..self.size]
-        };
-
-        match self.reader.read(buf) {
-            Ok(len) => {
-                self.size -= len;
-                Ok(len)
-            }
-            err @ Err(_) => err,
-        }
+        let want = usize::try_from(self.size).unwrap_or(usize::MAX).min(buf.len());
+        let len = self.reader.read(&mut buf[..want])?;
+        self.size -= len as u64;
+        Ok(len)
     }
 }
 
@@ -64,23 +51,9 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
-
-        while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
-                Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
-                }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
-                Ok(other) => {
-                    remaining_to_read -= other;
-                }
+        if self.size > 0 {
+            if let Some(socket) = &self.socket {
+                socket.note_unread(self.size);
             }
         }
     }
@@ -93,39 +66,24 @@ mod tests {
 
     #[test]
     fn test_limit() {
-        use std::io::Cursor;
-
-        let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
-
+        let mut org_reader = &b"hello world"[..];
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
-
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 5, None);
             let mut string = String::new();
             equal_reader.read_to_string(&mut string).unwrap();
             assert_eq!(string, "hello");
         }
-
-        let mut string = String::new();
-        org_reader.read_to_string(&mut string).unwrap();
-        assert_eq!(string, " world");
+        assert_eq!(org_reader, &b" world"[..]);
     }
 
     #[test]
-    fn test_not_enough() {
-        use std::io::Cursor;
-
-        let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
-
-        {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
-
-            let mut vec = [0];
-            equal_reader.read_exact(&mut vec).unwrap();
-            assert_eq!(vec[0], b'h');
-        }
-
-        let mut string = String::new();
-        org_reader.read_to_string(&mut string).unwrap();
-        assert_eq!(string, " world");
+    fn an_unread_remainder_is_left_alone_however_large() {
+        // 0.12.0 allocated the whole remainder here: a capacity overflow, then an abort.
+        let mut source = &b"abc"[..];
+        let mut reader = EqualReader::new(source.by_ref(), u64::MAX, None);
+        let mut one = [0u8; 1];
+        assert_eq!(reader.read(&mut one).unwrap(), 1);
+        drop(reader);
+        assert_eq!(source, &b"bc"[..]);
     }
 }

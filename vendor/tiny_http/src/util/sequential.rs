@@ -58,17 +58,35 @@ where
 
 impl<R: Read + Send> SequentialReaderBuilder<R> {
     pub fn new(reader: R) -> SequentialReaderBuilder<R> {
-        SequentialReaderBuilder {
-            inner: SequentialReaderBuilderInner::First(reader),
+        SequentialReaderBuilder { inner: SequentialReaderBuilderInner::First(reader) }
+    }
+
+    /// The reader of the next request (the iterator never ends).
+    pub fn next_reader(&mut self) -> SequentialReader<R> {
+        let (tx, rx) = channel();
+        let inner = mem::replace(&mut self.inner, SequentialReaderBuilderInner::NotFirst(rx));
+        SequentialReader {
+            inner: match inner {
+                SequentialReaderBuilderInner::First(reader) => SequentialReaderInner::MyTurn(reader),
+                SequentialReaderBuilderInner::NotFirst(previous) => SequentialReaderInner::Waiting(previous),
+            },
+            next: tx,
         }
     }
 }
 
 impl<W: Write + Send> SequentialWriterBuilder<W> {
     pub fn new(writer: W) -> SequentialWriterBuilder<W> {
-        SequentialWriterBuilder {
-            writer: Arc::new(Mutex::new(writer)),
-            next_trigger: None,
+        SequentialWriterBuilder { writer: Arc::new(Mutex::new(writer)), next_trigger: None }
+    }
+
+    /// The writer of the next response (the iterator never ends).
+    pub fn next_writer(&mut self) -> SequentialWriter<W> {
+        let (tx, rx) = channel();
+        SequentialWriter {
+            trigger: self.next_trigger.replace(rx),
+            writer: self.writer.clone(),
+            on_finish: tx,
         }
     }
 }
@@ -77,36 +95,27 @@ impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
     type Item = SequentialReader<R>;
 
     fn next(&mut self) -> Option<SequentialReader<R>> {
-        let (tx, rx) = channel();
-
-        let inner = mem::replace(&mut self.inner, SequentialReaderBuilderInner::NotFirst(rx));
-
-        match inner {
-            SequentialReaderBuilderInner::First(reader) => Some(SequentialReader {
-                inner: SequentialReaderInner::MyTurn(reader),
-                next: tx,
-            }),
-
-            SequentialReaderBuilderInner::NotFirst(previous) => Some(SequentialReader {
-                inner: SequentialReaderInner::Waiting(previous),
-                next: tx,
-            }),
-        }
+        Some(self.next_reader())
     }
 }
 
 impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     type Item = SequentialWriter<W>;
     fn next(&mut self) -> Option<SequentialWriter<W>> {
-        let (tx, rx) = channel();
-        let mut next_next_trigger = Some(rx);
-        ::std::mem::swap(&mut next_next_trigger, &mut self.next_trigger);
+        Some(self.next_writer())
+    }
+}
 
-        Some(SequentialWriter {
-            trigger: next_next_trigger,
-            writer: self.writer.clone(),
-            on_finish: tx,
-        })
+impl<R: Read + Send> SequentialReader<R> {
+    /// Blocks until the earlier reader has passed the stream on, without reading from it
+    /// (astrbot patch P1: the connection thread then skips an unread body).
+    pub fn wait_turn(&mut self) {
+        if let SequentialReaderInner::Waiting(ref recv) = self.inner {
+            self.inner = match recv.recv() {
+                Ok(reader) => SequentialReaderInner::MyTurn(reader),
+                Err(_) => SequentialReaderInner::Empty,
+            };
+        }
     }
 }
 
@@ -114,8 +123,12 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         let mut reader = match self.inner {
             SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
-            SequentialReaderInner::Empty => unreachable!(),
+            SequentialReaderInner::Waiting(ref mut recv) => match recv.recv() {
+                Ok(reader) => reader,
+                // The earlier reader vanished without passing the stream on: end of stream.
+                Err(_) => return Ok(0),
+            },
+            SequentialReaderInner::Empty => return Ok(0),
         };
 
         let result = reader.read(buf);
@@ -124,23 +137,27 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     }
 }
 
+impl<W: Write + Send> SequentialWriter<W> {
+    /// Blocks until every earlier response on the connection is complete (astrbot patch
+    /// P6: a connection parses its next request only then, so it never has more than one
+    /// request waiting for the application).
+    pub fn wait_turn(&mut self) {
+        if let Some(v) = self.trigger.take() {
+            // An error means the earlier writer is gone, which is also its end.
+            let _ = v.recv();
+        }
+    }
+}
+
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
-        }
-        self.trigger = None;
-
-        self.writer.lock().unwrap().write(buf)
+        self.wait_turn();
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
-        }
-        self.trigger = None;
-
-        self.writer.lock().unwrap().flush()
+        self.wait_turn();
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).flush()
     }
 }
 
@@ -156,8 +173,9 @@ where
                 self.next.send(reader).ok();
             }
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                if let Ok(reader) = recv.recv() {
+                    self.next.send(reader).ok();
+                }
             }
             SequentialReaderInner::Empty => (),
         }
