@@ -42,6 +42,8 @@ pub fn raise_nofile_limit() -> Option<u64> {
             }
         }
     }
+    // rlim_t is 32 bits on 32-bit ARM (the Pi), 64 here.
+    #[allow(clippy::unnecessary_cast)]
     Some(lim.rlim_cur as u64)
 }
 

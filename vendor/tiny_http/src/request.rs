@@ -153,7 +153,7 @@ fn body_framing(headers: &[Header], version: &HTTPVersion) -> Result<Framing, Re
                 let element = element.trim_matches(|c| c == ' ' || c == '\t');
                 let n = parse_content_length(element)
                     .ok_or(RequestCreationError::Refused(400, "Invalid Content-Length"))?;
-                if length.map_or(false, |seen| seen != n) {
+                if length.is_some_and(|seen| seen != n) {
                     return Err(RequestCreationError::Refused(400, "Conflicting Content-Length values"));
                 }
                 length = Some(n);

@@ -178,7 +178,7 @@ impl Socket {
                 // A timeout already set that ends a little after the deadline is kept: it
                 // overshoots by at most 250 ms and saves a system call per read.
                 let keep =
-                    st.timeout.map_or(false, |set| set >= wait && set <= wait + Duration::from_millis(250));
+                    st.timeout.is_some_and(|set| set >= wait && set <= wait + Duration::from_millis(250));
                 if keep {
                     None
                 } else {
