@@ -3,9 +3,14 @@
 //! `serve` runs the server; `admin password` and `key ...` work on the data folder
 //! directly, whether a server is running or not (SQLite serialises the writers, and a
 //! running server notices key changes within a second).
+//!
+//! Start-up refuses what would otherwise fail later and far from its cause: `serve` proves
+//! the data folder takes writes and holds `astrbot.lock` in it before it announces its
+//! address, and the other commands only work on a data folder that exists, naming it.
 
-use std::io::{self, BufRead, IsTerminal, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,14 +23,17 @@ use crate::keys::{self, NewKey};
 use crate::secrets::{self, MacKey};
 use crate::timefmt::{iso, now_micros};
 
-pub const USAGE: &str = "\
+/// The help text; the scope list comes from the scope definitions.
+pub fn usage() -> String {
+    format!(
+        "\
 astrbot: AstrBot's developer HTTP API as a single-binary appliance
 
 Usage:
-  astrbot serve [--listen ADDR] [--data DIR] [--default-daily-limit N]
-                [--max-upload-mb N] [--log-level LEVEL]
+  astrbot serve [--listen ADDR] [--data DIR] [--max-connections N]
+                [--default-daily-limit N] [--max-upload-mb N] [--log-level LEVEL]
   astrbot admin password [--data DIR] [--username NAME]   (new password on stdin)
-  astrbot key create --name NAME --scopes chat,file [--expires-in-days N]
+  astrbot key create --name NAME --scopes SCOPES [--expires-in-days N]
                      [--daily-limit N] [--json] [--data DIR]
   astrbot key list [--json] [--data DIR]
   astrbot key revoke KEY_ID [--data DIR]
@@ -35,14 +43,30 @@ Usage:
   astrbot kb remove NAME [--data DIR]
   astrbot --version
 
+--scopes is required: comma-separated, from {scopes}.
+--max-connections: open connections served at once, 1 to 65536 (default {DEFAULT_MAX_CONNECTIONS}).
+Commands other than serve need an existing data folder and print the one they use.
+
 Environment: ASTRBOT_LISTEN (default 127.0.0.1:6185), ASTRBOT_DATA (default ./data),
-ASTRBOT_ADMIN_PASSWORD (first start only). Flags win over the environment.
-";
+ASTRBOT_MAX_CONNECTIONS (default {DEFAULT_MAX_CONNECTIONS}), ASTRBOT_ADMIN_PASSWORD (first start only).
+Flags win over the environment.
+",
+        scopes = keys::valid_scopes().join(", ")
+    )
+}
+
+/// Connections served at once when neither `--max-connections` nor the environment says.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The most `--max-connections` accepts: each connection costs two file descriptors and a
+/// thread, and the unit's `LimitNOFILE=65536` would be exhausted beyond this.
+const MAX_CONNECTIONS_LIMIT: usize = 65536;
 
 #[derive(Debug, PartialEq)]
 pub struct ServeArgs {
     pub listen: String,
     pub data: PathBuf,
+    /// Beyond this many open connections the transport answers 503 and closes.
+    pub max_connections: usize,
     pub default_daily_limit: Option<i64>,
     pub max_upload_mb: u64,
     pub log_level: log::LevelFilter,
@@ -145,6 +169,7 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         ("kb", Some("add")) => ("kb add", &argv[2..]),
         ("kb", Some("list")) => ("kb list", &argv[2..]),
         ("kb", Some("remove")) => ("kb remove", &argv[2..]),
+        ("admin" | "key" | "kb", Some("--help" | "-h")) => return Ok(Command::Help),
         _ => return Err(format!("unknown command {:?}; see astrbot --help", argv.join(" "))),
     };
     let mut a = split_args(rest)?;
@@ -158,6 +183,13 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 .take("--listen")
                 .or_else(|| env("ASTRBOT_LISTEN"))
                 .unwrap_or_else(|| "127.0.0.1:6185".into());
+            let max_connections = match a.take("--max-connections") {
+                Some(v) => max_connections("--max-connections", &v)?,
+                None => match env("ASTRBOT_MAX_CONNECTIONS") {
+                    Some(v) => max_connections("ASTRBOT_MAX_CONNECTIONS", &v)?,
+                    None => DEFAULT_MAX_CONNECTIONS,
+                },
+            };
             let default_daily_limit = a.int("--default-daily-limit")?;
             if default_daily_limit.is_some_and(|n| n < 0) {
                 return Err("--default-daily-limit must be 0 or greater".into());
@@ -174,6 +206,7 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             Command::Serve(ServeArgs {
                 listen,
                 data,
+                max_connections,
                 default_daily_limit: default_daily_limit.filter(|n| *n > 0),
                 max_upload_mb: max_upload_mb as u64,
                 log_level,
@@ -186,9 +219,15 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
         "create" => {
             let name = a.take("--name");
-            let scopes = a
-                .take("--scopes")
-                .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+            // Required: without it the key would silently get every default scope.
+            let scopes = a.take("--scopes").ok_or_else(|| {
+                format!(
+                    "key create needs --scopes, a comma-separated list from: {}",
+                    keys::valid_scopes().join(", ")
+                )
+            })?;
+            let scopes =
+                Some(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
             let key = NewKey {
                 name,
                 scopes,
@@ -238,8 +277,23 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     Ok(command)
 }
 
+/// `--max-connections` or `ASTRBOT_MAX_CONNECTIONS` (named by `source`), checked.
+fn max_connections(source: &str, value: &str) -> Result<usize, String> {
+    value.parse::<usize>().ok().filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n)).ok_or_else(|| {
+        format!("{source} must be an integer from 1 to {MAX_CONNECTIONS_LIMIT}, not {value:?}")
+    })
+}
+
+/// The absolute form of `dir`, for messages a user can act on from any working directory.
+fn absolute(dir: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(dir).map_err(|e| format!("cannot resolve the data folder {}: {e}", dir.display()))
+}
+
 /// Creates the data folder with mode 0700 (and tightens an existing one).
 pub fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(format!("the data folder {} is not a folder", dir.display()));
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -261,11 +315,98 @@ fn open_store(dir: &Path) -> Result<(Db, MacKey), String> {
     Ok((db, mac))
 }
 
+/// The store of a command other than `serve`. Only `serve` creates a data folder: a key
+/// made in a new `./data` by a command run from the wrong directory is one the running
+/// server has never heard of. The folder used is named on stderr, where it does not mix
+/// with the output.
+fn open_existing_store(dir: &Path) -> Result<(Db, MacKey), String> {
+    let dir = absolute(dir)?;
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("the data folder {} is not a folder", dir.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!(
+                "no data folder at {}: run `astrbot serve` first or pass --data",
+                dir.display()
+            ));
+        }
+        Err(e) => return Err(format!("cannot use the data folder {}: {e}", dir.display())),
+    }
+    eprintln!("using data folder {}", dir.display());
+    open_store(&dir)
+}
+
+/// Proves that files can be created in the data folder, before anything is announced: a
+/// folder that only reads would otherwise answer `/healthz` and fail at the first login.
+fn probe_data_dir(dir: &Path) -> Result<(), String> {
+    let not_writable =
+        |what: &str, e: io::Error| format!("the data folder {} is not writable: {what}: {e}", dir.display());
+    let probe = dir.join(format!(".astrbot-probe-{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&probe)
+        .map_err(|e| not_writable("cannot create a file in it", e))?;
+    let written = file.write_all(b"probe").and_then(|()| file.sync_all());
+    let removed = std::fs::remove_file(&probe);
+    written.map_err(|e| not_writable("cannot write a file in it", e))?;
+    removed.map_err(|e| not_writable("cannot remove a file from it", e))
+}
+
+/// Proves that the database takes writes: SQLite opens a file it may only read read-only
+/// without complaint, and then refuses the first write (a login) with a 500.
+fn probe_database(db: &Db, dir: &Path) -> Result<(), String> {
+    let not_writable =
+        |e: String| format!("the data folder {} is not writable: astrbot.db: {e}", dir.display());
+    let conn = db.conn().map_err(|e| not_writable(e.to_string()))?;
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        return Err(not_writable("the database file is read-only".into()));
+    }
+    // A write transaction takes the write lock and checks the journal without changing
+    // anything.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| not_writable(e.to_string()))
+}
+
+/// Holds `astrbot.lock` in the data folder for the life of `serve`, so that two servers
+/// never share one folder (their upkeep and usage counts would fight). The lock is an
+/// `flock(LOCK_EX | LOCK_NB)` (std's `try_lock`), which the kernel drops when the holder
+/// dies however it dies, so a stale file after a `kill -9` is harmless; the pid in it is
+/// only for the message. The CLI's other commands do not take it: they are meant to work
+/// beside a running server.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    let path = dir.join("astrbot.lock");
+    // Not truncated on open: the pid in it belongs to the holder until the lock is ours.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = Some(pid.trim()).filter(|p| !p.is_empty()).unwrap_or("unknown");
+            return Err(format!("another astrbot (pid {pid}) is already serving {}", dir.display()));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(file)
+}
+
 /// Runs a command; the error is the one line `main` prints.
 pub fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Help => {
-            print!("{USAGE}");
+            print!("{}", usage());
             Ok(())
         }
         Command::Version => {
@@ -278,7 +419,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::KeyList { data, json } => key_list(&data, json),
         Command::KbAdd { data, collection, paths } => kb_add(&data, &collection, &paths),
         Command::KbList { data } => {
-            let (db, _) = open_store(&data)?;
+            let (db, _) = open_existing_store(&data)?;
             let conn = db.conn().map_err(|e| e.to_string())?;
             for (name, count) in crate::db::chat::collections(&conn).map_err(|e| e.to_string())? {
                 println!("{name}\t{count} passages");
@@ -289,7 +430,7 @@ pub fn run(command: Command) -> Result<(), String> {
             if collection == "docs" {
                 return Err("collection docs holds the bundled guides and is rebuilt at every start".into());
             }
-            let (db, _) = open_store(&data)?;
+            let (db, _) = open_existing_store(&data)?;
             let conn = db.conn().map_err(|e| e.to_string())?;
             let exists = crate::db::chat::collections(&conn)
                 .map_err(|e| e.to_string())?
@@ -303,7 +444,7 @@ pub fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::KeyRevoke { data, key_id } => {
-            let (db, _) = open_store(&data)?;
+            let (db, _) = open_existing_store(&data)?;
             let mut conn = db.conn().map_err(|e| e.to_string())?;
             match db::revoke_key(&mut conn, &key_id, now_micros()).map_err(|e| e.to_string())? {
                 true => {
@@ -314,7 +455,7 @@ pub fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::KeyDelete { data, key_id } => {
-            let (db, _) = open_store(&data)?;
+            let (db, _) = open_existing_store(&data)?;
             let mut conn = db.conn().map_err(|e| e.to_string())?;
             match db::delete_key(&mut conn, &key_id).map_err(|e| e.to_string())? {
                 true => {
@@ -328,7 +469,7 @@ pub fn run(command: Command) -> Result<(), String> {
 }
 
 fn key_create(data: &Path, key: &NewKey, json: bool) -> Result<(), String> {
-    let (db, mac) = open_store(data)?;
+    let (db, mac) = open_existing_store(data)?;
     let mut conn = db.conn().map_err(|e| e.to_string())?;
     let now = now_micros();
     let (row, raw) = keys::create(&mut conn, &mac, key, "cli", now).map_err(|e| e.message())?;
@@ -392,7 +533,7 @@ fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String
         };
         passages.extend(found);
     }
-    let (db, _) = open_store(data)?;
+    let (db, _) = open_existing_store(data)?;
     let mut conn = db.conn().map_err(|e| e.to_string())?;
     crate::db::write_tx(&mut conn, |tx| crate::db::chat::replace_collection(tx, collection, &passages))
         .map_err(|e| e.to_string())?;
@@ -401,7 +542,7 @@ fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String
 }
 
 fn key_list(data: &Path, json: bool) -> Result<(), String> {
-    let (db, _) = open_store(data)?;
+    let (db, _) = open_existing_store(data)?;
     let conn = db.conn().map_err(|e| e.to_string())?;
     let rows = db::list_keys(&conn).map_err(|e| e.to_string())?;
     let now = now_micros();
@@ -434,7 +575,7 @@ fn key_list(data: &Path, json: bool) -> Result<(), String> {
 }
 
 fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
-    let (db, _) = open_store(data)?;
+    let (db, _) = open_existing_store(data)?;
     let mut conn = db.conn().map_err(|e| e.to_string())?;
     let username = match username {
         Some(u) => u,
@@ -497,9 +638,15 @@ fn init_logging(level: log::LevelFilter) {
 fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_level);
     crate::system::return_large_frees_to_the_os();
-    let (db, mac) = open_store(&args.data)?;
+    // Everything that can refuse the start runs before the address is announced.
+    let data = absolute(&args.data)?;
+    prepare_data_dir(&data)?;
+    probe_data_dir(&data)?;
+    let _lock = lock_data_dir(&data)?;
+    let (db, mac) = open_store(&data)?;
+    probe_database(&db, &data)?;
     let settings = Settings {
-        data_dir: args.data.clone(),
+        data_dir: data.clone(),
         default_daily_limit: args.default_daily_limit,
         max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
     };
@@ -512,7 +659,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
 
-    let server = crate::server::Server::bind(app.clone(), &args.listen, 1024)
+    let server = crate::server::Server::bind(app.clone(), &args.listen, args.max_connections)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("listening on http://{}", server.local_addr());
     let _ = io::stdout().flush();
@@ -529,7 +676,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Ok(n) => log::info!("knowledge base: {n} passages from the bundled docs"),
         Err(e) => log::error!("cannot index the bundled docs: {e}"),
     }
-    log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), args.data.display());
+    log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), data.display());
 
     let maintainer = app.clone();
     std::thread::Builder::new()
@@ -621,5 +768,37 @@ mod tests {
         assert!(parse(&args("key list --bogus x"), &no_env).unwrap_err().contains("unknown option --bogus"));
         assert!(parse(&args("serve --max-upload-mb x"), &no_env).is_err());
         assert!(parse(&args("frobnicate"), &no_env).is_err());
+        assert_eq!(parse(&args("key --help"), &no_env).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn key_create_requires_scopes_and_lists_them() {
+        let err = parse(&args("key create --name bot"), &no_env).unwrap_err();
+        assert!(err.starts_with("key create needs --scopes"), "{err}");
+        for scope in keys::valid_scopes() {
+            assert!(err.contains(scope), "{scope} listed in {err}");
+            assert!(usage().contains(scope), "{scope} listed in the usage");
+        }
+    }
+
+    #[test]
+    fn max_connections_from_flag_or_env_within_bounds() {
+        let serve = |argv: &str, env: &dyn Fn(&str) -> Option<String>| match parse(&args(argv), env) {
+            Ok(Command::Serve(s)) => Ok(s.max_connections),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let env = |k: &str| (k == "ASTRBOT_MAX_CONNECTIONS").then(|| "77".to_owned());
+        assert_eq!(serve("serve", &no_env), Ok(1024));
+        assert_eq!(serve("serve", &env), Ok(77));
+        assert_eq!(serve("serve --max-connections 5", &env), Ok(5), "the flag wins");
+        assert_eq!(serve("serve --max-connections=65536", &no_env), Ok(65536));
+        assert_eq!(serve("serve --max-connections 1", &no_env), Ok(1));
+        for bad in ["0", "65537", "-1", "x", "1e3", ""] {
+            let err = serve(&format!("serve --max-connections={bad}"), &no_env).unwrap_err();
+            assert_eq!(err, format!("--max-connections must be an integer from 1 to 65536, not {bad:?}"));
+        }
+        let env = |k: &str| (k == "ASTRBOT_MAX_CONNECTIONS").then(|| "0".to_owned());
+        assert!(serve("serve", &env).unwrap_err().starts_with("ASTRBOT_MAX_CONNECTIONS must be an integer"));
     }
 }

@@ -5,7 +5,7 @@
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::auth::{DEFAULT_SCOPES, is_valid_scope, scope_includes};
+use crate::auth::{DEFAULT_SCOPES, SUB_SCOPES, is_valid_scope, scope_includes};
 use crate::db::{self, KeyRow};
 use crate::error::ApiError;
 use crate::secrets::{self, KEY_PREFIX_LEN, MacKey};
@@ -22,6 +22,12 @@ pub struct NewKey {
     pub scopes: Option<Vec<String>>,
     pub expires_in_days: Option<i64>,
     pub daily_limit: Option<i64>,
+}
+
+/// Every scope a key may carry, the defaults first: what `key create` lists when
+/// `--scopes` is missing, so the list cannot drift from the one `normalize_scopes` checks.
+pub fn valid_scopes() -> Vec<&'static str> {
+    DEFAULT_SCOPES.iter().chain(SUB_SCOPES.iter()).copied().collect()
 }
 
 /// AstrBot's scope normalisation: every scope valid (else `Invalid scopes: ...` listing the
@@ -158,5 +164,8 @@ mod tests {
             "checked in AstrBot's order"
         );
         assert_eq!(normalize_scopes(None).unwrap().len(), 11);
+        let all: Vec<String> = valid_scopes().iter().map(|s| s.to_string()).collect();
+        assert_eq!(all.len(), 13);
+        assert!(normalize_scopes(Some(&all)).is_ok(), "every listed scope is accepted");
     }
 }

@@ -97,6 +97,7 @@ fn admin_password_command_changes_it_while_the_server_runs() {
 #[test]
 fn admin_password_command_works_with_the_server_stopped() {
     let data = TempDir::new();
+    std::fs::create_dir_all(data.path()).unwrap();
     let (code, _, err) = cli(data.path(), &["admin", "password"], Some("offline-password\n"));
     assert_eq!(code, 0, "{err}");
     let s = Server::start_with(std::sync::Arc::new(data), &[]);

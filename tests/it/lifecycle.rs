@@ -49,6 +49,7 @@ fn a_folder_from_an_older_schema_is_migrated() {
 #[test]
 fn a_newer_database_is_refused_with_a_clear_message() {
     let data = TempDir::new();
+    std::fs::create_dir_all(data.path()).unwrap();
     assert_eq!(crate::support::cli(data.path(), &["key", "list"], None).0, 0);
     let c = rusqlite::Connection::open(data.path().join("astrbot.db")).unwrap();
     c.pragma_update(None, "user_version", 999).unwrap();
