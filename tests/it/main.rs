@@ -16,4 +16,5 @@ mod lifecycle;
 mod personas;
 mod providers;
 mod quota;
+mod secrets;
 mod support;
