@@ -6,8 +6,10 @@
 //! AstrBot's. The default profile is the system config: its stored document is merged over
 //! [`default_config`], and its `provider_sources`, `provider` and `platform` sections are
 //! mirrored read-only from their tables. Secrets never leave the server in clear: keys are
-//! masked to their first 3 and last 4 characters, and a masked value sent back in a PUT
-//! keeps what is stored.
+//! masked to their first 3 and last 4 characters, a masked value sent back in a PUT keeps
+//! what is stored only while the secret still goes to the same target (scheme, host, port
+//! and proxy), and `$NAME` key references are limited to `*_API_KEY` names and those listed
+//! in `ASTRBOT_SECRET_ENV` (decision 17).
 
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
