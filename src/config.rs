@@ -6,8 +6,10 @@
 //! AstrBot's. The default profile is the system config: its stored document is merged over
 //! [`default_config`], and its `provider_sources`, `provider` and `platform` sections are
 //! mirrored read-only from their tables. Secrets never leave the server in clear: keys are
-//! masked to their first 3 and last 4 characters, and a masked value sent back in a PUT
-//! keeps what is stored.
+//! masked to their first 3 and last 4 characters, a masked value sent back in a PUT keeps
+//! what is stored only while the secret still goes to the same target (scheme, host, port
+//! and proxy), and `$NAME` key references are limited to `*_API_KEY` names and those listed
+//! in `ASTRBOT_SECRET_ENV` (decision 17).
 
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
@@ -269,46 +271,261 @@ pub fn redact(v: &mut Value) {
     }
 }
 
-/// Where a PUT sends back a masked secret, puts the stored one back: the usual GET, edit,
-/// PUT round trip never overwrites a secret with its mask.
-pub fn restore_secrets(new: &mut Value, stored: &Value) {
+/// What a changed target answers when a masked secret would have to follow it.
+fn target_changed(what: &str) -> ApiError {
+    ApiError::bad_request(format!("{what} changed: send the key again"))
+}
+
+/// Where a request sends back a masked secret, puts the stored one back: the usual GET,
+/// edit, PUT round trip never overwrites a secret with its mask. A stored secret only ever
+/// goes where it went before (decision 17): `change` says what moved the whole document's
+/// target (`api_base` or `proxy`, from [`target_change`] on the merged provider), and every
+/// nested object with its own `api_base` or `proxy` (a profile's provider list) is judged
+/// on its own. A masked secret toward a changed target is refused, never restored and
+/// never stored as its mask: otherwise a caller could re-point a source at its own
+/// listener and receive the key.
+pub fn restore_secrets(
+    new: &mut Value,
+    stored: &Value,
+    change: Option<&'static str>,
+) -> Result<(), ApiError> {
+    restore_in(new, stored, change, true)
+}
+
+fn is_connection(v: &Value) -> bool {
+    v.as_object().is_some_and(|m| m.contains_key("api_base") || m.contains_key("proxy"))
+}
+
+fn restore_in(
+    new: &mut Value,
+    stored: &Value,
+    change: Option<&'static str>,
+    top: bool,
+) -> Result<(), ApiError> {
+    let change = match !top && (is_connection(new) || is_connection(stored)) {
+        true => change.or_else(|| target_change(stored, new)),
+        false => change,
+    };
     match (new, stored) {
         (Value::Object(n), Value::Object(s)) => {
             for (k, val) in n.iter_mut() {
                 let Some(old) = s.get(k) else { continue };
-                if is_secret_key(k) {
-                    restore_secret_value(val, old);
+                if is_secret_key(k) && !val.is_object() {
+                    restore_secret_value(val, old, change)?;
                 } else {
-                    restore_secrets(val, old);
+                    restore_in(val, old, change, false)?;
                 }
             }
         }
         (Value::Array(n), Value::Array(s)) => {
-            for (i, val) in n.iter_mut().enumerate() {
-                if let Some(old) = s.get(i) {
-                    restore_secrets(val, old);
+            for (val, old) in n.iter_mut().zip(s) {
+                restore_in(val, old, change, false)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The stored secret a sent value is the mask of; `$NAME` references and empty values
+/// are shown as they are, so they are never "restored".
+fn unmasked<'a>(sent: &str, stored: &'a Value) -> Option<&'a str> {
+    stored.as_str().filter(|o| !o.is_empty() && !o.starts_with('$') && sent == mask(o))
+}
+
+fn restore_secret_value(new: &mut Value, old: &Value, change: Option<&'static str>) -> Result<(), ApiError> {
+    let restore = |slot: &mut String, orig: &str| match change {
+        Some(what) => Err(target_changed(what)),
+        None => {
+            *slot = orig.to_owned();
+            Ok(())
+        }
+    };
+    match (new, old) {
+        (Value::String(n), o) => {
+            if let Some(orig) = unmasked(n, o) {
+                restore(n, orig)?;
+            }
+        }
+        (Value::Array(n), Value::Array(o)) => {
+            for item in n.iter_mut() {
+                if let Value::String(s) = item
+                    && let Some(orig) = o.iter().find_map(|x| unmasked(s, x))
+                {
+                    restore(s, orig)?;
                 }
             }
         }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Removes every secret-named value, at any depth.
+fn strip_secrets(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, val| !is_secret_key(k) || val.is_object());
+            map.values_mut().for_each(strip_secrets);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_secrets),
         _ => {}
     }
 }
 
-fn restore_secret_value(new: &mut Value, old: &Value) {
-    match (new, old) {
-        (Value::String(n), Value::String(o)) if *n == mask(o) => *n = o.clone(),
-        (Value::Array(n), Value::Array(o)) => {
-            for item in n.iter_mut() {
-                if let Value::String(s) = item
-                    && let Some(Value::String(orig)) =
-                        o.iter().find(|x| x.as_str().is_some_and(|x| mask(x) == *s))
-                {
-                    *s = orig.clone();
+/// Whether a document holds a secret of its own in clear (not a `$NAME` reference).
+fn holds_secret(v: &Value) -> bool {
+    fn clear(v: &Value) -> bool {
+        match v {
+            Value::String(s) => !s.is_empty() && !s.starts_with('$'),
+            Value::Array(items) => items.iter().any(clear),
+            _ => false,
+        }
+    }
+    match v {
+        Value::Object(map) => {
+            map.iter().any(
+                |(k, val)| if is_secret_key(k) && !val.is_object() { clear(val) } else { holds_secret(val) },
+            )
+        }
+        Value::Array(items) => items.iter().any(holds_secret),
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets: where a provider's key goes
+
+type Endpoint = (String, String, u16);
+
+/// Scheme, host and port of a URL, parsed as the HTTP client parses it (so the two can
+/// never disagree about the host); host case and a trailing dot do not matter, and a
+/// missing port is the scheme's default.
+fn url_endpoint(url: &str) -> Option<Endpoint> {
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let port = match (uri.port_u16(), scheme.as_str()) {
+        (Some(p), _) => p,
+        (None, "http") => 80,
+        (None, "https") => 443,
+        _ => return None,
+    };
+    Some((scheme, normal_host(uri.host()?), port))
+}
+
+fn proxy_endpoint(proxy: &str) -> Option<Endpoint> {
+    let p = ureq::Proxy::new(proxy).ok()?;
+    Some((format!("{:?}", p.protocol()), normal_host(p.host()), p.port()))
+}
+
+fn normal_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Equal strings are the same target even when unparseable; otherwise both must parse
+/// to the same endpoint (unknown is never "unchanged").
+fn same_endpoint(a: &str, b: &str, parse: fn(&str) -> Option<Endpoint>) -> bool {
+    a == b || parse(a).is_some_and(|x| parse(b) == Some(x))
+}
+
+/// What moved between two provider configs (each merged with its source): `api_base`
+/// when the URL the adapter posts to has another scheme, host or port (a missing
+/// `api_base` is the adapter's default, so a changed `type` can move it too), `proxy`
+/// when the requests pass through another proxy (it sees them too).
+pub fn target_change(old: &Value, new: &Value) -> Option<&'static str> {
+    if !same_endpoint(&crate::llm::endpoint_url(old), &crate::llm::endpoint_url(new), url_endpoint) {
+        return Some("api_base");
+    }
+    let proxy = |v: &Value| v["proxy"].as_str().unwrap_or("").to_owned();
+    if !same_endpoint(&proxy(old), &proxy(new), proxy_endpoint) {
+        return Some("proxy");
+    }
+    None
+}
+
+/// Refuses to re-point a source while a provider on it holds its own key and takes the
+/// source's target: that key would follow the source to the new target unasked.
+pub fn check_inheriting_providers(
+    conn: &Connection,
+    source_id: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    for p in resources::docs(conn, Docs::Providers)? {
+        if p["provider_source_id"] != source_id || !holds_secret(&p) {
+            continue;
+        }
+        if let Some(what) = target_change(&merge_over(Some(old), &p), &merge_over(Some(new), &p)) {
+            let id = p["id"].as_str().unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "{what} changed: send the key again (provider {id} holds its own key)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Secret references: `$NAME` in a provider key
+
+/// The rule a `$NAME` reference must follow (decision 17).
+pub const SECRET_REF_RULE: &str = "$NAME references must end in _API_KEY or be listed in ASTRBOT_SECRET_ENV";
+
+/// The environment as the server sees it; tests pass their own lookup instead.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The variable a key entry names (`$NAME` or `${NAME}`), or `None` for a literal key.
+pub fn secret_ref(entry: &str) -> Option<&str> {
+    entry.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| entry.strip_prefix('$'))
+}
+
+/// Whether `$NAME` may be read: a plain name (letters, digits, `_`) ending in `_API_KEY`
+/// or listed in `ASTRBOT_SECRET_ENV`. The key goes to an upstream the caller chooses, so
+/// any other variable (`$ASTRBOT_ADMIN_PASSWORD`) would be readable by whoever configures
+/// a provider.
+pub fn secret_ref_allowed(name: &str, env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    plain
+        && (name.ends_with("_API_KEY")
+            || env("ASTRBOT_SECRET_ENV").is_some_and(|list| list.split(',').any(|n| n.trim() == name)))
+}
+
+/// The message for a reference outside the rule.
+pub fn refused_ref(entry: &str) -> String {
+    format!("{SECRET_REF_RULE} (got {entry})")
+}
+
+/// Refuses, at save time, a document whose `key` entries (at any depth: a source, a
+/// provider, a profile's provider list) name a variable outside the rule.
+pub fn check_secret_refs(doc: &Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ApiError> {
+    match doc {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "key" {
+                    let entries: Vec<&str> = match v {
+                        Value::String(s) => vec![s.as_str()],
+                        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+                        _ => vec![],
+                    };
+                    for entry in entries {
+                        if secret_ref(entry).is_some_and(|name| !secret_ref_allowed(name, env)) {
+                            return Err(ApiError::bad_request(refused_ref(entry)));
+                        }
+                    }
                 }
+                check_secret_refs(v, env)?;
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                check_secret_refs(v, env)?;
             }
         }
         _ => {}
     }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -397,24 +614,41 @@ pub fn provider_type_of(capability: &str) -> String {
 /// has a source, else the provider itself; `provider_type` defaults to the source's, then
 /// `chat_completion`.
 pub fn merged_provider(conn: &Connection, provider: &Value) -> rusqlite::Result<Value> {
-    let mut merged = json!({});
     let source_id = provider.get("provider_source_id").and_then(Value::as_str).filter(|s| !s.is_empty());
-    if let Some(source) =
-        source_id.map(|s| resources::doc(conn, Docs::ProviderSources, s)).transpose()?.flatten()
-    {
-        deep_merge(&mut merged, &source);
-        if let Some(m) = merged.as_object_mut() {
-            m.remove("reasoning");
+    let source = source_id.map(|s| resources::doc(conn, Docs::ProviderSources, s)).transpose()?.flatten();
+    Ok(merge_over(source.as_ref(), provider))
+}
+
+/// The merge of [`merged_provider`]. A provider that points its requests elsewhere than
+/// its source (its own `api_base`, `proxy` or `type`) does not inherit the source's
+/// secrets: they go only to the source's own target.
+fn merge_over(source: Option<&Value>, provider: &Value) -> Value {
+    let merge = |source: Option<&Value>| {
+        let mut merged = json!({});
+        if let Some(source) = source {
+            deep_merge(&mut merged, source);
+            if let Some(m) = merged.as_object_mut() {
+                m.remove("reasoning");
+            }
         }
+        for (k, v) in provider.as_object().into_iter().flatten() {
+            merged[k] = v.clone();
+        }
+        merged["id"] = provider.get("id").cloned().unwrap_or(Value::Null);
+        if merged.get("provider_type").is_none_or(Value::is_null) {
+            merged["provider_type"] = json!("chat_completion");
+        }
+        merged
+    };
+    let merged = merge(source);
+    match source {
+        Some(s) if target_change(s, &merged).is_some() => {
+            let mut stripped = s.clone();
+            strip_secrets(&mut stripped);
+            merge(Some(&stripped))
+        }
+        _ => merged,
     }
-    for (k, v) in provider.as_object().into_iter().flatten() {
-        merged[k] = v.clone();
-    }
-    merged["id"] = provider.get("id").cloned().unwrap_or(Value::Null);
-    if merged.get("provider_type").is_none_or(Value::is_null) {
-        merged["provider_type"] = json!("chat_completion");
-    }
-    Ok(merged)
 }
 
 fn is_enabled(v: &Value) -> bool {
@@ -598,15 +832,127 @@ mod tests {
             json!({"key": ["sk-****mnop", "$ENV_KEY"], "api_base": "https://x", "sandbox": {"access_token": "tok****7890"}, "max_tokens": 5})
         );
         let mut edited = shown.clone();
-        edited["api_base"] = json!("https://y");
-        restore_secrets(&mut edited, &stored);
+        edited["max_tokens"] = json!(9);
+        restore_secrets(&mut edited, &stored, None).unwrap();
         assert_eq!(edited["key"], stored["key"]);
         assert_eq!(edited["sandbox"]["access_token"], "tok-1234567890");
-        assert_eq!(edited["api_base"], "https://y");
+        assert_eq!(edited["max_tokens"], 9);
         let mut replaced = shown.clone();
         replaced["key"] = json!(["sk-new-key-000000000"]);
-        restore_secrets(&mut replaced, &stored);
+        restore_secrets(&mut replaced, &stored, None).unwrap();
         assert_eq!(replaced["key"], json!(["sk-new-key-000000000"]), "a new key is kept");
+    }
+
+    #[test]
+    fn a_masked_secret_never_follows_a_changed_target() {
+        let stored = json!({"type": "openai_chat_completion", "api_base": "https://api.example.com/v1",
+                            "key": ["sk-abcdefghijklmnop", "$OPENAI_API_KEY"], "proxy": ""});
+        let mut shown = stored.clone();
+        redact(&mut shown);
+        let restored = |edit: &dyn Fn(&mut Value)| {
+            let mut new = shown.clone();
+            edit(&mut new);
+            let change = target_change(&stored, &new);
+            restore_secrets(&mut new, &stored, change).map(|()| new).map_err(|e| e.message())
+        };
+        // The same target, however it is spelled.
+        for base in [
+            "https://api.example.com/v1",
+            "https://API.Example.COM/v1/",
+            "https://api.example.com:443/v1",
+            "https://api.example.com./other",
+        ] {
+            let new = restored(&|v| v["api_base"] = json!(base)).unwrap();
+            assert_eq!(new["key"], stored["key"], "{base}");
+        }
+        // Another scheme, host or port, a missing or unparseable api_base, another type.
+        for base in [
+            json!("http://api.example.com/v1"),
+            json!("https://api.example.com:8443/v1"),
+            json!("https://evil.example/v1"),
+            json!("https://evil.example#@api.example.com/v1"),
+            json!("https://api.example.com@evil.example/v1"),
+            json!("not a url"),
+            Value::Null,
+        ] {
+            let err = restored(&|v| v["api_base"] = base.clone()).unwrap_err();
+            assert_eq!(err, "api_base changed: send the key again", "{base}");
+        }
+        let vendor_default = json!({"type": "openai_chat_completion"});
+        let other_vendor = json!({"type": "anthropic_chat_completion"});
+        assert_eq!(
+            target_change(&vendor_default, &other_vendor),
+            Some("api_base"),
+            "the default base follows the type"
+        );
+        assert_eq!(target_change(&vendor_default, &json!({"api_base": "https://api.openai.com"})), None);
+        let err = restored(&|v| v["proxy"] = json!("http://127.0.0.1:3128")).unwrap_err();
+        assert_eq!(err, "proxy changed: send the key again");
+        // Some keys masked, some new: the masked one still may not follow.
+        let err = restored(&|v| {
+            v["api_base"] = json!("https://evil.example/v1");
+            v["key"] = json!(["sk-****mnop", "sk-brand-new-key-1234"]);
+        })
+        .unwrap_err();
+        assert_eq!(err, "api_base changed: send the key again");
+        // A changed target with the key sent again (or only references) is fine.
+        let new = restored(&|v| {
+            v["api_base"] = json!("https://evil.example/v1");
+            v["key"] = json!(["sk-brand-new-key-1234", "$OPENAI_API_KEY"]);
+        })
+        .unwrap();
+        assert_eq!(new["key"], json!(["sk-brand-new-key-1234", "$OPENAI_API_KEY"]));
+
+        // A profile's provider list: each entry is judged on its own target.
+        let profile = json!({"provider_sources": [stored.clone()], "provider_settings": {}});
+        let mut shown_profile = profile.clone();
+        redact(&mut shown_profile);
+        let mut same = shown_profile.clone();
+        restore_secrets(&mut same, &profile, None).unwrap();
+        assert_eq!(same, profile);
+        shown_profile["provider_sources"][0]["api_base"] = json!("http://127.0.0.1:9/v1");
+        let err = restore_secrets(&mut shown_profile, &profile, None).unwrap_err().message();
+        assert_eq!(err, "api_base changed: send the key again");
+    }
+
+    #[test]
+    fn a_provider_pointed_elsewhere_does_not_inherit_its_sources_key() {
+        let source = json!({"id": "s", "type": "openai_chat_completion", "api_base": "https://a.example/v1",
+                            "key": ["sk-source-key-123456"], "custom_headers": {"Authorization": "Bearer x-1234567890"}});
+        let plain = json!({"id": "s/m", "provider_source_id": "s", "model": "m"});
+        assert_eq!(merge_over(Some(&source), &plain)["key"], source["key"]);
+        let elsewhere = json!({"id": "s/m", "provider_source_id": "s", "api_base": "https://b.example/v1"});
+        let merged = merge_over(Some(&source), &elsewhere);
+        assert!(merged.get("key").is_none(), "{merged}");
+        assert_eq!(merged["custom_headers"], json!({}));
+        assert_eq!(merged["api_base"], "https://b.example/v1");
+        let own = json!({"id": "s/m", "provider_source_id": "s", "api_base": "https://b.example/v1", "key": ["sk-own"]});
+        assert_eq!(merge_over(Some(&source), &own)["key"], json!(["sk-own"]));
+        assert!(holds_secret(&own));
+        assert!(!holds_secret(&json!({"key": ["$OPENAI_API_KEY", ""], "model": "m"})));
+    }
+
+    #[test]
+    fn secret_references_follow_the_rule() {
+        let env = |name: &str| (name == "ASTRBOT_SECRET_ENV").then(|| "MY_TOKEN, OTHER".to_owned());
+        for ok in ["FOO_API_KEY", "MY_TOKEN", "OTHER"] {
+            assert!(secret_ref_allowed(ok, &env), "{ok}");
+        }
+        for refused in ["ASTRBOT_ADMIN_PASSWORD", "HOME", "foo_api_key", "", "X Y_API_KEY", "{A_API_KEY"] {
+            assert!(!secret_ref_allowed(refused, &env), "{refused}");
+        }
+        assert_eq!(secret_ref("${A}"), Some("A"));
+        assert_eq!(secret_ref("$A"), Some("A"));
+        assert_eq!(secret_ref("sk-1"), None);
+        let ok =
+            json!({"key": ["sk-1", "$FOO_API_KEY", "${MY_TOKEN}"], "provider_sources": [{"key": "$OTHER"}]});
+        check_secret_refs(&ok, &env).unwrap();
+        let nested = json!({"provider_sources": [{"key": ["$ASTRBOT_ADMIN_PASSWORD"]}]});
+        assert_eq!(
+            check_secret_refs(&nested, &env).unwrap_err().message(),
+            "$NAME references must end in _API_KEY or be listed in ASTRBOT_SECRET_ENV (got $ASTRBOT_ADMIN_PASSWORD)"
+        );
+        assert!(check_secret_refs(&json!({"key": "${HOME}"}), &env).is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Every call has a connect timeout, a time-to-first-byte timeout (the source's `timeout`)
 //! and a per-read timeout while streaming. The source's `key` list is rotated on 401/429
-//! (`$NAME` and `${NAME}` entries are read from the environment here, when used); 429, 5xx
+//! (`$NAME` and `${NAME}` entries are read from the environment here, when used, under
+//! the rule of [`config::secret_ref_allowed`]); 429, 5xx
 //! and timeouts are retried `request_max_retries` times with a growing pause. Errors are
 //! returned as text for the chat to show, never as a failed request.
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
+use crate::config;
 use crate::db::chat::{self, Passage};
 use crate::db::resources::Persona;
 
@@ -167,13 +169,48 @@ pub fn context(
     turns
 }
 
-/// A key from the source's list: `$NAME` / `${NAME}` are read from the environment.
-pub fn resolve_key(entry: &str) -> Option<String> {
-    let name = entry.strip_prefix("${").and_then(|r| r.strip_suffix('}')).or_else(|| entry.strip_prefix('$'));
-    match name {
-        Some(n) => std::env::var(n).ok().filter(|v| !v.is_empty()),
-        None => Some(entry.to_owned()).filter(|v| !v.is_empty()),
+/// A key from the source's list: a literal key (`None` when empty), or `$NAME` / `${NAME}`
+/// read through `env` (the process environment, or a test's map). A reference outside
+/// [`config::SECRET_REF_RULE`] (stored before the rule, or `ASTRBOT_SECRET_ENV` changed
+/// since) and an unset or empty variable are errors naming it: a request is never sent
+/// with an empty credential, which the upstream would answer with a misleading 401.
+pub fn resolve_key(entry: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    let Some(name) = config::secret_ref(entry) else {
+        return Ok(Some(entry.to_owned()).filter(|v| !v.is_empty()));
+    };
+    if !config::secret_ref_allowed(name, env) {
+        return Err(config::refused_ref(entry));
     }
+    match env(name).filter(|v| !v.is_empty()) {
+        Some(v) => Ok(Some(v)),
+        None => Err(format!("environment variable {name} is not set")),
+    }
+}
+
+/// Every key of a provider, resolved; the first unresolvable entry is the error.
+fn resolve_keys(provider: &Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
+    let entries: Vec<&str> = match &provider["key"] {
+        Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+        Value::String(k) => vec![k.as_str()],
+        _ => Vec::new(),
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        keys.extend(resolve_key(entry, env)?);
+    }
+    Ok(keys)
+}
+
+/// The URL the provider's adapter posts to: `api_base` (the vendor's own when missing)
+/// and the adapter's path. The secret-target rule reads it too, so "where the key goes"
+/// has one definition.
+pub fn endpoint_url(provider: &Value) -> String {
+    let (default, path) = match provider["type"].as_str() {
+        Some("anthropic_chat_completion") => ("https://api.anthropic.com/v1", "messages"),
+        _ => ("https://api.openai.com/v1", "chat/completions"),
+    };
+    let base = provider["api_base"].as_str().unwrap_or(default).trim_end_matches('/');
+    format!("{base}/{path}")
 }
 
 enum Failure {
@@ -230,11 +267,7 @@ pub fn generate(
 ) -> Result<Usage, String> {
     let kind = provider["type"].as_str().unwrap_or("openai_chat_completion").to_owned();
     let model = model_override.or(provider["model"].as_str()).unwrap_or_default().to_owned();
-    let keys: Vec<String> = match &provider["key"] {
-        Value::Array(list) => list.iter().filter_map(|k| k.as_str()).filter_map(resolve_key).collect(),
-        Value::String(k) => resolve_key(k).into_iter().collect(),
-        _ => Vec::new(),
-    };
+    let keys = resolve_keys(provider, &config::process_env)?;
     let timeout = Duration::from_secs(provider["timeout"].as_u64().unwrap_or(120).clamp(1, 3600));
     let agent = agent(provider, timeout)?;
     // Start from the key that last worked for this source, so a dead first key does not
@@ -379,12 +412,11 @@ fn openai(
     stream: bool,
     on_delta: &mut dyn FnMut(&str),
 ) -> Result<Usage, Failure> {
-    let base = provider["api_base"].as_str().unwrap_or("https://api.openai.com/v1").trim_end_matches('/');
     let mut body = json!({"model": model, "messages": openai_messages(turns), "stream": stream});
     if stream {
         body["stream_options"] = json!({"include_usage": true});
     }
-    let mut req = headers(agent.post(format!("{base}/chat/completions")), provider);
+    let mut req = headers(agent.post(endpoint_url(provider)), provider);
     if let Some(k) = key {
         req = req.header("Authorization", format!("Bearer {k}"));
     }
@@ -429,7 +461,6 @@ fn anthropic(
     stream: bool,
     on_delta: &mut dyn FnMut(&str),
 ) -> Result<Usage, Failure> {
-    let base = provider["api_base"].as_str().unwrap_or("https://api.anthropic.com/v1").trim_end_matches('/');
     let system: Vec<String> = turns
         .iter()
         .filter(|t| t.role == "system")
@@ -464,7 +495,7 @@ fn anthropic(
         body["system"] = json!(system.join("\n\n"));
     }
     let mut req =
-        headers(agent.post(format!("{base}/messages")), provider).header("anthropic-version", "2023-06-01");
+        headers(agent.post(endpoint_url(provider)), provider).header("anthropic-version", "2023-06-01");
     if let Some(k) = key {
         req = req.header("x-api-key", k);
     }
@@ -535,11 +566,40 @@ mod tests {
 
     #[test]
     fn keys_and_base64() {
-        unsafe { std::env::set_var("ASTRBOT_TEST_KEY_X", "sk-from-env") };
-        assert_eq!(resolve_key("$ASTRBOT_TEST_KEY_X").as_deref(), Some("sk-from-env"));
-        assert_eq!(resolve_key("${ASTRBOT_TEST_KEY_X}").as_deref(), Some("sk-from-env"));
-        assert_eq!(resolve_key("$ASTRBOT_TEST_MISSING"), None);
-        assert_eq!(resolve_key("sk-plain").as_deref(), Some("sk-plain"));
+        let env = |name: &str| match name {
+            "OPENAI_API_KEY" => Some("sk-from-env".to_owned()),
+            "MY_TOKEN" => Some("tok-from-env".to_owned()),
+            "EMPTY_API_KEY" => Some(String::new()),
+            "ASTRBOT_ADMIN_PASSWORD" => Some("hunter2".to_owned()),
+            "ASTRBOT_SECRET_ENV" => Some(" OTHER , MY_TOKEN".to_owned()),
+            _ => None,
+        };
+        assert_eq!(resolve_key("$OPENAI_API_KEY", &env).unwrap().as_deref(), Some("sk-from-env"));
+        assert_eq!(resolve_key("${OPENAI_API_KEY}", &env).unwrap().as_deref(), Some("sk-from-env"));
+        assert_eq!(resolve_key("$MY_TOKEN", &env).unwrap().as_deref(), Some("tok-from-env"), "listed");
+        assert_eq!(
+            resolve_key("$MISSING_API_KEY", &env),
+            Err("environment variable MISSING_API_KEY is not set".into())
+        );
+        assert_eq!(
+            resolve_key("$EMPTY_API_KEY", &env),
+            Err("environment variable EMPTY_API_KEY is not set".into())
+        );
+        assert_eq!(
+            resolve_key("$ASTRBOT_ADMIN_PASSWORD", &env),
+            Err("$NAME references must end in _API_KEY or be listed in ASTRBOT_SECRET_ENV (got $ASTRBOT_ADMIN_PASSWORD)".into())
+        );
+        assert_eq!(resolve_key("sk-plain", &env).unwrap().as_deref(), Some("sk-plain"));
+        assert_eq!(resolve_key("", &env), Ok(None));
+        let provider = json!({"key": ["sk-a", "", "$OPENAI_API_KEY"]});
+        assert_eq!(resolve_keys(&provider, &env).unwrap(), ["sk-a", "sk-from-env"]);
+        let unset = json!({"key": ["sk-a", "$UNSET_API_KEY"]});
+        assert_eq!(resolve_keys(&unset, &env), Err("environment variable UNSET_API_KEY is not set".into()));
+        assert_eq!(endpoint_url(&json!({"api_base": "http://h/v1/"})), "http://h/v1/chat/completions");
+        assert_eq!(
+            endpoint_url(&json!({"type": "anthropic_chat_completion"})),
+            "https://api.anthropic.com/v1/messages"
+        );
         assert_eq!(standard_base64(b"\xfb\xff"), "+/8=");
         assert_eq!(standard_base64(b"foo"), "Zm9v");
         assert_eq!(standard_base64(b"f"), "Zg==");

@@ -1,6 +1,7 @@
 //! Configuration (scope `config`; reference management §4 and open API §9): the system
 //! config, config profiles, the profile list the chat offers, and the UMO routing table.
-//! Secrets are masked in every answer and restored when a masked value comes back; the
+//! Secrets are masked in every answer and restored when a masked value comes back (toward
+//! an unchanged target only), `$NAME` keys follow the secret-reference rule; the
 //! read-only sections of the default profile are kept; changing `admins_id` with an API key
 //! needs `config:edit_admin`.
 
@@ -149,7 +150,9 @@ fn update_profile(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
         }
         admins_guard(ctx.who.as_ref(), body.get("admins_id"), &current["admins_id"])?;
         let mut value = Value::Object(body);
-        config::restore_secrets(&mut value, &current);
+        // Nested provider lists are judged on their own targets.
+        config::restore_secrets(&mut value, &current, None)?;
+        config::check_secret_refs(&value, &config::process_env)?;
         let Value::Object(mut body) = value else { unreachable!("still an object") };
         config::validate(&mut body)?;
         let mut merged = stored.as_object().cloned().unwrap_or_default();
@@ -214,7 +217,9 @@ pub fn create_profile(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         config.remove(section);
     }
     config::validate(&mut config)?;
-    resources::insert_profile(&*ctx.app.db.conn()?, &id, &name, &Value::Object(config), ctx.now)?;
+    let config = Value::Object(config);
+    config::check_secret_refs(&config, &config::process_env)?;
+    resources::insert_profile(&*ctx.app.db.conn()?, &id, &name, &config, ctx.now)?;
     Ok(Response::ok_with_message(json!({"conf_id": id}), "创建成功"))
 }
 

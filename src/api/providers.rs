@@ -1,7 +1,9 @@
 //! Provider sources and providers (scope `provider`; reference management §2): the
 //! vendor connections and the models on them, with AstrBot's request mapping, upsert,
 //! rename and cascade rules. Keys are masked in every answer; a masked key sent back in a
-//! PUT keeps the stored one.
+//! PUT keeps the stored one only while the source or provider still sends it to the same
+//! scheme, host and port (and proxy); `$NAME` keys are checked against the secret-reference
+//! rule when saved (decision 17, `config`).
 
 use serde_json::{Map, Value, json};
 
@@ -99,8 +101,11 @@ fn upsert_source(
         }
         let mut value = Value::Object(config);
         if let Some(stored) = resources::doc(tx, Docs::ProviderSources, &old_id)? {
-            config::restore_secrets(&mut value, &stored);
+            let change = config::target_change(&stored, &value);
+            config::restore_secrets(&mut value, &stored, change)?;
+            config::check_inheriting_providers(tx, &old_id, &stored, &value)?;
         }
+        config::check_secret_refs(&value, &config::process_env)?;
         resources::put_doc(tx, Docs::ProviderSources, &old_id, &new_id, &value)?;
         if new_id != old_id {
             for mut p in resources::docs(tx, Docs::Providers)? {
@@ -279,7 +284,9 @@ pub fn create_provider(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         }
         let mut config = config;
         config.insert("id".into(), json!(id));
-        resources::put_doc(tx, Docs::Providers, &id, &id, &Value::Object(config))?;
+        let value = Value::Object(config);
+        config::check_secret_refs(&value, &config::process_env)?;
+        resources::put_doc(tx, Docs::Providers, &id, &id, &value)?;
         Ok(())
     })?;
     Ok(Response::ok_with_message(json!({}), "新增服务提供商配置成功"))
@@ -325,7 +332,14 @@ fn replace_provider(
         }
         let mut value = Value::Object(config);
         value["id"] = json!(new_id);
-        config::restore_secrets(&mut value, &stored);
+        // The target is the merged one: a provider may take its api_base from its source,
+        // and a new provider_source_id moves it as surely as a new api_base.
+        let change = config::target_change(
+            &config::merged_provider(tx, &stored)?,
+            &config::merged_provider(tx, &value)?,
+        );
+        config::restore_secrets(&mut value, &stored, change)?;
+        config::check_secret_refs(&value, &config::process_env)?;
         resources::put_doc(tx, Docs::Providers, old_id, &new_id, &value)?;
         Ok(())
     })?;

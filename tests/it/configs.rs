@@ -281,7 +281,7 @@ fn routes_and_the_effective_settings_of_a_umo() {
         "POST",
         "/api/v1/provider-sources",
         &k,
-        Some(json!({"id":"openai","type":"openai_chat_completion","key":["$K"]})),
+        Some(json!({"id":"openai","type":"openai_chat_completion","key":["$K_API_KEY"]})),
     );
     s.call(
         "POST",

@@ -17,4 +17,5 @@ mod personas;
 mod providers;
 mod quota;
 mod startup;
+mod secrets;
 mod support;

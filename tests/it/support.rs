@@ -54,10 +54,16 @@ impl Server {
 
     /// Starts the binary on `data` with extra `serve` arguments.
     pub fn start_with(data: Arc<TempDir>, extra: &[&str]) -> Server {
+        Server::start_with_env(data, extra, &[])
+    }
+
+    /// Starts the binary with extra environment variables (after the harness's own).
+    pub fn start_with_env(data: Arc<TempDir>, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data").arg(data.path()).args(extra);
         cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         cmd.env("ASTRBOT_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start astrbot");
         let log = Arc::new(Mutex::new(String::new()));
