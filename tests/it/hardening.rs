@@ -117,8 +117,15 @@ fn html_pages_carry_a_same_origin_csp_and_need_no_inline_code() {
 #[test]
 fn nosniff_on_every_response() {
     let s = Server::start();
-    let key = format!("Bearer {}", s.admin_token());
+    let admin = s.admin_token();
+    let key = bearer(&admin);
+    let (chat, _) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
+    // The event stream's head is written by `server`, from the handler's headers.
+    let stream =
+        s.call("POST", "/api/v1/chat", &chat, Some(serde_json::json!({"username": "u", "message": "hi"})));
+    assert!(stream.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")));
     let cases: Vec<(&str, Resp)> = vec![
+        ("event stream", stream),
         ("404 envelope", s.get("/api/v1/nope", &[])),
         ("404 plain text", s.get("/nope", &[])),
         ("405", s.request("DELETE", "/healthz", &[], None)),
