@@ -2,7 +2,9 @@
 //!
 //! [`handle`] is the whole pipeline as plain function calls: match the route, refuse an
 //! oversized body, parse a JSON body, authenticate, apply the key's daily quota, call the
-//! handler, then add the quota headers. [`App::maintain`] runs on a background thread: it
+//! handler, then add the quota headers, and `X-Content-Type-Options: nosniff` to every
+//! answer (decision 18). A request that the dashboard cookie authenticates and that would
+//! change state is refused when it comes from another site's page. [`App::maintain`] runs on a background thread: it
 //! notices key changes made by the CLI and writes the batched key usage.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -144,8 +146,19 @@ struct QuotaHeaders {
     reset_secs: i64,
 }
 
-/// The request pipeline. Never panics on its own account; `server` catches handler panics.
+/// The request pipeline. Never panics on its own account; `server` catches handler panics
+/// (that 500 gets its `nosniff` from [`ApiError::into_response`]).
 pub fn handle(app: &Arc<App>, req: &mut Request<'_>) -> Response {
+    let mut response = route_and_run(app, req);
+    // Browsers must take our types as given: a stored upload or an error message is never
+    // sniffed into HTML.
+    if !response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("X-Content-Type-Options")) {
+        response.header("X-Content-Type-Options", "nosniff".into());
+    }
+    response
+}
+
+fn route_and_run(app: &Arc<App>, req: &mut Request<'_>) -> Response {
     let now = now_micros();
     let (route, params) = match routes::find(&req.method, &req.path) {
         Match::Found(route, params) => (route, params),
@@ -219,10 +232,15 @@ fn authenticate(
         Access::Admin | Access::Dashboard => None,
     };
     let missing = || ApiError::Unauthorized("Missing API key".into());
-    let insufficient = || ApiError::Forbidden("Insufficient API key scope".into());
+    // Decision 19: the needed scope goes in `WWW-Authenticate`; admin-only routes need `admin`.
+    let insufficient = || ApiError::InsufficientScope {
+        message: "Insufficient API key scope".into(),
+        scope: scope.unwrap_or("admin"),
+    };
     let raw_key = match auth::extract_credential(req) {
         Credential::None => return Err(missing()),
         Credential::Cookie(token) => {
+            refuse_cross_site_cookie(req)?;
             return match app.verify_admin_token(&token, now)? {
                 Some(name) => Ok(Some(Identity::Admin(name))),
                 None => Err(ApiError::Unauthorized("Invalid token".into())),
@@ -250,9 +268,27 @@ fn authenticate(
     Ok(Some(Identity::Key(key)))
 }
 
+/// Refuses a state-changing request carried by the dashboard cookie from another site's
+/// page (decision 18): the browser attaches the cookie to any request a page makes, so
+/// only the sender tells a forged request from the dashboard's own. Header and query
+/// carriers are never attached by a browser on its own and are not checked.
+pub fn refuse_cross_site_cookie(req: &Request<'_>) -> Result<(), ApiError> {
+    if auth::is_state_changing(&req.method) && auth::foreign_origin(req) {
+        return Err(ApiError::Forbidden("Cross-origin request refused".into()));
+    }
+    Ok(())
+}
+
 /// Authentication for AstrBot's legacy dashboard routes (reference 2.6).
 fn authenticate_dashboard(app: &App, req: &Request<'_>, now: i64) -> Result<Identity, ApiError> {
-    let token = auth::extract_dashboard_token(req).ok_or_else(|| ApiError::Unauthorized("未授权".into()))?;
+    let token = match auth::extract_dashboard_credential(req) {
+        Credential::Cookie(token) => {
+            refuse_cross_site_cookie(req)?;
+            token
+        }
+        Credential::Bearer(token) | Credential::ApiKey(token) => token,
+        Credential::None => return Err(ApiError::Unauthorized("未授权".into())),
+    };
     match app.verify_admin_token(&token, now) {
         Ok(Some(name)) => Ok(Identity::Admin(name)),
         Ok(None) => Err(ApiError::Unauthorized("Token 无效".into())),

@@ -5,6 +5,10 @@
 //! A bearer token is first tried as an admin token and, failing that, as an API key.
 //! Verified keys are cached by their MAC; the cache is dropped whenever the keys table
 //! changes (our own writes at once, the CLI's within the poll interval of `app`'s flusher).
+//!
+//! The cookie is the one carrier a browser attaches by itself, so it is the one a foreign
+//! page could ride: [`foreign_origin`] tells `app` whether a request comes from another
+//! site (decision 18). [`check_new_password`] is the one rule for a new admin password.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -80,13 +84,80 @@ pub fn extract_credential(req: &Request<'_>) -> Credential {
 
 /// Reads the dashboard credential of a legacy `/api/*` route: bearer header or cookie.
 pub fn extract_dashboard_token(req: &Request<'_>) -> Option<String> {
+    match extract_dashboard_credential(req) {
+        Credential::Bearer(token) | Credential::Cookie(token) | Credential::ApiKey(token) => Some(token),
+        Credential::None => None,
+    }
+}
+
+/// The dashboard credential and its carrier: `Bearer` from the header, else `Cookie`.
+pub fn extract_dashboard_credential(req: &Request<'_>) -> Credential {
     let authorization = req.header("authorization").map(str::trim).unwrap_or("");
     if let Some(token) = authorization.strip_prefix("Bearer ").map(str::trim)
         && !token.is_empty()
     {
-        return Some(token.to_owned());
+        return Credential::Bearer(token.to_owned());
     }
-    req.cookie(DASHBOARD_COOKIE).filter(|t| !t.is_empty()).map(str::to_owned)
+    match req.cookie(DASHBOARD_COOKIE) {
+        Some(token) if !token.is_empty() => Credential::Cookie(token.to_owned()),
+        _ => Credential::None,
+    }
+}
+
+/// Whether a method may change state: everything but GET, HEAD and OPTIONS.
+pub fn is_state_changing(method: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+/// Whether the request names a page of another site as its sender: an `Origin` that is not
+/// this server (`null`, the opaque origin of sandboxed frames and some redirects, is
+/// foreign), or, when a browser sent no `Origin`, a `Referer` from elsewhere. A request with
+/// neither comes from curl or a same-origin navigation of an old browser and is not foreign.
+///
+/// "This server" is the `Host` the request was sent to. A server behind a TLS proxy cannot
+/// know its own scheme, so `http` and `https` both match and the port defaults to the
+/// origin's scheme: `https://example.com` matches `Host: example.com` and
+/// `Host: example.com:443`, `http://127.0.0.1:6185` matches `Host: 127.0.0.1:6185`.
+pub fn foreign_origin(req: &Request<'_>) -> bool {
+    let sender = match (req.header("origin"), req.header("referer")) {
+        (Some(origin), _) => origin,
+        (None, Some(referer)) => referer,
+        (None, None) => return false,
+    };
+    let Some(host) = req.header("host") else { return true };
+    !same_origin(sender.trim(), host.trim())
+}
+
+/// Whether the origin (or the start of a URL) `sender` names the authority `host`.
+fn same_origin(sender: &str, host: &str) -> bool {
+    let Some((scheme, rest)) = sender.split_once("://") else { return false };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // Userinfo has no place in an origin; a URL carrying it is not taken for ours.
+    if authority.contains('@') || authority.is_empty() {
+        return false;
+    }
+    let split = |a: &str| -> (String, String) {
+        // The port is what follows the last colon outside an IPv6 literal's brackets.
+        match a.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') && !h.is_empty() => (h.to_ascii_lowercase(), p.to_owned()),
+            _ => (a.to_ascii_lowercase(), default_port.to_owned()),
+        }
+    };
+    split(authority) == split(host)
+}
+
+/// The rule for a new admin password, wherever one is set (the first start's
+/// `ASTRBOT_ADMIN_PASSWORD`, `astrbot admin password`).
+pub fn check_new_password(password: &str) -> Result<(), String> {
+    if password.chars().count() < 8 {
+        return Err("the password must be at least 8 characters".into());
+    }
+    Ok(())
 }
 
 /// The authenticated caller.
@@ -212,6 +283,40 @@ mod tests {
         let mut b: &[u8] = b"";
         let r = req("/", &[("cookie", "a=1; astrbot_dashboard_jwt=abt_x")], &mut b);
         assert_eq!(extract_credential(&r), Credential::Cookie("abt_x".into()));
+    }
+
+    #[test]
+    fn foreign_origins() {
+        let foreign = |headers: &[(&str, &str)]| {
+            let mut b: &[u8] = b"";
+            foreign_origin(&req("/", headers, &mut b))
+        };
+        let host = ("host", "127.0.0.1:6185");
+        assert!(!foreign(&[host]), "no Origin, no Referer: curl");
+        assert!(!foreign(&[host, ("origin", "http://127.0.0.1:6185")]));
+        assert!(!foreign(&[host, ("referer", "http://127.0.0.1:6185/api/v1/docs?x=1")]));
+        assert!(foreign(&[host, ("origin", "https://evil.example")]));
+        assert!(foreign(&[host, ("origin", "null")]));
+        assert!(foreign(&[host, ("origin", "http://127.0.0.1:6186")]), "another port");
+        assert!(foreign(&[host, ("origin", "http://127.0.0.1")]), "default port 80");
+        assert!(foreign(&[host, ("referer", "https://evil.example/page")]));
+        assert!(foreign(&[host, ("referer", "http://127.0.0.1:6185@evil.example/")]), "userinfo");
+        assert!(foreign(&[host, ("origin", "file://")]));
+        assert!(foreign(&[("origin", "http://127.0.0.1:6185")]), "no Host to compare with");
+        let proxied = ("host", "Bot.Example.com");
+        assert!(!foreign(&[proxied, ("origin", "https://bot.example.com")]), "behind a TLS proxy");
+        assert!(!foreign(&[("host", "bot.example.com:443"), ("origin", "https://bot.example.com")]));
+        assert!(foreign(&[proxied, ("origin", "https://bot.example.com.evil.example")]));
+        assert!(!foreign(&[("host", "[::1]:6185"), ("origin", "http://[::1]:6185")]));
+        assert!(foreign(&[("host", "[::1]:6185"), ("origin", "http://[::1]")]));
+        assert!(is_state_changing("POST") && is_state_changing("DELETE") && !is_state_changing("GET"));
+    }
+
+    #[test]
+    fn new_passwords_need_eight_characters() {
+        assert!(check_new_password("1234567").is_err());
+        assert!(check_new_password("密码密码密码密码").is_ok(), "characters, not bytes");
+        assert!(check_new_password("12345678").is_ok());
     }
 
     #[test]

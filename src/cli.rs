@@ -588,9 +588,7 @@ fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
     let password = line.trim_end_matches(['\r', '\n']);
-    if password.chars().count() < 8 {
-        return Err("the password must be at least 8 characters".into());
-    }
+    crate::auth::check_new_password(password)?;
     let phc = secrets::hash_password(password)?;
     db::set_admin_password(&mut conn, &username, &phc, now_micros()).map_err(|e| e.to_string())?;
     println!("password of {username} changed; every admin token of {username} has been signed out");
@@ -608,6 +606,9 @@ fn ensure_admin(db: &Db) -> Result<(), String> {
         return Ok(());
     }
     let from_env = std::env::var("ASTRBOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    if let Some(p) = &from_env {
+        crate::auth::check_new_password(p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
+    }
     let password = from_env.clone().unwrap_or_else(secrets::new_password);
     let phc = secrets::hash_password(&password)?;
     let created =

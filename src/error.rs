@@ -4,6 +4,9 @@
 //! variant to its status code and AstrBot's envelope `{"status":"error","message":...}`.
 //! Server-side failures (`Internal`) are logged here with their cause and shown to the
 //! client only as `Internal server error`; client errors are not logged, they are not news.
+//! Every error response carries `X-Content-Type-Options: nosniff` (decision 18): this is
+//! also the path of the 500 that `server` builds for a panicking handler, which never
+//! returns through `app::handle`.
 
 use std::fmt;
 
@@ -15,8 +18,11 @@ pub enum ApiError {
     BadRequest(String),
     /// 401 with AstrBot's message (`Missing API key`, `Invalid API key`, `未授权`, ...).
     Unauthorized(String),
-    /// 403 with AstrBot's message (`Insufficient API key scope`, ...).
+    /// 403 with a message (`Cross-origin request refused`, ...).
     Forbidden(String),
+    /// 403: the key lacks `scope` (`admin` for the admin-only routes). AstrBot's message,
+    /// plus RFC 6750's `WWW-Authenticate: Bearer error="insufficient_scope"` (decision 19).
+    InsufficientScope { message: String, scope: &'static str },
     /// 404 with a message (`Not Found` for unknown routes).
     NotFound(String),
     /// 405 with the methods the path does allow, sent in `Allow`.
@@ -49,7 +55,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized(_) => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::InsufficientScope { .. } => 403,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge(_) => 413,
@@ -69,7 +75,9 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::NotFound(m)
             | ApiError::Soft(m) => m.clone(),
-            ApiError::TooManyRequests { message, .. } | ApiError::Busy { message, .. } => message.clone(),
+            ApiError::TooManyRequests { message, .. }
+            | ApiError::Busy { message, .. }
+            | ApiError::InsufficientScope { message, .. } => message.clone(),
             ApiError::MethodNotAllowed(_) => "Method Not Allowed".to_owned(),
             ApiError::PayloadTooLarge(limit) => {
                 format!("Request body too large (limit {limit} bytes)")
@@ -86,11 +94,16 @@ impl ApiError {
             log::error!("{route}: {cause}");
         }
         let mut response = Response::error(self.status(), &self.message());
+        response.header("X-Content-Type-Options", "nosniff".into());
         match self {
             ApiError::MethodNotAllowed(methods) => response.header("Allow", methods.join(", ")),
             ApiError::TooManyRequests { retry_after, .. } | ApiError::Busy { retry_after, .. } => {
                 response.header("Retry-After", retry_after.to_string())
             }
+            ApiError::InsufficientScope { scope, .. } => response.header(
+                "WWW-Authenticate",
+                format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\""),
+            ),
             _ => {}
         }
         response
@@ -134,5 +147,15 @@ mod tests {
 
         let r = ApiError::internal("disk on fire").into_response("t");
         assert_eq!(r.body_str(), r#"{"status":"error","message":"Internal server error"}"#);
+        assert_eq!(r.header_value("X-Content-Type-Options"), Some("nosniff"));
+
+        let r = ApiError::InsufficientScope { message: "Insufficient API key scope".into(), scope: "file" }
+            .into_response("t");
+        assert_eq!(r.status, 403);
+        assert_eq!(
+            r.header_value("WWW-Authenticate"),
+            Some(r#"Bearer error="insufficient_scope", scope="file""#)
+        );
+        assert_eq!(r.body_str(), r#"{"status":"error","message":"Insufficient API key scope"}"#);
     }
 }

@@ -7,6 +7,12 @@
 //! type comes from the part's Content-Type, or for `application/octet-stream` from the
 //! file's magic bytes. Downloads stream the file with `ETag`, `Last-Modified` and single
 //! `Range` support. Errors after authentication are AstrBot's 200-errors.
+//!
+//! Stored bytes are anyone's: an uploaded page or SVG served inline from our origin would
+//! run its scripts next to the reference page and the admin's cookie. So every download
+//! answer (200, 206, 304, 416) carries `Content-Security-Policy: sandbox` and is an
+//! `attachment`, except raster images, audio and video, which a browser only displays
+//! (decision 18; `nosniff` comes from `app`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -332,10 +338,13 @@ fn serve(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
     } else {
         att.mime_type.clone()
     };
+    let disposition = content_disposition(&att.mime_type, &att.filename);
     let common = |r: &mut Response| {
         r.header("Accept-Ranges", "bytes".into());
         r.header("ETag", etag.clone());
         r.header("Last-Modified", http_date(att.created_at));
+        r.header("Content-Disposition", disposition.clone());
+        r.header("Content-Security-Policy", "sandbox".into());
     };
     if ctx
         .req
@@ -370,6 +379,50 @@ fn serve(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
     }
     r.stream = Some((Box::new(file.take(count)), count as usize));
     Ok(r)
+}
+
+/// Whether a browser only displays this type, never runs it: raster images, audio and
+/// video. SVG, HTML, XML, PDF and anything unknown can carry script or forms.
+fn displayed_inline(mime: &str) -> bool {
+    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("audio" | "video", sub)) => !sub.is_empty(),
+        Some(("image", sub)) => matches!(
+            sub,
+            "png"
+                | "apng"
+                | "jpeg"
+                | "pjpeg"
+                | "gif"
+                | "webp"
+                | "bmp"
+                | "x-ms-bmp"
+                | "avif"
+                | "tiff"
+                | "x-icon"
+                | "vnd.microsoft.icon"
+        ),
+        _ => false,
+    }
+}
+
+/// `attachment` (or `inline` for [`displayed_inline`] types) with the file name twice:
+/// an ASCII fallback and RFC 5987's UTF-8 form, which browsers prefer.
+fn content_disposition(mime: &str, filename: &str) -> String {
+    let kind = if displayed_inline(mime) { "inline" } else { "attachment" };
+    let fallback: String = filename
+        .chars()
+        .map(|c| if c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\') { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(filename.len());
+    for b in filename.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 /// `DELETE /api/v1/files/{attachment_id}`: removes the record and the bytes.
@@ -415,6 +468,32 @@ mod tests {
         assert_eq!(canonical_name("photo.PNG", ".png"), "photo.PNG");
         assert_eq!(canonical_name("photo", ".png"), "photo.png");
         assert_eq!(kind_of("audio/wav"), "record");
+    }
+
+    #[test]
+    fn stored_xss_only_raster_images_audio_and_video_are_inline() {
+        for mime in ["image/png", "image/jpeg", "IMAGE/GIF", "audio/mpeg", "video/mp4", "image/webp; q=1"] {
+            assert!(displayed_inline(mime), "{mime}");
+        }
+        for mime in [
+            "text/html",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/pdf",
+            "",
+            "image/",
+        ] {
+            assert!(!displayed_inline(mime), "{mime}");
+        }
+        assert_eq!(
+            content_disposition("text/html", "x.html"),
+            "attachment; filename=\"x.html\"; filename*=UTF-8''x.html"
+        );
+        assert_eq!(
+            content_disposition("image/png", "报告 \"1\".png"),
+            "inline; filename=\"__ _1_.png\"; filename*=UTF-8''%E6%8A%A5%E5%91%8A%20%221%22.png"
+        );
     }
 
     #[test]

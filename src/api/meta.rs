@@ -1,6 +1,10 @@
 //! The public, unauthenticated routes: health, the OpenAPI document, the interactive
 //! reference, the landing page, the bundled guides and their static assets. All of it is
 //! embedded in the binary at build time; nothing is read from disk or fetched.
+//!
+//! Every HTML page carries [`PAGE_CSP`]: scripts, styles and requests from this origin only,
+//! no inline script or style, no framing. The reference holds a credential in
+//! `sessionStorage`, so nothing but our own `reference.js` may run beside it.
 
 use std::sync::OnceLock;
 
@@ -32,9 +36,15 @@ const ASSETS: &[(&str, &str, &str)] = &[
 const REFERENCE_HTML: &str = include_str!("../../static/reference.html");
 const LANDING_HTML: &str = include_str!("../../static/index.html");
 
+/// The Content-Security-Policy of our HTML pages (decision 18). `data:` images are only the
+/// reference's empty favicon.
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 fn html(body: String) -> Response {
     let mut r = Response::new(200, "text/html; charset=utf-8", body.into_bytes());
     r.header("Cache-Control", "no-cache".into());
+    r.header("Content-Security-Policy", PAGE_CSP.into());
     r
 }
 

@@ -9,6 +9,7 @@ mod docs;
 mod errors;
 mod fake_llm;
 mod files;
+mod hardening;
 mod im;
 mod kb;
 mod keys;
