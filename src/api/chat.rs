@@ -266,6 +266,9 @@ fn store_request(
         if let Some(profile) = &p.profile {
             let routed = if profile == config::DEFAULT_PROFILE {
                 resources::delete_route(tx, &p.umo).map(|_| ())
+            } else if resources::profile(tx, profile)?.is_none() {
+                // Deleted since `prepare` resolved it: no route to a profile that is gone.
+                return Err(soft(format!("config_id not found: {profile}")));
             } else {
                 resources::set_route(tx, &p.umo, profile)
             };
