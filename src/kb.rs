@@ -2,6 +2,10 @@
 //! passages in SQLite FTS5 with the trigram tokenizer, so English and Chinese are both
 //! searchable. Documents are split at their headings; each passage keeps a title and a
 //! link. Collection `docs` holds the bundled guides and is rebuilt at every start.
+//!
+//! A question costs at most `MAX_QUESTION_CHARS` characters of reading and `MAX_TERMS`
+//! terms per query, however long the message that carries it: a chat message may be a
+//! megabyte, and the substring scan costs terms × passages.
 
 use rusqlite::Connection;
 
@@ -81,6 +85,19 @@ pub fn split_html(source: &str, page_title: &str, base_url: &str) -> Vec<Passage
     split_markdown(&text, page_title, base_url)
 }
 
+/// Characters of a question that are searched; the rest is not read.
+pub const MAX_QUESTION_CHARS: usize = 2_000;
+/// Terms in one query (trigram or substring), the first ones of the question.
+pub const MAX_TERMS: usize = 32;
+
+/// The searched part of a question: its first `MAX_QUESTION_CHARS` characters.
+fn bounded(question: &str) -> &str {
+    match question.char_indices().nth(MAX_QUESTION_CHARS) {
+        Some((end, _)) => &question[..end],
+        None => question,
+    }
+}
+
 const STOPWORDS: &[&str] = &[
     "the", "and", "how", "can", "what", "does", "for", "with", "you", "are", "this", "that", "from", "have",
     "which", "when", "where", "why", "who", "your", "use", "using", "about", "into", "there", "their",
@@ -89,11 +106,13 @@ const STOPWORDS: &[&str] = &[
 ];
 
 /// An FTS5 query for a question: its words of three or more characters (not stopwords),
-/// and three-character windows of CJK text, quoted and OR-ed. `None` if nothing is left.
+/// and three-character windows of CJK text, quoted and OR-ed, at most `MAX_TERMS` of them,
+/// from the first `MAX_QUESTION_CHARS` characters. `None` if nothing is left.
 pub fn fts_query(question: &str) -> Option<String> {
+    let question = bounded(question);
     let mut terms: Vec<String> = Vec::new();
     let mut push = |t: String| {
-        if !terms.contains(&t) && terms.len() < 32 {
+        if !terms.contains(&t) && terms.len() < MAX_TERMS {
             terms.push(t);
         }
     };
@@ -140,8 +159,10 @@ pub fn fts_query(question: &str) -> Option<String> {
     Some(terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect::<Vec<_>>().join(" OR "))
 }
 
-/// Two-character CJK words of a question: too short for the trigram index.
+/// Two-character CJK words of a question (too short for the trigram index), each once, at
+/// most `MAX_TERMS` of them, from the first `MAX_QUESTION_CHARS` characters.
 fn short_cjk_words(question: &str) -> Vec<String> {
+    let question = bounded(question);
     let is_cjk = |c: char| {
         ('\u{4e00}'..='\u{9fff}').contains(&c)
             || ('\u{3040}'..='\u{30ff}').contains(&c)
@@ -153,8 +174,11 @@ fn short_cjk_words(question: &str) -> Vec<String> {
         if is_cjk(c) {
             run.push(c);
         } else {
-            if run.chars().count() == 2 {
+            if run.chars().count() == 2 && !words.contains(&run) {
                 words.push(run.clone());
+                if words.len() == MAX_TERMS {
+                    break;
+                }
             }
             run.clear();
         }
@@ -228,5 +252,26 @@ mod tests {
             "\"quote\" OR \"inside\"",
             "quotes never reach the query"
         );
+    }
+
+    /// Regression: a 980 KB message of two-character CJK words made ~140,000 substring
+    /// terms (about 28 s of CPU in the scan); the terms and the text read are bounded.
+    #[test]
+    fn huge_questions_make_bounded_queries() {
+        let chars: Vec<char> = ('\u{4e00}'..='\u{4fff}').collect();
+        let words: Vec<String> =
+            chars.chunks(2).cycle().take(140_000).map(|w| w.iter().collect::<String>()).collect();
+        let huge = words.join(" ");
+        assert!(huge.len() > 900_000);
+        let short = short_cjk_words(&huge);
+        assert_eq!(short.len(), MAX_TERMS);
+        assert_eq!(short[0], "一丁", "the first words of the question");
+        assert_eq!(short_cjk_words("玫瑰 玫瑰 浇水"), ["玫瑰", "浇水"], "each word once");
+        let fts = fts_query(&"玫瑰浇水施肥修剪".repeat(100_000)).unwrap();
+        assert!(fts.matches(" OR ").count() < MAX_TERMS, "{fts}");
+        let english = "tomatoes watering schedule ".repeat(40_000) + "zebra";
+        assert!(!fts_query(&english).unwrap().contains("zebra"), "text beyond the bound is not read");
+        assert_eq!(bounded("短"), "短");
+        assert_eq!(bounded(&"é".repeat(MAX_QUESTION_CHARS + 5)).chars().count(), MAX_QUESTION_CHARS);
     }
 }

@@ -5,6 +5,10 @@
 //! envelope (`Accept: application/json`, decision 8) or returns an SSE stream. The run is
 //! a thread of its own, detached from the connection: it emits events into a channel that
 //! the server writes out, and it stores the reply when done even if the client is gone.
+//!
+//! `prepare` only reads; everything a request writes before its run (the session, the
+//! conversation's profile route and the user message) is one `IMMEDIATE` transaction in
+//! `store_request`, so a refused or failed request leaves nothing behind.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
@@ -34,6 +38,8 @@ struct Prepared {
     /// The plain text of the message (for commands, search and the model).
     text: String,
     streaming: bool,
+    /// The profile the request names for this conversation (`config_id` / `config_name`).
+    profile: Option<String>,
     selected_provider: Option<String>,
     selected_model: Option<String>,
     /// The sender may use administrator commands.
@@ -177,14 +183,7 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
     }
     let conn = ctx.app.db.conn()?;
     // 2. administrator ids are reserved for keys with chat:admin
-    let key_may_admin = match &who {
-        Identity::Admin(_) => true,
-        Identity::Key(k) => k.scopes.iter().any(|s| s == "*" || s == "chat:admin"),
-    };
-    let is_admin_id = config::all_admin_ids(&conn)?.contains(&username);
-    if is_admin_id && !key_may_admin {
-        return Err(soft("username is reserved for an AstrBot administrator"));
-    }
+    let is_admin_id = check_admin_id(&conn, &who, &username)?;
     // 3. the session: `session_id` if the key is present, else `conversation_id`
     let raw =
         if body.contains_key("session_id") { body.get("session_id") } else { body.get("conversation_id") };
@@ -192,25 +191,16 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => uuid::Uuid::new_v4().to_string(),
     };
+    // Checked again in `store_request`, inside the transaction; here for AstrBot's order.
     if let Some(existing) = store::session(&conn, &session_id)?
         && existing.creator != username
     {
         return Err(soft("session_id belongs to another username"));
     }
-    store::ensure_session(&conn, &session_id, &username, ctx.now)
-        .map_err(|e| soft(format!("Failed to create session: {e}")))?;
     let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
     // 4–5. the profile for this conversation
-    if let Some(profile) =
-        resolve_config(&conn, string_field(&body, "config_id")?, string_field(&body, "config_name")?)?
-    {
-        let routed = if profile == config::DEFAULT_PROFILE {
-            resources::delete_route(&conn, &umo).map(|_| ())
-        } else {
-            resources::set_route(&conn, &umo, &profile)
-        };
-        routed.map_err(|e| soft(format!("Failed to update chat config route: {e}")))?;
-    }
+    let profile =
+        resolve_config(&conn, string_field(&body, "config_id")?, string_field(&body, "config_name")?)?;
     // 6. the message
     let message = match (body.get("message"), body.get("files")) {
         (Some(m), _) => m.clone(),
@@ -232,9 +222,69 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         parts,
         text,
         streaming,
+        profile,
         selected_provider: pick("selected_provider"),
         selected_model: pick("selected_model"),
-        is_admin: is_admin_id && key_may_admin,
+        is_admin: is_admin_id,
+    })
+}
+
+/// Whether `username` is one of the administrators' ids (`admins_id` of any profile); such
+/// a username is reserved for the admin token and keys with `chat:admin`, whether to chat
+/// as it or to read or delete its sessions (AstrBot's 200-error otherwise).
+fn check_admin_id(conn: &rusqlite::Connection, who: &Identity, username: &str) -> Result<bool, ApiError> {
+    if !config::all_admin_ids(conn)?.iter().any(|id| id == username) {
+        return Ok(false);
+    }
+    let may_admin = match who {
+        Identity::Admin(_) => true,
+        Identity::Key(k) => k.scopes.iter().any(|s| s == "*" || s == "chat:admin"),
+    };
+    match may_admin {
+        true => Ok(true),
+        false => Err(soft("username is reserved for an AstrBot administrator")),
+    }
+}
+
+/// Stores what a chat request writes before its run, in one `IMMEDIATE` transaction: the
+/// session (created if new), the conversation's profile route, the user message, and the
+/// session's activity. The session's owner is checked again inside the transaction, so a
+/// session deleted or recreated by someone else meanwhile is handled, never assumed.
+fn store_request(
+    conn: &mut rusqlite::Connection,
+    p: &Prepared,
+    checkpoint: &str,
+    now: i64,
+) -> Result<i64, ApiError> {
+    let first_text: String = p.text.chars().take(40).collect();
+    write_tx(conn, |tx| {
+        let session = store::ensure_session(tx, &p.session_id, &p.username, now)
+            .map_err(|e| soft(format!("Failed to create session: {e}")))?;
+        if session.creator != p.username {
+            return Err(soft("session_id belongs to another username"));
+        }
+        if let Some(profile) = &p.profile {
+            let routed = if profile == config::DEFAULT_PROFILE {
+                resources::delete_route(tx, &p.umo).map(|_| ())
+            } else if resources::profile(tx, profile)?.is_none() {
+                // Deleted since `prepare` resolved it: no route to a profile that is gone.
+                return Err(soft(format!("config_id not found: {profile}")));
+            } else {
+                resources::set_route(tx, &p.umo, profile)
+            };
+            routed.map_err(|e| soft(format!("Failed to update chat config route: {e}")))?;
+        }
+        let id = store::insert_message(
+            tx,
+            &p.session_id,
+            "user",
+            &p.username,
+            &json!({"type": "user", "message": p.parts}),
+            Some(checkpoint),
+            now,
+        )?;
+        store::touch_session(tx, &p.session_id, Some(first_text.as_str()).filter(|t| !t.is_empty()), now)?;
+        Ok(id)
     })
 }
 
@@ -278,23 +328,8 @@ pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let p = prepare(ctx)?;
     let checkpoint = uuid::Uuid::new_v4().to_string();
     // The user message is stored before anything is streamed.
-    let mut conn = ctx.app.db.conn()?;
     let now = ctx.now;
-    let first_text: String = p.text.chars().take(40).collect();
-    let saved_id = write_tx(&mut conn, |tx| {
-        let id = store::insert_message(
-            tx,
-            &p.session_id,
-            "user",
-            &p.username,
-            &json!({"type": "user", "message": p.parts}),
-            Some(&checkpoint),
-            now,
-        )?;
-        store::touch_session(tx, &p.session_id, Some(first_text.as_str()).filter(|t| !t.is_empty()), now)?;
-        Ok::<_, ApiError>(id)
-    })?;
-    drop(conn);
+    let saved_id = store_request(&mut *ctx.app.db.conn()?, &p, &checkpoint, now)?;
     let (tx, rx) = channel::<String>();
     let _ = tx.send(sse::frame(&json!({"type": "session_id", "data": null, "session_id": p.session_id})));
     let _ = tx.send(sse::frame(&json!({"type": "user_message_saved", "data": {"id": saved_id, "created_at": iso(now), "llm_checkpoint_id": checkpoint}})));
@@ -417,7 +452,7 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
     let ended = crate::timefmt::now_micros();
     let stats = json!({
         "token_usage": {"input_other": usage.input, "input_cached": usage.cached, "output": usage.output},
-        "current_context_tokens": usage.input + usage.cached,
+        "current_context_tokens": usage.input.saturating_add(usage.cached),
         "start_time": started as f64 / 1e6,
         "end_time": ended as f64 / 1e6,
         "time_to_first_token": first_token.unwrap_or(0.0),
@@ -436,15 +471,24 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
     }
     let saved = app.db.conn().map_err(|e| e.to_string()).and_then(|mut conn| {
         write_tx(&mut conn, |tx| {
-            let id =
-                store::insert_message(tx, &p.session_id, "bot", "bot", &content, Some(&checkpoint), ended)?;
+            let id = store::insert_session_message(
+                tx,
+                &p.session_id,
+                "bot",
+                "bot",
+                &content,
+                Some(&checkpoint),
+                ended,
+            )?;
             store::touch_session(tx, &p.session_id, None, ended)?;
             Ok::<_, rusqlite::Error>(id)
         })
         .map_err(|e| e.to_string())
     });
     match saved {
-        Ok(id) => ev.send(json!({"type": "message_saved", "data": {"id": id, "created_at": iso(ended), "llm_checkpoint_id": checkpoint}})),
+        Ok(Some(id)) => ev.send(json!({"type": "message_saved", "data": {"id": id, "created_at": iso(ended), "llm_checkpoint_id": checkpoint}})),
+        // The session was deleted during the run: its reply has nowhere to go.
+        Ok(None) => log::info!("chat run {run_id}: session {} was deleted, reply not stored", p.session_id),
         Err(e) => {
             log::error!("chat run {run_id}: cannot store the reply: {e}");
             ev.send(json!({"type": "error", "data": "WebChat run failed"}));
@@ -509,7 +553,7 @@ To get answers beyond the bundled documents, connect an LLM provider: see /docs/
 
 /// Decides the answer: a command, the built-in provider, or an LLM request with context.
 fn answer(app: &App, p: &Prepared) -> Answer {
-    let conn = match app.db.conn() {
+    let mut conn = match app.db.conn() {
         Ok(c) => c,
         Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
     };
@@ -530,7 +574,7 @@ fn answer(app: &App, p: &Prepared) -> Answer {
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
         .unwrap_or_else(|| vec!["/".into()]);
     if let Some(reply) = crate::api::commands::run(
-        &conn,
+        &mut conn,
         p.text.trim(),
         &prefixes,
         &p.session_id,
@@ -590,22 +634,43 @@ fn session_json(s: &store::Session) -> Value {
     })
 }
 
+/// The `username` query parameter of the session routes, trimmed; an administrator's id
+/// needs the admin token or `chat:admin`, as it does to chat.
 fn username_query(ctx: &Ctx<'_, '_>) -> Result<String, ApiError> {
-    match ctx.req.query_param("username") {
-        None => Err(soft("Missing key: username")),
-        Some(u) if u.trim().is_empty() => Err(soft("username is empty")),
-        Some(u) => Ok(u.trim().to_owned()),
-    }
+    let username = match ctx.req.query_param("username") {
+        None => return Err(soft("Missing key: username")),
+        Some(u) if u.trim().is_empty() => return Err(soft("username is empty")),
+        Some(u) => u.trim().to_owned(),
+    };
+    check_admin_id(&*ctx.app.db.conn()?, ctx.caller()?, &username)?;
+    Ok(username)
 }
 
 /// Python's `int()` on a query value: whitespace, a sign and digit underscores allowed.
+/// Python's integers have no bounds; a value beyond ours is read as the nearest one we have
+/// (the caller clamps it anyway), never as a parse error or a wrapped number.
 fn python_int(v: &str) -> Option<i64> {
     let t = v.trim();
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
     if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
         return None;
     }
-    t.replace('_', "").parse().ok()
+    match t.replace('_', "").parse::<i64>() {
+        Ok(n) => Some(n),
+        Err(e) => match e.kind() {
+            std::num::IntErrorKind::PosOverflow => Some(i64::MAX),
+            std::num::IntErrorKind::NegOverflow => Some(i64::MIN),
+            _ => None,
+        },
+    }
+}
+
+/// The clamped page and page size of the sessions list, and the row offset: `None` when
+/// the page lies beyond any offset we can express (it is empty: there are not that many).
+fn page_window(page: i64, size: i64) -> (i64, i64, Option<i64>) {
+    let page = page.max(1);
+    let size = size.clamp(1, 100);
+    (page, size, (page - 1).checked_mul(size))
 }
 
 /// `GET /api/v1/chat/sessions?username=&page=&page_size=&platform_id=`
@@ -616,11 +681,9 @@ pub fn sessions(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let (Some(page), Some(size)) = (page, size) else {
         return Err(soft("page and page_size must be integers"));
     };
-    let page = page.max(1);
-    let size = size.clamp(1, 100);
+    let (page, size, offset) = page_window(page, size);
     let platform = ctx.req.query_param("platform_id").filter(|p| !p.is_empty());
-    let (rows, total) =
-        store::sessions_of(&*ctx.app.db.conn()?, &username, platform, size, (page - 1) * size)?;
+    let (rows, total) = store::sessions_of(&*ctx.app.db.conn()?, &username, platform, size, offset)?;
     Ok(Response::ok(
         json!({"sessions": rows.iter().map(session_json).collect::<Vec<_>>(), "page": page, "page_size": size, "total": total}),
     ))
@@ -666,10 +729,26 @@ mod tests {
         assert_eq!(python_int("-3"), Some(-3));
         assert_eq!(python_int("1.5"), None);
         assert_eq!(python_int(""), None);
+        // Python's int() has no bounds: beyond ours is the nearest bound, never a wrap.
+        assert_eq!(python_int("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(python_int("18446744073709551616"), Some(i64::MAX));
+        assert_eq!(python_int("-99999999999999999999"), Some(i64::MIN));
+        assert_eq!(python_int("1_0000000000000000000000"), Some(i64::MAX));
         let text = "one two three four five six seven eight nine ten eleven twelve thirteen";
         let d = split_deltas(text);
         assert!(d.len() >= 2);
         assert_eq!(d.concat(), text);
+    }
+
+    #[test]
+    fn session_pages_never_overflow() {
+        assert_eq!(page_window(1, 20), (1, 20, Some(0)));
+        assert_eq!(page_window(3, 20), (3, 20, Some(40)));
+        assert_eq!(page_window(0, 0), (1, 1, Some(0)));
+        assert_eq!(page_window(i64::MIN, i64::MIN), (1, 1, Some(0)));
+        assert_eq!(page_window(-5, i64::MAX), (1, 100, Some(0)));
+        assert_eq!(page_window(i64::MAX, 1), (i64::MAX, 1, Some(i64::MAX - 1)));
+        assert_eq!(page_window(i64::MAX, 20), (i64::MAX, 20, None));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Chat commands, answered by the server in the chat's stream shape and never sent to the
 //! model: `/help`, `/sid`, `/reset`, `/new`, `/provider [id]`, `/model [name]` (both for
 //! administrators: the username is in `admins_id` and the key has `chat:admin`) and
-//! `/persona [id]`. The prefix is the config's `wake_prefix` (default `/`).
+//! `/persona [id]`. The prefix is the config's `wake_prefix` (default `/`). A command that
+//! writes does so in one `IMMEDIATE` transaction of its own.
 
 use rusqlite::Connection;
 use serde_json::json;
@@ -9,6 +10,7 @@ use serde_json::json;
 use crate::config::{self, Effective, ProviderChoice};
 use crate::db::chat as store;
 use crate::db::resources::{self, Docs};
+use crate::db::write_tx;
 
 const HELP: &str = "Commands:\n\
 /help: this list\n\
@@ -21,7 +23,7 @@ const HELP: &str = "Commands:\n\
 
 /// The reply to a command, or `None` when the text is not one.
 pub fn run(
-    conn: &Connection,
+    conn: &mut Connection,
     text: &str,
     prefixes: &[String],
     session_id: &str,
@@ -34,37 +36,31 @@ pub fn run(
     let name = words.next()?.to_ascii_lowercase();
     let arg = words.next().map(str::to_owned);
     let session = store::session(conn, session_id).ok().flatten();
-    let choose = |provider: Option<&str>, model: Option<&str>, persona: Option<&str>| {
-        let s = session.as_ref();
-        let provider = provider.map(str::to_owned).or_else(|| s.and_then(|s| s.selected_provider.clone()));
-        let model = model.map(str::to_owned).or_else(|| s.and_then(|s| s.selected_model.clone()));
-        let persona = persona.map(str::to_owned).or_else(|| s.and_then(|s| s.persona_id.clone()));
-        store::update_session_choice(
-            conn,
-            session_id,
-            provider.as_deref(),
-            model.as_deref(),
-            persona.as_deref(),
-        )
-    };
+    // Only the choice named is written; the others keep whatever is stored at that moment.
+    let choose =
+        |conn: &mut Connection, provider: Option<&str>, model: Option<&str>, persona: Option<&str>| {
+            write_tx(conn, |tx| store::update_session_choice(tx, session_id, provider, model, persona))
+        };
     let reply = match name.as_str() {
         "help" => HELP.to_owned(),
         "sid" => format!("Session ID: {session_id}\nUMO: {umo}"),
-        "reset" => match store::clear_messages(conn, session_id) {
+        "reset" => match write_tx(conn, |tx| store::clear_messages(tx, session_id)) {
             Ok(()) => "History cleared.".to_owned(),
             Err(e) => format!("Could not clear the history: {e}"),
         },
         "new" => {
             let marker = json!({"type": "bot", "message": [], "new_conversation": true});
-            match store::insert_message(
-                conn,
-                session_id,
-                "bot",
-                "bot",
-                &marker,
-                None,
-                crate::timefmt::now_micros(),
-            ) {
+            match write_tx(conn, |tx| {
+                store::insert_message(
+                    tx,
+                    session_id,
+                    "bot",
+                    "bot",
+                    &marker,
+                    None,
+                    crate::timefmt::now_micros(),
+                )
+            }) {
                 Ok(_) => "Started a new conversation.".to_owned(),
                 Err(e) => format!("Could not start a new conversation: {e}"),
             }
@@ -89,7 +85,7 @@ pub fn run(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                Some(id) if ids.contains(&id) => match choose(Some(&id), None, None) {
+                Some(id) if ids.contains(&id) => match choose(conn, Some(&id), None, None) {
                     Ok(()) => format!("Provider switched to {id}."),
                     Err(e) => format!("Could not switch: {e}"),
                 },
@@ -108,7 +104,7 @@ pub fn run(
                     }
                 })
             ),
-            Some(m) => match choose(None, Some(&m), None) {
+            Some(m) => match choose(conn, None, Some(&m), None) {
                 Ok(()) => format!("Model switched to {m}."),
                 Err(e) => format!("Could not switch: {e}"),
             },
@@ -126,7 +122,7 @@ pub fn run(
                     effective.persona.persona_id,
                     ids.join(", ")
                 ),
-                Some(id) if ids.contains(&id) => match choose(None, None, Some(&id)) {
+                Some(id) if ids.contains(&id) => match choose(conn, None, None, Some(&id)) {
                     Ok(()) => format!("Persona switched to {id}."),
                     Err(e) => format!("Could not switch: {e}"),
                 },

@@ -3,8 +3,14 @@
 //! message goes into every live chat stream of its conversation, else into the
 //! conversation's history. Other platforms answer `Bot not found or not running` until
 //! they exist.
+//!
+//! A stored message's media are new attachments, as AstrBot registers them, but they
+//! share the original's bytes through a hard link instead of a copy: a message naming one
+//! large file many times costs inodes, not disk, and deleting either attachment leaves the
+//! other whole (the bytes go with the last link). A message has at most
+//! `MAX_MESSAGE_PARTS` parts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
@@ -49,6 +55,10 @@ pub fn conversation_id(session: &str) -> String {
     session.to_owned()
 }
 
+/// Parts of one proactive message at most (AstrBot states no limit). Each media part
+/// becomes an attachment row and a link, so the number is bounded, not the bytes alone.
+pub const MAX_MESSAGE_PARTS: usize = 20;
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
 }
@@ -67,6 +77,9 @@ fn strict_parts(
             }
         }
         Value::Array(items) => {
+            if items.len() > MAX_MESSAGE_PARTS {
+                return Err(bad(format!("message has too many parts (at most {MAX_MESSAGE_PARTS})")));
+            }
             for item in items {
                 let obj = item.as_object().ok_or_else(|| bad("message part must be an object"))?;
                 let kind = super::chat::part_type(obj);
@@ -107,19 +120,65 @@ fn strict_parts(
     Ok(parts)
 }
 
-/// Copies an attachment for a stored bot message, as AstrBot registers copies.
-fn copy_attachment(
+/// Registers a new attachment for a stored bot message, as AstrBot registers copies, whose
+/// file is a hard link to the original's bytes (same folder, so the same filesystem). The
+/// new file's path is pushed to `made` before anything else can fail, for the caller to
+/// remove if the message is not stored after all.
+fn link_attachment(
     conn: &rusqlite::Connection,
     data_dir: &Path,
     att: &Attachment,
     now: i64,
+    made: &mut Vec<PathBuf>,
 ) -> Result<Attachment, ApiError> {
     let copy = Attachment { attachment_id: uuid::Uuid::new_v4().to_string(), created_at: now, ..att.clone() };
     let dir = data_dir.join("attachments");
-    std::fs::copy(dir.join(&att.attachment_id), dir.join(&copy.attachment_id))
+    let path = dir.join(&copy.attachment_id);
+    std::fs::hard_link(dir.join(&att.attachment_id), &path)
         .map_err(|e| bad(format!("Failed to send message: {e}")))?;
+    made.push(path);
     resources::insert_attachment(conn, &copy)?;
     Ok(copy)
+}
+
+/// Stores a proactive message in conversation `cid` in one `IMMEDIATE` transaction; the
+/// stored parts reference attachments of their own, as AstrBot stores them. If anything
+/// fails, the rows roll back with the transaction and the links made are removed.
+/// Returns the message id and the stored parts.
+fn store_message(
+    conn: &mut rusqlite::Connection,
+    data_dir: &Path,
+    cid: &str,
+    parts: &[(Value, Option<Attachment>)],
+    now: i64,
+) -> Result<(i64, Vec<Value>), ApiError> {
+    let mut made: Vec<PathBuf> = Vec::new();
+    let stored = db::write_tx(conn, |tx| {
+        let mut out = Vec::new();
+        for (part, att) in parts {
+            match att {
+                Some(att) => {
+                    let copy = link_attachment(tx, data_dir, att, now, &mut made)?;
+                    out.push(json!({"type": copy.kind, "attachment_id": copy.attachment_id, "filename": copy.filename}));
+                }
+                None => out.push(part.clone()),
+            }
+        }
+        let content = json!({"type": "bot", "message": out});
+        let id = store::insert_message(tx, cid, "bot", "bot", &content, None, now)?;
+        if store::session(tx, cid)?.is_some() {
+            store::touch_session(tx, cid, None, now)?;
+        }
+        Ok::<_, ApiError>((id, out))
+    });
+    if stored.is_err() {
+        for path in &made {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::error!("cannot remove {}: {e}", path.display());
+            }
+        }
+    }
+    stored
 }
 
 /// `POST /api/v1/im/messages` and `POST /api/v1/im/message`
@@ -144,26 +203,7 @@ pub fn send_message(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let parts = strict_parts(&conn, &data_dir, &message)?;
     let cid = conversation_id(&session);
     let now = ctx.now;
-    // The stored parts reference copies of the media, as AstrBot stores them.
-    let stored = db::write_tx(&mut conn, |tx| {
-        let mut out = Vec::new();
-        for (part, att) in &parts {
-            match att {
-                Some(att) => {
-                    let copy = copy_attachment(tx, &data_dir, att, now)?;
-                    out.push(json!({"type": copy.kind, "attachment_id": copy.attachment_id, "filename": copy.filename}));
-                }
-                None => out.push(part.clone()),
-            }
-        }
-        let content = json!({"type": "bot", "message": out});
-        let id = store::insert_message(tx, &cid, "bot", "bot", &content, None, now)?;
-        if store::session(tx, &cid)?.is_some() {
-            store::touch_session(tx, &cid, None, now)?;
-        }
-        Ok::<_, ApiError>((id, out))
-    })?;
-    let (saved_id, stored_parts) = stored;
+    let (saved_id, stored_parts) = store_message(&mut conn, &data_dir, &cid, &parts, ctx.now)?;
     // Live streams of the conversation see the message as events.
     let streams =
         ctx.app.streams.lock().unwrap_or_else(|e| e.into_inner()).get(&cid).cloned().unwrap_or_default();
@@ -217,5 +257,46 @@ mod tests {
         assert_eq!(conversation_id("webchat!alice!sess-im-1"), "sess-im-1");
         assert_eq!(conversation_id("webchat!alice!a!b"), "a!b");
         assert_eq!(conversation_id("plainsess"), "plainsess");
+    }
+
+    /// A message that fails after its first media part was linked leaves neither the link
+    /// nor the attachment row behind (a trigger makes the message insert fail).
+    #[test]
+    fn a_failed_store_removes_the_links_it_made() {
+        let dir = std::env::temp_dir().join(format!("astrbot-im-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("attachments")).unwrap();
+        let db = crate::db::Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        let att = Attachment {
+            attachment_id: "orig".into(),
+            filename: "a.bin".into(),
+            kind: "file".into(),
+            mime_type: "application/octet-stream".into(),
+            size: 5,
+            created_at: 1,
+        };
+        resources::insert_attachment(&conn, &att).unwrap();
+        std::fs::write(dir.join("attachments/orig"), b"bytes").unwrap();
+        let parts = vec![(json!({"type": "file"}), Some(att.clone())), (json!({"type": "file"}), Some(att))];
+
+        let (_, stored) = store_message(&mut conn, &dir, "c", &parts, 2).unwrap();
+        let linked = stored[0]["attachment_id"].as_str().unwrap().to_owned();
+        let meta = std::fs::metadata(dir.join("attachments").join(&linked)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.ino(), std::fs::metadata(dir.join("attachments/orig")).unwrap().ino(), "a link");
+
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON chat_messages BEGIN SELECT RAISE(ABORT, 'no'); END;",
+        )
+        .unwrap();
+        assert!(store_message(&mut conn, &dir, "c", &parts, 3).is_err());
+        let files = std::fs::read_dir(dir.join("attachments")).unwrap().count();
+        assert_eq!(files, 3, "the original and the first message's two links only");
+        let rows: i64 = conn.query_row("SELECT count(*) FROM attachments", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 3);
+        drop(conn);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

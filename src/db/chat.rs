@@ -1,4 +1,8 @@
 //! SQL for chat sessions, their messages and the knowledge base.
+//!
+//! The functions take a plain `&Connection` so that a handler can compose several of them
+//! into one `IMMEDIATE` transaction (`db::write_tx`); a write that spans statements must be
+//! called inside one, and none of them assumes a row read earlier is still there.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -41,29 +45,33 @@ pub fn session(conn: &Connection, id: &str) -> rusqlite::Result<Option<Session>>
         .optional()
 }
 
-/// Creates the session if it does not exist; returns the stored row either way.
+/// Creates the session if it does not exist; returns the stored row either way. Call it
+/// inside a write transaction: outside one, a concurrent delete between the insert and the
+/// read would leave nothing to return, which is an error here rather than a panic.
 pub fn ensure_session(conn: &Connection, id: &str, creator: &str, now: i64) -> rusqlite::Result<Session> {
     conn.execute(
         "INSERT INTO chat_sessions (session_id, platform_id, creator, created_at, updated_at)
          VALUES (?1, 'webchat', ?2, ?3, ?3) ON CONFLICT (session_id) DO NOTHING",
         params![id, creator, now],
     )?;
-    session(conn, id).map(|s| s.expect("just inserted"))
+    session(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
-/// One page of a creator's sessions, newest activity first, and the total.
+/// One page of a creator's sessions, newest activity first, and the total. `offset` is
+/// `None` for a page so far out that its offset does not fit an integer: it is empty.
 pub fn sessions_of(
     conn: &Connection,
     creator: &str,
     platform: Option<&str>,
     limit: i64,
-    offset: i64,
+    offset: Option<i64>,
 ) -> rusqlite::Result<(Vec<Session>, i64)> {
     let total: i64 = conn.query_row(
         "SELECT count(*) FROM chat_sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)",
         params![creator, platform],
         |r| r.get(0),
     )?;
+    let Some(offset) = offset else { return Ok((Vec::new(), total)) };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)
          ORDER BY updated_at DESC, session_id LIMIT ?3 OFFSET ?4"
@@ -72,6 +80,8 @@ pub fn sessions_of(
     Ok((rows.collect::<Result<_, _>>()?, total))
 }
 
+/// Sets the session's own choices; `None` keeps the stored one. One statement, so two
+/// commands at once (`/provider` and `/model`) never undo each other.
 pub fn update_session_choice(
     conn: &Connection,
     id: &str,
@@ -80,7 +90,9 @@ pub fn update_session_choice(
     persona: Option<&str>,
 ) -> rusqlite::Result<()> {
     conn.execute(
-        "UPDATE chat_sessions SET selected_provider = ?2, selected_model = ?3, persona_id = ?4 WHERE session_id = ?1",
+        "UPDATE chat_sessions SET selected_provider = coalesce(?2, selected_provider),
+             selected_model = coalesce(?3, selected_model), persona_id = coalesce(?4, persona_id)
+         WHERE session_id = ?1",
         params![id, provider, model, persona],
     )?;
     Ok(())
@@ -133,6 +145,25 @@ pub fn insert_message(
         params![session_id, sender, sender_name, content.to_string(), checkpoint, now],
     )?;
     Ok(conn.last_insert_rowid())
+}
+
+/// Like `insert_message`, but only while the session exists: a chat's reply whose session
+/// was deleted during the run is dropped rather than left behind without a session.
+pub fn insert_session_message(
+    conn: &Connection,
+    session_id: &str,
+    sender: &str,
+    sender_name: &str,
+    content: &Value,
+    checkpoint: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let n = conn.execute(
+        "INSERT INTO chat_messages (session_id, sender, sender_name, content, llm_checkpoint_id, created_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM chat_sessions WHERE session_id = ?1)",
+        params![session_id, sender, sender_name, content.to_string(), checkpoint, now],
+    )?;
+    Ok((n > 0).then(|| conn.last_insert_rowid()))
 }
 
 /// A session's messages, oldest first; with `last`, only the last so many.

@@ -499,6 +499,9 @@ pub fn admin_username(conn: &Connection) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT username FROM admins ORDER BY username LIMIT 1", [], |r| r.get(0)).optional()
 }
 
+/// Stores a new admin token and purges long-expired ones, in one `IMMEDIATE` transaction.
+/// It takes a shared connection (the login handler holds one from the pool), so it opens
+/// the transaction itself; a connection already inside one is an error, not a nesting.
 pub fn insert_admin_token(
     conn: &Connection,
     token_hash: &[u8; 32],
@@ -506,13 +509,17 @@ pub fn insert_admin_token(
     now: i64,
     expires_at: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    tx.execute(
         "INSERT INTO admin_tokens (token_hash, username, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
         params![&token_hash[..], username, now, expires_at],
     )?;
     // Expired tokens are kept a day so that they answer `Token expired`, then purged.
-    conn.execute("DELETE FROM admin_tokens WHERE expires_at < ?1", [now - crate::timefmt::MICROS_PER_DAY])?;
-    Ok(())
+    tx.execute(
+        "DELETE FROM admin_tokens WHERE expires_at < ?1",
+        [now.saturating_sub(crate::timefmt::MICROS_PER_DAY)],
+    )?;
+    tx.commit()
 }
 
 /// `(username, expires_at)` of an admin token whose administrator still exists.
@@ -596,5 +603,78 @@ mod tests {
         assert!(delete_key(&mut conn, "a").unwrap());
         assert_eq!(usage_count(&conn, "a", 5).unwrap(), 0);
         assert_eq!(keys_generation(&conn).unwrap(), g0 + 3);
+    }
+
+    /// Regression: `ensure_session` panicked (`expect("just inserted")`) when the session
+    /// vanished between its insert and its read, as a concurrent delete makes it. A trigger
+    /// plays the concurrent delete deterministically.
+    #[test]
+    fn session_deleted_during_ensure_is_an_error_not_a_panic() {
+        let dir = temp_dir("ensure-race");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        let made = write_tx(&mut conn, |tx| chat::ensure_session(tx, "s1", "alice", 1)).unwrap();
+        assert_eq!((made.creator.as_str(), made.created_at), ("alice", 1));
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER vanish AFTER INSERT ON chat_sessions
+             BEGIN DELETE FROM chat_sessions WHERE session_id = NEW.session_id; END;",
+        )
+        .unwrap();
+        let gone = write_tx(&mut conn, |tx| chat::ensure_session(tx, "s2", "alice", 2));
+        assert!(matches!(gone, Err(rusqlite::Error::QueryReturnedNoRows)), "{gone:?}");
+        conn.execute_batch("DROP TRIGGER vanish").unwrap();
+        // A reply for a deleted session is dropped, not stored without its session.
+        let content = serde_json::json!({"type": "bot"});
+        assert_eq!(chat::insert_session_message(&conn, "s2", "bot", "bot", &content, None, 3).unwrap(), None);
+        assert!(
+            chat::insert_session_message(&conn, "s1", "bot", "bot", &content, None, 3).unwrap().is_some()
+        );
+        assert_eq!(chat::messages(&conn, "s2", None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn session_choices_change_only_what_is_named() {
+        let dir = temp_dir("choices");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        write_tx(&mut conn, |tx| chat::ensure_session(tx, "s", "alice", 1)).unwrap();
+        chat::update_session_choice(&conn, "s", Some("p1"), None, None).unwrap();
+        chat::update_session_choice(&conn, "s", None, Some("m1"), None).unwrap();
+        let s = chat::session(&conn, "s").unwrap().unwrap();
+        assert_eq!((s.selected_provider.as_deref(), s.selected_model.as_deref()), (Some("p1"), Some("m1")));
+    }
+
+    #[test]
+    fn sessions_page_beyond_any_offset_is_empty_with_the_total() {
+        let dir = temp_dir("pages");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        write_tx(&mut conn, |tx| chat::ensure_session(tx, "s", "alice", 1)).unwrap();
+        let (rows, total) = chat::sessions_of(&conn, "alice", None, 20, None).unwrap();
+        assert_eq!((rows.len(), total), (0, 1));
+        let (rows, total) = chat::sessions_of(&conn, "alice", None, 20, Some(0)).unwrap();
+        assert_eq!((rows.len(), total), (1, 1));
+    }
+
+    /// Regression: the admin token insert and the purge of expired tokens were two writes
+    /// outside a transaction, so a failed purge left a token stored for a failed login.
+    #[test]
+    fn admin_token_insert_and_purge_are_one_transaction() {
+        let dir = temp_dir("tokens");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        assert!(create_first_admin(&mut conn, "astrbot", "phc", 0).unwrap());
+        let day = crate::timefmt::MICROS_PER_DAY;
+        insert_admin_token(&conn, &[1; 32], "astrbot", 0, day).unwrap();
+        insert_admin_token(&conn, &[2; 32], "astrbot", 10 * day, 17 * day).unwrap();
+        assert!(find_admin_token(&conn, &[1; 32]).unwrap().is_none(), "purged a day after expiry");
+        assert!(find_admin_token(&conn, &[2; 32]).unwrap().is_some());
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER no_purge BEFORE DELETE ON admin_tokens BEGIN SELECT RAISE(ABORT, 'no'); END;",
+        )
+        .unwrap();
+        assert!(insert_admin_token(&conn, &[3; 32], "astrbot", 30 * day, 37 * day).is_err());
+        assert!(find_admin_token(&conn, &[3; 32]).unwrap().is_none(), "rolled back with the purge");
+        assert!(conn.is_autocommit(), "no transaction left open");
     }
 }

@@ -5,6 +5,7 @@ mod auth;
 mod chat;
 mod configs;
 mod crash;
+mod data_abuse;
 mod docs;
 mod errors;
 mod fake_llm;
