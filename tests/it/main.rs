@@ -18,6 +18,6 @@ mod lifecycle;
 mod personas;
 mod providers;
 mod quota;
-mod startup;
 mod secrets;
+mod startup;
 mod support;
