@@ -660,6 +660,22 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
 
+    // Started before the listener, so a flood of connections cannot take the last thread.
+    let maintainer = app.clone();
+    std::thread::Builder::new()
+        .name("maintain".into())
+        .spawn(move || {
+            let mut tick = 0u64;
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                tick += 1;
+                if let Err(e) = maintainer.maintain(tick.is_multiple_of(4)) {
+                    log::error!("background upkeep failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+
     let server = crate::server::Server::bind(app.clone(), &args.listen, args.max_connections)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("listening on http://{}", server.local_addr());
@@ -678,21 +694,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         Err(e) => log::error!("cannot index the bundled docs: {e}"),
     }
     log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), data.display());
-
-    let maintainer = app.clone();
-    std::thread::Builder::new()
-        .name("maintain".into())
-        .spawn(move || {
-            let mut tick = 0u64;
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                tick += 1;
-                if let Err(e) = maintainer.maintain(tick.is_multiple_of(4)) {
-                    log::error!("background upkeep failed: {e}");
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
 
     server
         .run(|| {

@@ -82,8 +82,17 @@ impl Server {
 
     /// Serves until `wait_for_shutdown` returns, then stops gracefully.
     pub fn run(self, wait_for_shutdown: impl FnOnce()) -> io::Result<()> {
+        // Threads may be short (a pids limit, RLIMIT_NPROC): start what can be started; the
+        // pool grows on demand later, but it needs one worker to begin with.
         for _ in 0..MIN_WORKERS {
-            spawn_worker(&self.shared)?;
+            if let Err(e) = spawn_worker(&self.shared) {
+                log::warn!("cannot start a worker: {e}");
+                break;
+            }
+        }
+        while self.shared.total.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = spawn_worker(&self.shared);
         }
         wait_for_shutdown();
 

@@ -21,3 +21,4 @@ mod quota;
 mod secrets;
 mod startup;
 mod support;
+mod transport;

@@ -59,7 +59,30 @@ impl Server {
 
     /// Starts the binary with extra environment variables (after the harness's own).
     pub fn start_with_env(data: Arc<TempDir>, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
+        Server::start_under(data, &[], None, extra, env)
+    }
+
+    /// Starts the binary through `wrapper` (e.g. `prlimit --nofile=100:100 --`), as `uid`
+    /// when given (the data folder must then belong to it).
+    pub fn start_under(
+        data: Arc<TempDir>,
+        wrapper: &[&str],
+        uid: Option<u32>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        if let Some(uid) = uid {
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+        }
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data").arg(data.path()).args(extra);
         cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         cmd.env("ASTRBOT_ADMIN_PASSWORD", ADMIN_PASSWORD);

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,9 @@ pub(crate) struct Socket {
     /// Bytes of the previous request's body that the application left unread, for the
     /// connection thread to skip ([`UNREAD_UNKNOWN`] when the length is not known).
     unread: AtomicU64,
-    /// Milliseconds after the registry's epoch at which the connection became an idle
+    /// A body read missed its deadline: what follows on the stream is unknown.
+    broken: AtomicBool,
+    /// Microseconds after the registry's epoch at which the connection became an idle
     /// keep-alive connection (plus one); 0 while it is not idle.
     idle_since: AtomicU64,
     id: u64,
@@ -105,8 +107,8 @@ impl Socket {
     /// connection may be closed to make room for a new one.
     pub(crate) fn begin_idle(&self) {
         self.set_phase(Phase::Idle { until: Instant::now() + self.limits.idle_timeout });
-        let ms = self.registry.epoch.elapsed().as_millis() as u64;
-        self.idle_since.store(ms.saturating_add(1), Ordering::SeqCst);
+        let micros = u64::try_from(self.registry.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.idle_since.store(micros.saturating_add(1), Ordering::SeqCst);
     }
 
     /// A body starts (after its head, or after `100 Continue` was sent).
@@ -116,12 +118,12 @@ impl Socket {
     }
 
     /// Before a close: read what the peer still sends for at most `linger_timeout`,
-    /// stopping after a second of silence.
+    /// stopping after two seconds of silence.
     pub(crate) fn begin_linger(&self) {
         let now = Instant::now();
         self.set_phase(Phase::Linger {
             until: now + self.limits.linger_timeout,
-            quiet_until: now + Duration::from_secs(1),
+            quiet_until: now + Duration::from_secs(2),
         });
     }
 
@@ -130,9 +132,14 @@ impl Socket {
         self.unread.store(remaining, Ordering::SeqCst);
     }
 
-    /// Takes the unread remainder noted by the previous request's body reader.
+    /// Takes the unread remainder noted by the previous request's body reader
+    /// ([`UNREAD_UNKNOWN`] after a body read timed out: the connection cannot be reused).
     pub(crate) fn take_unread(&self) -> u64 {
-        self.unread.swap(0, Ordering::SeqCst)
+        let unread = self.unread.swap(0, Ordering::SeqCst);
+        if self.broken.load(Ordering::SeqCst) {
+            return UNREAD_UNKNOWN;
+        }
+        unread
     }
 
     /// Answers 503 (or another refusal) on a connection no thread will serve.
@@ -153,7 +160,7 @@ impl Socket {
             }
             Phase::Body { received, .. } => *received = received.saturating_add(n as u64),
             Phase::Linger { quiet_until, .. } if n > 0 => {
-                *quiet_until = Instant::now() + Duration::from_secs(1)
+                *quiet_until = Instant::now() + Duration::from_secs(2)
             }
             _ => {}
         }
@@ -170,7 +177,10 @@ impl Socket {
                 let now = Instant::now();
                 let wait = match st.phase.deadline(&self.limits) {
                     Some(deadline) if deadline <= now => {
-                        return Err(io::Error::new(ErrorKind::TimedOut, "read deadline passed"))
+                        if matches!(st.phase, Phase::Body { .. }) {
+                            self.broken.store(true, Ordering::SeqCst);
+                        }
+                        return Err(io::Error::new(ErrorKind::TimedOut, "read deadline passed"));
                     }
                     Some(deadline) => deadline - now,
                     None => Duration::from_secs(3600),
@@ -248,6 +258,7 @@ impl Registry {
             limits,
             state: Mutex::new(State { phase: Phase::Head { until: Instant::now() }, timeout: None }),
             unread: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             id,
             registry: self.clone(),
