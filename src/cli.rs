@@ -349,7 +349,9 @@ fn probe_data_dir(dir: &Path) -> Result<(), String> {
         .mode(0o600)
         .open(&probe)
         .map_err(|e| not_writable("cannot create a file in it", e))?;
-    let written = file.write_all(b"probe").and_then(|()| file.sync_all());
+    // No fsync: creating, writing and removing proves the folder takes writes, and a sync
+    // would cost several milliseconds of every start.
+    let written = file.write_all(b"probe");
     let removed = std::fs::remove_file(&probe);
     written.map_err(|e| not_writable("cannot write a file in it", e))?;
     removed.map_err(|e| not_writable("cannot remove a file from it", e))
@@ -676,6 +678,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
 
+    // A first-start password that will be refused is refused before anything listens.
+    if let Some(p) = std::env::var("ASTRBOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty())
+        && !app.db.conn().and_then(|c| db::admin_exists(&c)).map_err(|e| e.to_string())?
+    {
+        crate::auth::check_new_password(&p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
+    }
     let server = crate::server::Server::bind(app.clone(), &args.listen, args.max_connections)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("listening on http://{}", server.local_addr());

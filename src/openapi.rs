@@ -95,7 +95,7 @@ fn schemas() -> Value {
                 "type": {"enum": ["openai_chat_completion", "anthropic_chat_completion"]},
                 "provider_type": {"type": "string", "example": "chat_completion"},
                 "enable": {"type": "boolean"},
-                "key": {"type": "array", "items": {"type": "string"}, "description": "API keys, rotated; $NAME or ${NAME} reads the environment; shown masked"},
+                "key": {"type": "array", "items": {"type": "string"}, "description": "API keys, rotated; $NAME or ${NAME} reads an environment variable whose name ends in _API_KEY or is listed in ASTRBOT_SECRET_ENV; shown masked; a masked key sent back is kept only while api_base (scheme, host, port) and proxy are unchanged"},
                 "api_base": {"type": "string", "example": "https://api.openai.com/v1"},
                 "timeout": {"type": "integer", "example": 120},
                 "proxy": {"type": "string"},

@@ -33,7 +33,10 @@ fn admins_guard(who: Option<&Identity>, new: Option<&Value>, current: &Value) ->
         && new != current
         && !can_edit_admins(who)
     {
-        return Err(ApiError::Forbidden("config:edit_admin scope is required to change admins_id".into()));
+        return Err(ApiError::InsufficientScope {
+            message: "config:edit_admin scope is required to change admins_id".into(),
+            scope: "config:edit_admin",
+        });
     }
     Ok(())
 }
