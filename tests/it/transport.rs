@@ -406,3 +406,17 @@ fn pipelined_requests_are_answered_in_order() {
     let statuses: Vec<u16> = (0..3).map(|_| read_response(&mut r).status).collect();
     assert_eq!(statuses, [200, 404, 200]);
 }
+
+#[test]
+fn connection_upgrade_made_the_rest_of_the_stream_the_body() {
+    let s = Server::start();
+    let body = r#"{"username":"astrbot","password":"wrong-password"}"#;
+    let req = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let started = Instant::now();
+    let (r, _) = raw(s.addr, req.as_bytes());
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} for a body that had ended", started.elapsed());
+}

@@ -204,14 +204,6 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers.iter().find(|h: &&Header| h.field.equiv("Connection")).map(|h| h.value.as_str()) {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
     // From here on, reads are body reads: they must keep up the minimum rate.
     if let Some(socket) = &socket {
         socket.begin_body();
@@ -224,34 +216,32 @@ where
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else {
-        match framing {
-            Framing::None | Framing::Length(0) => Box::new(io::empty()) as Box<dyn Read + Send + 'static>,
-            Framing::Length(n) if n <= 1024 && !expects_continue => {
-                // a small body is read at once, on the connection's own thread
-                let mut buffer = vec![0; n as usize];
-                let mut offset = 0;
-                while offset != buffer.len() {
-                    let read = source_data.read(&mut buffer[offset..])?;
-                    if read == 0 {
-                        let info = "Connection has been closed before we received enough data";
-                        let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                        return Err(RequestCreationError::CreationIoError(err));
-                    }
-                    offset += read;
+    // The body reader follows the framing; `Connection: upgrade` changes nothing (astrbot
+    // patch P4: 0.12.0 handed such a request the raw stream as its body, which a handler
+    // reading a body then waited on).
+    let reader = match framing {
+        Framing::None | Framing::Length(0) => Box::new(io::empty()) as Box<dyn Read + Send + 'static>,
+        Framing::Length(n) if n <= 1024 && !expects_continue => {
+            // a small body is read at once, on the connection's own thread
+            let mut buffer = vec![0; n as usize];
+            let mut offset = 0;
+            while offset != buffer.len() {
+                let read = source_data.read(&mut buffer[offset..])?;
+                if read == 0 {
+                    let info = "Connection has been closed before we received enough data";
+                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                    return Err(RequestCreationError::CreationIoError(err));
                 }
-                Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+                offset += read;
             }
-            Framing::Length(n) => {
-                let data_reader = EqualReader::new(source_data, n, socket.clone());
-                Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
-            }
-            Framing::Chunked => Box::new(FusedReader::new(ChunkedReader::new(source_data, socket.clone())))
-                as Box<dyn Read + Send + 'static>,
+            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         }
+        Framing::Length(n) => {
+            let data_reader = EqualReader::new(source_data, n, socket.clone());
+            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+        }
+        Framing::Chunked => Box::new(FusedReader::new(ChunkedReader::new(source_data, socket.clone())))
+            as Box<dyn Read + Send + 'static>,
     };
 
     Ok(Request {
