@@ -418,5 +418,9 @@ fn connection_upgrade_made_the_rest_of_the_stream_the_body() {
     let started = Instant::now();
     let (r, _) = raw(s.addr, req.as_bytes());
     assert_eq!(r.status, 401, "{}", r.text());
-    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} for a body that had ended", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a body that had ended",
+        started.elapsed()
+    );
 }

@@ -18,8 +18,8 @@ use ascii::AsciiString;
 
 use crate::common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 use crate::util::{
-    SequentialReader, SequentialReaderBuilder, SequentialWriter, SequentialWriterBuilder, Socket,
-    SocketReader, SocketWriter,
+    SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder, Socket, SocketReader, SocketWriter,
+    Tracked,
 };
 use crate::Request;
 
@@ -177,8 +177,15 @@ impl ClientConnection {
         Ok((method, path, version, headers))
     }
 
-    fn read(&mut self, writer: SequentialWriter<Sink>) -> Result<Request, ReadError> {
+    fn read(&mut self) -> Result<Request, ReadError> {
         let (method, path, version, headers) = self.read_head()?;
+
+        // One request at a time: this one goes to the application only once the previous
+        // response is complete. (The head is read before waiting, so a kept-alive
+        // connection is already reading when its response goes out: no extra wake-up.)
+        let mut writer = self.sink.next_writer();
+        writer.wait_turn();
+        let writer = Tracked::new(writer, self.socket.clone());
 
         // follow-up for next potential request
         let mut data_source = self.source.next_reader();
@@ -272,13 +279,9 @@ impl Iterator for ClientConnection {
             return None;
         }
 
-        // One request at a time: wait until the previous one is answered and its body
-        // reader has handed the stream back.
-        let mut writer = self.sink.next_writer();
-        writer.wait_turn();
+        // Wait until the previous request's body reader has handed the stream back.
         self.next_header_source.wait_turn();
         if !self.skip_unread_body() {
-            drop(writer);
             self.linger();
             return None;
         }
@@ -289,7 +292,7 @@ impl Iterator for ClientConnection {
             self.socket.begin_idle();
         }
 
-        let rq = match self.read(writer) {
+        let rq = match self.read() {
             Ok(rq) => rq,
             Err(ReadError::Refuse(status, message)) => {
                 self.refuse(status, message);

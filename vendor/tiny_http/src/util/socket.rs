@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,9 @@ pub(crate) struct Socket {
     unread: AtomicU64,
     /// A body read missed its deadline: what follows on the stream is unknown.
     broken: AtomicBool,
+    /// Responses handed to the application and not yet complete (0 or 1: a connection
+    /// hands over one request at a time).
+    in_flight: AtomicUsize,
     /// Microseconds after the registry's epoch at which the connection became an idle
     /// keep-alive connection (plus one); 0 while it is not idle.
     idle_since: AtomicU64,
@@ -176,6 +179,16 @@ impl Socket {
                 let mut st = lock(&self.state);
                 let now = Instant::now();
                 let wait = match st.phase.deadline(&self.limits) {
+                    // A connection is not idle while its last response is still being
+                    // written (a long event stream): its idle time starts over.
+                    Some(deadline)
+                        if deadline <= now
+                            && matches!(st.phase, Phase::Idle { .. })
+                            && self.in_flight.load(Ordering::SeqCst) > 0 =>
+                    {
+                        st.phase = Phase::Idle { until: now + self.limits.idle_timeout };
+                        self.limits.idle_timeout
+                    }
                     Some(deadline) if deadline <= now => {
                         if matches!(st.phase, Phase::Body { .. }) {
                             self.broken.store(true, Ordering::SeqCst);
@@ -259,6 +272,7 @@ impl Registry {
             state: Mutex::new(State { phase: Phase::Head { until: Instant::now() }, timeout: None }),
             unread: AtomicU64::new(0),
             broken: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             id,
             registry: self.clone(),
@@ -275,7 +289,7 @@ impl Registry {
         let oldest = conns
             .values()
             .filter_map(Weak::upgrade)
-            .filter(|s| s.idle_since.load(Ordering::SeqCst) != 0)
+            .filter(|s| s.idle_since.load(Ordering::SeqCst) != 0 && s.in_flight.load(Ordering::SeqCst) == 0)
             .min_by_key(|s| s.idle_since.load(Ordering::SeqCst));
         drop(conns);
         match oldest {
@@ -286,6 +300,35 @@ impl Registry {
             }
             None => false,
         }
+    }
+}
+
+/// A response writer that counts as "in flight" on its connection until dropped.
+pub(crate) struct Tracked<W> {
+    inner: W,
+    socket: Arc<Socket>,
+}
+
+impl<W> Tracked<W> {
+    pub(crate) fn new(inner: W, socket: Arc<Socket>) -> Tracked<W> {
+        socket.in_flight.fetch_add(1, Ordering::SeqCst);
+        Tracked { inner, socket }
+    }
+}
+
+impl<W: Write> Write for Tracked<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Drop for Tracked<W> {
+    fn drop(&mut self) {
+        self.socket.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
