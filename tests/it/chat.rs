@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::fake_llm::{FakeLlm, Script, connect};
-use crate::support::{PNG, Resp, Server, eventually, multipart};
+use crate::support::{PNG, Resp, Server, eventually};
 
 /// A key that can chat and set up everything a chat test needs.
 const ALL_SCOPES: &str = r#"{"scopes":["chat","provider","persona","config","file"]}"#;
@@ -551,17 +551,7 @@ fn the_reply_is_stored_after_the_client_disconnects() {
 
 /// Uploads one file; returns its attachment id.
 fn upload(s: &Server, key: &str, name: &str, ctype: &str, bytes: &[u8]) -> String {
-    let (ct, body) = multipart(&[("file", Some(name), Some(ctype), bytes)]);
-    let auth = format!("Bearer {key}");
-    let r = crate::support::http(
-        s.addr,
-        "POST",
-        "/api/v1/file",
-        &[("Authorization", &auth), ("Content-Type", &ct)],
-        Some(&body),
-    );
-    s.expect(&r, 200);
-    r.json()["data"]["attachment_id"].as_str().unwrap().to_owned()
+    crate::support::upload_file(s, key, name, Some(ctype), bytes)
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, multipart};
+use crate::support::Server;
 
 fn setup(scopes: &str) -> (Server, String) {
     let s = Server::start();
@@ -34,17 +34,13 @@ fn attachments_usage(data: &Path) -> (usize, u64) {
 }
 
 fn upload(s: &Server, key: &str, bytes: &[u8]) -> String {
-    let (ct, body) = multipart(&[("file", Some("big.bin"), Some("application/x-test"), bytes)]);
-    let auth = format!("Bearer {key}");
-    let r = crate::support::http(
-        s.addr,
-        "POST",
-        "/api/v1/file",
-        &[("Authorization", &auth), ("Content-Type", &ct)],
-        Some(&body),
-    );
-    s.expect(&r, 200);
-    r.json()["data"]["attachment_id"].as_str().unwrap().to_owned()
+    crate::support::upload_file(s, key, "big.bin", Some("application/x-test"), bytes)
+}
+
+/// Opens `alice`'s session `s` with a command (no model involved).
+fn open_session(s: &Server, key: &str) {
+    let body = json!({"username": "alice", "session_id": "s", "message": "/sid"});
+    s.expect(&s.call("POST", "/api/v1/chat", key, Some(body)), 200);
 }
 
 fn download(s: &Server, key: &str, id: &str) -> Vec<u8> {
@@ -64,15 +60,7 @@ fn history(s: &Server, key: &str, session: &str) -> Vec<Value> {
 fn im_message_with_too_many_parts_is_refused_and_writes_nothing() {
     let (s, k) = setup(r#"{"scopes":["im","chat","file"]}"#);
     let id = upload(&s, &k, &[7u8; 1024]);
-    s.expect(
-        &s.call(
-            "POST",
-            "/api/v1/chat",
-            &k,
-            Some(json!({"username": "alice", "session_id": "s", "message": "/sid"})),
-        ),
-        200,
-    );
+    open_session(&s, &k);
     let before = (attachments_usage(s.data.path()), history(&s, &k, "s").len());
     let parts: Vec<Value> = (0..100).map(|_| json!({"type": "file", "attachment_id": id})).collect();
     let body = json!({"umo": "webchat:FriendMessage:webchat!alice!s", "message": parts});
@@ -90,15 +78,7 @@ fn im_media_parts_share_the_bytes_instead_of_copying_them() {
     let (s, k) = setup(r#"{"scopes":["im","chat","file"]}"#);
     let original: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
     let id = upload(&s, &k, &original);
-    s.expect(
-        &s.call(
-            "POST",
-            "/api/v1/chat",
-            &k,
-            Some(json!({"username": "alice", "session_id": "s", "message": "/sid"})),
-        ),
-        200,
-    );
+    open_session(&s, &k);
     let (files_before, bytes_before) = attachments_usage(s.data.path());
     let parts: Vec<Value> = (0..10).map(|_| json!({"type": "file", "attachment_id": id})).collect();
     let body = json!({"umo": "webchat:FriendMessage:webchat!alice!s", "message": parts});
@@ -190,15 +170,7 @@ fn huge_message_of_short_cjk_words_answers_quickly() {
 #[test]
 fn session_pages_beyond_the_integer_range_are_empty_never_page_one() {
     let (s, k) = setup(r#"{"scopes":["chat"]}"#);
-    s.expect(
-        &s.call(
-            "POST",
-            "/api/v1/chat",
-            &k,
-            Some(json!({"username": "alice", "session_id": "s", "message": "/sid"})),
-        ),
-        200,
-    );
+    open_session(&s, &k);
     let page = |query: &str| {
         let r = s.call("GET", &format!("/api/v1/chat/sessions?username=alice&{query}"), &k, None);
         s.expect(&r, 200);

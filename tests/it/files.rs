@@ -3,19 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{PNG, Part, Resp, Server, TempDir, multipart};
-
-fn upload(s: &Server, key: &str, path: &str, parts: &[Part<'_>]) -> Resp {
-    let (ct, body) = multipart(parts);
-    let auth = format!("Bearer {key}");
-    crate::support::http(
-        s.addr,
-        "POST",
-        path,
-        &[("Authorization", &auth), ("Content-Type", &ct)],
-        Some(&body),
-    )
-}
+use crate::support::{PNG, Resp, Server, TempDir, multipart, upload};
 
 fn setup() -> (Server, String) {
     let s = Server::start();

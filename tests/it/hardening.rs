@@ -5,17 +5,10 @@
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier, mpsc};
 
-use crate::support::{ADMIN_PASSWORD, BIN, PNG, Part, Resp, Server, TempDir, bearer, eventually, multipart};
+use crate::support::{ADMIN_PASSWORD, BIN, PNG, Part, Resp, Server, TempDir, bearer, eventually};
 
 fn upload(s: &Server, key: &str, parts: &[Part<'_>]) -> String {
-    let (ct, body) = multipart(parts);
-    let r = crate::support::http(
-        s.addr,
-        "POST",
-        "/api/v1/files",
-        &[("Authorization", &bearer(key)), ("Content-Type", &ct)],
-        Some(&body),
-    );
+    let r = crate::support::upload(s, key, "/api/v1/files", parts);
     s.expect(&r, 200);
     r.json()["data"]["attachment_id"].as_str().unwrap().to_owned()
 }

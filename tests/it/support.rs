@@ -372,3 +372,16 @@ pub fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
+
+/// Uploads multipart `parts` to `path` with `key` (on a new connection).
+pub fn upload(s: &Server, key: &str, path: &str, parts: &[Part<'_>]) -> Resp {
+    let (ct, body) = multipart(parts);
+    http(s.addr, "POST", path, &[("Authorization", &bearer(key)), ("Content-Type", &ct)], Some(&body))
+}
+
+/// Uploads one file to `POST /api/v1/file`; returns its attachment id.
+pub fn upload_file(s: &Server, key: &str, name: &str, ctype: Option<&str>, bytes: &[u8]) -> String {
+    let r = upload(s, key, "/api/v1/file", &[("file", Some(name), ctype, bytes)]);
+    s.expect(&r, 200);
+    r.json()["data"]["attachment_id"].as_str().unwrap().to_owned()
+}
