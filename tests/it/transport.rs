@@ -424,3 +424,23 @@ fn connection_upgrade_made_the_rest_of_the_stream_the_body() {
         started.elapsed()
     );
 }
+
+#[test]
+fn connection_close_with_an_unread_body_reset_the_answer() {
+    let s = Server::start();
+    // `Connection: close` and a body the route refuses unread (413): the connection must
+    // close only after the client has sent its body, or the reset destroys the answer.
+    let body = vec![b'x'; 2 << 20];
+    for _ in 0..10 {
+        let mut c = connect(s.addr);
+        write!(
+            c,
+            "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        c.write_all(&body).expect("the body was sent without a reset");
+        let mut r = BufReader::new(c);
+        assert_eq!(read_response(&mut r).status, 413);
+    }
+}

@@ -276,6 +276,12 @@ impl Iterator for ClientConnection {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
+            // A body the last request left unread may still be arriving: closing on it
+            // would reset the connection and can destroy the answer.
+            self.next_header_source.wait_turn();
+            if self.socket.take_unread() != 0 {
+                self.linger();
+            }
             return None;
         }
 
