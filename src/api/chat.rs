@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, opt_bool, opt_string};
-use crate::app::App;
+use crate::app::{App, LiveStream};
 use crate::auth::Identity;
 use crate::config::{self, ProviderChoice, SessionChoice};
 use crate::db::chat::{self as store, Passage};
@@ -391,7 +391,7 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
             .unwrap_or_else(|e| e.into_inner())
             .entry(p.session_id.clone())
             .or_default()
-            .push((run_id.clone(), tx.clone()));
+            .push(LiveStream { run_id: run_id.clone(), username: p.username.clone(), tx: tx.clone() });
     }
     let ev = Events { tx, run_id: run_id.clone() };
     ev.send(
@@ -498,7 +498,7 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
     {
         let mut streams = app.streams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = streams.get_mut(&p.session_id) {
-            list.retain(|(id, _)| *id != run_id);
+            list.retain(|stream| stream.run_id != run_id);
             if list.is_empty() {
                 streams.remove(&p.session_id);
             }
