@@ -3,6 +3,9 @@
 //! creating it for them if it does not exist, and deleting a session deletes the proactive
 //! messages waiting in it.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+
 use serde_json::{Value, json};
 
 use crate::support::{Server, multipart};
@@ -161,4 +164,52 @@ fn deleting_a_session_deletes_its_pending_proactive_messages() {
     s.call("DELETE", "/api/v1/chat/sessions/known?username=erin", &k, None);
     s.expect(&chat(&s, &k, "erin", "known"), 200);
     assert!(!texts(&history(&s, &k, "erin", "known")).iter().any(|t| t == "pending for erin"));
+}
+
+#[test]
+fn a_run_outliving_its_deleted_session_never_mixes_with_the_next_owners_messages() {
+    let (s, k) = setup();
+    let admin = s.admin_token();
+    // An upstream that accepts and never answers keeps bob's run open for its timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", silent.local_addr().unwrap());
+    let source =
+        json!({"id": "slow", "type": "openai_chat_completion", "api_base": base, "timeout": 2, "key": ["k"]});
+    s.expect(&s.call("POST", "/api/v1/provider-sources", &admin, Some(source)), 200);
+    let provider = json!({"id": "slow/m", "provider_source_id": "slow", "model": "m"});
+    s.expect(&s.call("POST", "/api/v1/providers", &admin, Some(provider)), 200);
+    let settings = json!({"provider_settings": {"request_max_retries": 0}});
+    s.expect(&s.call("PUT", "/api/v1/system-config", &admin, Some(settings)), 200);
+
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    let body = json!({"username": "bob", "session_id": "x", "message": "hi"}).to_string();
+    write!(c, "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {k}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut reader = BufReader::new(c);
+    let mut events: Vec<Value> = Vec::new();
+    let mut line = String::new();
+    let mut sent = false;
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            let event: Value = serde_json::from_str(data).unwrap();
+            if event["type"] == "run_started" && !sent {
+                sent = true;
+                let r = s.call("DELETE", "/api/v1/chat/sessions/x?username=bob", &k, None);
+                assert_eq!(r.json()["status"], "ok", "{}", r.text());
+                s.expect(&im(&s, &k, "webchat:FriendMessage:webchat!alice!x", json!("only for alice")), 200);
+            }
+            let done = event["type"] == "end";
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+        line.clear();
+    }
+    assert!(sent && events.last().is_some_and(|e| e["type"] == "end"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e["data"] == "only for alice"),
+        "bob's stream saw alice's message: {events:?}"
+    );
+    assert_eq!(texts(&history(&s, &k, "alice", "x")), ["only for alice"]);
+    drop(silent);
 }
