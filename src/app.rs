@@ -32,8 +32,18 @@ pub struct Settings {
     pub max_upload_bytes: usize,
 }
 
-/// Live chat streams: conversation id to (run id, event sender) of each running stream.
-pub type LiveStreams = std::collections::HashMap<String, Vec<(String, std::sync::mpsc::Sender<String>)>>;
+/// Live chat streams: conversation id to the running streams of that conversation.
+pub type LiveStreams = std::collections::HashMap<String, Vec<LiveStream>>;
+
+/// One running chat stream. The username travels with it because a run may outlive its
+/// session: a proactive message for one username must not reach another's stream that
+/// happens to carry the same conversation id.
+#[derive(Clone)]
+pub struct LiveStream {
+    pub run_id: String,
+    pub username: String,
+    pub tx: std::sync::mpsc::Sender<String>,
+}
 
 pub struct App {
     pub settings: Settings,

@@ -163,7 +163,7 @@ fn schemas() -> Value {
         "Routing": {"type": "object", "properties": {"routing": {"type": "object", "additionalProperties": {"type": "string"}, "description": "UMO (platform:MessageType:session) to config profile id"}}},
         "EffectiveRoute": {"type": "object", "properties": {"umo": {"type": "string"}, "config_id": {"type": "string"}, "routed": {"type": "boolean"}, "provider_id": {"type": "string", "description": "`builtin` when no LLM provider is usable"}, "persona_id": {"type": "string"}}},
         "ProviderTest": {"type": "object", "properties": {"id": {"type": "string"}, "model": {"type": ["string", "null"]}, "type": {"type": "string", "example": "chat_completion"}, "name": {"type": "string"}, "status": {"enum": ["available", "unavailable"]}, "error": {"type": ["string", "null"]}}},
-        "ImMessage": {"type": "object", "required": ["umo", "message"], "properties": {"umo": {"type": "string", "example": "webchat:FriendMessage:webchat!alice!s1", "description": "platform:FriendMessage|GroupMessage|OtherMessage:session"}, "message": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}},
+        "ImMessage": {"type": "object", "required": ["umo", "message"], "properties": {"umo": {"type": "string", "example": "webchat:FriendMessage:webchat!alice!s1", "description": "platform:FriendMessage|GroupMessage|OtherMessage:session; webchat!<username>!<session_id> names the owner too"}, "message": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}},
         "ChatRequest": {"type": "object", "required": ["username", "message"], "properties": {
             "username": {"type": "string", "description": "The sender and session owner"},
             "message": {"description": "A string, or parts: plain {text}, reply {message_id}, image/record/file/video {attachment_id}", "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
@@ -230,6 +230,12 @@ fn plain_response(route: &Route) -> Value {
     json!({"description": "OK", "content": {content_type: {"schema": schema}}})
 }
 
+/// Who a proactive message reaches, beyond AstrBot (`api::im`, issue 15).
+const IM_OWNER_RULE: &str = "A UMO whose session part is `webchat!<username>!<session_id>` reaches only a session \
+    that `<username>` owns: one that does not exist yet is created for them, and one another username owns is \
+    refused with 400 `session_id belongs to another username`, nothing stored; any other session part names the \
+    conversation directly, as in AstrBot, and reaches whoever owns it.";
+
 fn operation(route: &Route) -> Value {
     let mut responses = Map::new();
     match route.response {
@@ -270,6 +276,10 @@ fn operation(route: &Route) -> Value {
     if route.path == "/api/v1/chat" {
         responses.insert("503".into(), error_response("Too many chats in progress (see Retry-After)"));
     }
+    let description = match route.path {
+        "/api/v1/im/message" | "/api/v1/im/messages" => Some(IM_OWNER_RULE),
+        _ => None,
+    };
     if route.path == "/api/auth/login" {
         responses.insert("401".into(), error_response("Invalid username or password"));
         responses.insert("429".into(), error_response("Too many failed logins from this address"));
@@ -286,6 +296,9 @@ fn operation(route: &Route) -> Value {
         "x-astrbot-scope": route.access.scope_name(),
         "responses": responses,
     });
+    if let Some(description) = description {
+        op["description"] = json!(description);
+    }
     let params: Vec<Value> = route
         .path
         .split('/')

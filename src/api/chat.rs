@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, opt_bool, opt_string};
-use crate::app::App;
+use crate::app::{App, LiveStream};
 use crate::auth::Identity;
 use crate::config::{self, ProviderChoice, SessionChoice};
 use crate::db::chat::{self as store, Passage};
@@ -391,7 +391,7 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
             .unwrap_or_else(|e| e.into_inner())
             .entry(p.session_id.clone())
             .or_default()
-            .push((run_id.clone(), tx.clone()));
+            .push(LiveStream { run_id: run_id.clone(), username: p.username.clone(), tx: tx.clone() });
     }
     let ev = Events { tx, run_id: run_id.clone() };
     ev.send(
@@ -471,6 +471,11 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
     }
     let saved = app.db.conn().map_err(|e| e.to_string()).and_then(|mut conn| {
         write_tx(&mut conn, |tx| {
+            // A session made anew under the same id by (or for) another username while the
+            // run went on is not this run's: the reply is dropped as for a deleted one.
+            if store::session(tx, &p.session_id)?.is_some_and(|s| s.creator != p.username) {
+                return Ok(None);
+            }
             let id = store::insert_session_message(
                 tx,
                 &p.session_id,
@@ -487,8 +492,11 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
     });
     match saved {
         Ok(Some(id)) => ev.send(json!({"type": "message_saved", "data": {"id": id, "created_at": iso(ended), "llm_checkpoint_id": checkpoint}})),
-        // The session was deleted during the run: its reply has nowhere to go.
-        Ok(None) => log::info!("chat run {run_id}: session {} was deleted, reply not stored", p.session_id),
+        // The session was deleted during the run, or is another username's now: its reply has
+        // nowhere to go.
+        Ok(None) => {
+            log::info!("chat run {run_id}: session {} was deleted or is another's, reply not stored", p.session_id)
+        }
         Err(e) => {
             log::error!("chat run {run_id}: cannot store the reply: {e}");
             ev.send(json!({"type": "error", "data": "WebChat run failed"}));
@@ -498,7 +506,7 @@ fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>
     {
         let mut streams = app.streams.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = streams.get_mut(&p.session_id) {
-            list.retain(|(id, _)| *id != run_id);
+            list.retain(|stream| stream.run_id != run_id);
             if list.is_empty() {
                 streams.remove(&p.session_id);
             }

@@ -4,6 +4,12 @@
 //! conversation's history. Other platforms answer `Bot not found or not running` until
 //! they exist.
 //!
+//! Beyond AstrBot, a session part `webchat!<username>!<session_id>` names its owner too:
+//! the message goes only into a session that username owns, created for them (in the
+//! message's own transaction) when it does not exist, so that a message meant for one
+//! user can never wait in an id another user claims later. Any other session part keeps
+//! AstrBot's meaning: the conversation of that id, whoever owns it.
+//!
 //! A stored message's media are new attachments, as AstrBot registers them, but they
 //! share the original's bytes through a hard link instead of a copy: a message naming one
 //! large file many times costs inodes, not disk, and deleting either attachment leaves the
@@ -15,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
+use crate::app::LiveStream;
 use crate::db;
 use crate::db::chat as store;
 use crate::db::resources::{self, Attachment};
@@ -45,14 +52,52 @@ pub fn parse_umo(umo: &str) -> Result<(String, String, String), String> {
     Ok((parts[0].to_owned(), parts[1].to_owned(), parts[2].to_owned()))
 }
 
-/// The webchat conversation a session part names: `webchat!<user>!<cid>` is `<cid>`.
-pub fn conversation_id(session: &str) -> String {
-    if let Some(rest) = session.strip_prefix("webchat!")
-        && let Some((_, cid)) = rest.split_once('!')
-    {
-        return cid.to_owned();
+/// Where a webchat UMO's session part delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// `webchat!<username>!<session_id>`: only a session `username` owns (made for them if
+    /// new). Both parts are trimmed, as the chat trims them, so the UMO a chat shows names
+    /// the same session and owner.
+    Owned { username: String, session_id: String },
+    /// Any other session part: the conversation of that id as it is written, whoever owns
+    /// it (AstrBot's meaning); no session is made.
+    Conversation(String),
+}
+
+/// The target of a session part, as AstrBot's `_extract_conversation_id` splits it: a part
+/// that starts with `webchat!` and has a second `!` is `webchat!<user>!<cid>`, `<cid>` being
+/// everything after that second `!`. An owned form with an empty username or session id
+/// names no one and is refused (the text follows `Invalid umo: `).
+pub fn target(session: &str) -> Result<Target, String> {
+    let Some((username, cid)) = session.strip_prefix("webchat!").and_then(|rest| rest.split_once('!')) else {
+        return Ok(Target::Conversation(session.to_owned()));
+    };
+    let (username, session_id) = (username.trim(), cid.trim());
+    if username.is_empty() {
+        return Err("username is empty".to_owned());
     }
-    session.to_owned()
+    if session_id.is_empty() {
+        return Err("session_id is empty".to_owned());
+    }
+    Ok(Target::Owned { username: username.to_owned(), session_id: session_id.to_owned() })
+}
+
+impl Target {
+    /// The conversation (session) id the message goes to.
+    pub fn conversation(&self) -> &str {
+        match self {
+            Target::Owned { session_id, .. } => session_id,
+            Target::Conversation(cid) => cid,
+        }
+    }
+
+    /// The username the message is for, if the UMO names one.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Target::Owned { username, .. } => Some(username),
+            Target::Conversation(_) => None,
+        }
+    }
 }
 
 /// Parts of one proactive message at most (AstrBot states no limit). Each media part
@@ -141,19 +186,26 @@ fn link_attachment(
     Ok(copy)
 }
 
-/// Stores a proactive message in conversation `cid` in one `IMMEDIATE` transaction; the
-/// stored parts reference attachments of their own, as AstrBot stores them. If anything
-/// fails, the rows roll back with the transaction and the links made are removed.
-/// Returns the message id and the stored parts.
+/// Stores a proactive message for `target` in one `IMMEDIATE` transaction; the stored
+/// parts reference attachments of their own, as AstrBot stores them. An owned target's
+/// session is made for its owner here, or refused when another username owns it, before
+/// anything is linked. If anything fails, the rows roll back with the transaction and the
+/// links made are removed. Returns the message id and the stored parts.
 fn store_message(
     conn: &mut rusqlite::Connection,
     data_dir: &Path,
-    cid: &str,
+    target: &Target,
     parts: &[(Value, Option<Attachment>)],
     now: i64,
 ) -> Result<(i64, Vec<Value>), ApiError> {
+    let cid = target.conversation();
     let mut made: Vec<PathBuf> = Vec::new();
     let stored = db::write_tx(conn, |tx| {
+        if let Some(owner) = target.owner()
+            && store::ensure_session(tx, cid, owner, now)?.creator != owner
+        {
+            return Err(bad("session_id belongs to another username"));
+        }
         let mut out = Vec::new();
         for (part, att) in parts {
             match att {
@@ -197,17 +249,20 @@ pub fn send_message(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     if platform != "webchat" {
         return Err(bad(format!("Bot not found or not running for platform: {platform}")));
     }
+    let target = target(&session).map_err(|e| bad(format!("Invalid umo: {e}")))?;
     let message = body.get("message").cloned().unwrap_or_else(|| json!({}));
     let data_dir = ctx.app.settings.data_dir.clone();
     let mut conn = ctx.app.db.conn()?;
     let parts = strict_parts(&conn, &data_dir, &message)?;
-    let cid = conversation_id(&session);
+    let cid = target.conversation();
     let now = ctx.now;
-    let (saved_id, stored_parts) = store_message(&mut conn, &data_dir, &cid, &parts, ctx.now)?;
-    // Live streams of the conversation see the message as events.
+    let (saved_id, stored_parts) = store_message(&mut conn, &data_dir, &target, &parts, ctx.now)?;
+    // Live streams of the conversation see the message as events; for an owned target only
+    // the owner's (a run can outlive its deleted session, whose id may now be the owner's).
     let streams =
-        ctx.app.streams.lock().unwrap_or_else(|e| e.into_inner()).get(&cid).cloned().unwrap_or_default();
-    for (run_id, tx) in streams {
+        ctx.app.streams.lock().unwrap_or_else(|e| e.into_inner()).get(cid).cloned().unwrap_or_default();
+    let streams = streams.into_iter().filter(|s| target.owner().is_none_or(|owner| s.username == owner));
+    for LiveStream { run_id, tx, .. } in streams {
         let mut last = String::new();
         for part in &stored_parts {
             let (kind, data) = match part["type"].as_str() {
@@ -254,9 +309,15 @@ mod tests {
         assert_eq!(parse_umo("a:b").unwrap_err(), "not enough values to unpack (expected 3, got 2)");
         assert_eq!(parse_umo("a:Foo:c").unwrap_err(), "'Foo' is not a valid MessageType");
         assert_eq!(parse_umo("a::c").unwrap_err(), "'' is not a valid MessageType");
-        assert_eq!(conversation_id("webchat!alice!sess-im-1"), "sess-im-1");
-        assert_eq!(conversation_id("webchat!alice!a!b"), "a!b");
-        assert_eq!(conversation_id("plainsess"), "plainsess");
+        let owned = |u: &str, s: &str| Ok(Target::Owned { username: u.into(), session_id: s.into() });
+        assert_eq!(target("webchat!alice!sess-im-1"), owned("alice", "sess-im-1"));
+        assert_eq!(target("webchat!alice!a!b"), owned("alice", "a!b"));
+        assert_eq!(target("webchat! alice ! s1 "), owned("alice", "s1"));
+        assert_eq!(target("webchat!!s1"), Err("username is empty".into()));
+        assert_eq!(target("webchat!alice! "), Err("session_id is empty".into()));
+        assert_eq!(target("plainsess"), Ok(Target::Conversation("plainsess".into())));
+        assert_eq!(target("webchat!alice"), Ok(Target::Conversation("webchat!alice".into())));
+        assert_eq!(target(" padded "), Ok(Target::Conversation(" padded ".into())));
     }
 
     /// A message that fails after its first media part was linked leaves neither the link
@@ -280,7 +341,8 @@ mod tests {
         std::fs::write(dir.join("attachments/orig"), b"bytes").unwrap();
         let parts = vec![(json!({"type": "file"}), Some(att.clone())), (json!({"type": "file"}), Some(att))];
 
-        let (_, stored) = store_message(&mut conn, &dir, "c", &parts, 2).unwrap();
+        let c = Target::Conversation("c".into());
+        let (_, stored) = store_message(&mut conn, &dir, &c, &parts, 2).unwrap();
         let linked = stored[0]["attachment_id"].as_str().unwrap().to_owned();
         let meta = std::fs::metadata(dir.join("attachments").join(&linked)).unwrap();
         use std::os::unix::fs::MetadataExt;
@@ -290,7 +352,7 @@ mod tests {
             "CREATE TEMP TRIGGER refuse BEFORE INSERT ON chat_messages BEGIN SELECT RAISE(ABORT, 'no'); END;",
         )
         .unwrap();
-        assert!(store_message(&mut conn, &dir, "c", &parts, 3).is_err());
+        assert!(store_message(&mut conn, &dir, &c, &parts, 3).is_err());
         let files = std::fs::read_dir(dir.join("attachments")).unwrap().count();
         assert_eq!(files, 3, "the original and the first message's two links only");
         let rows: i64 = conn.query_row("SELECT count(*) FROM attachments", [], |r| r.get(0)).unwrap();

@@ -111,7 +111,9 @@ pub fn touch_session(
     Ok(())
 }
 
-/// Deletes a session and its history; false if there was none.
+/// Deletes a session and its history, proactive messages waiting in it included (they are
+/// rows of the history too); false if there was none. Attachments its messages name stay,
+/// as they always have: a chat's parts name uploads that other messages may name too.
 pub fn delete_session(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     conn.execute("DELETE FROM chat_messages WHERE session_id = ?1", [id])?;
     Ok(conn.execute("DELETE FROM chat_sessions WHERE session_id = ?1", [id])? > 0)

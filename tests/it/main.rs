@@ -16,6 +16,7 @@ mod kb;
 mod keys;
 mod lifecycle;
 mod personas;
+mod proactive;
 mod providers;
 mod quota;
 mod secrets;
