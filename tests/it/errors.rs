@@ -107,7 +107,9 @@ fn slow_loris_clients_do_not_block_a_normal_request() {
         }
         let started = Instant::now();
         s.expect(&s.get("/healthz", &[]), 200);
-        assert!(started.elapsed() < Duration::from_secs(1));
+        // A blocked request would wait for the 10 s head deadline; 5 s leaves room for a
+        // loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 }
 
