@@ -444,3 +444,36 @@ fn connection_close_with_an_unread_body_reset_the_answer() {
         assert_eq!(read_response(&mut r).status, 413);
     }
 }
+
+#[test]
+fn evicting_while_connections_close_deadlocked_the_accept_thread() {
+    // At the cap, a new connection evicts an idle one while other connections end: the
+    // accept thread once dropped the last reference of a closing connection while holding
+    // the registry lock that the drop takes, and never accepted again.
+    let mut s = Server::start_with(Arc::new(TempDir::new()), &["--max-connections", "16"]);
+    let until = Instant::now() + Duration::from_secs(8);
+    let churn: Vec<_> = (0..48)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let mut served = 0u32;
+                while Instant::now() < until {
+                    let Ok(mut c) = TcpStream::connect(addr) else { continue };
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                    if c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+                        continue;
+                    }
+                    let mut head = [0u8; 12];
+                    if c.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") {
+                        served += 1;
+                    }
+                }
+                served
+            })
+        })
+        .collect();
+    let served: u32 = churn.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(served > 100, "the churn was served ({served} answers)");
+    assert!(eventually(10, || http(s.addr, "GET", "/healthz", &[], None).status == 200), "{}", s.log());
+    assert_alive(&mut s);
+}

@@ -285,13 +285,18 @@ impl Registry {
     /// Closes the connection that has waited longest for its next request, if any; its
     /// thread sees the end of the stream and leaves. True when one was closed.
     pub(crate) fn evict_idle(&self) -> bool {
-        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = conns
-            .values()
-            .filter_map(Weak::upgrade)
+        // Upgrade under the lock, choose and drop outside it: a temporary `Arc` may be the
+        // last one (its connection thread let go meanwhile), and dropping a `Socket` takes
+        // this same lock to unregister; under the lock that was a self-deadlock of the
+        // accept thread.
+        let live: Vec<Arc<Socket>> = {
+            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.values().filter_map(Weak::upgrade).collect()
+        };
+        let oldest = live
+            .iter()
             .filter(|s| s.idle_since.load(Ordering::SeqCst) != 0 && s.in_flight.load(Ordering::SeqCst) == 0)
             .min_by_key(|s| s.idle_since.load(Ordering::SeqCst));
-        drop(conns);
         match oldest {
             Some(socket) => {
                 socket.idle_since.store(0, Ordering::SeqCst);
