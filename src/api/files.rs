@@ -210,26 +210,7 @@ fn read_file_part(
             continue;
         }
         let path = dir.join(uuid::Uuid::new_v4().to_string());
-        let copied = (|| -> io::Result<(usize, Vec<u8>)> {
-            let mut file = File::create(&path)?;
-            let mut head = Vec::new();
-            let mut size = 0usize;
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let n = entry.data.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                if head.len() < 64 {
-                    head.extend_from_slice(&buf[..n.min(64 - head.len())]);
-                }
-                size += n;
-                file.write_all(&buf[..n])?;
-            }
-            file.sync_all()?;
-            Ok((size, head))
-        })();
-        match copied {
+        match write_part(&mut entry.data, &path) {
             Ok((size, head)) => {
                 let part = (
                     path,
@@ -250,7 +231,29 @@ fn read_file_part(
     }
 }
 
-/// `GET /api/v1/file?attachment_id=`
+/// Copies a part's data to a new file at `path`, synced before it counts as stored; says
+/// how many bytes it wrote and what the first 64 were (for [`sniff`]).
+fn write_part(data: &mut dyn Read, path: &std::path::Path) -> io::Result<(usize, Vec<u8>)> {
+    let mut file = File::create(path)?;
+    let mut head = Vec::new();
+    let mut size = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = data.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 64 {
+            head.extend_from_slice(&buf[..n.min(64 - head.len())]);
+        }
+        size += n;
+        file.write_all(&buf[..n])?;
+    }
+    file.sync_all()?;
+    Ok((size, head))
+}
+
+/// `GET /api/v1/file?attachment_id=
 pub fn download_query(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     if ctx.req.query_param("attachment_id").is_none() {
         return Err(ApiError::bad_request("Missing key: attachment_id"));
