@@ -203,7 +203,7 @@ fn run_route(
         Body::Upload => app.settings.max_upload_bytes,
     };
     if route.body == Body::Upload {
-        crate::api::files::check_multipart(req)?;
+        req.multipart_boundary()?;
     }
     if req.body_len.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));

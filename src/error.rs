@@ -7,10 +7,15 @@
 //! Every error response carries `X-Content-Type-Options: nosniff` (decision 18): this is
 //! also the path of the 500 that `server` builds for a panicking handler, which never
 //! returns through `app::handle`.
+//!
+//! The dependency runs one way: this module knows `http`'s [`Response`] (to build the
+//! envelope) and its [`BodyError`] (to map a refused body), and `http` knows nothing of
+//! `ApiError`. So the messages of refused bodies (413, 408, `Invalid JSON body`, the
+//! multipart checks) are written here, next to every other message a client can see.
 
 use std::fmt;
 
-use crate::http::Response;
+use crate::http::{BodyError, Response};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -122,6 +127,22 @@ impl From<rusqlite::Error> for ApiError {
     }
 }
 
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        match e {
+            BodyError::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
+            BodyError::Timeout => ApiError::BodyTimeout,
+            BodyError::Unreadable => ApiError::bad_request("There was an error parsing the body"),
+            BodyError::InvalidJson => ApiError::bad_request("Invalid JSON body"),
+            BodyError::NotAnObject => ApiError::bad_request("Request body must be a JSON object"),
+            BodyError::NotMultipart => {
+                ApiError::bad_request("Expected a multipart/form-data body with a file field")
+            }
+            BodyError::MissingBoundary => ApiError::bad_request("Missing boundary in multipart."),
+        }
+    }
+}
+
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> ApiError {
         ApiError::Internal(format!("i/o: {e}"))
@@ -157,5 +178,22 @@ mod tests {
             Some(r#"Bearer error="insufficient_scope", scope="file""#)
         );
         assert_eq!(r.body_str(), r#"{"status":"error","message":"Insufficient API key scope"}"#);
+    }
+
+    #[test]
+    fn refused_bodies_keep_their_status_and_message() {
+        let cases = [
+            (BodyError::TooLarge(5), 413, "Request body too large (limit 5 bytes)"),
+            (BodyError::Timeout, 408, "Request body not received in time"),
+            (BodyError::Unreadable, 400, "There was an error parsing the body"),
+            (BodyError::InvalidJson, 400, "Invalid JSON body"),
+            (BodyError::NotAnObject, 400, "Request body must be a JSON object"),
+            (BodyError::NotMultipart, 400, "Expected a multipart/form-data body with a file field"),
+            (BodyError::MissingBoundary, 400, "Missing boundary in multipart."),
+        ];
+        for (body_error, status, message) in cases {
+            let e = ApiError::from(body_error);
+            assert_eq!((e.status(), e.message().as_str()), (status, message), "{body_error:?}");
+        }
     }
 }

@@ -3,17 +3,43 @@
 //! The server module turns a tiny_http request into a [`Request`] (method, decoded path
 //! segments and query, lower-cased headers, the body as a bounded reader) and writes a
 //! [`Response`] back. Nothing outside `server` touches tiny_http types. A response is a
-//! status, headers and a body; the http layer owns the framing headers.
+//! status, headers and one [`Body`]: bytes, a file of known length, or a stream of events;
+//! the http layer owns the framing headers.
+//!
+//! This module sits below the error type and imports nothing from the crate: reading and
+//! checking a body fails with its own small [`BodyError`], which `error` turns into an
+//! `ApiError` (and so into a status and envelope) in the one place that does that mapping.
+//! The multipart checks live here too, because they are request parsing: a route that
+//! takes an upload refuses a body without a usable boundary before anything is read.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::mpsc::Receiver;
 
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
-
 /// Largest JSON body any route accepts (decision 6).
 pub const MAX_JSON_BODY: usize = 1 << 20;
+
+/// Why a request body cannot be had. Each variant is one answer the client sees;
+/// `ApiError`'s `From<BodyError>` gives it its status and AstrBot's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// More than the route's limit (in bytes) was announced or sent: 413.
+    TooLarge(usize),
+    /// The body did not arrive at the transport's minimum rate: 408.
+    Timeout,
+    /// The body broke off before its announced length, or could not be read: 400.
+    Unreadable,
+    /// The body is not JSON: 400.
+    InvalidJson,
+    /// The JSON body is not an object where a model is expected: 400.
+    NotAnObject,
+    /// An upload route got something other than `multipart/form-data`: 400.
+    NotMultipart,
+    /// A `multipart/form-data` body without a boundary to split it by: 400.
+    MissingBoundary,
+}
 
 pub struct Request<'a> {
     pub method: String,
@@ -96,23 +122,21 @@ impl<'a> Request<'a> {
 
     /// Reads the whole body, refusing more than `limit` bytes with 413. A body that ends
     /// before its announced length is a client error, not a short success.
-    pub fn read_body(&mut self, limit: usize) -> Result<Vec<u8>, ApiError> {
+    pub fn read_body(&mut self, limit: usize) -> Result<Vec<u8>, BodyError> {
         if self.body_done {
             return Ok(Vec::new());
         }
         if self.body_len.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge(limit));
+            return Err(BodyError::TooLarge(limit));
         }
         let mut buf = Vec::with_capacity(self.body_len.unwrap_or(0).min(limit));
         let read = self.body.reader().take(limit as u64 + 1).read_to_end(&mut buf);
         match read {
-            Ok(_) if buf.len() > limit => return Err(ApiError::PayloadTooLarge(limit)),
-            Ok(n) if self.body_len.is_some_and(|want| want != n) => {
-                return Err(ApiError::bad_request("There was an error parsing the body"));
-            }
+            Ok(_) if buf.len() > limit => return Err(BodyError::TooLarge(limit)),
+            Ok(n) if self.body_len.is_some_and(|want| want != n) => return Err(BodyError::Unreadable),
             Ok(_) => {}
-            Err(e) if is_timeout(&e) => return Err(ApiError::BodyTimeout),
-            Err(_) => return Err(ApiError::bad_request("There was an error parsing the body")),
+            Err(e) if is_timeout(&e) => return Err(BodyError::Timeout),
+            Err(_) => return Err(BodyError::Unreadable),
         }
         self.body_done = true;
         Ok(buf)
@@ -120,31 +144,47 @@ impl<'a> Request<'a> {
 
     /// The body as a reader that fails once more than `limit` bytes come; reading it to the
     /// end marks the body done.
-    pub fn body_reader(&mut self, limit: usize) -> Result<LimitedBody<'_, 'a>, ApiError> {
+    pub fn body_reader(&mut self, limit: usize) -> Result<LimitedBody<'_, 'a>, BodyError> {
         if self.body_len.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge(limit));
+            return Err(BodyError::TooLarge(limit));
         }
         Ok(LimitedBody { req: self, read: 0, limit })
     }
 
     /// Reads the body as JSON into `self.json`: empty means `null`, invalid JSON is 400.
-    pub fn parse_json_body(&mut self) -> Result<(), ApiError> {
+    pub fn parse_json_body(&mut self) -> Result<(), BodyError> {
         let bytes = self.read_body(MAX_JSON_BODY)?;
         let text = String::from_utf8_lossy(&bytes);
         self.json = if text.trim().is_empty() {
             Some(Value::Null)
         } else {
-            Some(serde_json::from_str(&text).map_err(|_| ApiError::bad_request("Invalid JSON body"))?)
+            Some(serde_json::from_str(&text).map_err(|_| BodyError::InvalidJson)?)
         };
         Ok(())
     }
 
     /// The JSON body as an object, for handlers whose body is a model.
-    pub fn json_object(&self) -> Result<&serde_json::Map<String, Value>, ApiError> {
+    pub fn json_object(&self) -> Result<&serde_json::Map<String, Value>, BodyError> {
         match &self.json {
             Some(Value::Object(map)) => Ok(map),
-            _ => Err(ApiError::bad_request("Request body must be a JSON object")),
+            _ => Err(BodyError::NotAnObject),
         }
+    }
+
+    /// The boundary of a `multipart/form-data` body, from the `Content-Type` header alone.
+    /// Upload routes ask for it before authentication, as AstrBot checks the form before the
+    /// key; that is safe because it reads no body, and the body is read only after auth.
+    pub fn multipart_boundary(&self) -> Result<String, BodyError> {
+        let ct = self.header("content-type").unwrap_or("");
+        if !ct.to_ascii_lowercase().starts_with("multipart/form-data") {
+            return Err(BodyError::NotMultipart);
+        }
+        ct.split(';')
+            .filter_map(|p| p.trim().split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+            .filter(|b| !b.is_empty())
+            .ok_or(BodyError::MissingBoundary)
     }
 }
 
@@ -220,33 +260,43 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What a handler produces: plain data, or a reader of known length (a file) that the
-/// server copies to the client without holding it in memory.
+/// What a response carries after its head. One value, so a response cannot be both a file
+/// and an event stream, or bytes that a stream would silently replace.
+pub enum Body {
+    /// Bytes held in memory, sent with their length.
+    Bytes(Vec<u8>),
+    /// A reader of known length (a file or a range of one) that the server copies to the
+    /// client with that `Content-Length`, never holding it whole in memory.
+    File(Box<dyn Read + Send>, usize),
+    /// Server-sent events: finished `data: ...` frames until the sender hangs up. The server
+    /// adds the framing and a heartbeat after each silent second.
+    Events(Receiver<String>),
+}
+
+/// What a handler produces: a status, headers and a [`Body`], all plain data.
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
-    pub stream: Option<(Box<dyn Read + Send>, usize)>,
-    /// Server-sent events: finished `data: ...` frames until the sender hangs up.
-    pub sse: Option<std::sync::mpsc::Receiver<String>>,
+    pub body: Body,
 }
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response {
-            status,
-            headers: vec![("Content-Type", content_type.to_owned())],
-            body,
-            stream: None,
-            sse: None,
-        }
+        Response::with_body(status, content_type, Body::Bytes(body))
+    }
+
+    /// A file (or a part of one) of `len` bytes, streamed by the server.
+    pub fn file(status: u16, content_type: &str, reader: Box<dyn Read + Send>, len: usize) -> Response {
+        Response::with_body(status, content_type, Body::File(reader, len))
     }
 
     /// An SSE stream of the frames `events` sends (the server adds the framing).
-    pub fn events(events: std::sync::mpsc::Receiver<String>) -> Response {
-        let mut r = Response::new(200, "text/event-stream; charset=utf-8", Vec::new());
-        r.sse = Some(events);
-        r
+    pub fn events(events: Receiver<String>) -> Response {
+        Response::with_body(200, "text/event-stream; charset=utf-8", Body::Events(events))
+    }
+
+    fn with_body(status: u16, content_type: &str, body: Body) -> Response {
+        Response { status, headers: vec![("Content-Type", content_type.to_owned())], body }
     }
 
     /// A JSON document as it is.
@@ -281,9 +331,13 @@ impl Response {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// The body as text when it is bytes; files and streams read as empty.
     #[cfg(test)]
     pub fn body_str(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap_or("")
+        match &self.body {
+            Body::Bytes(bytes) => std::str::from_utf8(bytes).unwrap_or(""),
+            Body::File(..) | Body::Events(_) => "",
+        }
     }
 }
 
@@ -310,15 +364,16 @@ mod tests {
     fn body_limits() {
         let mut data: &[u8] = b"{\"a\":1}";
         let mut req = Request::new("POST".into(), "/x", vec![], None, Some(7), &mut data);
-        assert!(matches!(req.read_body(3), Err(ApiError::PayloadTooLarge(3))));
+        assert_eq!(req.read_body(3), Err(BodyError::TooLarge(3)));
 
         let mut data: &[u8] = b"{\"a\":";
         let mut req = Request::new("POST".into(), "/x", vec![], None, Some(50), &mut data);
-        assert!(matches!(req.read_body(100), Err(ApiError::BadRequest(_))));
+        assert_eq!(req.read_body(100), Err(BodyError::Unreadable));
 
         let mut data: &[u8] = b"[1,";
         let mut req = Request::new("POST".into(), "/x", vec![], None, None, &mut data);
-        assert_eq!(req.parse_json_body().unwrap_err().message(), "Invalid JSON body");
+        assert_eq!(req.parse_json_body(), Err(BodyError::InvalidJson));
+        assert_eq!(req.json_object().err(), Some(BodyError::NotAnObject));
 
         let mut data: &[u8] = b"";
         let mut req = Request::new("POST".into(), "/x", vec![], None, None, &mut data);
@@ -333,5 +388,41 @@ mod tests {
             Response::ok(json!({"bot_ids": []})).body_str(),
             r#"{"status":"ok","message":null,"data":{"bot_ids":[]}}"#
         );
+    }
+
+    #[test]
+    fn multipart_boundaries() {
+        let boundary = |ct: &str| {
+            let mut data: &[u8] = b"";
+            let headers = vec![("content-type".to_owned(), ct.to_owned())];
+            Request::new("POST".into(), "/x", headers, None, None, &mut data).multipart_boundary()
+        };
+        assert_eq!(boundary("Multipart/Form-Data; boundary=\"abc\""), Ok("abc".to_owned()));
+        assert_eq!(boundary("multipart/form-data; charset=utf-8; BOUNDARY = x1"), Ok("x1".to_owned()));
+        assert_eq!(boundary("multipart/form-data; boundary=\"\""), Err(BodyError::MissingBoundary));
+        assert_eq!(boundary("multipart/form-data"), Err(BodyError::MissingBoundary));
+        assert_eq!(boundary("application/json"), Err(BodyError::NotMultipart));
+        assert_eq!(boundary(""), Err(BodyError::NotMultipart));
+    }
+
+    #[test]
+    fn one_body_per_response() {
+        let r = Response::file(206, "image/png", Box::new(&b"abcdef"[1..4]), 3);
+        assert_eq!((r.status, r.header_value("content-type")), (206, Some("image/png")));
+        let Body::File(mut reader, len) = r.body else { panic!("not a file body") };
+        let mut read = String::new();
+        reader.read_to_string(&mut read).unwrap();
+        assert_eq!((read.as_str(), len), ("bcd", 3));
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = Response::events(rx);
+        assert_eq!(r.header_value("Content-Type"), Some("text/event-stream; charset=utf-8"));
+        assert_eq!(r.body_str(), "");
+        tx.send("data: {}\n\n".to_owned()).unwrap();
+        let Body::Events(events) = r.body else { panic!("not an event body") };
+        assert_eq!(events.recv().unwrap(), "data: {}\n\n");
+
+        let r = Response::new(404, "text/plain", b"gone".to_vec());
+        assert!(matches!(&r.body, Body::Bytes(b) if b == b"gone"));
     }
 }

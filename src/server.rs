@@ -7,19 +7,23 @@
 //! answered, so there are never more requests than connections; the pool grows up to the
 //! connection cap, and no request waits behind another's slow body. Each request is turned
 //! into our [`Request`], run through [`app::handle`] under `catch_unwind` (a panic is a
-//! 500, never a dead server), and answered. Shutdown stops accepting, lets queued and
-//! running requests finish for up to ten seconds, then flushes.
+//! 500, never a dead server), and answered the way its [`Body`] asks: bytes, a file copied
+//! with its length, or an event stream written with our own framing. One wrapper,
+//! `logged`, writes the single debug line of every request, whichever way it was answered.
+//! Shutdown stops accepting, lets queued and running requests finish for up to ten
+//! seconds, then flushes.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::app::{self, App};
 use crate::error::ApiError;
-use crate::http::{BodySource, Request, Response};
+use crate::http::{Body, BodySource, Request, Response};
 use crate::system;
 
 pub const MIN_WORKERS: usize = 8;
@@ -183,10 +187,41 @@ impl BodySource for TinyBody<'_> {
     }
 }
 
-fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
-    let started = Instant::now();
+fn serve_one(shared: &Shared, request: tiny_http::Request) {
     let method = request.method().as_str().to_owned();
     let url = request.url().to_owned();
+    // The query string stays out of the log: it may carry an API key.
+    let path = url.split('?').next().unwrap_or("");
+    logged(&method, path, || answer(shared, request, &method, &url));
+}
+
+/// How an answer went, for the request log.
+struct Sent {
+    status: u16,
+    /// The body was an event stream; its line is written when the stream ends.
+    stream: bool,
+    /// Why the answer did not reach the client whole, if it did not.
+    failure: Option<String>,
+}
+
+/// The request log, the one place a request is logged: runs `serve` and writes exactly one
+/// debug line, whatever the answer was (bytes, a file, an event stream, the 500 of a
+/// panic), with the time until the last byte was written.
+fn logged(method: &str, path: &str, serve: impl FnOnce() -> Sent) {
+    let started = Instant::now();
+    let sent = serve();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = sent.status;
+    let stream = if sent.stream { " (stream)" } else { "" };
+    match sent.failure {
+        None => log::debug!("{method} {path} {status}{stream} {ms:.1}ms"),
+        Some(why) => log::debug!("{method} {path} {status}{stream} {ms:.1}ms; {why}"),
+    }
+}
+
+/// Turns the tiny_http request into ours, runs the pipeline under [`guarded`] and sends
+/// what it answers.
+fn answer(shared: &Shared, mut request: tiny_http::Request, method: &str, url: &str) -> Sent {
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
@@ -198,36 +233,57 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
 
     let response = {
         let mut body = TinyBody(&mut request);
-        let mut req = Request::new(method.clone(), &url, headers, remote, body_len, &mut body);
+        let mut req = Request::new(method.to_owned(), url, headers, remote, body_len, &mut body);
         let route = format!("{method} {}", req.path);
         guarded(&route, || app::handle(&shared.app, &mut req))
     };
-
     // A body the handler left unread is the transport's business: it skips up to 1 MiB
     // of it to keep the connection, or closes the connection after the answer.
-    let status = response.status;
-    let streamed = response.sse.is_some();
-    if streamed {
-        let http10 = *request.http_version() < (1, 1);
-        stream_events(request, response, http10);
-    } else {
-        respond(request, response);
-    }
-    log::debug!(
-        "{method} {} {status}{} {:.1}ms",
-        url.split('?').next().unwrap_or(""),
-        if streamed { " (stream)" } else { "" },
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    send(request, response)
+}
+
+/// Writes a response, each kind of body its own way.
+fn send(request: tiny_http::Request, response: Response) -> Sent {
+    let Response { status, headers, body } = response;
+    let (stream, result) = match body {
+        Body::Events(events) => {
+            let http10 = *request.http_version() < (1, 1);
+            let result = stream_events(request, &headers, &events, http10);
+            (true, result.map_err(|_| "event stream client went away".to_owned()))
+        }
+        // A known length: tiny_http copies the reader with a Content-Length, nothing buffered.
+        Body::File(reader, len) => {
+            let out = tiny_http::Response::new(status.into(), tiny_headers(headers), reader, Some(len), None);
+            (false, request.respond(out).map_err(|e| format!("could not send a response: {e}")))
+        }
+        Body::Bytes(bytes) => {
+            let mut out = tiny_http::Response::from_data(bytes).with_status_code(status);
+            for h in tiny_headers(headers) {
+                out.add_header(h);
+            }
+            (false, request.respond(out).map_err(|e| format!("could not send a response: {e}")))
+        }
+    };
+    Sent { status, stream, failure: result.err() }
+}
+
+fn tiny_headers(headers: Vec<(&'static str, String)>) -> Vec<tiny_http::Header> {
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok())
+        .collect()
 }
 
 /// Writes an SSE response through the raw connection: tiny_http buffers `Response<Read>`
 /// bodies, so the head and the chunked framing are written here, each event flushed at
 /// once, a `: heartbeat` comment after each silent second (which is also how a vanished
 /// client is noticed). When a write fails the writer stops; the run goes on by itself.
-fn stream_events(request: tiny_http::Request, response: Response, http10: bool) {
-    let Response { headers, sse, .. } = response;
-    let Some(events) = sse else { return };
+fn stream_events(
+    request: tiny_http::Request,
+    headers: &[(&'static str, String)],
+    events: &Receiver<String>,
+    http10: bool,
+) -> io::Result<()> {
     let mut writer = request.into_writer();
     // HTTP/1.0 has no chunked framing: the body ends when the connection closes, which
     // tiny_http does after a 1.0 exchange.
@@ -253,23 +309,20 @@ fn stream_events(request: tiny_http::Request, response: Response, http10: bool) 
         }
         w.flush()
     };
-    if writer.write_all(head.as_bytes()).and_then(|_| writer.flush()).is_err() {
-        return;
-    }
+    writer.write_all(head.as_bytes())?;
+    writer.flush()?;
     loop {
-        let sent = match events.recv_timeout(Duration::from_secs(1)) {
-            Ok(frame) => chunk(&mut writer, &frame),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => chunk(&mut writer, crate::sse::HEARTBEAT),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+        match events.recv_timeout(Duration::from_secs(1)) {
+            Ok(frame) => chunk(&mut writer, &frame)?,
+            Err(RecvTimeoutError::Timeout) => chunk(&mut writer, crate::sse::HEARTBEAT)?,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The run has ended and every event is out: a client that goes away now
+                // has all it asked for, so a failed terminator is no failure.
                 if !http10 {
                     let _ = writer.write_all(b"0\r\n\r\n").and_then(|_| writer.flush());
                 }
-                return;
+                return Ok(());
             }
-        };
-        if sent.is_err() {
-            log::debug!("event stream client went away");
-            return;
         }
     }
 }
@@ -278,30 +331,6 @@ fn stream_events(request: tiny_http::Request, response: Response, http10: bool) 
 fn guarded(route: &str, handler: impl FnOnce() -> Response) -> Response {
     catch_unwind(AssertUnwindSafe(handler))
         .unwrap_or_else(|_| ApiError::internal(format!("panic while serving {route}")).into_response(route))
-}
-
-fn respond(request: tiny_http::Request, response: Response) {
-    let Response { status, headers, body, stream, .. } = response;
-    let headers: Vec<tiny_http::Header> = headers
-        .into_iter()
-        .filter_map(|(name, value)| tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok())
-        .collect();
-    let result = match stream {
-        // A known length: tiny_http copies the reader with a Content-Length, nothing buffered.
-        Some((reader, len)) => {
-            request.respond(tiny_http::Response::new(status.into(), headers, reader, Some(len), None))
-        }
-        None => {
-            let mut out = tiny_http::Response::from_data(body).with_status_code(status);
-            for h in headers {
-                out.add_header(h);
-            }
-            request.respond(out)
-        }
-    };
-    if let Err(e) = result {
-        log::debug!("could not send a response: {e}");
-    }
 }
 
 #[cfg(test)]

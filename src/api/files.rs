@@ -2,11 +2,14 @@
 //!
 //! Uploads are `multipart/form-data` with a `file` part, streamed to
 //! `DIR/attachments/<attachment_id>` through the `--max-upload-mb` cap (413 beyond it, the
-//! partial file removed), never held whole in memory. Every upload gets its own file, so
-//! uploads never overwrite each other (decision 10); the name shown is sanitised and the
-//! type comes from the part's Content-Type, or for `application/octet-stream` from the
-//! file's magic bytes. Downloads stream the file with `ETag`, `Last-Modified` and single
-//! `Range` support. Errors after authentication are AstrBot's 200-errors.
+//! partial file removed), never held whole in memory. The pipeline has already refused a
+//! body without a boundary before reading it (`Request::multipart_boundary`: that is
+//! request parsing, so it lives in `http`); this module reads the parts. Every upload gets
+//! its own file, so uploads never overwrite each other (decision 10); the name shown is
+//! sanitised and the type comes from the part's Content-Type, or for
+//! `application/octet-stream` from the file's magic bytes. Downloads stream the file with
+//! `ETag`, `Last-Modified` and single `Range` support. Errors after authentication are
+//! AstrBot's 200-errors.
 //!
 //! Stored bytes are anyone's: an uploaded page or SVG served inline from our origin would
 //! run its scripts next to the reference page and the admin's cookie. So every download
@@ -23,27 +26,8 @@ use serde_json::json;
 use super::{Ctx, required_query};
 use crate::db::resources::{self, Attachment};
 use crate::error::ApiError;
-use crate::http::{Request, Response};
+use crate::http::Response;
 use crate::timefmt::http_date;
-
-/// Refuses a non-multipart upload before anything is read (AstrBot checks the form before
-/// the key; so do we for this cheap header check, but the body is read only after auth).
-pub fn check_multipart(req: &Request<'_>) -> Result<(), ApiError> {
-    boundary(req).map(|_| ())
-}
-
-fn boundary(req: &Request<'_>) -> Result<String, ApiError> {
-    let ct = req.header("content-type").unwrap_or("");
-    if !ct.to_ascii_lowercase().starts_with("multipart/form-data") {
-        return Err(ApiError::bad_request("Expected a multipart/form-data body with a file field"));
-    }
-    ct.split(';')
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
-        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| ApiError::bad_request("Missing boundary in multipart."))
-}
 
 fn attachments_dir(ctx: &Ctx<'_, '_>) -> PathBuf {
     ctx.app.settings.data_dir.join("attachments")
@@ -135,7 +119,7 @@ fn canonical_name(name: &str, ext: &str) -> String {
 
 /// `POST /api/v1/file` and `POST /api/v1/files`
 pub fn upload(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
-    let boundary = boundary(ctx.req)?;
+    let boundary = ctx.req.multipart_boundary()?;
     let limit = ctx.app.settings.max_upload_bytes;
     let dir = attachments_dir(ctx);
     fs::create_dir_all(&dir)?;
@@ -226,26 +210,7 @@ fn read_file_part(
             continue;
         }
         let path = dir.join(uuid::Uuid::new_v4().to_string());
-        let copied = (|| -> io::Result<(usize, Vec<u8>)> {
-            let mut file = File::create(&path)?;
-            let mut head = Vec::new();
-            let mut size = 0usize;
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let n = entry.data.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                if head.len() < 64 {
-                    head.extend_from_slice(&buf[..n.min(64 - head.len())]);
-                }
-                size += n;
-                file.write_all(&buf[..n])?;
-            }
-            file.sync_all()?;
-            Ok((size, head))
-        })();
-        match copied {
+        match write_part(&mut entry.data, &path) {
             Ok((size, head)) => {
                 let part = (
                     path,
@@ -266,7 +231,29 @@ fn read_file_part(
     }
 }
 
-/// `GET /api/v1/file?attachment_id=`
+/// Copies a part's data to a new file at `path`, synced before it counts as stored; says
+/// how many bytes it wrote and what the first 64 were (for [`sniff`]).
+fn write_part(data: &mut dyn Read, path: &std::path::Path) -> io::Result<(usize, Vec<u8>)> {
+    let mut file = File::create(path)?;
+    let mut head = Vec::new();
+    let mut size = 0usize;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = data.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 64 {
+            head.extend_from_slice(&buf[..n.min(64 - head.len())]);
+        }
+        size += n;
+        file.write_all(&buf[..n])?;
+    }
+    file.sync_all()?;
+    Ok((size, head))
+}
+
+/// `GET /api/v1/file?attachment_id=
 pub fn download_query(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     if ctx.req.query_param("attachment_id").is_none() {
         return Err(ApiError::bad_request("Missing key: attachment_id"));
@@ -372,12 +359,11 @@ fn serve(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
         None => (200, 0, len),
     };
     file.seek(SeekFrom::Start(start)).map_err(|_| ApiError::Soft("File access error".into()))?;
-    let mut r = Response::new(status, &content_type, Vec::new());
+    let mut r = Response::file(status, &content_type, Box::new(file.take(count)), count as usize);
     common(&mut r);
     if status == 206 {
         r.header("Content-Range", format!("bytes {start}-{}/{len}", start + count - 1));
     }
-    r.stream = Some((Box::new(file.take(count)), count as usize));
     Ok(r)
 }
 
