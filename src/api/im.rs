@@ -1,8 +1,9 @@
 //! The IM routes (scope `im`; reference open API §4, §7.3, §8): the bot listing, and
 //! proactive messages to a unified message origin (UMO). `webchat` is always running: a
 //! message is stored in the conversation's history and goes into every live chat stream
-//! of its conversation (the chat layer's `LiveStreams` sends it, as chat events). Other platforms answer `Bot not found or not running` until
-//! they exist.
+//! of its conversation (`chat::streams` sends it there, as chat events). Other platforms
+//! answer `Bot not found or not running` until they exist; their adapters will belong to
+//! the chat layer, and this module will stay the checks in front of them.
 //!
 //! Beyond AstrBot, a session part `webchat!<username>!<session_id>` names its owner too:
 //! the message goes only into a session that username owns, created for them (in the
