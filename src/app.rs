@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::api::Ctx;
 use crate::api::admin::LoginThrottle;
 use crate::auth::{self, ActiveKey, Credential, Identity, KeyCache};
+use crate::chat::streams::LiveStreams;
 use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::http::{MAX_JSON_BODY, Request, Response};
@@ -32,19 +33,6 @@ pub struct Settings {
     pub max_upload_bytes: usize,
 }
 
-/// Live chat streams: conversation id to the running streams of that conversation.
-pub type LiveStreams = std::collections::HashMap<String, Vec<LiveStream>>;
-
-/// One running chat stream. The username travels with it because a run may outlive its
-/// session: a proactive message for one username must not reach another's stream that
-/// happens to carry the same conversation id.
-#[derive(Clone)]
-pub struct LiveStream {
-    pub run_id: String,
-    pub username: String,
-    pub tx: std::sync::mpsc::Sender<String>,
-}
-
 pub struct App {
     pub settings: Settings,
     pub db: Db,
@@ -54,7 +42,7 @@ pub struct App {
     pub login_throttle: Mutex<LoginThrottle>,
     pub started: Instant,
     /// Live chat streams by conversation (session) id, for proactive IM delivery.
-    pub streams: Mutex<LiveStreams>,
+    pub streams: LiveStreams,
     keys_generation: AtomicI64,
 }
 
@@ -72,7 +60,7 @@ impl App {
             quota: Mutex::new(DailyQuota::default()),
             login_throttle: Mutex::new(LoginThrottle::default()),
             started: Instant::now(),
-            streams: Mutex::new(std::collections::HashMap::new()),
+            streams: LiveStreams::default(),
             keys_generation: AtomicI64::new(generation),
         })
     }

@@ -14,6 +14,7 @@
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
+use crate::chat::provider::endpoint_url;
 use crate::db::resources::{self, Docs, Persona};
 use crate::error::ApiError;
 
@@ -433,7 +434,7 @@ fn same_endpoint(a: &str, b: &str, parse: fn(&str) -> Option<Endpoint>) -> bool 
 /// `api_base` is the adapter's default, so a changed `type` can move it too), `proxy`
 /// when the requests pass through another proxy (it sees them too).
 pub fn target_change(old: &Value, new: &Value) -> Option<&'static str> {
-    if !same_endpoint(&crate::llm::endpoint_url(old), &crate::llm::endpoint_url(new), url_endpoint) {
+    if !same_endpoint(&endpoint_url(old), &endpoint_url(new), url_endpoint) {
         return Some("api_base");
     }
     let proxy = |v: &Value| v["proxy"].as_str().unwrap_or("").to_owned();

@@ -9,6 +9,7 @@
 mod api;
 mod app;
 mod auth;
+mod chat;
 mod cli;
 mod config;
 mod db;
@@ -16,7 +17,6 @@ mod error;
 mod http;
 mod kb;
 mod keys;
-mod llm;
 mod markdown;
 mod openapi;
 mod quota;

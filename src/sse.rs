@@ -2,6 +2,9 @@
 //! event, the JSON with Python's `json.dumps` separators (`", "` and `": "`) and non-ASCII
 //! text raw. Events travel as finished frames through a channel from the chat run to the
 //! server's writer, which adds the chunked framing and the `: heartbeat` comments.
+//!
+//! This is the wire format only, shared by the server and the chat layer; the events
+//! themselves are built in `chat::events`.
 
 use std::io;
 

@@ -1,49 +1,33 @@
 //! `POST /api/v1/chat` and the chat sessions (scope `chat`; reference open API §5–7, §10).
 //!
 //! The handler checks the request in AstrBot's order (its errors are HTTP 200 with
-//! `status: error`), stores the user message, and then either answers with one JSON
-//! envelope (`Accept: application/json`, decision 8) or returns an SSE stream. The run is
-//! a thread of its own, detached from the connection: it emits events into a channel that
-//! the server writes out, and it stores the reply when done even if the client is gone.
-//!
-//! `prepare` only reads; everything a request writes before its run (the session, the
-//! conversation's profile route and the user message) is one `IMMEDIATE` transaction in
-//! `store_request`, so a refused or failed request leaves nothing behind.
-
-use std::sync::Arc;
-use std::sync::mpsc::{Sender, channel};
-use std::time::Instant;
+//! `status: error`) into a [`UserMessage`] and hands it to the chat layer (`crate::chat`):
+//! the message is stored, and then the run either answers with one JSON envelope
+//! (`Accept: application/json`, decision 8) or streams its events on a thread of its own,
+//! detached from the connection, that stores the reply when done even if the client is
+//! gone. `prepare` only reads; what a request writes before its run is one `IMMEDIATE`
+//! transaction in [`run::save_user_message`], so a refused or failed request leaves
+//! nothing behind.
 
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, opt_bool, opt_string};
-use crate::app::{App, LiveStream};
 use crate::auth::Identity;
-use crate::config::{self, ProviderChoice, SessionChoice};
-use crate::db::chat::{self as store, Passage};
+use crate::chat::events;
+use crate::chat::run::{self, RunSlot, UserMessage};
+use crate::config;
+use crate::db::chat as store;
 use crate::db::resources;
 use crate::db::write_tx;
 use crate::error::ApiError;
 use crate::http::Response;
-use crate::sse;
 use crate::timefmt::iso;
 
-/// What a validated chat request asks for.
+/// What a validated chat request asks for: the message for the run, and the profile
+/// the request names for this conversation (`config_id` / `config_name`).
 struct Prepared {
-    username: String,
-    session_id: String,
-    umo: String,
-    /// The user's parts as stored (no server paths).
-    parts: Vec<Value>,
-    /// The plain text of the message (for commands, search and the model).
-    text: String,
-    streaming: bool,
-    /// The profile the request names for this conversation (`config_id` / `config_name`).
+    message: UserMessage,
     profile: Option<String>,
-    selected_provider: Option<String>,
-    selected_model: Option<String>,
-    /// The sender may use administrator commands.
-    is_admin: bool,
 }
 
 fn soft(message: impl Into<String>) -> ApiError {
@@ -191,7 +175,7 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => uuid::Uuid::new_v4().to_string(),
     };
-    // Checked again in `store_request`, inside the transaction; here for AstrBot's order.
+    // Checked again in `run::save_user_message`, inside the transaction; here for AstrBot's order.
     if let Some(existing) = store::session(&conn, &session_id)?
         && existing.creator != username
     {
@@ -215,18 +199,18 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
     let pick = |field: &str| {
         body.get(field).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
     };
-    Ok(Prepared {
+    let message = UserMessage {
         username,
         session_id,
         umo,
         parts,
         text,
         streaming,
-        profile,
         selected_provider: pick("selected_provider"),
         selected_model: pick("selected_model"),
         is_admin: is_admin_id,
-    })
+    };
+    Ok(Prepared { message, profile })
 }
 
 /// Whether `username` is one of the administrators' ids (`admins_id` of any profile); such
@@ -246,385 +230,34 @@ fn check_admin_id(conn: &rusqlite::Connection, who: &Identity, username: &str) -
     }
 }
 
-/// Stores what a chat request writes before its run, in one `IMMEDIATE` transaction: the
-/// session (created if new), the conversation's profile route, the user message, and the
-/// session's activity. The session's owner is checked again inside the transaction, so a
-/// session deleted or recreated by someone else meanwhile is handled, never assumed.
-fn store_request(
-    conn: &mut rusqlite::Connection,
-    p: &Prepared,
-    checkpoint: &str,
-    now: i64,
-) -> Result<i64, ApiError> {
-    let first_text: String = p.text.chars().take(40).collect();
-    write_tx(conn, |tx| {
-        let session = store::ensure_session(tx, &p.session_id, &p.username, now)
-            .map_err(|e| soft(format!("Failed to create session: {e}")))?;
-        if session.creator != p.username {
-            return Err(soft("session_id belongs to another username"));
-        }
-        if let Some(profile) = &p.profile {
-            let routed = if profile == config::DEFAULT_PROFILE {
-                resources::delete_route(tx, &p.umo).map(|_| ())
-            } else if resources::profile(tx, profile)?.is_none() {
-                // Deleted since `prepare` resolved it: no route to a profile that is gone.
-                return Err(soft(format!("config_id not found: {profile}")));
-            } else {
-                resources::set_route(tx, &p.umo, profile)
-            };
-            routed.map_err(|e| soft(format!("Failed to update chat config route: {e}")))?;
-        }
-        let id = store::insert_message(
-            tx,
-            &p.session_id,
-            "user",
-            &p.username,
-            &json!({"type": "user", "message": p.parts}),
-            Some(checkpoint),
-            now,
-        )?;
-        store::touch_session(tx, &p.session_id, Some(first_text.as_str()).filter(|t| !t.is_empty()), now)?;
-        Ok(id)
-    })
-}
-
 /// Whether the client asked for one JSON answer instead of a stream (decision 8).
 fn wants_json(ctx: &Ctx<'_, '_>) -> bool {
     let accept = ctx.req.header("accept").unwrap_or("").to_ascii_lowercase();
     accept.contains("application/json") && !accept.contains("text/event-stream")
 }
 
-/// Chat runs at once; each holds a thread (and a stream's writer another), so beyond this
-/// the chat answers 503 with `Retry-After` instead of letting threads pile up.
-pub const MAX_RUNS: usize = 512;
-static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A place among the running chats; freed when the run ends.
-struct RunSlot;
-
-impl RunSlot {
-    fn take() -> Result<RunSlot, ApiError> {
-        use std::sync::atomic::Ordering;
-        if RUNS.fetch_add(1, Ordering::SeqCst) >= MAX_RUNS {
-            RUNS.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::Busy {
-                message: "Too many chats in progress, try again shortly".into(),
-                retry_after: 1,
-            });
-        }
-        Ok(RunSlot)
-    }
-}
-
-impl Drop for RunSlot {
-    fn drop(&mut self) {
-        RUNS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// `POST /api/v1/chat`
 pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    // A full house is refused before the request is looked at.
     let slot = RunSlot::take()?;
-    let p = prepare(ctx)?;
+    let Prepared { message, profile } = prepare(ctx)?;
     let checkpoint = uuid::Uuid::new_v4().to_string();
     // The user message is stored before anything is streamed.
     let now = ctx.now;
-    let saved_id = store_request(&mut *ctx.app.db.conn()?, &p, &checkpoint, now)?;
-    let (tx, rx) = channel::<String>();
-    let _ = tx.send(sse::frame(&json!({"type": "session_id", "data": null, "session_id": p.session_id})));
-    let _ = tx.send(sse::frame(&json!({"type": "user_message_saved", "data": {"id": saved_id, "created_at": iso(now), "llm_checkpoint_id": checkpoint}})));
+    let saved_id =
+        run::save_user_message(&mut *ctx.app.db.conn()?, &message, profile.as_deref(), &checkpoint, now)?;
     if wants_json(ctx) {
-        drop(rx);
-        let outcome = run(ctx.app.clone(), p, checkpoint, None);
+        let outcome = run::run(ctx.app, message, checkpoint, None);
         drop(slot);
         return Ok(Response::ok(json!({
             "response": outcome.text,
             "session_id": outcome.session_id,
             "message_id": outcome.message_id,
-            "sources": outcome.sources.iter().map(|s| json!({"title": s.title, "url": s.url})).collect::<Vec<_>>(),
+            "sources": events::refs(&outcome.sources),
         })));
     }
-    let app = ctx.app.clone();
-    std::thread::Builder::new()
-        .name("chat-run".into())
-        .spawn(move || {
-            run(app, p, checkpoint, Some(tx));
-            drop(slot);
-        })
-        .map_err(|e| ApiError::internal(format!("cannot start the chat run: {e}")))?;
+    let rx = run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now)?;
     Ok(Response::events(rx))
-}
-
-/// What a finished run produced.
-struct Outcome {
-    session_id: String,
-    message_id: String,
-    text: String,
-    sources: Vec<Passage>,
-}
-
-/// Sends events of one run; a gone client only makes sends fail, which is ignored.
-struct Events {
-    tx: Option<Sender<String>>,
-    run_id: String,
-}
-
-impl Events {
-    fn send(&self, event: Value) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(sse::frame(&event));
-        }
-    }
-
-    fn plain(&self, text: &str, streaming: bool) {
-        self.send(json!({"type": "plain", "data": text, "streaming": streaming, "chain_type": null, "message_id": self.run_id}));
-    }
-}
-
-/// The run: a command or the provider's answer, then the stats, the complete text, the
-/// stored reply and `end`. Never fails: upstream errors become the reply's text.
-fn run(app: Arc<App>, p: Prepared, checkpoint: String, tx: Option<Sender<String>>) -> Outcome {
-    let run_id = uuid::Uuid::new_v4().to_string();
-    if let Some(tx) = &tx {
-        app.streams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(p.session_id.clone())
-            .or_default()
-            .push(LiveStream { run_id: run_id.clone(), username: p.username.clone(), tx: tx.clone() });
-    }
-    let ev = Events { tx, run_id: run_id.clone() };
-    ev.send(
-        json!({"type": "run_started", "data": {"run_id": run_id}, "streaming": false, "message_id": run_id}),
-    );
-    let started = crate::timefmt::now_micros();
-    let clock = Instant::now();
-    let mut first_token: Option<f64> = None;
-    let mut text = String::new();
-    let mut sources: Vec<Passage> = Vec::new();
-    let mut usage = crate::llm::Usage::default();
-
-    let mut deliver = |delta: &str, text: &mut String| {
-        if first_token.is_none() {
-            first_token = Some(clock.elapsed().as_secs_f64());
-        }
-        text.push_str(delta);
-        if p.streaming {
-            ev.plain(delta, true);
-        }
-    };
-
-    let mut command = false;
-    match answer(&app, &p) {
-        Answer::Text(reply) => {
-            command = true;
-            deliver(&reply, &mut text);
-        }
-        Answer::Builtin { passages, fallback } => {
-            match passages.first() {
-                Some(best) => {
-                    // The passage itself, in small deltas: the built-in provider never invents text.
-                    for piece in split_deltas(&best.body) {
-                        deliver(&piece, &mut text);
-                    }
-                }
-                None => deliver(&fallback, &mut text),
-            }
-            sources = passages;
-        }
-        Answer::Llm { provider, turns, model, retries, sources: found, custom_error } => {
-            sources = found;
-            let result =
-                crate::llm::generate(&provider, model.as_deref(), &turns, p.streaming, retries, &mut |d| {
-                    deliver(d, &mut text)
-                });
-            match result {
-                Ok(u) => usage = u,
-                Err(e) => {
-                    // The persona's own error message replaces the technical one, as in AstrBot.
-                    let message = custom_error.clone().unwrap_or_else(|| format!("LLM 响应错误: {e}"));
-                    log::warn!("chat run {run_id}: {e}");
-                    deliver(&message, &mut text);
-                }
-            }
-        }
-    }
-    let ended = crate::timefmt::now_micros();
-    let stats = json!({
-        "token_usage": {"input_other": usage.input, "input_cached": usage.cached, "output": usage.output},
-        "current_context_tokens": usage.input.saturating_add(usage.cached),
-        "start_time": started as f64 / 1e6,
-        "end_time": ended as f64 / 1e6,
-        "time_to_first_token": first_token.unwrap_or(0.0),
-    });
-    ev.send(json!({"type": "agent_stats", "data": stats}));
-    let refs: Vec<Value> = sources.iter().map(|s| json!({"title": s.title, "url": s.url})).collect();
-    if p.streaming {
-        ev.send(json!({"type": "complete", "data": text, "reasoning": "", "streaming": true, "message_id": run_id, "sources": refs}));
-    } else {
-        ev.send(json!({"type": "plain", "data": text, "streaming": false, "chain_type": null, "message_id": run_id, "sources": refs}));
-    }
-    let mut content = json!({"type": "bot", "message": [{"type": "plain", "text": text}], "agent_stats": stats, "refs": refs});
-    if command {
-        // A command's exchange stays in the history but never reaches the model.
-        content["command"] = json!(true);
-    }
-    let saved = app.db.conn().map_err(|e| e.to_string()).and_then(|mut conn| {
-        write_tx(&mut conn, |tx| {
-            // A session made anew under the same id by (or for) another username while the
-            // run went on is not this run's: the reply is dropped as for a deleted one.
-            if store::session(tx, &p.session_id)?.is_some_and(|s| s.creator != p.username) {
-                return Ok(None);
-            }
-            let id = store::insert_session_message(
-                tx,
-                &p.session_id,
-                "bot",
-                "bot",
-                &content,
-                Some(&checkpoint),
-                ended,
-            )?;
-            store::touch_session(tx, &p.session_id, None, ended)?;
-            Ok::<_, rusqlite::Error>(id)
-        })
-        .map_err(|e| e.to_string())
-    });
-    match saved {
-        Ok(Some(id)) => ev.send(json!({"type": "message_saved", "data": {"id": id, "created_at": iso(ended), "llm_checkpoint_id": checkpoint}})),
-        // The session was deleted during the run, or is another username's now: its reply has
-        // nowhere to go.
-        Ok(None) => {
-            log::info!("chat run {run_id}: session {} was deleted or is another's, reply not stored", p.session_id)
-        }
-        Err(e) => {
-            log::error!("chat run {run_id}: cannot store the reply: {e}");
-            ev.send(json!({"type": "error", "data": "WebChat run failed"}));
-        }
-    }
-    ev.send(json!({"type": "end", "data": "", "streaming": false, "message_id": run_id}));
-    {
-        let mut streams = app.streams.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = streams.get_mut(&p.session_id) {
-            list.retain(|stream| stream.run_id != run_id);
-            if list.is_empty() {
-                streams.remove(&p.session_id);
-            }
-        }
-    }
-    Outcome { session_id: p.session_id, message_id: run_id, text, sources }
-}
-
-/// Splits a text into deltas of a few words, keeping every character.
-fn split_deltas(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut words = 0;
-    for c in text.chars() {
-        current.push(c);
-        if c.is_whitespace() {
-            words += 1;
-            if words >= 6 {
-                out.push(std::mem::take(&mut current));
-                words = 0;
-            }
-        } else if current.chars().count() >= 48 {
-            out.push(std::mem::take(&mut current));
-            words = 0;
-        }
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
-enum Answer {
-    /// A command's reply, made by the server.
-    Text(String),
-    /// The built-in provider: the best passages (the first is the answer).
-    Builtin { passages: Vec<Passage>, fallback: String },
-    /// A configured LLM with its request.
-    Llm {
-        provider: Value,
-        turns: Vec<crate::llm::Turn>,
-        model: Option<String>,
-        retries: u32,
-        sources: Vec<Passage>,
-        /// The persona's message for a failed request.
-        custom_error: Option<String>,
-    },
-}
-
-const NO_MATCH: &str = "I could not find anything about that in the knowledge base. \
-To get answers beyond the bundled documents, connect an LLM provider: see /docs/providers";
-
-/// Decides the answer: a command, the built-in provider, or an LLM request with context.
-fn answer(app: &App, p: &Prepared) -> Answer {
-    let mut conn = match app.db.conn() {
-        Ok(c) => c,
-        Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
-    };
-    let session = store::session(&conn, &p.session_id).ok().flatten();
-    let choice = SessionChoice {
-        provider_id: p
-            .selected_provider
-            .clone()
-            .or_else(|| session.as_ref().and_then(|s| s.selected_provider.clone())),
-        persona_id: session.as_ref().and_then(|s| s.persona_id.clone()),
-    };
-    let effective = match config::effective(&conn, &p.umo, &choice) {
-        Ok(e) => e,
-        Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
-    };
-    let prefixes: Vec<String> = effective.config["wake_prefix"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_else(|| vec!["/".into()]);
-    if let Some(reply) = crate::api::commands::run(
-        &mut conn,
-        p.text.trim(),
-        &prefixes,
-        &p.session_id,
-        &p.umo,
-        p.is_admin,
-        &effective,
-    ) {
-        return Answer::Text(reply);
-    }
-    match effective.provider {
-        ProviderChoice::Builtin => {
-            let passages = crate::kb::search(&conn, &p.text, &[], 3).unwrap_or_default();
-            Answer::Builtin { passages, fallback: NO_MATCH.into() }
-        }
-        ProviderChoice::Configured { config: provider, .. } => {
-            let kb_names: Vec<String> = effective.config["kb_names"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-            let sources = if kb_names.is_empty() {
-                Vec::new()
-            } else {
-                crate::kb::search(&conn, &p.text, &kb_names, 3).unwrap_or_default()
-            };
-            let settings = &effective.config["provider_settings"];
-            let max_turns = settings["max_context_length"].as_i64().unwrap_or(-1);
-            let retries = settings["request_max_retries"].as_u64().unwrap_or(3).min(10) as u32;
-            let turns = crate::llm::context(
-                &conn,
-                &app.settings.data_dir,
-                &effective.persona,
-                &p.session_id,
-                &p.parts,
-                max_turns,
-                &sources,
-            );
-            let model =
-                p.selected_model.clone().or_else(|| session.as_ref().and_then(|s| s.selected_model.clone()));
-            let custom_error = effective.persona.custom_error_message.clone();
-            Answer::Llm { provider, turns, model, retries, sources, custom_error }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -731,7 +364,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn python_ints_and_deltas() {
+    fn python_ints() {
         assert_eq!(python_int(" 2 "), Some(2));
         assert_eq!(python_int("1_0"), Some(10));
         assert_eq!(python_int("-3"), Some(-3));
@@ -742,10 +375,6 @@ mod tests {
         assert_eq!(python_int("18446744073709551616"), Some(i64::MAX));
         assert_eq!(python_int("-99999999999999999999"), Some(i64::MIN));
         assert_eq!(python_int("1_0000000000000000000000"), Some(i64::MAX));
-        let text = "one two three four five six seven eight nine ten eleven twelve thirteen";
-        let d = split_deltas(text);
-        assert!(d.len() >= 2);
-        assert_eq!(d.concat(), text);
     }
 
     #[test]

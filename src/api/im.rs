@@ -1,8 +1,9 @@
 //! The IM routes (scope `im`; reference open API §4, §7.3, §8): the bot listing, and
 //! proactive messages to a unified message origin (UMO). `webchat` is always running: a
-//! message goes into every live chat stream of its conversation, else into the
-//! conversation's history. Other platforms answer `Bot not found or not running` until
-//! they exist.
+//! message is stored in the conversation's history and goes into every live chat stream
+//! of its conversation (`chat::streams` sends it there, as chat events). Other platforms
+//! answer `Bot not found or not running` until they exist; their adapters will belong to
+//! the chat layer, and this module will stay the checks in front of them.
 //!
 //! Beyond AstrBot, a session part `webchat!<username>!<session_id>` names its owner too:
 //! the message goes only into a session that username owns, created for them (in the
@@ -21,14 +22,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
-use crate::app::LiveStream;
 use crate::db;
 use crate::db::chat as store;
 use crate::db::resources::{self, Attachment};
 use crate::error::ApiError;
 use crate::http::Response;
-use crate::sse;
-use crate::timefmt::iso;
 
 /// `GET /api/v1/im/bots`
 pub fn list_bots(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
@@ -259,41 +257,7 @@ pub fn send_message(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let (saved_id, stored_parts) = store_message(&mut conn, &data_dir, &target, &parts, ctx.now)?;
     // Live streams of the conversation see the message as events; for an owned target only
     // the owner's (a run can outlive its deleted session, whose id may now be the owner's).
-    let streams =
-        ctx.app.streams.lock().unwrap_or_else(|e| e.into_inner()).get(cid).cloned().unwrap_or_default();
-    let streams = streams.into_iter().filter(|s| target.owner().is_none_or(|owner| s.username == owner));
-    for LiveStream { run_id, tx, .. } in streams {
-        let mut last = String::new();
-        for part in &stored_parts {
-            let (kind, data) = match part["type"].as_str() {
-                Some("plain") => ("plain", part["text"].as_str().unwrap_or_default().to_owned()),
-                Some(k) => {
-                    let tag = match k {
-                        "image" => "IMAGE",
-                        "record" => "RECORD",
-                        "video" => "VIDEO",
-                        _ => "FILE",
-                    };
-                    (k, format!("[{tag}]{}", part["filename"].as_str().unwrap_or_default()))
-                }
-                None => continue,
-            };
-            let event = if kind == "plain" {
-                json!({"type": kind, "data": data, "streaming": true, "chain_type": null, "message_id": run_id})
-            } else {
-                json!({"type": kind, "data": data, "streaming": true, "message_id": run_id})
-            };
-            let _ = tx.send(sse::frame(&event));
-            if kind != "plain" {
-                let _ = tx.send(sse::frame(
-                    &json!({"type": "attachment_saved", "data": {"id": part["attachment_id"], "type": kind}}),
-                ));
-            }
-            last = data;
-        }
-        let _ = tx.send(sse::frame(&json!({"type": "complete", "data": last, "streaming": true, "chain_type": null, "message_id": run_id})));
-        let _ = tx.send(sse::frame(&json!({"type": "message_saved", "data": {"id": saved_id, "created_at": iso(now), "llm_checkpoint_id": null}})));
-    }
+    ctx.app.streams.deliver_proactive(cid, target.owner(), &stored_parts, saved_id, now);
     log::info!("proactive message delivered to webchat conversation {cid}");
     Ok(Response::ok(Value::Null))
 }

@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod chat;
-pub mod commands;
 pub mod configs;
 pub mod files;
 pub mod im;

@@ -422,9 +422,10 @@ fn test_provider_by(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
     let merged = config::merged_provider(&conn, &stored)?;
     drop(conn);
     let kind = merged["provider_type"].as_str().unwrap_or("chat_completion").to_owned();
-    let turns = [crate::llm::Turn { role: "user", content: json!("REPLY `PONG` ONLY") }];
+    let turns = [crate::chat::provider::Turn { role: "user", content: json!("REPLY `PONG` ONLY") }];
     let result = if kind == "chat_completion" {
-        crate::llm::generate(&merged, None, &turns, false, 0, &mut |_| {}).map(|_| ())
+        let provider = crate::chat::provider::Provider::parse(&merged);
+        crate::chat::adapters::generate(&provider, None, &turns, false, 0, &mut |_| {}).map(|_| ())
     } else {
         Err(format!("testing {kind} providers is not supported"))
     };

@@ -1,0 +1,422 @@
+//! The two LLM adapters, `openai_chat_completion` (any OpenAI-compatible server) and
+//! `anthropic_chat_completion` (the Messages API), streaming or not, behind one
+//! [`generate`] that owns what both share: keys, retries and the HTTP agents.
+//!
+//! Every call has a connect timeout, a time-to-first-byte timeout (the source's `timeout`)
+//! and a per-read timeout while streaming. The source's `key` list is rotated on 401/429
+//! (`$NAME` and `${NAME}` entries are read from the environment here, when used, under
+//! the rule of [`config::secret_ref_allowed`]); 429, 5xx and timeouts are retried
+//! `request_max_retries` times with a growing pause. Errors are returned as text for the
+//! chat to show, never as a failed request. The agent loop and tool calls will wrap
+//! [`generate`], not the adapters.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::provider::{Adapter, Provider, Turn, Usage};
+use crate::config;
+
+/// An upstream SSE line longer than this is cut: one line must not grow memory unbounded.
+const MAX_LINE: u64 = 1 << 20;
+
+/// A key from the source's list: a literal key (`None` when empty), or `$NAME` / `${NAME}`
+/// read through `env` (the process environment, or a test's map). A reference outside
+/// [`config::SECRET_REF_RULE`] (stored before the rule, or `ASTRBOT_SECRET_ENV` changed
+/// since) and an unset or empty variable are errors naming it: a request is never sent
+/// with an empty credential, which the upstream would answer with a misleading 401.
+pub fn resolve_key(entry: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
+    let Some(name) = config::secret_ref(entry) else {
+        return Ok(Some(entry.to_owned()).filter(|v| !v.is_empty()));
+    };
+    if !config::secret_ref_allowed(name, env) {
+        return Err(config::refused_ref(entry));
+    }
+    match env(name).filter(|v| !v.is_empty()) {
+        Some(v) => Ok(Some(v)),
+        None => Err(format!("environment variable {name} is not set")),
+    }
+}
+
+/// Every key of a provider, resolved; the first unresolvable entry is the error.
+fn resolve_keys(entries: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    for entry in entries {
+        keys.extend(resolve_key(entry, env)?);
+    }
+    Ok(keys)
+}
+
+enum Failure {
+    /// Worth another try (429, 5xx, timeouts, connection errors); `rotate` for 401/429.
+    Retry {
+        message: String,
+        rotate: bool,
+    },
+    Fatal(String),
+}
+
+/// One agent per timeout and proxy, shared: an agent holds the TLS setup and a pool of
+/// connections, too costly to build for every chat.
+fn agent(provider: &Provider) -> Result<ureq::Agent, String> {
+    static AGENTS: OnceLock<Mutex<HashMap<(u64, String), ureq::Agent>>> = OnceLock::new();
+    let key = (provider.timeout.as_secs(), provider.proxy.clone());
+    let agents = AGENTS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(a) = agents.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(a.clone());
+    }
+    let built = build_agent(provider)?;
+    let mut map = agents.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() > 32 {
+        map.clear();
+    }
+    map.insert(key, built.clone());
+    Ok(built)
+}
+
+fn build_agent(provider: &Provider) -> Result<ureq::Agent, String> {
+    let first_byte = provider.timeout;
+    let mut config = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(first_byte))
+        .timeout_per_read(Some(first_byte.max(Duration::from_secs(30))))
+        .http_status_as_error(false);
+    if !provider.proxy.is_empty() {
+        let proxy = ureq::Proxy::new(&provider.proxy).map_err(|e| format!("invalid proxy: {e}"))?;
+        config = config.proxy(Some(proxy));
+    }
+    Ok(config.build().into())
+}
+
+/// Sends one request to the provider, streaming deltas to `on_delta`.
+pub fn generate(
+    provider: &Provider,
+    model_override: Option<&str>,
+    turns: &[Turn],
+    stream: bool,
+    retries: u32,
+    on_delta: &mut dyn FnMut(&str),
+) -> Result<Usage, String> {
+    let model = model_override.unwrap_or(&provider.model);
+    let keys = resolve_keys(&provider.keys, &config::process_env)?;
+    let agent = agent(provider)?;
+    // Start from the key that last worked for this source, so a dead first key does not
+    // cost every request a retry.
+    let source = provider.rotation_id();
+    let mut key_index = next_key(source, None);
+    let mut attempt = 0u32;
+    loop {
+        let key = keys.get(key_index % keys.len().max(1)).map(String::as_str);
+        let mut delivered = false;
+        let mut sink = |d: &str| {
+            delivered = true;
+            on_delta(d);
+        };
+        let call = Call { agent: &agent, provider, model, key, turns, stream };
+        let result = match provider.adapter {
+            Adapter::Anthropic => anthropic(&call, &mut sink),
+            Adapter::OpenAi => openai(&call, &mut sink),
+        };
+        match result {
+            Ok(usage) => {
+                next_key(source, Some(key_index));
+                return Ok(usage);
+            }
+            Err(Failure::Fatal(m)) => return Err(m),
+            // Once text has reached the client a retry would repeat it.
+            Err(Failure::Retry { message, .. }) if delivered || attempt >= retries => return Err(message),
+            Err(Failure::Retry { message, rotate }) => {
+                attempt += 1;
+                if rotate {
+                    key_index += 1;
+                }
+                log::info!("LLM request failed ({message}); retry {attempt} of {retries}");
+                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
+            }
+        }
+    }
+}
+
+/// One attempt's request, as both adapters take it.
+struct Call<'a> {
+    agent: &'a ureq::Agent,
+    provider: &'a Provider,
+    model: &'a str,
+    key: Option<&'a str>,
+    turns: &'a [Turn],
+    stream: bool,
+}
+
+/// The remembered key position of a source; `Some(i)` records one that worked.
+fn next_key(source: &str, worked: Option<usize>) -> usize {
+    static WORKING: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    let mut map =
+        WORKING.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|e| e.into_inner());
+    match worked {
+        Some(i) => {
+            map.insert(source.to_owned(), i);
+            i
+        }
+        None => map.get(source).copied().unwrap_or(0),
+    }
+}
+
+fn classify(status: u16, body: &str) -> Failure {
+    let detail = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().or(v["message"].as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(300).collect());
+    let message = format!("Error code: {status} - {detail}");
+    match status {
+        401 | 403 => Failure::Retry { message, rotate: true },
+        429 => Failure::Retry { message, rotate: true },
+        500..=599 => Failure::Retry { message, rotate: false },
+        _ => Failure::Fatal(message),
+    }
+}
+
+fn transport(e: ureq::Error) -> Failure {
+    Failure::Retry { message: format!("request failed: {e}"), rotate: false }
+}
+
+/// The POST to the provider's endpoint with its custom headers.
+fn post(call: &Call<'_>) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+    let mut req = call.agent.post(call.provider.endpoint_url());
+    for (k, v) in &call.provider.custom_headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req.header("Accept-Encoding", "identity")
+}
+
+/// Adds the source's `custom_extra_body`, sends the JSON request and turns a non-2xx
+/// answer into a classified failure.
+fn send(
+    req: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    provider: &Provider,
+    mut body: Value,
+) -> Result<ureq::Body, Failure> {
+    for (k, v) in &provider.custom_extra_body {
+        body[k] = v.clone();
+    }
+    let resp = req.content_type("application/json").send(body.to_string()).map_err(transport)?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        return Err(classify(status, &text));
+    }
+    Ok(resp.into_body())
+}
+
+/// Reads `data:` lines of an SSE body, each capped, until `[DONE]` or the end.
+fn sse_lines(body: impl Read, mut on_data: impl FnMut(&str) -> bool) -> Result<(), Failure> {
+    let mut reader = BufReader::new(body);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Failure::Retry { message: format!("stream read failed: {e}"), rotate: false })?;
+        if n == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        let Some(data) = text.trim_end().strip_prefix("data:") else { continue };
+        let data = data.trim();
+        if data == "[DONE]" || !on_data(data) {
+            return Ok(());
+        }
+    }
+}
+
+/// A whole (non-streamed) JSON answer.
+fn read_json(mut body: ureq::Body) -> Result<Value, Failure> {
+    let text = body
+        .read_to_string()
+        .map_err(|e| Failure::Retry { message: format!("response read failed: {e}"), rotate: false })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Failure::Retry { message: format!("response is not JSON: {e}"), rotate: false })
+}
+
+fn openai_usage(u: &Value) -> Usage {
+    let cached = u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
+    Usage {
+        input: u["prompt_tokens"].as_u64().unwrap_or(0).saturating_sub(cached),
+        output: u["completion_tokens"].as_u64().unwrap_or(0),
+        cached,
+    }
+}
+
+fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, Failure> {
+    let messages: Vec<Value> =
+        call.turns.iter().map(|t| json!({"role": t.role, "content": t.content})).collect();
+    let mut body = json!({"model": call.model, "messages": messages, "stream": call.stream});
+    if call.stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    let mut req = post(call);
+    if let Some(k) = call.key {
+        req = req.header("Authorization", format!("Bearer {k}"));
+    }
+    let body = send(req, call.provider, body)?;
+    if !call.stream {
+        let v = read_json(body)?;
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        if !text.is_empty() {
+            on_delta(text);
+        }
+        return Ok(openai_usage(&v["usage"]));
+    }
+    let mut usage = Usage::default();
+    sse_lines(body.into_reader(), |data| {
+        if let Ok(v) = serde_json::from_str::<Value>(data) {
+            if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+                on_delta(d);
+            }
+            if v["usage"].is_object() {
+                usage = openai_usage(&v["usage"]);
+            }
+        }
+        true
+    })?;
+    Ok(usage)
+}
+
+/// The Messages API's body: system turns joined into `system`, image data URLs as base64
+/// image blocks.
+fn anthropic_body(call: &Call<'_>) -> Value {
+    let system: Vec<String> = call
+        .turns
+        .iter()
+        .filter(|t| t.role == "system")
+        .filter_map(|t| t.content.as_str().map(str::to_owned))
+        .collect();
+    let block = |p: &Value| match p["type"].as_str() {
+        Some("image_url") => {
+            let url = p["image_url"]["url"].as_str().unwrap_or_default();
+            let (meta, data) = url.split_once(',').unwrap_or(("", ""));
+            let media = meta.trim_start_matches("data:").trim_end_matches(";base64");
+            json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+        }
+        _ => json!({"type": "text", "text": p["text"]}),
+    };
+    let messages: Vec<Value> = call
+        .turns
+        .iter()
+        .filter(|t| t.role != "system")
+        .map(|t| {
+            let content = match &t.content {
+                Value::Array(parts) => Value::Array(parts.iter().map(block).collect()),
+                other => other.clone(),
+            };
+            json!({"role": t.role, "content": content})
+        })
+        .collect();
+    let mut body =
+        json!({"model": call.model, "max_tokens": 4096, "messages": messages, "stream": call.stream});
+    if !system.is_empty() {
+        body["system"] = json!(system.join("\n\n"));
+    }
+    body
+}
+
+/// Anthropic reports usage piecemeal (`message_start`, then `message_delta`): each report
+/// overrides only the counts it has.
+fn anthropic_usage(u: &Value, usage: &mut Usage) {
+    if let Some(n) = u["input_tokens"].as_u64() {
+        usage.input = n;
+    }
+    if let Some(n) = u["cache_read_input_tokens"].as_u64() {
+        usage.cached = n;
+    }
+    if let Some(n) = u["output_tokens"].as_u64() {
+        usage.output = n;
+    }
+}
+
+fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, Failure> {
+    let mut req = post(call).header("anthropic-version", "2023-06-01");
+    if let Some(k) = call.key {
+        req = req.header("x-api-key", k);
+    }
+    let body = send(req, call.provider, anthropic_body(call))?;
+    let mut usage = Usage::default();
+    if !call.stream {
+        let v = read_json(body)?;
+        let text: String =
+            v["content"].as_array().into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
+        if !text.is_empty() {
+            on_delta(&text);
+        }
+        anthropic_usage(&v["usage"], &mut usage);
+        return Ok(usage);
+    }
+    let mut error = None;
+    sse_lines(body.into_reader(), |data| {
+        let Ok(v) = serde_json::from_str::<Value>(data) else { return true };
+        match v["type"].as_str() {
+            Some("content_block_delta") => {
+                if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
+                    on_delta(d);
+                }
+            }
+            Some("message_start") => anthropic_usage(&v["message"]["usage"], &mut usage),
+            Some("message_delta") => anthropic_usage(&v["usage"], &mut usage),
+            Some("message_stop") => return false,
+            Some("error") => {
+                error = Some(v["error"]["message"].as_str().unwrap_or("stream error").to_owned());
+                return false;
+            }
+            _ => {}
+        }
+        true
+    })?;
+    match error {
+        Some(e) => Err(Failure::Fatal(e)),
+        None => Ok(usage),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_resolve_from_the_environment_under_the_rule() {
+        let env = |name: &str| match name {
+            "OPENAI_API_KEY" => Some("sk-from-env".to_owned()),
+            "MY_TOKEN" => Some("tok-from-env".to_owned()),
+            "EMPTY_API_KEY" => Some(String::new()),
+            "ASTRBOT_ADMIN_PASSWORD" => Some("hunter2".to_owned()),
+            "ASTRBOT_SECRET_ENV" => Some(" OTHER , MY_TOKEN".to_owned()),
+            _ => None,
+        };
+        assert_eq!(resolve_key("$OPENAI_API_KEY", &env).unwrap().as_deref(), Some("sk-from-env"));
+        assert_eq!(resolve_key("${OPENAI_API_KEY}", &env).unwrap().as_deref(), Some("sk-from-env"));
+        assert_eq!(resolve_key("$MY_TOKEN", &env).unwrap().as_deref(), Some("tok-from-env"), "listed");
+        assert_eq!(
+            resolve_key("$MISSING_API_KEY", &env),
+            Err("environment variable MISSING_API_KEY is not set".into())
+        );
+        assert_eq!(
+            resolve_key("$EMPTY_API_KEY", &env),
+            Err("environment variable EMPTY_API_KEY is not set".into())
+        );
+        assert_eq!(
+            resolve_key("$ASTRBOT_ADMIN_PASSWORD", &env),
+            Err("$NAME references must end in _API_KEY or be listed in ASTRBOT_SECRET_ENV (got $ASTRBOT_ADMIN_PASSWORD)".into())
+        );
+        assert_eq!(resolve_key("sk-plain", &env).unwrap().as_deref(), Some("sk-plain"));
+        assert_eq!(resolve_key("", &env), Ok(None));
+        let provider = Provider::parse(&json!({"key": ["sk-a", "", "$OPENAI_API_KEY"]}));
+        assert_eq!(resolve_keys(&provider.keys, &env).unwrap(), ["sk-a", "sk-from-env"]);
+        let unset = Provider::parse(&json!({"key": ["sk-a", "$UNSET_API_KEY"]}));
+        assert_eq!(
+            resolve_keys(&unset.keys, &env),
+            Err("environment variable UNSET_API_KEY is not set".into())
+        );
+    }
+}

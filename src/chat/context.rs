@@ -1,0 +1,171 @@
+//! The prompt a model sees for a chat message: the persona's system prompt (with the
+//! knowledge-base passages found for the message), its opening dialogue, the session's
+//! history since the last `/new`, and the new message with its attachments.
+//!
+//! The context only reads. History is bounded twice, by the persona's `max_context_length`
+//! in exchanges and by a character budget, so a long conversation never overflows a
+//! model's window; commands and their replies never reach the model.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::provider::Turn;
+use crate::db::chat::{self, Passage};
+use crate::db::resources::Persona;
+
+/// History beyond this many characters is dropped, oldest first, so a long conversation
+/// never overflows a model's window.
+const HISTORY_CHAR_BUDGET: usize = 24_000;
+/// Text-like attachments up to this size are inlined with their name.
+const INLINE_TEXT_LIMIT: u64 = 64 << 10;
+
+fn standard_base64(bytes: &[u8]) -> String {
+    crate::secrets::base64url(bytes).replace('-', "+").replace('_', "/")
+        + match bytes.len() % 3 {
+            1 => "==",
+            2 => "=",
+            _ => "",
+        }
+}
+
+fn text_of(content: &Value) -> String {
+    content["message"]
+        .as_array()
+        .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+/// The user's new message as the model sees it: text, images as data URLs, text files
+/// inlined (up to 64 KiB) with their name, other files named only.
+fn user_content(data_dir: &Path, conn: &Connection, parts: &[Value]) -> Value {
+    let mut out: Vec<Value> = Vec::new();
+    let mut has_image = false;
+    for p in parts {
+        match p["type"].as_str() {
+            Some("plain") => out.push(json!({"type": "text", "text": p["text"]})),
+            Some(kind @ ("image" | "file" | "record" | "video")) => {
+                let id = p["attachment_id"].as_str().unwrap_or_default();
+                let Ok(Some(att)) = crate::db::resources::attachment(conn, id) else { continue };
+                let path = data_dir.join("attachments").join(&att.attachment_id);
+                if kind == "image" {
+                    if let Ok(bytes) = std::fs::read(&path) {
+                        has_image = true;
+                        let url = format!("data:{};base64,{}", att.mime_type, standard_base64(&bytes));
+                        out.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                    }
+                    continue;
+                }
+                let textual = att.mime_type.starts_with("text/") || att.mime_type == "application/json";
+                let inline = textual && att.size as u64 <= INLINE_TEXT_LIMIT;
+                match std::fs::read_to_string(&path).ok().filter(|_| inline) {
+                    Some(text) => out.push(json!({"type": "text", "text": format!("[File: {}]\n{text}", att.filename)})),
+                    None => out.push(json!({"type": "text", "text": format!("[File: {} ({}, {} bytes)]", att.filename, att.mime_type, att.size)})),
+                }
+            }
+            _ => {}
+        }
+    }
+    if has_image {
+        return Value::Array(out);
+    }
+    Value::String(out.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+}
+
+/// The system prompt: the persona's, and the knowledge-base passages when some were found.
+fn system_prompt(persona: &Persona, passages: &[Passage]) -> String {
+    let mut system = persona.system_prompt.clone();
+    if !passages.is_empty() {
+        system.push_str(
+            "\n\nUse these passages from the knowledge base when they help, and cite their titles:\n",
+        );
+        for p in passages {
+            system.push_str(&format!("\n### {} ({})\n{}\n", p.title, p.url, p.body));
+        }
+    }
+    system
+}
+
+/// The session's history as turns, oldest first: since the last `/new`, without commands
+/// and their replies, at most `max_turns` exchanges (-1 for no limit) and the character
+/// budget, starting with the user.
+fn history(conn: &Connection, session_id: &str, max_turns: i64) -> Vec<Turn> {
+    let mut history = chat::messages(conn, session_id, Some(400)).unwrap_or_default();
+    history.pop(); // the new message itself
+    if let Some(cut) = history.iter().rposition(|m| m.content["new_conversation"] == true) {
+        history.drain(..=cut);
+    }
+    // A command and the server's reply to it are not part of the conversation.
+    let mut skip = vec![false; history.len()];
+    for (i, m) in history.iter().enumerate() {
+        if m.content["command"] == true {
+            skip[i] = true;
+            if i > 0 && history[i - 1].sender == "user" {
+                skip[i - 1] = true;
+            }
+        }
+    }
+    let history: Vec<_> = history.into_iter().zip(skip).filter(|(_, s)| !s).map(|(m, _)| m).collect();
+    let mut kept: Vec<Turn> = Vec::new();
+    let mut chars = 0;
+    let mut users = 0;
+    for m in history.iter().rev() {
+        let text = text_of(&m.content);
+        if text.is_empty() {
+            continue;
+        }
+        let role = if m.sender == "user" { "user" } else { "assistant" };
+        if role == "user" {
+            users += 1;
+            if max_turns >= 0 && users > max_turns {
+                break;
+            }
+        }
+        chars += text.chars().count();
+        if chars > HISTORY_CHAR_BUDGET {
+            break;
+        }
+        kept.push(Turn { role, content: json!(text) });
+    }
+    kept.reverse();
+    // A model wants the history to start with the user.
+    while kept.first().is_some_and(|t| t.role == "assistant") {
+        kept.remove(0);
+    }
+    kept
+}
+
+/// The request: the persona's prompt (with knowledge-base passages when `kb_names` found
+/// some), its opening dialogue, the session's history since the last `/new` (at most
+/// `max_turns` exchanges, -1 for no limit, and a character budget), then the new message
+/// (the session's last stored message).
+pub fn context(
+    conn: &Connection,
+    data_dir: &Path,
+    persona: &Persona,
+    session_id: &str,
+    new_parts: &[Value],
+    max_turns: i64,
+    passages: &[Passage],
+) -> Vec<Turn> {
+    let mut turns = vec![Turn { role: "system", content: json!(system_prompt(persona, passages)) }];
+    for (i, d) in persona.begin_dialogs.iter().enumerate() {
+        turns.push(Turn { role: if i % 2 == 0 { "user" } else { "assistant" }, content: json!(d) });
+    }
+    turns.extend(history(conn, session_id, max_turns));
+    turns.push(Turn { role: "user", content: user_content(data_dir, conn, new_parts) });
+    turns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_base64_pads_and_uses_plus_and_slash() {
+        assert_eq!(standard_base64(b"\xfb\xff"), "+/8=");
+        assert_eq!(standard_base64(b"foo"), "Zm9v");
+        assert_eq!(standard_base64(b"f"), "Zg==");
+    }
+}
