@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::api::admin::DEFAULT_ADMIN;
 use crate::app::{App, Settings};
+use crate::auth::DEFAULT_ADMIN;
 use crate::db::{self, Db};
 use crate::keys::{self, NewKey};
 use crate::secrets::{self, MacKey};
@@ -653,7 +653,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         default_daily_limit: args.default_daily_limit,
         max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
     };
-    let app = Arc::new(App::new(settings, db, mac)?);
+    let openapi_json = serde_json::to_vec(&crate::openapi::document()).unwrap_or_default();
+    let app = Arc::new(App::new(settings, db, mac, openapi_json)?);
 
     // The signal pipe is registered before anything listens, so no signal is missed.
     let (mut signal_rx, signal_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@
 //! its queue. A connection hands over its next request only when the previous one is
 //! answered, so there are never more requests than connections; the pool grows up to the
 //! connection cap, and no request waits behind another's slow body. Each request is turned
-//! into our [`Request`], run through [`app::handle`] under `catch_unwind` (a panic is a
+//! into our [`Request`], run through [`pipeline::handle`] under `catch_unwind` (a panic is a
 //! 500, never a dead server), and answered. Shutdown stops accepting, lets queued and
 //! running requests finish for up to ten seconds, then flushes.
 
@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::app::{self, App};
+use crate::app::App;
 use crate::error::ApiError;
 use crate::http::{BodySource, Request, Response};
+use crate::pipeline;
 use crate::system;
 
 pub const MIN_WORKERS: usize = 8;
@@ -200,7 +201,7 @@ fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
         let mut body = TinyBody(&mut request);
         let mut req = Request::new(method.clone(), &url, headers, remote, body_len, &mut body);
         let route = format!("{method} {}", req.path);
-        guarded(&route, || app::handle(&shared.app, &mut req))
+        guarded(&route, || pipeline::handle(&shared.app, &mut req))
     };
 
     // A body the handler left unread is the transport's business: it skips up to 1 MiB

@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, opt_bool, opt_string};
-use crate::app::{App, LiveStream};
+use super::{opt_bool, opt_string};
+use crate::app::{App, Ctx, LiveStream};
 use crate::auth::Identity;
 use crate::config::{self, ProviderChoice, SessionChoice};
 use crate::db::chat::{self as store, Passage};

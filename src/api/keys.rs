@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use super::{Ctx, opt_int, opt_string, opt_string_list};
+use super::{opt_int, opt_string, opt_string_list};
+use crate::app::Ctx;
 use crate::db;
 use crate::error::ApiError;
 use crate::http::Response;

@@ -5,7 +5,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, body_or_empty, opt_int, opt_string, opt_string_list, required_query};
+use super::{body_or_empty, opt_int, opt_string, opt_string_list, required_query};
+use crate::app::Ctx;
 use crate::db::resources::{self, Folder, Persona};
 use crate::db::write_tx;
 use crate::error::ApiError;

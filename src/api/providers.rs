@@ -7,7 +7,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, body_or_empty, opt_bool, opt_string, parse_bool, required_query};
+use super::{body_or_empty, opt_bool, opt_string, parse_bool, required_query};
+use crate::app::Ctx;
 use crate::config::{self, provider_type_of};
 use crate::db::resources::{self, Docs};
 use crate::db::write_tx;
