@@ -70,6 +70,26 @@ pub struct ServeArgs {
     pub default_daily_limit: Option<i64>,
     pub max_upload_mb: u64,
     pub log_level: log::LevelFilter,
+    /// `ASTRBOT_ADMIN_PASSWORD` as set (possibly empty): the first start's admin password.
+    pub admin_password: Option<Password>,
+}
+
+/// A password read from the environment; `Debug` does not show it, so a printed command
+/// line cannot leak it.
+#[derive(PartialEq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+impl Password {
+    /// The password, unless it is empty: an empty variable counts as not set.
+    fn given(&self) -> Option<&str> {
+        Some(self.0.as_str()).filter(|p| !p.is_empty())
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -210,6 +230,7 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 default_daily_limit: default_daily_limit.filter(|n| *n > 0),
                 max_upload_mb: max_upload_mb as u64,
                 log_level,
+                admin_password: env("ASTRBOT_ADMIN_PASSWORD").map(Password),
             })
         }
         "admin password" => {
@@ -599,19 +620,19 @@ fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
 
 /// Creates the administrator on the first start, from `ASTRBOT_ADMIN_PASSWORD` or a
 /// generated password printed once.
-fn ensure_admin(db: &Db) -> Result<(), String> {
+fn ensure_admin(db: &Db, from_env: Option<&Password>) -> Result<(), String> {
     let mut conn = db.conn().map_err(|e| e.to_string())?;
     if db::admin_exists(&conn).map_err(|e| e.to_string())? {
-        if std::env::var_os("ASTRBOT_ADMIN_PASSWORD").is_some() {
+        if from_env.is_some() {
             log::info!("ASTRBOT_ADMIN_PASSWORD is ignored: the administrator already exists");
         }
         return Ok(());
     }
-    let from_env = std::env::var("ASTRBOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
-    if let Some(p) = &from_env {
+    let from_env = from_env.and_then(Password::given);
+    if let Some(p) = from_env {
         crate::auth::check_new_password(p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
     }
-    let password = from_env.clone().unwrap_or_else(secrets::new_password);
+    let password = from_env.map(str::to_owned).unwrap_or_else(secrets::new_password);
     let phc = secrets::hash_password(&password)?;
     let created =
         db::create_first_admin(&mut conn, DEFAULT_ADMIN, &phc, now_micros()).map_err(|e| e.to_string())?;
@@ -680,10 +701,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     // A first-start password that will be refused is refused before anything listens.
-    if let Some(p) = std::env::var("ASTRBOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty())
+    if let Some(p) = args.admin_password.as_ref().and_then(Password::given)
         && !app.db.conn().and_then(|c| db::admin_exists(&c)).map_err(|e| e.to_string())?
     {
-        crate::auth::check_new_password(&p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
+        crate::auth::check_new_password(p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
     }
     let server = crate::server::Server::bind(app.clone(), &args.listen, args.max_connections)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -691,7 +712,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let _ = io::stdout().flush();
     // The first start hashes the admin password (argon2, tens of milliseconds) after the
     // address is announced; requests arriving meanwhile wait in the queue.
-    ensure_admin(&app.db)?;
+    ensure_admin(&app.db, args.admin_password.as_ref())?;
     // The bundled guides are the built-in provider's knowledge; rebuilt at every start.
     match app
         .db
@@ -749,6 +770,19 @@ mod tests {
             (s.listen.as_str(), s.data.to_str().unwrap(), s.max_upload_mb),
             ("127.0.0.1:6185", "./data", 64)
         );
+    }
+
+    #[test]
+    fn admin_password_is_read_with_the_arguments_and_never_printed() {
+        let env = |k: &str| (k == "ASTRBOT_ADMIN_PASSWORD").then(|| "correct horse".to_owned());
+        let Command::Serve(s) = parse(&args("serve"), &env).unwrap() else { panic!() };
+        assert_eq!(s.admin_password.as_ref().and_then(Password::given), Some("correct horse"));
+        assert!(!format!("{s:?}").contains("horse"), "{s:?}");
+        let Command::Serve(s) = parse(&args("serve"), &no_env).unwrap() else { panic!() };
+        assert_eq!(s.admin_password, None);
+        let empty = |k: &str| (k == "ASTRBOT_ADMIN_PASSWORD").then(String::new);
+        let Command::Serve(s) = parse(&args("serve"), &empty).unwrap() else { panic!() };
+        assert_eq!(s.admin_password.as_ref().and_then(Password::given), None, "empty is not a password");
     }
 
     #[test]
