@@ -198,67 +198,13 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     }
     let data = a.data(env);
     let command = match sub {
-        "serve" => {
-            let listen = a
-                .take("--listen")
-                .or_else(|| env("ASTRBOT_LISTEN"))
-                .unwrap_or_else(|| "127.0.0.1:6185".into());
-            let max_connections = match a.take("--max-connections") {
-                Some(v) => max_connections("--max-connections", &v)?,
-                None => match env("ASTRBOT_MAX_CONNECTIONS") {
-                    Some(v) => max_connections("ASTRBOT_MAX_CONNECTIONS", &v)?,
-                    None => DEFAULT_MAX_CONNECTIONS,
-                },
-            };
-            let default_daily_limit = a.int("--default-daily-limit")?;
-            if default_daily_limit.is_some_and(|n| n < 0) {
-                return Err("--default-daily-limit must be 0 or greater".into());
-            }
-            let max_upload_mb = a.int("--max-upload-mb")?.unwrap_or(64);
-            if !(1..=1_000_000).contains(&max_upload_mb) {
-                return Err("--max-upload-mb must be between 1 and 1000000".into());
-            }
-            let level = a.take("--log-level").unwrap_or_else(|| "info".into());
-            let log_level = level.parse().map_err(|_| {
-                format!("--log-level must be error, warn, info, debug or trace, not {level:?}")
-            })?;
-            a.finish(0)?;
-            Command::Serve(ServeArgs {
-                listen,
-                data,
-                max_connections,
-                default_daily_limit: default_daily_limit.filter(|n| *n > 0),
-                max_upload_mb: max_upload_mb as u64,
-                log_level,
-                admin_password: env("ASTRBOT_ADMIN_PASSWORD").map(Password),
-            })
-        }
+        "serve" => Command::Serve(serve_args(a, data, env)?),
         "admin password" => {
             let username = a.take("--username");
             a.finish(0)?;
             Command::AdminPassword { data, username }
         }
-        "create" => {
-            let name = a.take("--name");
-            // Required: without it the key would silently get every default scope.
-            let scopes = a.take("--scopes").ok_or_else(|| {
-                format!(
-                    "key create needs --scopes, a comma-separated list from: {}",
-                    keys::valid_scopes().join(", ")
-                )
-            })?;
-            let scopes =
-                Some(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
-            let key = NewKey {
-                name,
-                scopes,
-                expires_in_days: a.int("--expires-in-days")?,
-                daily_limit: a.int("--daily-limit")?,
-            };
-            let json = a.has("--json");
-            a.finish(0)?;
-            Command::KeyCreate { data, key, json }
-        }
+        "create" => key_create_args(a, data)?,
         "list" => {
             let json = a.has("--json");
             a.finish(0)?;
@@ -296,6 +242,61 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         _ => unreachable!("matched above"),
     };
     Ok(command)
+}
+
+/// The arguments of `serve`, flags first, then the environment, then the defaults.
+fn serve_args(mut a: Args, data: PathBuf, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeArgs, String> {
+    let listen =
+        a.take("--listen").or_else(|| env("ASTRBOT_LISTEN")).unwrap_or_else(|| "127.0.0.1:6185".into());
+    let max_connections = match a.take("--max-connections") {
+        Some(v) => max_connections("--max-connections", &v)?,
+        None => match env("ASTRBOT_MAX_CONNECTIONS") {
+            Some(v) => max_connections("ASTRBOT_MAX_CONNECTIONS", &v)?,
+            None => DEFAULT_MAX_CONNECTIONS,
+        },
+    };
+    let default_daily_limit = a.int("--default-daily-limit")?;
+    if default_daily_limit.is_some_and(|n| n < 0) {
+        return Err("--default-daily-limit must be 0 or greater".into());
+    }
+    let max_upload_mb = a.int("--max-upload-mb")?.unwrap_or(64);
+    if !(1..=1_000_000).contains(&max_upload_mb) {
+        return Err("--max-upload-mb must be between 1 and 1000000".into());
+    }
+    let level = a.take("--log-level").unwrap_or_else(|| "info".into());
+    let log_level = level
+        .parse()
+        .map_err(|_| format!("--log-level must be error, warn, info, debug or trace, not {level:?}"))?;
+    a.finish(0)?;
+    Ok(ServeArgs {
+        listen,
+        data,
+        max_connections,
+        default_daily_limit: default_daily_limit.filter(|n| *n > 0),
+        max_upload_mb: max_upload_mb as u64,
+        log_level,
+        admin_password: env("ASTRBOT_ADMIN_PASSWORD").map(Password),
+    })
+}
+
+/// The arguments of `key create`.
+fn key_create_args(mut a: Args, data: PathBuf) -> Result<Command, String> {
+    let name = a.take("--name");
+    // Required: without it the key would silently get every default scope.
+    let scopes = a.take("--scopes").ok_or_else(|| {
+        format!("key create needs --scopes, a comma-separated list from: {}", keys::valid_scopes().join(", "))
+    })?;
+    let scopes =
+        Some(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    let key = NewKey {
+        name,
+        scopes,
+        expires_in_days: a.int("--expires-in-days")?,
+        daily_limit: a.int("--daily-limit")?,
+    };
+    let json = a.has("--json");
+    a.finish(0)?;
+    Ok(Command::KeyCreate { data, key, json })
 }
 
 /// `--max-connections` or `ASTRBOT_MAX_CONNECTIONS` (named by `source`), checked.

@@ -1,4 +1,4 @@
-//! API-key administration (reference section 3): the `/api/v1/api-keys` routes and
+//! API-key administration: the `/api/v1/api-keys` routes and
 //! AstrBot's legacy `/api/apikey/*` dashboard routes. Only the admin reaches these; the
 //! route table refuses API keys before a handler runs.
 
