@@ -1,20 +1,27 @@
-//! Who is calling: credential extraction, API-key verification, scopes, admin tokens.
+//! Who is calling: credential extraction, API-key verification, scopes, admin tokens, and
+//! the rules around the admin's login.
 //!
-//! The carriers are read in AstrBot's order (reference 2.1): `Authorization: Bearer`, then
+//! The carriers are read in AstrBot's order, so a client that sends several gets the same
+//! answer from us as from AstrBot: `Authorization: Bearer`, then
 //! `Authorization: ApiKey`, `?api_key=`, `?key=`, `X-API-Key`, then the dashboard cookie.
 //! A bearer token is first tried as an admin token and, failing that, as an API key.
 //! Verified keys are cached by their MAC; the cache is dropped whenever the keys table
 //! changes (our own writes at once, the CLI's within the poll interval of `app`'s flusher).
 //!
 //! The cookie is the one carrier a browser attaches by itself, so it is the one a foreign
-//! page could ride: [`foreign_origin`] tells `app` whether a request comes from another
-//! site (decision 18). [`check_new_password`] is the one rule for a new admin password.
+//! page could ride: [`refuse_cross_site_cookie`] refuses a state-changing request whose
+//! [`foreign_origin`] names another site. [`check_new_password`] is the one rule for a new
+//! admin password, [`LoginThrottle`] limits login attempts per client address, and
+//! [`DEFAULT_ADMIN`] is the administrator's name on the first start.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use crate::db::KeyRow;
+use crate::error::ApiError;
 use crate::http::Request;
+use crate::timefmt::MICROS_PER_SEC;
 
 /// The default scope set of a new key, in AstrBot's order.
 pub const DEFAULT_SCOPES: [&str; 11] =
@@ -56,7 +63,7 @@ pub enum Credential {
     None,
 }
 
-/// Reads the credential of a request in AstrBot's order (reference 2.1).
+/// Reads the credential of a request in AstrBot's order.
 pub fn extract_credential(req: &Request<'_>) -> Credential {
     let authorization = req.header("authorization").map(str::trim).unwrap_or("");
     if let Some(token) = authorization.strip_prefix("Bearer ") {
@@ -149,6 +156,55 @@ fn same_origin(sender: &str, host: &str) -> bool {
         }
     };
     split(authority) == split(host)
+}
+
+/// Refuses a state-changing request carried by the dashboard cookie from another site's
+/// page: the browser attaches the cookie to any request a page makes, so only the sender
+/// tells a forged request from the dashboard's own. Header and query carriers are never
+/// attached by a browser on its own and are not checked.
+pub fn refuse_cross_site_cookie(req: &Request<'_>) -> Result<(), ApiError> {
+    if is_state_changing(&req.method) && foreign_origin(req) {
+        return Err(ApiError::Forbidden("Cross-origin request refused".into()));
+    }
+    Ok(())
+}
+
+/// The administrator's username when none is given, as in AstrBot.
+pub const DEFAULT_ADMIN: &str = "astrbot";
+
+/// Attempts allowed per address per window; a success clears the address.
+const MAX_ATTEMPTS: usize = 5;
+const WINDOW_MICROS: i64 = 60 * MICROS_PER_SEC;
+
+/// Recent login attempts per client address, counted when they start. Time is an argument.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    attempts: HashMap<IpAddr, Vec<i64>>,
+}
+
+impl LoginThrottle {
+    /// Checks and counts an attempt in one step: `Ok(n)` with the attempts of this address
+    /// in the window, this one included, or `Err(retry_after_secs)` when it has used them
+    /// up (and then nothing is counted). Attempts still running count, so no more than
+    /// [`MAX_ATTEMPTS`] hashes a minute run for one address however many arrive at once.
+    pub fn begin(&mut self, ip: IpAddr, now: i64) -> Result<usize, i64> {
+        if self.attempts.len() > 10_000 {
+            self.attempts.retain(|_, t| t.iter().any(|t| now - t < WINDOW_MICROS));
+        }
+        let times = self.attempts.entry(ip).or_default();
+        times.retain(|t| now - t < WINDOW_MICROS);
+        if times.len() >= MAX_ATTEMPTS {
+            let oldest = times.iter().min().copied().unwrap_or(now);
+            return Err(((oldest + WINDOW_MICROS - now) / MICROS_PER_SEC).max(1));
+        }
+        times.push(now);
+        Ok(times.len())
+    }
+
+    /// A right password: the address starts afresh (its failed attempts were the admin's).
+    pub fn succeed(&mut self, ip: IpAddr) {
+        self.attempts.remove(&ip);
+    }
 }
 
 /// The rule for a new admin password, wherever one is set (the first start's
@@ -310,6 +366,35 @@ mod tests {
         assert!(!foreign(&[("host", "[::1]:6185"), ("origin", "http://[::1]:6185")]));
         assert!(foreign(&[("host", "[::1]:6185"), ("origin", "http://[::1]")]));
         assert!(is_state_changing("POST") && is_state_changing("DELETE") && !is_state_changing("GET"));
+    }
+
+    #[test]
+    fn five_attempts_a_minute_then_429_until_the_window_passes() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut t = LoginThrottle::default();
+        for i in 0..5 {
+            assert_eq!(t.begin(ip, i * MICROS_PER_SEC), Ok(i as usize + 1));
+        }
+        assert_eq!(t.begin(ip, 10 * MICROS_PER_SEC), Err(50));
+        assert_eq!(t.begin(other, 10 * MICROS_PER_SEC), Ok(1), "per address");
+        assert_eq!(t.begin(ip, 60 * MICROS_PER_SEC), Ok(5), "the window slides: the first has left");
+        assert_eq!(t.begin(ip, 60 * MICROS_PER_SEC), Err(1));
+        t.succeed(ip);
+        assert_eq!(t.begin(ip, 61 * MICROS_PER_SEC), Ok(1), "a success clears the address");
+    }
+
+    #[test]
+    fn login_throttle_race_attempts_count_before_they_finish() {
+        // The bug: 500 concurrent wrong logins all passed the check, because each was
+        // counted only after its hash. Attempts still running must count: with none
+        // finished, the sixth at the same instant is refused.
+        let ip: IpAddr = "10.0.0.3".parse().unwrap();
+        let mut t = LoginThrottle::default();
+        let now = 1_000 * MICROS_PER_SEC;
+        let verdicts: Vec<_> = (0..40).map(|_| t.begin(ip, now)).collect();
+        assert_eq!(verdicts.iter().filter(|v| v.is_ok()).count(), 5);
+        assert!(verdicts[5..].iter().all(|v| *v == Err(60)));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::api::admin::DEFAULT_ADMIN;
 use crate::app::{App, Settings};
+use crate::auth::DEFAULT_ADMIN;
 use crate::db::{self, Db};
 use crate::keys::{self, NewKey};
 use crate::secrets::{self, MacKey};
@@ -70,6 +70,26 @@ pub struct ServeArgs {
     pub default_daily_limit: Option<i64>,
     pub max_upload_mb: u64,
     pub log_level: log::LevelFilter,
+    /// `ASTRBOT_ADMIN_PASSWORD` as set (possibly empty): the first start's admin password.
+    pub admin_password: Option<Password>,
+}
+
+/// A password read from the environment; `Debug` does not show it, so a printed command
+/// line cannot leak it.
+#[derive(PartialEq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+impl Password {
+    /// The password, unless it is empty: an empty variable counts as not set.
+    fn given(&self) -> Option<&str> {
+        Some(self.0.as_str()).filter(|p| !p.is_empty())
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -178,66 +198,13 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     }
     let data = a.data(env);
     let command = match sub {
-        "serve" => {
-            let listen = a
-                .take("--listen")
-                .or_else(|| env("ASTRBOT_LISTEN"))
-                .unwrap_or_else(|| "127.0.0.1:6185".into());
-            let max_connections = match a.take("--max-connections") {
-                Some(v) => max_connections("--max-connections", &v)?,
-                None => match env("ASTRBOT_MAX_CONNECTIONS") {
-                    Some(v) => max_connections("ASTRBOT_MAX_CONNECTIONS", &v)?,
-                    None => DEFAULT_MAX_CONNECTIONS,
-                },
-            };
-            let default_daily_limit = a.int("--default-daily-limit")?;
-            if default_daily_limit.is_some_and(|n| n < 0) {
-                return Err("--default-daily-limit must be 0 or greater".into());
-            }
-            let max_upload_mb = a.int("--max-upload-mb")?.unwrap_or(64);
-            if !(1..=1_000_000).contains(&max_upload_mb) {
-                return Err("--max-upload-mb must be between 1 and 1000000".into());
-            }
-            let level = a.take("--log-level").unwrap_or_else(|| "info".into());
-            let log_level = level.parse().map_err(|_| {
-                format!("--log-level must be error, warn, info, debug or trace, not {level:?}")
-            })?;
-            a.finish(0)?;
-            Command::Serve(ServeArgs {
-                listen,
-                data,
-                max_connections,
-                default_daily_limit: default_daily_limit.filter(|n| *n > 0),
-                max_upload_mb: max_upload_mb as u64,
-                log_level,
-            })
-        }
+        "serve" => Command::Serve(serve_args(a, data, env)?),
         "admin password" => {
             let username = a.take("--username");
             a.finish(0)?;
             Command::AdminPassword { data, username }
         }
-        "create" => {
-            let name = a.take("--name");
-            // Required: without it the key would silently get every default scope.
-            let scopes = a.take("--scopes").ok_or_else(|| {
-                format!(
-                    "key create needs --scopes, a comma-separated list from: {}",
-                    keys::valid_scopes().join(", ")
-                )
-            })?;
-            let scopes =
-                Some(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
-            let key = NewKey {
-                name,
-                scopes,
-                expires_in_days: a.int("--expires-in-days")?,
-                daily_limit: a.int("--daily-limit")?,
-            };
-            let json = a.has("--json");
-            a.finish(0)?;
-            Command::KeyCreate { data, key, json }
-        }
+        "create" => key_create_args(a, data)?,
         "list" => {
             let json = a.has("--json");
             a.finish(0)?;
@@ -275,6 +242,61 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         _ => unreachable!("matched above"),
     };
     Ok(command)
+}
+
+/// The arguments of `serve`, flags first, then the environment, then the defaults.
+fn serve_args(mut a: Args, data: PathBuf, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeArgs, String> {
+    let listen =
+        a.take("--listen").or_else(|| env("ASTRBOT_LISTEN")).unwrap_or_else(|| "127.0.0.1:6185".into());
+    let max_connections = match a.take("--max-connections") {
+        Some(v) => max_connections("--max-connections", &v)?,
+        None => match env("ASTRBOT_MAX_CONNECTIONS") {
+            Some(v) => max_connections("ASTRBOT_MAX_CONNECTIONS", &v)?,
+            None => DEFAULT_MAX_CONNECTIONS,
+        },
+    };
+    let default_daily_limit = a.int("--default-daily-limit")?;
+    if default_daily_limit.is_some_and(|n| n < 0) {
+        return Err("--default-daily-limit must be 0 or greater".into());
+    }
+    let max_upload_mb = a.int("--max-upload-mb")?.unwrap_or(64);
+    if !(1..=1_000_000).contains(&max_upload_mb) {
+        return Err("--max-upload-mb must be between 1 and 1000000".into());
+    }
+    let level = a.take("--log-level").unwrap_or_else(|| "info".into());
+    let log_level = level
+        .parse()
+        .map_err(|_| format!("--log-level must be error, warn, info, debug or trace, not {level:?}"))?;
+    a.finish(0)?;
+    Ok(ServeArgs {
+        listen,
+        data,
+        max_connections,
+        default_daily_limit: default_daily_limit.filter(|n| *n > 0),
+        max_upload_mb: max_upload_mb as u64,
+        log_level,
+        admin_password: env("ASTRBOT_ADMIN_PASSWORD").map(Password),
+    })
+}
+
+/// The arguments of `key create`.
+fn key_create_args(mut a: Args, data: PathBuf) -> Result<Command, String> {
+    let name = a.take("--name");
+    // Required: without it the key would silently get every default scope.
+    let scopes = a.take("--scopes").ok_or_else(|| {
+        format!("key create needs --scopes, a comma-separated list from: {}", keys::valid_scopes().join(", "))
+    })?;
+    let scopes =
+        Some(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    let key = NewKey {
+        name,
+        scopes,
+        expires_in_days: a.int("--expires-in-days")?,
+        daily_limit: a.int("--daily-limit")?,
+    };
+    let json = a.has("--json");
+    a.finish(0)?;
+    Ok(Command::KeyCreate { data, key, json })
 }
 
 /// `--max-connections` or `ASTRBOT_MAX_CONNECTIONS` (named by `source`), checked.
@@ -599,19 +621,19 @@ fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
 
 /// Creates the administrator on the first start, from `ASTRBOT_ADMIN_PASSWORD` or a
 /// generated password printed once.
-fn ensure_admin(db: &Db) -> Result<(), String> {
+fn ensure_admin(db: &Db, from_env: Option<&Password>) -> Result<(), String> {
     let mut conn = db.conn().map_err(|e| e.to_string())?;
     if db::admin_exists(&conn).map_err(|e| e.to_string())? {
-        if std::env::var_os("ASTRBOT_ADMIN_PASSWORD").is_some() {
+        if from_env.is_some() {
             log::info!("ASTRBOT_ADMIN_PASSWORD is ignored: the administrator already exists");
         }
         return Ok(());
     }
-    let from_env = std::env::var("ASTRBOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
-    if let Some(p) = &from_env {
+    let from_env = from_env.and_then(Password::given);
+    if let Some(p) = from_env {
         crate::auth::check_new_password(p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
     }
-    let password = from_env.clone().unwrap_or_else(secrets::new_password);
+    let password = from_env.map(str::to_owned).unwrap_or_else(secrets::new_password);
     let phc = secrets::hash_password(&password)?;
     let created =
         db::create_first_admin(&mut conn, DEFAULT_ADMIN, &phc, now_micros()).map_err(|e| e.to_string())?;
@@ -653,7 +675,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         default_daily_limit: args.default_daily_limit,
         max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
     };
-    let app = Arc::new(App::new(settings, db, mac)?);
+    let openapi_json = serde_json::to_vec(&crate::openapi::document()).unwrap_or_default();
+    let app = Arc::new(App::new(settings, db, mac, openapi_json)?);
 
     // The signal pipe is registered before anything listens, so no signal is missed.
     let (mut signal_rx, signal_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
@@ -679,10 +702,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     // A first-start password that will be refused is refused before anything listens.
-    if let Some(p) = std::env::var("ASTRBOT_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty())
+    if let Some(p) = args.admin_password.as_ref().and_then(Password::given)
         && !app.db.conn().and_then(|c| db::admin_exists(&c)).map_err(|e| e.to_string())?
     {
-        crate::auth::check_new_password(&p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
+        crate::auth::check_new_password(p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
     }
     let server = crate::server::Server::bind(app.clone(), &args.listen, args.max_connections)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -690,7 +713,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let _ = io::stdout().flush();
     // The first start hashes the admin password (argon2, tens of milliseconds) after the
     // address is announced; requests arriving meanwhile wait in the queue.
-    ensure_admin(&app.db)?;
+    ensure_admin(&app.db, args.admin_password.as_ref())?;
     // The bundled guides are the built-in provider's knowledge; rebuilt at every start.
     match app
         .db
@@ -748,6 +771,19 @@ mod tests {
             (s.listen.as_str(), s.data.to_str().unwrap(), s.max_upload_mb),
             ("127.0.0.1:6185", "./data", 64)
         );
+    }
+
+    #[test]
+    fn admin_password_is_read_with_the_arguments_and_never_printed() {
+        let env = |k: &str| (k == "ASTRBOT_ADMIN_PASSWORD").then(|| "correct horse".to_owned());
+        let Command::Serve(s) = parse(&args("serve"), &env).unwrap() else { panic!() };
+        assert_eq!(s.admin_password.as_ref().and_then(Password::given), Some("correct horse"));
+        assert!(!format!("{s:?}").contains("horse"), "{s:?}");
+        let Command::Serve(s) = parse(&args("serve"), &no_env).unwrap() else { panic!() };
+        assert_eq!(s.admin_password, None);
+        let empty = |k: &str| (k == "ASTRBOT_ADMIN_PASSWORD").then(String::new);
+        let Command::Serve(s) = parse(&args("serve"), &empty).unwrap() else { panic!() };
+        assert_eq!(s.admin_password.as_ref().and_then(Password::given), None, "empty is not a password");
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The knowledge base behind the built-in provider (decision 9): named collections of
-//! passages in SQLite FTS5 with the trigram tokenizer, so English and Chinese are both
-//! searchable. Documents are split at their headings; each passage keeps a title and a
-//! link. Collection `docs` holds the bundled guides and is rebuilt at every start.
+//! The knowledge base behind the built-in provider, which answers only from it and never
+//! invents text: named collections of passages in SQLite FTS5 with the trigram tokenizer,
+//! so English and Chinese are both searchable. Documents are split at their headings; each
+//! passage keeps a title and a link. Collection `docs` holds the bundled guides of `docs`
+//! and is rebuilt at every start.
 //!
 //! A question costs at most `MAX_QUESTION_CHARS` characters of reading and `MAX_TERMS`
 //! terms per query, however long the message that carries it: a chat message may be a
@@ -210,7 +211,7 @@ pub fn search(
 /// Rebuilds collection `docs` from the bundled guides.
 pub fn index_bundled_docs(conn: &mut Connection) -> rusqlite::Result<usize> {
     let mut passages = Vec::new();
-    for (slug, source) in crate::api::meta::GUIDES {
+    for (slug, source) in crate::docs::GUIDES {
         let title = markdown::title(source).unwrap_or(slug);
         passages.extend(split_markdown(source, title, &format!("/docs/{slug}")));
     }

@@ -1,6 +1,6 @@
 //! API keys as a domain: validating a create request, minting a key, and the key object
-//! AstrBot's clients read (reference 3.2–3.3). Used by both the HTTP routes and the CLI,
-//! so the two can never disagree on a rule or a message.
+//! in the shape AstrBot's clients read. Used by both the HTTP routes and the CLI, so the
+//! two can never disagree on a rule or a message.
 
 use rusqlite::Connection;
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //!
 //! It supports exactly the subset the guides are written in: `#` headings (with anchors),
 //! paragraphs, fenced code blocks, flat `-` and `1.` lists, pipe tables, one-paragraph
-//! blockquotes, and inline `code`, **bold**, *italic* and [links](url). Everything else is
+//! blockquotes, and inline `code`, **bold**, *italic* and `[links](url)`. Everything else is
 //! text, and all text is HTML-escaped, so a guide can never inject markup.
 
 /// Escapes text for HTML content and attribute values.

@@ -1,4 +1,5 @@
-//! Per-key daily request quotas and the write-behind of key usage (decision 5).
+//! Per-key daily request quotas and the write-behind of key usage: a key may carry a
+//! `daily_limit` (requests per UTC day), beyond which it gets 429 until midnight UTC.
 //!
 //! Counting happens in memory, under one mutex, on every keyed request; the database sees
 //! the counts (and each key's `last_used_at`) once a second from the flusher in `app`, and

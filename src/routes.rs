@@ -3,7 +3,8 @@
 //! shows for it. `openapi` builds the document from this table and a test keeps the two
 //! equal; `app` matches requests against it.
 
-use crate::api::{self, Ctx};
+use crate::api;
+use crate::app::Ctx;
 use crate::error::ApiError;
 use crate::http::Response;
 

@@ -1,10 +1,11 @@
 //! Secrets: randomness, API keys, admin tokens, the MAC that stores them, admin passwords.
 //!
 //! API keys and admin tokens carry 256 random bits, so a fast keyed BLAKE2b-256 MAC is the
-//! right way to store them (decision 3; NIST SP 800-63B): the database never holds a key,
-//! only its MAC under a secret that lives in the data folder (mode 0600). The admin's
-//! password is a human secret and gets argon2id with OWASP's parameters instead, behind a
-//! small concurrency cap because each hash takes 19 MiB.
+//! right way to store them (NIST SP 800-63B; a slow KDF per request would cap throughput):
+//! the database never holds a key, only its MAC under a secret that lives in the data
+//! folder (mode 0600). The admin's password is a human secret and gets argon2id with
+//! OWASP's parameters instead, behind a small concurrency cap because each hash takes
+//! 19 MiB.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -12,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Condvar, Mutex};
 
+use base64::Engine as _;
 use blake2::digest::{KeyInit, Mac};
 
 pub const API_KEY_PREFIX: &str = "abk_";
@@ -31,20 +33,10 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     buf
 }
 
-/// Unpadded base64url (RFC 4648 §5), as Python's `secrets.token_urlsafe` writes it.
+/// Unpadded base64url (the URL-safe alphabet of RFC 4648), as Python's
+/// `secrets.token_urlsafe` writes it.
 pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A new raw API key: `abk_` + 43 URL-safe characters.

@@ -6,7 +6,7 @@
 //! its queue. A connection hands over its next request only when the previous one is
 //! answered, so there are never more requests than connections; the pool grows up to the
 //! connection cap, and no request waits behind another's slow body. Each request is turned
-//! into our [`Request`], run through [`app::handle`] under `catch_unwind` (a panic is a
+//! into our [`Request`], run through [`pipeline::handle`] under `catch_unwind` (a panic is a
 //! 500, never a dead server), and answered the way its [`Body`] asks: bytes, a file copied
 //! with its length, or an event stream written with our own framing. One wrapper,
 //! `logged`, writes the single debug line of every request, whichever way it was answered.
@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::app::{self, App};
+use crate::app::App;
 use crate::error::ApiError;
 use crate::http::{Body, BodySource, Request, Response};
+use crate::pipeline;
 use crate::system;
 
 pub const MIN_WORKERS: usize = 8;
@@ -235,7 +236,7 @@ fn answer(shared: &Shared, mut request: tiny_http::Request, method: &str, url: &
         let mut body = TinyBody(&mut request);
         let mut req = Request::new(method.to_owned(), url, headers, remote, body_len, &mut body);
         let route = format!("{method} {}", req.path);
-        guarded(&route, || app::handle(&shared.app, &mut req))
+        guarded(&route, || pipeline::handle(&shared.app, &mut req))
     };
     // A body the handler left unread is the transport's business: it skips up to 1 MiB
     // of it to keep the connection, or closes the connection after the answer.

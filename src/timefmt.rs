@@ -3,7 +3,8 @@
 //! Everything that depends on the clock (key expiry, quotas, login throttling) takes `now`
 //! as an argument so it can be tested without sleeping; only [`now_micros`] reads the clock.
 //! Timestamps go over the wire as AstrBot writes them: ISO-8601 with a `+00:00` offset and
-//! microseconds omitted when they are zero.
+//! microseconds omitted when they are zero. [`utc_offset_minutes`] reads a zone's standard
+//! offset from the system's zone database, for the system config's `timezone`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -75,6 +76,53 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Minutes east of UTC of the config's `timezone` (an IANA name), from the system's zone
+/// database (its standard offset; daylight saving is not applied), else the host's own.
+pub fn utc_offset_minutes(zone: &str) -> i64 {
+    let valid = !zone.is_empty()
+        && !zone.contains("..")
+        && zone.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
+    let from_db = valid
+        .then(|| std::fs::read(format!("/usr/share/zoneinfo/{zone}")).ok())
+        .flatten()
+        .and_then(|bytes| posix_std_offset(&bytes));
+    from_db.unwrap_or_else(host_offset_minutes)
+}
+
+/// The standard offset from a TZif file's POSIX footer (`CST-8` is UTC+8).
+fn posix_std_offset(tzif: &[u8]) -> Option<i64> {
+    let text = String::from_utf8_lossy(tzif);
+    let footer = text.trim_end_matches('\n').rsplit('\n').next()?;
+    let rest = if let Some(r) = footer.strip_prefix('<') {
+        r.split_once('>')?.1
+    } else {
+        footer.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+    };
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || "+-:".contains(c))).unwrap_or(rest.len());
+    let spec = &rest[..end];
+    let (sign, digits) = match spec.strip_prefix('-') {
+        Some(d) => (1, d),
+        None => (-1, spec.trim_start_matches('+')),
+    };
+    let mut parts = digits.split(':').map(|p| p.parse::<i64>().ok());
+    let hours = parts.next()??;
+    let minutes = parts.next().flatten().unwrap_or(0);
+    Some(sign * (hours * 60 + minutes))
+}
+
+/// The host's own offset, daylight saving included, for a zone the database lacks.
+fn host_offset_minutes() -> i64 {
+    // SAFETY: localtime_r fills a local struct; time(NULL) reads the clock.
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&now, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff / 60
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +149,14 @@ mod tests {
         assert_eq!(secs_until_day_end(midnight), SECS_PER_DAY);
         assert_eq!(secs_until_day_end(midnight - 1), 1);
         assert_eq!(secs_until_day_end(midnight + 3_600 * MICROS_PER_SEC), SECS_PER_DAY - 3_600);
+    }
+
+    #[test]
+    fn posix_offsets() {
+        assert_eq!(posix_std_offset(b"TZif...\nCST-8\n"), Some(480));
+        assert_eq!(posix_std_offset(b"TZif...\nEST5EDT,M3.2.0,M11.1.0\n"), Some(-300));
+        assert_eq!(posix_std_offset(b"TZif...\n<+0530>-5:30\n"), Some(330));
+        assert_eq!(posix_std_offset(b"TZif...\nUTC0\n"), Some(0));
+        assert!(utc_offset_minutes("../../etc/passwd") == host_offset_minutes());
     }
 }

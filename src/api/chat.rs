@@ -11,7 +11,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, opt_bool, opt_string};
+use super::{opt_bool, opt_string};
+use crate::app::Ctx;
 use crate::auth::Identity;
 use crate::chat::events;
 use crate::chat::run::{self, RunSlot, UserMessage};

@@ -1,4 +1,4 @@
-//! Configuration (scope `config`; reference management §4 and open API §9): the system
+//! Configuration (scope `config`), as AstrBot's dashboard and Open API serve it: the system
 //! config, config profiles, the profile list the chat offers, and the UMO routing table.
 //! Secrets are masked in every answer and restored when a masked value comes back (toward
 //! an unchanged target only), `$NAME` keys follow the secret-reference rule; the
@@ -7,13 +7,15 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, opt_string};
+use super::opt_string;
+use crate::app::Ctx;
 use crate::auth::Identity;
 use crate::config::{self, DEFAULT_PROFILE, READ_ONLY_SECTIONS};
 use crate::db::resources;
 use crate::db::write_tx;
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::timefmt;
 
 fn missing_profile(id: &str) -> ApiError {
     ApiError::bad_request(format!("Config file {id} does not exist"))
@@ -73,61 +75,15 @@ fn metadata(group: &str) -> Value {
     json!({group: {"name": format!("{group}.name"), "metadata": items}})
 }
 
-/// Minutes east of UTC of the config's `timezone` (an IANA name), from the system's zone
-/// database (its standard offset; daylight saving is not applied), else the host's own.
-fn utc_offset_minutes(zone: &str) -> i64 {
-    let valid = !zone.is_empty()
-        && !zone.contains("..")
-        && zone.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
-    let from_db = valid
-        .then(|| std::fs::read(format!("/usr/share/zoneinfo/{zone}")).ok())
-        .flatten()
-        .and_then(|bytes| posix_std_offset(&bytes));
-    from_db.unwrap_or_else(host_offset_minutes)
-}
-
-/// The standard offset from a TZif file's POSIX footer (`CST-8` is UTC+8).
-fn posix_std_offset(tzif: &[u8]) -> Option<i64> {
-    let text = String::from_utf8_lossy(tzif);
-    let footer = text.trim_end_matches('\n').rsplit('\n').next()?;
-    let rest = if let Some(r) = footer.strip_prefix('<') {
-        r.split_once('>')?.1
-    } else {
-        footer.trim_start_matches(|c: char| c.is_ascii_alphabetic())
-    };
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || "+-:".contains(c))).unwrap_or(rest.len());
-    let spec = &rest[..end];
-    let (sign, digits) = match spec.strip_prefix('-') {
-        Some(d) => (1, d),
-        None => (-1, spec.trim_start_matches('+')),
-    };
-    let mut parts = digits.split(':').map(|p| p.parse::<i64>().ok());
-    let hours = parts.next()??;
-    let minutes = parts.next().flatten().unwrap_or(0);
-    Some(sign * (hours * 60 + minutes))
-}
-
-fn host_offset_minutes() -> i64 {
-    // SAFETY: localtime_r fills a local struct; time(NULL) reads the clock.
-    unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&now, &mut tm).is_null() {
-            return 0;
-        }
-        tm.tm_gmtoff / 60
-    }
-}
-
 /// `GET /api/v1/system-config`
 pub fn get_system(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let mut cfg = config::system_config(&*ctx.app.db.conn()?)?;
-    let offset = utc_offset_minutes(cfg["timezone"].as_str().unwrap_or(""));
+    let offset = timefmt::utc_offset_minutes(cfg["timezone"].as_str().unwrap_or(""));
     config::redact(&mut cfg);
     Ok(Response::ok(json!({
         "config": cfg,
         "metadata": metadata("system_group"),
-        "server_utc_time": crate::timefmt::iso(ctx.now),
+        "server_utc_time": timefmt::iso(ctx.now),
         "server_utc_offset_minutes": offset,
     })))
 }
@@ -378,15 +334,6 @@ pub fn delete_route(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn posix_offsets() {
-        assert_eq!(posix_std_offset(b"TZif...\nCST-8\n"), Some(480));
-        assert_eq!(posix_std_offset(b"TZif...\nEST5EDT,M3.2.0,M11.1.0\n"), Some(-300));
-        assert_eq!(posix_std_offset(b"TZif...\n<+0530>-5:30\n"), Some(330));
-        assert_eq!(posix_std_offset(b"TZif...\nUTC0\n"), Some(0));
-        assert!(utc_offset_minutes("../../etc/passwd") == host_offset_minutes());
-    }
 
     #[test]
     fn umo_shape() {

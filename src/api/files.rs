@@ -23,7 +23,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{Ctx, required_query};
+use super::required_query;
+use crate::app::Ctx;
 use crate::db::resources::{self, Attachment};
 use crate::error::ApiError;
 use crate::http::Response;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
+use crate::app::Ctx;
 use crate::db;
 use crate::db::chat as store;
 use crate::db::resources::{self, Attachment};

@@ -1,10 +1,11 @@
-//! API-key administration (reference section 3): the `/api/v1/api-keys` routes and
+//! API-key administration: the `/api/v1/api-keys` routes and
 //! AstrBot's legacy `/api/apikey/*` dashboard routes. Only the admin reaches these; the
 //! route table refuses API keys before a handler runs.
 
 use serde_json::Value;
 
-use super::{Ctx, opt_int, opt_string, opt_string_list};
+use super::{opt_int, opt_string, opt_string_list};
+use crate::app::Ctx;
 use crate::db;
 use crate::error::ApiError;
 use crate::http::Response;

@@ -6,27 +6,13 @@
 //! no inline script or style, no framing. The reference holds a credential in
 //! `sessionStorage`, so nothing but our own `reference.js` may run beside it.
 
-use std::sync::OnceLock;
-
 use serde_json::json;
 
-use super::Ctx;
+use crate::app::Ctx;
+use crate::docs::GUIDES;
 use crate::error::ApiError;
 use crate::http::Response;
 use crate::markdown;
-
-/// The bundled guides: slug and Markdown source, in reading order.
-pub const GUIDES: &[(&str, &str)] = &[
-    ("quickstart", include_str!("../../static/docs/quickstart.md")),
-    ("keys", include_str!("../../static/docs/keys.md")),
-    ("quotas", include_str!("../../static/docs/quotas.md")),
-    ("providers", include_str!("../../static/docs/providers.md")),
-    ("chat", include_str!("../../static/docs/chat.md")),
-    ("files", include_str!("../../static/docs/files.md")),
-    ("knowledge", include_str!("../../static/docs/knowledge.md")),
-    ("configuration", include_str!("../../static/docs/configuration.md")),
-    ("systemd", include_str!("../../static/docs/systemd.md")),
-];
 
 const ASSETS: &[(&str, &str, &str)] = &[
     ("style.css", "text/css; charset=utf-8", include_str!("../../static/style.css")),
@@ -36,8 +22,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
 const REFERENCE_HTML: &str = include_str!("../../static/reference.html");
 const LANDING_HTML: &str = include_str!("../../static/index.html");
 
-/// The Content-Security-Policy of our HTML pages (decision 18). `data:` images are only the
-/// reference's empty favicon.
+/// The Content-Security-Policy of our HTML pages, so that a script injected into a page
+/// cannot run or send what it reads elsewhere. `data:` images are only the reference's
+/// empty favicon.
 pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
@@ -61,10 +48,8 @@ pub fn healthz(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 }
 
 /// `GET /api/v1/openapi.json`
-pub fn openapi(_ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
-    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
-    let body = DOC.get_or_init(|| serde_json::to_vec(&crate::openapi::document()).unwrap_or_default());
-    Ok(Response::new(200, "application/json", body.clone()))
+pub fn openapi(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    Ok(Response::new(200, "application/json", ctx.app.openapi_json.clone()))
 }
 
 /// `GET /api/v1/docs`

@@ -1,11 +1,12 @@
-//! Personas and persona folders (scope `persona`; reference management §3). Errors are
-//! 400 envelopes with AstrBot's messages (Chinese where AstrBot's are); success messages
-//! sit inside `data` as AstrBot puts them. The built-in `default` persona is not in the
-//! table and is not listed.
+//! Personas and persona folders (scope `persona`), as AstrBot's dashboard manages them.
+//! Errors are 400 envelopes with AstrBot's messages (Chinese where AstrBot's are); success
+//! messages sit inside `data` as AstrBot puts them. The built-in `default` persona is not
+//! in the table and is not listed.
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, body_or_empty, opt_int, opt_string, opt_string_list, required_query};
+use super::{body_or_empty, opt_int, opt_string, opt_string_list, required_query};
+use crate::app::Ctx;
 use crate::db::resources::{self, Folder, Persona};
 use crate::db::write_tx;
 use crate::error::ApiError;

@@ -1,13 +1,15 @@
-//! Provider sources and providers (scope `provider`; reference management §2): the
-//! vendor connections and the models on them, with AstrBot's request mapping, upsert,
+//! Provider sources and providers (scope `provider`), as AstrBot's dashboard manages them:
+//! the vendor connections and the models on them, with AstrBot's request mapping, upsert,
 //! rename and cascade rules. Keys are masked in every answer; a masked key sent back in a
 //! PUT keeps the stored one only while the source or provider still sends it to the same
-//! scheme, host and port (and proxy); `$NAME` keys are checked against the secret-reference
-//! rule when saved (decision 17, `config`).
+//! scheme, host and port (and proxy); `$NAME` keys are checked when saved against the rule
+//! in `config` (only `*_API_KEY` names or those in `ASTRBOT_SECRET_ENV`), so a request can
+//! never read an arbitrary variable of the server's environment.
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, body_or_empty, opt_bool, opt_string, parse_bool, required_query};
+use super::{body_or_empty, opt_bool, opt_string, parse_bool, required_query};
+use crate::app::Ctx;
 use crate::config::{self, provider_type_of};
 use crate::db::resources::{self, Docs};
 use crate::db::write_tx;
@@ -201,7 +203,8 @@ pub fn delete_source(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 // ---------------------------------------------------------------------------------------
 // Providers
 
-/// AstrBot's `ProviderConfigRequest.to_dashboard_config` (reference §2.3).
+/// AstrBot's `ProviderConfigRequest.to_dashboard_config`: a request body mapped to the
+/// stored provider config, so clients written for AstrBot save the same fields here.
 fn provider_config(
     body: &Map<String, Value>,
     fallback_id: Option<&str>,

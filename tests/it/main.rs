@@ -14,6 +14,7 @@ mod hardening;
 mod im;
 mod kb;
 mod keys;
+mod layers;
 mod lifecycle;
 mod personas;
 mod proactive;

@@ -1,0 +1,16 @@
+//! The guides bundled into the binary (`static/docs/*.md`): what `/docs/{page}` renders
+//! (`api::meta`) and what the built-in provider answers from (`kb`, collection `docs`).
+//! Both read the one list here, so a new guide is served and searchable from one line.
+
+/// The bundled guides: slug and Markdown source, in reading order.
+pub const GUIDES: &[(&str, &str)] = &[
+    ("quickstart", include_str!("../static/docs/quickstart.md")),
+    ("keys", include_str!("../static/docs/keys.md")),
+    ("quotas", include_str!("../static/docs/quotas.md")),
+    ("providers", include_str!("../static/docs/providers.md")),
+    ("chat", include_str!("../static/docs/chat.md")),
+    ("files", include_str!("../static/docs/files.md")),
+    ("knowledge", include_str!("../static/docs/knowledge.md")),
+    ("configuration", include_str!("../static/docs/configuration.md")),
+    ("systemd", include_str!("../static/docs/systemd.md")),
+];
