@@ -171,7 +171,7 @@ pub fn context(
 
 /// A key from the source's list: a literal key (`None` when empty), or `$NAME` / `${NAME}`
 /// read through `env` (the process environment, or a test's map). A reference outside
-/// [`config::SECRET_REF_RULE`] (stored before the rule, or `ASTRBOT_SECRET_ENV` changed
+/// [`config::secret_ref_allowed`]'s rule (stored before the rule, or `ASTRBOT_SECRET_ENV` changed
 /// since) and an unset or empty variable are errors naming it: a request is never sent
 /// with an empty credential, which the upstream would answer with a misleading 401.
 pub fn resolve_key(entry: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
