@@ -711,7 +711,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     app.flush_usage()?;
     if let Ok(conn) = app.db.conn() {
-        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        let _ = db::checkpoint(&conn);
     }
     log::info!("stopped");
     Ok(())
