@@ -445,7 +445,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::KbList { data } => {
             let (db, _) = open_existing_store(&data)?;
             let conn = db.conn().map_err(|e| e.to_string())?;
-            for (name, count) in crate::db::chat::collections(&conn).map_err(|e| e.to_string())? {
+            for (name, count) in crate::db::kb::collections(&conn).map_err(|e| e.to_string())? {
                 println!("{name}\t{count} passages");
             }
             Ok(())
@@ -456,14 +456,14 @@ pub fn run(command: Command) -> Result<(), String> {
             }
             let (db, _) = open_existing_store(&data)?;
             let conn = db.conn().map_err(|e| e.to_string())?;
-            let exists = crate::db::chat::collections(&conn)
+            let exists = crate::db::kb::collections(&conn)
                 .map_err(|e| e.to_string())?
                 .iter()
                 .any(|(c, _)| *c == collection);
             if !exists {
                 return Err(format!("no collection named {collection}"));
             }
-            crate::db::chat::replace_collection(&conn, &collection, &[]).map_err(|e| e.to_string())?;
+            crate::db::kb::replace_collection(&conn, &collection, &[]).map_err(|e| e.to_string())?;
             println!("removed collection {collection}");
             Ok(())
         }
@@ -559,7 +559,7 @@ fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String
     }
     let (db, _) = open_existing_store(data)?;
     let mut conn = db.conn().map_err(|e| e.to_string())?;
-    crate::db::write_tx(&mut conn, |tx| crate::db::chat::replace_collection(tx, collection, &passages))
+    crate::db::write_tx(&mut conn, |tx| crate::db::kb::replace_collection(tx, collection, &passages))
         .map_err(|e| e.to_string())?;
     println!("collection {collection}: {} passages from {used} files", passages.len());
     Ok(())
@@ -734,7 +734,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     app.flush_usage()?;
     if let Ok(conn) = app.db.conn() {
-        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        let _ = db::checkpoint(&conn);
     }
     log::info!("stopped");
     Ok(())

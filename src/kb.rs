@@ -10,7 +10,7 @@
 
 use rusqlite::Connection;
 
-use crate::db::chat::{self, Passage};
+use crate::db::kb::{self as store, Passage};
 use crate::markdown;
 
 /// Splits a Markdown document into passages at `#`, `##` and `###` headings. `base_url`
@@ -196,7 +196,7 @@ pub fn search(
     limit: i64,
 ) -> rusqlite::Result<Vec<Passage>> {
     if let Some(q) = fts_query(question) {
-        let found = chat::search(conn, &q, collections, limit)?;
+        let found = store::search(conn, &q, collections, limit)?;
         if !found.is_empty() {
             return Ok(found);
         }
@@ -205,7 +205,7 @@ pub fn search(
     if short.is_empty() {
         return Ok(Vec::new());
     }
-    chat::search_substrings(conn, &short, collections, limit)
+    store::search_substrings(conn, &short, collections, limit)
 }
 
 /// Rebuilds collection `docs` from the bundled guides.
@@ -215,7 +215,7 @@ pub fn index_bundled_docs(conn: &mut Connection) -> rusqlite::Result<usize> {
         let title = markdown::title(source).unwrap_or(slug);
         passages.extend(split_markdown(source, title, &format!("/docs/{slug}")));
     }
-    crate::db::write_tx(conn, |tx| chat::replace_collection(tx, "docs", &passages))?;
+    crate::db::write_tx(conn, |tx| store::replace_collection(tx, "docs", &passages))?;
     Ok(passages.len())
 }
 

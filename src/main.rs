@@ -3,9 +3,6 @@
 //! `main` parses the command line and runs it; everything else lives in the modules below.
 //! See ARCHITECTURE.md for the map.
 
-// The OpenAPI schemas are one large `json!` literal.
-#![recursion_limit = "512"]
-
 mod api;
 mod app;
 mod auth;

@@ -12,7 +12,8 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::provider::Turn;
-use crate::db::chat::{self, Passage};
+use crate::db::chat;
+use crate::db::kb::Passage;
 use crate::db::resources::Persona;
 
 /// History beyond this many characters is dropped, oldest first, so a long conversation

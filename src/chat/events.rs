@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::provider::Usage;
-use crate::db::chat::Passage;
+use crate::db::kb::Passage;
 use crate::timefmt::iso;
 
 /// The first event of a chat: the session the message went to.

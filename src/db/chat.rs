@@ -1,4 +1,4 @@
-//! SQL for chat sessions, their messages and the knowledge base.
+//! SQL for chat sessions and their messages.
 //!
 //! The functions take a plain `&Connection` so that a handler can compose several of them
 //! into one `IMMEDIATE` transaction (`db::write_tx`); a write that spans statements must be
@@ -194,73 +194,57 @@ pub fn clear_messages(conn: &Connection, session_id: &str) -> rusqlite::Result<(
     Ok(())
 }
 
-// ---------------------------------------------------------------------------------------
-// Knowledge base
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Db, temp_dir, write_tx};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Passage {
-    pub title: String,
-    pub url: String,
-    pub body: String,
-}
-
-/// Replaces a collection's passages.
-pub fn replace_collection(conn: &Connection, collection: &str, passages: &[Passage]) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM kb_chunks WHERE collection = ?1", [collection])?;
-    let mut stmt =
-        conn.prepare_cached("INSERT INTO kb_chunks (collection, title, url, body) VALUES (?1, ?2, ?3, ?4)")?;
-    for p in passages {
-        stmt.execute(params![collection, p.title, p.url, p.body])?;
+    /// Regression: `ensure_session` panicked (`expect("just inserted")`) when the session
+    /// vanished between its insert and its read, as a concurrent delete makes it. A trigger
+    /// plays the concurrent delete deterministically.
+    #[test]
+    fn session_deleted_during_ensure_is_an_error_not_a_panic() {
+        let dir = temp_dir("ensure-race");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        let made = write_tx(&mut conn, |tx| ensure_session(tx, "s1", "alice", 1)).unwrap();
+        assert_eq!((made.creator.as_str(), made.created_at), ("alice", 1));
+        conn.execute_batch(
+            "CREATE TEMP TRIGGER vanish AFTER INSERT ON chat_sessions
+             BEGIN DELETE FROM chat_sessions WHERE session_id = NEW.session_id; END;",
+        )
+        .unwrap();
+        let gone = write_tx(&mut conn, |tx| ensure_session(tx, "s2", "alice", 2));
+        assert!(matches!(gone, Err(rusqlite::Error::QueryReturnedNoRows)), "{gone:?}");
+        conn.execute_batch("DROP TRIGGER vanish").unwrap();
+        // A reply for a deleted session is dropped, not stored without its session.
+        let content = serde_json::json!({"type": "bot"});
+        assert_eq!(insert_session_message(&conn, "s2", "bot", "bot", &content, None, 3).unwrap(), None);
+        assert!(insert_session_message(&conn, "s1", "bot", "bot", &content, None, 3).unwrap().is_some());
+        assert_eq!(messages(&conn, "s2", None).unwrap(), vec![]);
     }
-    Ok(())
-}
 
-/// Collections and their passage counts.
-pub fn collections(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut stmt =
-        conn.prepare("SELECT collection, count(*) FROM kb_chunks GROUP BY collection ORDER BY collection")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect()
-}
+    #[test]
+    fn session_choices_change_only_what_is_named() {
+        let dir = temp_dir("choices");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        write_tx(&mut conn, |tx| ensure_session(tx, "s", "alice", 1)).unwrap();
+        update_session_choice(&conn, "s", Some("p1"), None, None).unwrap();
+        update_session_choice(&conn, "s", None, Some("m1"), None).unwrap();
+        let s = session(&conn, "s").unwrap().unwrap();
+        assert_eq!((s.selected_provider.as_deref(), s.selected_model.as_deref()), (Some("p1"), Some("m1")));
+    }
 
-/// Passages containing any of `terms` (for words too short for the trigram index), in the
-/// given collections (all when empty); a scan, fine at knowledge-base sizes.
-pub fn search_substrings(
-    conn: &Connection,
-    terms: &[String],
-    collections: &[String],
-    limit: i64,
-) -> rusqlite::Result<Vec<Passage>> {
-    let terms = serde_json::to_string(terms).unwrap_or_else(|_| "[]".into());
-    let filter = serde_json::to_string(collections).unwrap_or_else(|_| "[]".into());
-    let mut stmt = conn.prepare_cached(
-        "SELECT title, url, body FROM kb_chunks
-         WHERE EXISTS (SELECT 1 FROM json_each(?1) t WHERE instr(body, t.value) > 0 OR instr(title, t.value) > 0)
-           AND (json_array_length(?2) = 0 OR collection IN (SELECT value FROM json_each(?2)))
-         LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![terms, filter, limit], |r| {
-        Ok(Passage { title: r.get(0)?, url: r.get(1)?, body: r.get(2)? })
-    })?;
-    rows.collect()
-}
-
-/// The best passages for an FTS5 query in the given collections (all when empty).
-pub fn search(
-    conn: &Connection,
-    fts_query: &str,
-    collections: &[String],
-    limit: i64,
-) -> rusqlite::Result<Vec<Passage>> {
-    let filter = serde_json::to_string(collections).unwrap_or_else(|_| "[]".into());
-    let mut stmt = conn.prepare_cached(
-        "SELECT title, url, body FROM kb_chunks
-         WHERE kb_chunks MATCH ?1
-           AND (json_array_length(?2) = 0 OR collection IN (SELECT value FROM json_each(?2)))
-         ORDER BY bm25(kb_chunks, 0.0, 4.0, 0.0, 1.0) LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![fts_query, filter, limit], |r| {
-        Ok(Passage { title: r.get(0)?, url: r.get(1)?, body: r.get(2)? })
-    })?;
-    rows.collect()
+    #[test]
+    fn sessions_page_beyond_any_offset_is_empty_with_the_total() {
+        let dir = temp_dir("pages");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        write_tx(&mut conn, |tx| ensure_session(tx, "s", "alice", 1)).unwrap();
+        let (rows, total) = sessions_of(&conn, "alice", None, 20, None).unwrap();
+        assert_eq!((rows.len(), total), (0, 1));
+        let (rows, total) = sessions_of(&conn, "alice", None, 20, Some(0)).unwrap();
+        assert_eq!((rows.len(), total), (1, 1));
+    }
 }

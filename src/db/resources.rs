@@ -1,5 +1,5 @@
 //! SQL for the configuration resources: provider sources, providers, config profiles and
-//! routes, personas and persona folders. Functions take a `Connection` (a transaction
+//! routes, personas and persona folders, attachments, and the IM bots. Functions take a `Connection` (a transaction
 //! derefs to one), so handlers compose several into one transaction with `write_tx`.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -414,4 +414,14 @@ pub fn attachment_by_name(conn: &Connection, filename: &str) -> rusqlite::Result
 
 pub fn delete_attachment(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     Ok(conn.execute("DELETE FROM attachments WHERE attachment_id = ?1", [id])? > 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Bots
+
+/// The ids of the configured bots, in configuration order.
+pub fn bot_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM bots WHERE id <> '' ORDER BY position, id")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
 }

@@ -1,13 +1,70 @@
-//! The OpenAPI 3.1 document, built from the route table so the two cannot drift: every
-//! route is an operation with its scope in `x-astrbot-scope`, its request and response
-//! schemas from [`schemas`], and the error envelope for the failures it can produce.
+//! The component schemas of the OpenAPI document, one function per resource.
+//!
+//! Each function returns a small `json!` object of named schemas; [`schemas`] merges them.
+//! The groups are merged in the order the document has always listed its schemas (which
+//! is why two small groups stand apart), so the generated document does not change; a new
+//! schema goes into its resource's group, and a route names it in the route table.
 
 use serde_json::{Map, Value, json};
 
-use crate::routes::{Access, Body, ROUTES, Route};
+/// Every component schema named by the route table, in the document's order.
+pub fn schemas() -> Value {
+    let groups = [
+        common(),
+        bots(),
+        keys(),
+        login(),
+        providers(),
+        personas(),
+        configs(),
+        provider_test(),
+        im(),
+        chat(),
+        files(),
+        config_route(),
+        health(),
+    ];
+    let mut all = Map::new();
+    for group in groups {
+        if let Value::Object(schemas) = group {
+            all.extend(schemas);
+        }
+    }
+    Value::Object(all)
+}
 
-/// The component schemas named by the route table.
-fn schemas() -> Value {
+/// The error envelope, the scopes and the empty answer, shared by every resource.
+fn common() -> Value {
+    json!({
+        "ErrorEnvelope": {
+            "type": "object",
+            "required": ["status", "message"],
+            "properties": {
+                "status": {"const": "error"},
+                "message": {"type": "string", "example": "Missing API key"}
+            }
+        },
+        "Scope": {
+            "type": "string",
+            "enum": ["bot", "provider", "persona", "im", "config", "chat", "data", "file", "plugin", "mcp", "skill", "chat:admin", "config:edit_admin"]
+        },
+        "Empty": {"type": "object", "properties": {}, "additionalProperties": false}
+    })
+}
+
+/// IM bots.
+fn bots() -> Value {
+    json!({
+        "BotIds": {
+            "type": "object",
+            "required": ["bot_ids"],
+            "properties": {"bot_ids": {"type": "array", "items": {"type": "string"}}}
+        }
+    })
+}
+
+/// API keys: the key object, its list, the creation answer (the key object and the raw key) and the bodies.
+fn keys() -> Value {
     let ts = json!({"type": ["string", "null"], "format": "date-time"});
     let key_object = json!({
         "type": "object",
@@ -33,24 +90,6 @@ fn schemas() -> Value {
         r.push(json!("api_key"))
     }
     json!({
-        "ErrorEnvelope": {
-            "type": "object",
-            "required": ["status", "message"],
-            "properties": {
-                "status": {"const": "error"},
-                "message": {"type": "string", "example": "Missing API key"}
-            }
-        },
-        "Scope": {
-            "type": "string",
-            "enum": ["bot", "provider", "persona", "im", "config", "chat", "data", "file", "plugin", "mcp", "skill", "chat:admin", "config:edit_admin"]
-        },
-        "Empty": {"type": "object", "properties": {}, "additionalProperties": false},
-        "BotIds": {
-            "type": "object",
-            "required": ["bot_ids"],
-            "properties": {"bot_ids": {"type": "array", "items": {"type": "string"}}}
-        },
         "ApiKey": key_object,
         "ApiKeyList": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}},
         "ApiKeyCreated": created,
@@ -67,7 +106,13 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["key_id"],
             "properties": {"key_id": {"type": "string"}}
-        },
+        }
+    })
+}
+
+/// The dashboard login.
+fn login() -> Value {
+    json!({
         "Login": {
             "type": "object",
             "required": ["username", "password"],
@@ -84,7 +129,13 @@ fn schemas() -> Value {
                 "username": {"type": "string"},
                 "expires_at": {"type": "string", "format": "date-time"}
             }
-        },
+        }
+    })
+}
+
+/// Provider sources and providers, and their bodies.
+fn providers() -> Value {
+    json!({
         "ProviderSource": {
             "type": "object",
             "description": "A vendor connection (AstrBot's provider source). Vendor-specific keys are kept.",
@@ -125,7 +176,13 @@ fn schemas() -> Value {
         "ProviderBody": {"type": "object", "description": "A Provider, flat or under `config`; `source_id`, `capability` (chat, agent, stt, tts, embedding, rerank) and `enabled` are mapped as AstrBot does", "properties": {"provider_id": {"type": "string"}, "source_id": {"type": "string"}, "capability": {"type": "string"}, "enabled": {"type": "boolean"}, "config": {"$ref": "#/components/schemas/Provider"}}, "additionalProperties": true},
         "ProviderList": {"type": "object", "properties": {"providers": {"type": "array", "items": {"$ref": "#/components/schemas/Provider"}}, "model_metadata": {"type": "object"}}},
         "ProviderOne": {"type": "object", "properties": {"provider": {"$ref": "#/components/schemas/Provider"}, "model_metadata": {"type": "object"}}},
-        "EnabledBody": {"type": "object", "properties": {"provider_id": {"type": "string"}, "enabled": {"type": "boolean"}}},
+        "EnabledBody": {"type": "object", "properties": {"provider_id": {"type": "string"}, "enabled": {"type": "boolean"}}}
+    })
+}
+
+/// Personas and persona folders.
+fn personas() -> Value {
+    json!({
         "Persona": {
             "type": "object",
             "properties": {
@@ -151,7 +208,13 @@ fn schemas() -> Value {
         "Folder": {"type": "object", "properties": {"folder_id": {"type": "string"}, "name": {"type": "string"}, "parent_id": {"type": ["string", "null"]}, "description": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
         "FolderBody": {"type": "object", "properties": {"name": {"type": "string"}, "parent_id": {"type": ["string", "null"]}, "description": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}}},
         "FolderList": {"type": "array", "items": {"$ref": "#/components/schemas/Folder"}},
-        "FolderCreated": {"type": "object", "properties": {"message": {"type": "string"}, "folder": {"$ref": "#/components/schemas/Folder"}}},
+        "FolderCreated": {"type": "object", "properties": {"message": {"type": "string"}, "folder": {"$ref": "#/components/schemas/Folder"}}}
+    })
+}
+
+/// Config documents, profiles and the UMO routing table.
+fn configs() -> Value {
+    json!({
         "ConfigDocument": {"type": "object", "description": "An AstrBot config document: admins_id, platform_settings, provider_settings (default_provider_id, default_personality, wake_prefix, max_context_length, request_max_retries, ...), wake_prefix, timezone, kb_names, ...; secrets are masked", "additionalProperties": true},
         "SystemConfig": {"type": "object", "properties": {"config": {"$ref": "#/components/schemas/ConfigDocument"}, "metadata": {"type": "object"}, "server_utc_time": {"type": "string"}, "server_utc_offset_minutes": {"type": "integer"}}},
         "ConfigList": {"type": "object", "properties": {"configs": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "path": {"type": "string"}, "is_default": {"type": "boolean"}}}}}},
@@ -161,9 +224,27 @@ fn schemas() -> Value {
         "Profile": {"type": "object", "properties": {"config": {"$ref": "#/components/schemas/ConfigDocument"}, "metadata": {"type": "object"}}},
         "ProfileRename": {"type": "object", "properties": {"name": {"type": ["string", "null"]}}},
         "Routing": {"type": "object", "properties": {"routing": {"type": "object", "additionalProperties": {"type": "string"}, "description": "UMO (platform:MessageType:session) to config profile id"}}},
-        "EffectiveRoute": {"type": "object", "properties": {"umo": {"type": "string"}, "config_id": {"type": "string"}, "routed": {"type": "boolean"}, "provider_id": {"type": "string", "description": "`builtin` when no LLM provider is usable"}, "persona_id": {"type": "string"}}},
-        "ProviderTest": {"type": "object", "properties": {"id": {"type": "string"}, "model": {"type": ["string", "null"]}, "type": {"type": "string", "example": "chat_completion"}, "name": {"type": "string"}, "status": {"enum": ["available", "unavailable"]}, "error": {"type": ["string", "null"]}}},
-        "ImMessage": {"type": "object", "required": ["umo", "message"], "properties": {"umo": {"type": "string", "example": "webchat:FriendMessage:webchat!alice!s1", "description": "platform:FriendMessage|GroupMessage|OtherMessage:session; webchat!<username>!<session_id> names the owner too"}, "message": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}},
+        "EffectiveRoute": {"type": "object", "properties": {"umo": {"type": "string"}, "config_id": {"type": "string"}, "routed": {"type": "boolean"}, "provider_id": {"type": "string", "description": "`builtin` when no LLM provider is usable"}, "persona_id": {"type": "string"}}}
+    })
+}
+
+/// The result of testing a provider.
+fn provider_test() -> Value {
+    json!({
+        "ProviderTest": {"type": "object", "properties": {"id": {"type": "string"}, "model": {"type": ["string", "null"]}, "type": {"type": "string", "example": "chat_completion"}, "name": {"type": "string"}, "status": {"enum": ["available", "unavailable"]}, "error": {"type": ["string", "null"]}}}
+    })
+}
+
+/// Proactive IM messages.
+fn im() -> Value {
+    json!({
+        "ImMessage": {"type": "object", "required": ["umo", "message"], "properties": {"umo": {"type": "string", "example": "webchat:FriendMessage:webchat!alice!s1", "description": "platform:FriendMessage|GroupMessage|OtherMessage:session; webchat!<username>!<session_id> names the owner too"}, "message": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}}
+    })
+}
+
+/// The chat request and chat sessions.
+fn chat() -> Value {
+    json!({
         "ChatRequest": {"type": "object", "required": ["username", "message"], "properties": {
             "username": {"type": "string", "description": "The sender and session owner"},
             "message": {"description": "A string, or parts: plain {text}, reply {message_id}, image/record/file/video {attachment_id}", "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
@@ -176,11 +257,29 @@ fn schemas() -> Value {
         "SessionItem": {"type": "object", "properties": {"session_id": {"type": "string"}, "platform_id": {"type": "string"}, "creator": {"type": "string"}, "display_name": {"type": ["string", "null"]}, "is_group": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
         "SessionPage": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/SessionItem"}}, "page": {"type": "integer"}, "page_size": {"type": "integer"}, "total": {"type": "integer"}}},
         "SessionDetail": {"type": "object", "properties": {"session": {"$ref": "#/components/schemas/SessionItem"}, "messages": {"type": "array", "items": {"type": "object"}}}},
-        "SessionId": {"type": "object", "properties": {"session_id": {"type": "string"}}},
+        "SessionId": {"type": "object", "properties": {"session_id": {"type": "string"}}}
+    })
+}
+
+/// Attachments: the upload and its answer.
+fn files() -> Value {
+    json!({
         "Upload": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
         "Attachment": {"type": "object", "properties": {"attachment_id": {"type": "string"}, "filename": {"type": "string"}, "type": {"enum": ["image", "record", "video", "file"]}}},
-        "AttachmentId": {"type": "object", "properties": {"attachment_id": {"type": "string"}}},
-        "RouteBody": {"type": "object", "required": ["config_id"], "properties": {"config_id": {"type": "string"}}},
+        "AttachmentId": {"type": "object", "properties": {"attachment_id": {"type": "string"}}}
+    })
+}
+
+/// The body that routes a UMO to a profile.
+fn config_route() -> Value {
+    json!({
+        "RouteBody": {"type": "object", "required": ["config_id"], "properties": {"config_id": {"type": "string"}}}
+    })
+}
+
+/// The health check.
+fn health() -> Value {
+    json!({
         "Health": {
             "type": "object",
             "required": ["status", "version", "uptime_secs"],
@@ -191,219 +290,4 @@ fn schemas() -> Value {
             }
         }
     })
-}
-
-fn envelope(data_schema: &str) -> Value {
-    json!({
-        "type": "object",
-        "required": ["status", "message", "data"],
-        "properties": {
-            "status": {"const": "ok"},
-            "message": {"type": ["string", "null"]},
-            "data": {"$ref": format!("#/components/schemas/{data_schema}")}
-        }
-    })
-}
-
-fn error_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
-    })
-}
-
-/// The answer of a route that does not speak the envelope.
-fn plain_response(route: &Route) -> Value {
-    let (content_type, schema) = match route.path {
-        "/api/v1/openapi.json" => ("application/json", json!({"type": "object"})),
-        "/healthz" => ("application/json", json!({"$ref": "#/components/schemas/Health"})),
-        "/static/{file}" => ("text/css", json!({"type": "string"})),
-        p if p.starts_with("/api/v1/file") => {
-            ("application/octet-stream", json!({"type": "string", "format": "binary"}))
-        }
-        "/api/v1/chat" => (
-            "text/event-stream",
-            json!({"type": "string", "description": "data: {\"type\": ...} events: session_id, user_message_saved, run_started, plain, agent_stats, complete, message_saved, end; with Accept: application/json one envelope {response, session_id, message_id, sources}"}),
-        ),
-        _ => ("text/html; charset=utf-8", json!({"type": "string"})),
-    };
-    json!({"description": "OK", "content": {content_type: {"schema": schema}}})
-}
-
-/// Who a proactive message reaches, beyond AstrBot (`api::im`, issue 15).
-const IM_OWNER_RULE: &str = "A UMO whose session part is `webchat!<username>!<session_id>` reaches only a session \
-    that `<username>` owns: one that does not exist yet is created for them, and one another username owns is \
-    refused with 400 `session_id belongs to another username`, nothing stored; any other session part names the \
-    conversation directly, as in AstrBot, and reaches whoever owns it.";
-
-fn operation(route: &Route) -> Value {
-    let mut responses = Map::new();
-    match route.response {
-        Some(schema) => {
-            responses.insert(
-                "200".into(),
-                json!({"description": "OK", "content": {"application/json": {"schema": envelope(schema)}}}),
-            );
-        }
-        None => {
-            responses.insert("200".into(), plain_response(route));
-        }
-    }
-    if route.body != Body::None || route.access != Access::Public {
-        responses.insert(
-            "400".into(),
-            error_response("Invalid request (bad JSON, wrong field type, a validation rule)"),
-        );
-    }
-    match route.access {
-        Access::Public => {}
-        Access::Scope(_) => {
-            responses.insert("401".into(), error_response("Missing API key / Invalid API key"));
-            responses.insert("403".into(), error_response("Insufficient API key scope"));
-            responses.insert("429".into(), error_response("Daily request limit exceeded (see Retry-After)"));
-        }
-        Access::Admin => {
-            responses.insert("401".into(), error_response("Missing API key / Token expired"));
-            responses.insert(
-                "403".into(),
-                error_response("Insufficient API key scope: API keys may not manage keys"),
-            );
-        }
-        Access::Dashboard => {
-            responses.insert("401".into(), error_response("未授权 / Token 过期 / Token 无效"));
-        }
-    }
-    if route.path == "/api/v1/chat" {
-        responses.insert("503".into(), error_response("Too many chats in progress (see Retry-After)"));
-    }
-    let description = match route.path {
-        "/api/v1/im/message" | "/api/v1/im/messages" => Some(IM_OWNER_RULE),
-        _ => None,
-    };
-    if route.path == "/api/auth/login" {
-        responses.insert("401".into(), error_response("Invalid username or password"));
-        responses.insert("429".into(), error_response("Too many failed logins from this address"));
-    }
-    if route.body != Body::None {
-        responses.insert("413".into(), error_response("Request body too large"));
-    }
-    responses.insert("500".into(), error_response("Internal server error"));
-
-    let mut op = json!({
-        "operationId": operation_id(route),
-        "summary": route.summary,
-        "tags": [route.tag],
-        "x-astrbot-scope": route.access.scope_name(),
-        "responses": responses,
-    });
-    if let Some(description) = description {
-        op["description"] = json!(description);
-    }
-    let params: Vec<Value> = route
-        .path
-        .split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| name.trim_end_matches(":path"))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-        .collect();
-    if !params.is_empty() {
-        op["parameters"] = Value::Array(params);
-    }
-    if let Some(schema) = route.request {
-        let media = if route.body == Body::Upload { "multipart/form-data" } else { "application/json" };
-        op["requestBody"] = json!({
-            "required": true,
-            "content": {media: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
-        });
-    }
-    op["security"] = match route.access {
-        Access::Public => json!([]),
-        Access::Scope(_) => json!([{"bearer": []}, {"apiKeyHeader": []}, {"apiKeyQuery": []}]),
-        Access::Admin | Access::Dashboard => json!([{"bearer": []}]),
-    };
-    op
-}
-
-fn operation_id(route: &Route) -> String {
-    let path: String = route
-        .path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_matches(|c| c == '{' || c == '}').trim_end_matches(":path").replace(['-', '.'], "_"))
-        .collect::<Vec<_>>()
-        .join("_");
-    format!("{}_{}", route.method.to_lowercase(), if path.is_empty() { "root".into() } else { path })
-}
-
-/// The whole document.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for route in ROUTES {
-        let item = paths.entry(crate::routes::openapi_path(route.path)).or_insert_with(|| json!({}));
-        item[route.method.to_lowercase()] = operation(route);
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "AstrBot Open API (astrbot appliance)",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "AstrBot's developer HTTP API served by the astrbot appliance. Authenticate with an API key (`Authorization: Bearer abk_...`, `X-API-Key`, or `?api_key=`); each operation names the scope it needs in `x-astrbot-scope`. Every `/api/` answer is an envelope: `{\"status\":\"ok\",\"message\":null,\"data\":...}` or `{\"status\":\"error\",\"message\":\"...\"}`. Keys with a daily limit get `RateLimit-Policy` and `RateLimit` headers."
-        },
-        "servers": [{"url": "/"}],
-        "paths": paths,
-        "components": {
-            "schemas": schemas(),
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (abk_...) or an admin token (abt_...)"},
-                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"}
-            }
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every `$ref` in the document must name a schema that exists.
-    fn refs(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) => {
-                if let Some(Value::String(r)) = m.get("$ref") {
-                    out.push(r.clone());
-                }
-                m.values().for_each(|v| refs(v, out));
-            }
-            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
-            _ => {}
-        }
-    }
-
-    #[test]
-    fn document_equals_route_table() {
-        let doc = document();
-        let paths = doc["paths"].as_object().unwrap();
-        let mut ops = 0;
-        for (path, item) in paths {
-            for (method, op) in item.as_object().unwrap() {
-                let route = ROUTES
-                    .iter()
-                    .find(|r| {
-                        crate::routes::openapi_path(r.path) == *path && r.method.to_lowercase() == *method
-                    })
-                    .unwrap_or_else(|| panic!("{method} {path} is not in the route table"));
-                assert_eq!(op["x-astrbot-scope"], route.access.scope_name());
-                ops += 1;
-            }
-        }
-        assert_eq!(ops, ROUTES.len());
-        let mut all = Vec::new();
-        refs(&doc, &mut all);
-        let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for r in all {
-            let name = r.strip_prefix("#/components/schemas/").unwrap();
-            assert!(schemas.contains_key(name), "dangling $ref {r}");
-        }
-    }
 }

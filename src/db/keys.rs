@@ -1,0 +1,214 @@
+//! SQL for API keys and their usage: the `api_keys` rows (stored by the MAC of the raw
+//! key, never the key), the daily counts in `key_usage`, and the `keys_generation`
+//! counter that every change to the keys bumps in the same transaction, so a running
+//! server notices a change made by the CLI and drops its key cache.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+/// A row of `api_keys`.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub key_id: String,
+    pub name: String,
+    pub key_prefix: String,
+    /// `None` for a legacy row whose scopes are not a JSON list.
+    pub scopes: Option<Vec<String>>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub daily_limit: Option<i64>,
+}
+
+const KEY_COLUMNS: &str = "key_id, name, key_prefix, scopes, created_by, created_at, updated_at, \
+                           last_used_at, expires_at, revoked_at, daily_limit";
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    let scopes: Option<String> = r.get(3)?;
+    Ok(KeyRow {
+        key_id: r.get(0)?,
+        name: r.get(1)?,
+        key_prefix: r.get(2)?,
+        scopes: scopes.and_then(|s| serde_json::from_str(&s).ok()),
+        created_by: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+        last_used_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+        daily_limit: r.get(10)?,
+    })
+}
+
+fn bump_keys_generation(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_generation'", [])?;
+    Ok(())
+}
+
+/// Inserts a new key; `key_hash` is the MAC of the raw key.
+pub fn insert_key(conn: &mut Connection, row: &KeyRow, key_hash: &[u8; 32]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at,
+                               updated_at, last_used_at, expires_at, revoked_at, daily_limit)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            row.key_id,
+            row.name,
+            &key_hash[..],
+            row.key_prefix,
+            row.scopes.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default()),
+            row.created_by,
+            row.created_at,
+            row.updated_at,
+            row.last_used_at,
+            row.expires_at,
+            row.revoked_at,
+            row.daily_limit,
+        ],
+    )?;
+    bump_keys_generation(&tx)?;
+    tx.commit()
+}
+
+/// Every key, newest first (AstrBot orders by `created_at` descending).
+pub fn list_keys(conn: &Connection) -> rusqlite::Result<Vec<KeyRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, inner_id DESC"
+    ))?;
+    let rows = stmt.query_map([], key_row)?;
+    rows.collect()
+}
+
+/// One key by id, whatever its state.
+#[cfg(test)]
+pub fn get_key(conn: &Connection, key_id: &str) -> rusqlite::Result<Option<KeyRow>> {
+    conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"))?
+        .query_row([key_id], key_row)
+        .optional()
+}
+
+/// The key with that MAC if it is neither revoked nor expired at `now`.
+pub fn find_active_key(conn: &Connection, key_hash: &[u8; 32], now: i64) -> rusqlite::Result<Option<KeyRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys
+         WHERE key_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)"
+    ))?
+    .query_row(params![&key_hash[..], now], key_row)
+    .optional()
+}
+
+/// Sets `revoked_at` (again, if already revoked, as AstrBot does). False if no such key.
+pub fn revoke_key(conn: &mut Connection, key_id: &str, now: i64) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx.execute(
+        "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE key_id = ?1",
+        params![key_id, now],
+    )?;
+    if n > 0 {
+        bump_keys_generation(&tx)?;
+    }
+    tx.commit()?;
+    Ok(n > 0)
+}
+
+/// Removes a key and its usage counts. False if no such key.
+pub fn delete_key(conn: &mut Connection, key_id: &str) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx.execute("DELETE FROM api_keys WHERE key_id = ?1", [key_id])?;
+    tx.execute("DELETE FROM key_usage WHERE key_id = ?1", [key_id])?;
+    if n > 0 {
+        bump_keys_generation(&tx)?;
+    }
+    tx.commit()?;
+    Ok(n > 0)
+}
+
+/// The counter bumped by every change to `api_keys`.
+pub fn keys_generation(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT value FROM meta WHERE name = 'keys_generation'")?.query_row([], |r| r.get(0))
+}
+
+/// Batched write-behind of usage: `last_used_at` per key and request counts per key and day.
+/// One transaction; keys deleted meanwhile are skipped.
+pub fn save_usage(
+    conn: &mut Connection,
+    touched: &[(String, i64)],
+    counts: &[(String, i64, i64)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut touch = tx.prepare_cached(
+            "UPDATE api_keys SET last_used_at = ?2, updated_at = ?2
+             WHERE key_id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+        )?;
+        for (key_id, at) in touched {
+            touch.execute(params![key_id, at])?;
+        }
+        let mut count = tx.prepare_cached(
+            "INSERT INTO key_usage (key_id, day, count)
+             SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE key_id = ?1)
+             ON CONFLICT (key_id, day) DO UPDATE SET count = max(count, excluded.count)",
+        )?;
+        for (key_id, day, n) in counts {
+            count.execute(params![key_id, day, n])?;
+        }
+        tx.execute(
+            "DELETE FROM key_usage WHERE day < ?1",
+            [counts.iter().map(|c| c.1).min().unwrap_or(0) - 1],
+        )?;
+    }
+    tx.commit()
+}
+
+/// Requests counted so far for a key on a UTC day.
+pub fn usage_count(conn: &Connection, key_id: &str, day: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT count FROM key_usage WHERE key_id = ?1 AND day = ?2")?
+        .query_row(params![key_id, day], |r| r.get(0))
+        .optional()
+        .map(|n| n.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Db, temp_dir};
+
+    fn key(id: &str) -> KeyRow {
+        KeyRow {
+            key_id: id.into(),
+            name: "k".into(),
+            key_prefix: "abk_12345678".into(),
+            scopes: Some(vec!["chat".into()]),
+            created_by: "astrbot".into(),
+            created_at: 10,
+            updated_at: 10,
+            last_used_at: None,
+            expires_at: Some(100),
+            revoked_at: None,
+            daily_limit: None,
+        }
+    }
+
+    #[test]
+    fn key_lifecycle_and_generation() {
+        let dir = temp_dir("keys");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        let g0 = keys_generation(&conn).unwrap();
+        insert_key(&mut conn, &key("a"), &[1; 32]).unwrap();
+        assert!(find_active_key(&conn, &[1; 32], 50).unwrap().is_some());
+        assert!(find_active_key(&conn, &[1; 32], 100).unwrap().is_none(), "expired at 100");
+        assert!(revoke_key(&mut conn, "a", 60).unwrap());
+        assert!(find_active_key(&conn, &[1; 32], 61).unwrap().is_none());
+        assert!(!revoke_key(&mut conn, "missing", 60).unwrap());
+        save_usage(&mut conn, &[("a".into(), 70)], &[("a".into(), 5, 3)]).unwrap();
+        assert_eq!(usage_count(&conn, "a", 5).unwrap(), 3);
+        assert_eq!(get_key(&conn, "a").unwrap().unwrap().last_used_at, Some(70));
+        assert!(delete_key(&mut conn, "a").unwrap());
+        assert_eq!(usage_count(&conn, "a", 5).unwrap(), 0);
+        assert_eq!(keys_generation(&conn).unwrap(), g0 + 3);
+    }
+}
