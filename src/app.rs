@@ -93,7 +93,10 @@ impl App {
         if pending.0.is_empty() && pending.1.is_empty() {
             return Ok(());
         }
-        let result = self.db.conn().and_then(|mut c| db::save_usage(&mut c, &pending.0, &pending.1));
+        let result = self
+            .db
+            .conn()
+            .and_then(|mut c| db::write_tx(&mut c, |tx| db::save_usage(tx, &pending.0, &pending.1)));
         if let Err(e) = result {
             self.quota.lock().unwrap_or_else(|e| e.into_inner()).restore_pending(pending);
             return Err(format!("cannot write key usage: {e}"));

@@ -384,13 +384,11 @@ fn probe_data_dir(dir: &Path) -> Result<(), String> {
 fn probe_database(db: &Db, dir: &Path) -> Result<(), String> {
     let not_writable =
         |e: String| format!("the data folder {} is not writable: astrbot.db: {e}", dir.display());
-    let conn = db.conn().map_err(|e| not_writable(e.to_string()))?;
+    let mut conn = db.conn().map_err(|e| not_writable(e.to_string()))?;
     if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
         return Err(not_writable("the database file is read-only".into()));
     }
-    // A write transaction takes the write lock and checks the journal without changing
-    // anything.
-    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| not_writable(e.to_string()))
+    db::probe_write(&mut conn).map_err(|e| not_writable(e.to_string()))
 }
 
 /// Holds `astrbot.lock` in the data folder for the life of `serve`, so that two servers
@@ -455,7 +453,7 @@ pub fn run(command: Command) -> Result<(), String> {
                 return Err("collection docs holds the bundled guides and is rebuilt at every start".into());
             }
             let (db, _) = open_existing_store(&data)?;
-            let conn = db.conn().map_err(|e| e.to_string())?;
+            let mut conn = db.conn().map_err(|e| e.to_string())?;
             let exists = crate::db::kb::collections(&conn)
                 .map_err(|e| e.to_string())?
                 .iter()
@@ -463,14 +461,17 @@ pub fn run(command: Command) -> Result<(), String> {
             if !exists {
                 return Err(format!("no collection named {collection}"));
             }
-            crate::db::kb::replace_collection(&conn, &collection, &[]).map_err(|e| e.to_string())?;
+            crate::db::write_tx(&mut conn, |tx| crate::db::kb::replace_collection(tx, &collection, &[]))
+                .map_err(|e| e.to_string())?;
             println!("removed collection {collection}");
             Ok(())
         }
         Command::KeyRevoke { data, key_id } => {
             let (db, _) = open_existing_store(&data)?;
             let mut conn = db.conn().map_err(|e| e.to_string())?;
-            match db::revoke_key(&mut conn, &key_id, now_micros()).map_err(|e| e.to_string())? {
+            match db::write_tx(&mut conn, |tx| db::revoke_key(tx, &key_id, now_micros()))
+                .map_err(|e| e.to_string())?
+            {
                 true => {
                     println!("revoked {key_id}");
                     Ok(())
@@ -481,7 +482,7 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::KeyDelete { data, key_id } => {
             let (db, _) = open_existing_store(&data)?;
             let mut conn = db.conn().map_err(|e| e.to_string())?;
-            match db::delete_key(&mut conn, &key_id).map_err(|e| e.to_string())? {
+            match db::write_tx(&mut conn, |tx| db::delete_key(tx, &key_id)).map_err(|e| e.to_string())? {
                 true => {
                     println!("deleted {key_id}");
                     Ok(())
@@ -614,7 +615,8 @@ fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
     let password = line.trim_end_matches(['\r', '\n']);
     crate::auth::check_new_password(password)?;
     let phc = secrets::hash_password(password)?;
-    db::set_admin_password(&mut conn, &username, &phc, now_micros()).map_err(|e| e.to_string())?;
+    db::write_tx(&mut conn, |tx| db::set_admin_password(tx, &username, &phc, now_micros()))
+        .map_err(|e| e.to_string())?;
     println!("password of {username} changed; every admin token of {username} has been signed out");
     Ok(())
 }
@@ -635,8 +637,8 @@ fn ensure_admin(db: &Db, from_env: Option<&Password>) -> Result<(), String> {
     }
     let password = from_env.map(str::to_owned).unwrap_or_else(secrets::new_password);
     let phc = secrets::hash_password(&password)?;
-    let created =
-        db::create_first_admin(&mut conn, DEFAULT_ADMIN, &phc, now_micros()).map_err(|e| e.to_string())?;
+    let created = db::write_tx(&mut conn, |tx| db::create_first_admin(tx, DEFAULT_ADMIN, &phc, now_micros()))
+        .map_err(|e| e.to_string())?;
     if created {
         if from_env.is_some() {
             log::info!(

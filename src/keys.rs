@@ -104,7 +104,8 @@ pub fn create(
         revoked_at: None,
         daily_limit: input.daily_limit,
     };
-    db::insert_key(conn, &row, &mac.mac(&raw))?;
+    let key_hash = mac.mac(&raw);
+    db::write_tx(conn, |tx| db::insert_key(tx, &row, &key_hash))?;
     Ok((row, raw))
 }
 

@@ -52,7 +52,10 @@ pub fn login(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let token = secrets::new_admin_token();
     let expires_at = ctx.now + TOKEN_LIFETIME_MICROS;
     let username = username.trim().to_owned();
-    db::insert_admin_token(&*ctx.app.db.conn()?, &ctx.app.mac.mac(&token), &username, ctx.now, expires_at)?;
+    let token_hash = ctx.app.mac.mac(&token);
+    db::write_tx(&mut *ctx.app.db.conn()?, |tx| {
+        db::insert_admin_token(tx, &token_hash, &username, ctx.now, expires_at)
+    })?;
     log::info!("admin {username} logged in from {ip}");
     Ok(Response::ok(json!({"token": token, "username": username, "expires_at": iso(expires_at)})))
 }
@@ -63,7 +66,7 @@ pub fn logout(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         auth::refuse_cross_site_cookie(ctx.req)?;
     }
     if let Some(token) = auth::extract_dashboard_token(ctx.req) {
-        db::delete_admin_token(&*ctx.app.db.conn()?, &ctx.app.mac.mac(&token))?;
+        db::write_tx(&mut *ctx.app.db.conn()?, |tx| db::delete_admin_token(tx, &ctx.app.mac.mac(&token)))?;
     }
     Ok(Response::ok(Value::Null))
 }

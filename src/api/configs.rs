@@ -178,7 +178,7 @@ pub fn create_profile(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     config::validate(&mut config)?;
     let config = Value::Object(config);
     config::check_secret_refs(&config, &config::process_env)?;
-    resources::insert_profile(&*ctx.app.db.conn()?, &id, &name, &config, ctx.now)?;
+    write_tx(&mut *ctx.app.db.conn()?, |tx| resources::insert_profile(tx, &id, &name, &config, ctx.now))?;
     Ok(Response::ok_with_message(json!({"conf_id": id}), "创建成功"))
 }
 
@@ -203,13 +203,15 @@ pub fn rename_profile(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request("不能更新默认配置文件的信息"));
     }
     let name = opt_string(ctx.req.json_object()?, "name")?;
-    let conn = ctx.app.db.conn()?;
-    if resources::profile(&conn, &id)?.is_none() {
-        return Err(ApiError::bad_request("Failed to update config profile"));
-    }
-    if let Some(name) = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) {
-        resources::rename_profile(&conn, &id, &name)?;
-    }
+    write_tx(&mut *ctx.app.db.conn()?, |tx| {
+        if resources::profile(tx, &id)?.is_none() {
+            return Err(ApiError::bad_request("Failed to update config profile"));
+        }
+        if let Some(name) = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) {
+            resources::rename_profile(tx, &id, &name)?;
+        }
+        Ok(())
+    })?;
     Ok(Response::ok_with_message(json!({}), "更新成功"))
 }
 
@@ -291,15 +293,17 @@ pub fn put_route(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         .or(opt_string(body, "conf_id")?)
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing key: config_id"))?;
-    let conn = ctx.app.db.conn()?;
-    if target == DEFAULT_PROFILE {
-        resources::delete_route(&conn, &umo)?;
-    } else {
-        if resources::profile(&conn, &target)?.is_none() {
-            return Err(missing_profile(&target));
+    write_tx(&mut *ctx.app.db.conn()?, |tx| {
+        if target == DEFAULT_PROFILE {
+            resources::delete_route(tx, &umo)?;
+        } else {
+            if resources::profile(tx, &target)?.is_none() {
+                return Err(missing_profile(&target));
+            }
+            resources::set_route(tx, &umo, &target)?;
         }
-        resources::set_route(&conn, &umo, &target)?;
-    }
+        Ok(())
+    })?;
     Ok(Response::ok_with_message(json!({}), "更新成功"))
 }
 
@@ -327,7 +331,7 @@ pub fn get_route(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// `DELETE /api/v1/config-routes/{umo}`
 pub fn delete_route(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let umo = ctx.param(0).to_owned();
-    resources::delete_route(&*ctx.app.db.conn()?, &umo)?;
+    write_tx(&mut *ctx.app.db.conn()?, |tx| resources::delete_route(tx, &umo))?;
     Ok(Response::ok_with_message(json!({}), "删除成功"))
 }
 

@@ -168,7 +168,9 @@ pub fn upload(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         size: size as i64,
         created_at: now,
     };
-    if let Err(e) = resources::insert_attachment(&*ctx.app.db.conn()?, &attachment) {
+    if let Err(e) =
+        crate::db::write_tx(&mut *ctx.app.db.conn()?, |tx| resources::insert_attachment(tx, &attachment))
+    {
         let _ = fs::remove_file(&path);
         log::error!("cannot record attachment {id}: {e}");
         return Err(ApiError::Soft("Failed to create attachment".into()));
@@ -415,7 +417,7 @@ fn content_disposition(mime: &str, filename: &str) -> String {
 /// `DELETE /api/v1/files/{attachment_id}`: removes the record and the bytes.
 pub fn delete(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let id = ctx.param(0).to_owned();
-    if !resources::delete_attachment(&*ctx.app.db.conn()?, &id)? {
+    if !crate::db::write_tx(&mut *ctx.app.db.conn()?, |tx| resources::delete_attachment(tx, &id))? {
         return Err(ApiError::Soft("Attachment not found".into()));
     }
     let path = attachments_dir(ctx).join(&id);

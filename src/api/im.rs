@@ -168,7 +168,7 @@ fn strict_parts(
 /// new file's path is pushed to `made` before anything else can fail, for the caller to
 /// remove if the message is not stored after all.
 fn link_attachment(
-    conn: &rusqlite::Connection,
+    tx: &rusqlite::Transaction<'_>,
     data_dir: &Path,
     att: &Attachment,
     now: i64,
@@ -180,7 +180,7 @@ fn link_attachment(
     std::fs::hard_link(dir.join(&att.attachment_id), &path)
         .map_err(|e| bad(format!("Failed to send message: {e}")))?;
     made.push(path);
-    resources::insert_attachment(conn, &copy)?;
+    resources::insert_attachment(tx, &copy)?;
     Ok(copy)
 }
 
@@ -301,7 +301,7 @@ mod tests {
             size: 5,
             created_at: 1,
         };
-        resources::insert_attachment(&conn, &att).unwrap();
+        db::write_tx(&mut conn, |tx| resources::insert_attachment(tx, &att)).unwrap();
         std::fs::write(dir.join("attachments/orig"), b"bytes").unwrap();
         let parts = vec![(json!({"type": "file"}), Some(att.clone())), (json!({"type": "file"}), Some(att))];
 

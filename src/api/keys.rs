@@ -70,7 +70,7 @@ fn legacy_key_id(ctx: &Ctx<'_, '_>) -> Result<String, ApiError> {
 
 fn revoke_key(ctx: &mut Ctx<'_, '_>, key_id: &str) -> Result<Response, ApiError> {
     let mut conn = ctx.app.db.conn()?;
-    let found = db::revoke_key(&mut conn, key_id, ctx.now)?;
+    let found = db::write_tx(&mut conn, |tx| db::revoke_key(tx, key_id, ctx.now))?;
     drop(conn);
     if !found {
         return Err(ApiError::bad_request("API key not found"));
@@ -82,7 +82,7 @@ fn revoke_key(ctx: &mut Ctx<'_, '_>, key_id: &str) -> Result<Response, ApiError>
 
 fn delete_key(ctx: &mut Ctx<'_, '_>, key_id: &str) -> Result<Response, ApiError> {
     let mut conn = ctx.app.db.conn()?;
-    let found = db::delete_key(&mut conn, key_id)?;
+    let found = db::write_tx(&mut conn, |tx| db::delete_key(tx, key_id))?;
     drop(conn);
     if !found {
         return Err(ApiError::bad_request("API key not found"));

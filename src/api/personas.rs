@@ -190,7 +190,7 @@ pub fn update(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 }
 
 fn delete_by(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
-    if !resources::delete_persona(&*ctx.app.db.conn()?, id)? {
+    if !write_tx(&mut *ctx.app.db.conn()?, |tx| resources::delete_persona(tx, id))? {
         return Err(not_found(id));
     }
     Ok(Response::ok(json!({"message": "人格删除成功"})))
@@ -323,7 +323,7 @@ pub fn create_folder(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         created_at: ctx.now,
         updated_at: ctx.now,
     };
-    resources::insert_folder(&*ctx.app.db.conn()?, &folder)?;
+    write_tx(&mut *ctx.app.db.conn()?, |tx| resources::insert_folder(tx, &folder))?;
     Ok(Response::ok(json!({"message": "文件夹创建成功", "folder": folder_json(&folder)})))
 }
 

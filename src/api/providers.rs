@@ -369,7 +369,7 @@ pub fn update_provider(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 
 fn delete_provider_by(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
     // AstrBot answers success for an unknown id too.
-    resources::delete_doc(&*ctx.app.db.conn()?, Docs::Providers, id)?;
+    write_tx(&mut *ctx.app.db.conn()?, |tx| resources::delete_doc(tx, Docs::Providers, id))?;
     Ok(Response::ok_with_message(json!({}), "删除成功，已经实时生效。"))
 }
 

@@ -178,7 +178,7 @@ mod tests {
         let mut system = resources::profile(&conn, "default").unwrap().unwrap().body;
         system["provider_settings"] =
             json!({"default_provider_id": "openai/b", "default_personality": "tutor"});
-        resources::set_profile_body(&conn, "default", &system).unwrap();
+        write_tx(&mut conn, |tx| resources::set_profile_body(tx, "default", &system)).unwrap();
         let e = effective(&conn, "u", &empty).unwrap();
         assert_eq!(
             e.provider,
@@ -207,19 +207,17 @@ mod tests {
         // A disabled provider is skipped; a routed UMO uses its profile.
         let mut b = resources::doc(&conn, Docs::Providers, "openai/b").unwrap().unwrap();
         b["enable"] = json!(false);
-        resources::put_doc(&conn, Docs::Providers, "openai/b", "openai/b", &b).unwrap();
+        write_tx(&mut conn, |tx| resources::put_doc(tx, Docs::Providers, "openai/b", "openai/b", &b))
+            .unwrap();
         assert!(
             matches!(effective(&conn, "u", &empty).unwrap().provider, ProviderChoice::Configured { ref id, .. } if id == "openai/a")
         );
-        resources::insert_profile(
-            &conn,
-            "p1",
-            "group",
-            &json!({"provider_settings": {"default_personality": "pirate"}}),
-            1,
-        )
+        let group = json!({"provider_settings": {"default_personality": "pirate"}});
+        write_tx(&mut conn, |tx| {
+            resources::insert_profile(tx, "p1", "group", &group, 1)?;
+            resources::set_route(tx, "webchat:GroupMessage:g", "p1")
+        })
         .unwrap();
-        resources::set_route(&conn, "webchat:GroupMessage:g", "p1").unwrap();
         let e = effective(&conn, "webchat:GroupMessage:g", &empty).unwrap();
         assert_eq!((e.config_id.as_str(), e.persona.persona_id.as_str()), ("p1", "pirate"));
         assert_eq!(

@@ -1,10 +1,11 @@
 //! SQL for chat sessions and their messages.
 //!
-//! The functions take a plain `&Connection` so that a handler can compose several of them
-//! into one `IMMEDIATE` transaction (`db::write_tx`); a write that spans statements must be
-//! called inside one, and none of them assumes a row read earlier is still there.
+//! The writes take the caller's `&Transaction`, so that a handler composes several of them
+//! into one `IMMEDIATE` transaction (`db::write_tx`) and a write outside one does not
+//! compile; the reads take a `&Connection`, which a transaction derefs to. None of them
+//! assumes a row read earlier is still there.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,16 +46,16 @@ pub fn session(conn: &Connection, id: &str) -> rusqlite::Result<Option<Session>>
         .optional()
 }
 
-/// Creates the session if it does not exist; returns the stored row either way. Call it
-/// inside a write transaction: outside one, a concurrent delete between the insert and the
-/// read would leave nothing to return, which is an error here rather than a panic.
-pub fn ensure_session(conn: &Connection, id: &str, creator: &str, now: i64) -> rusqlite::Result<Session> {
-    conn.execute(
+/// Creates the session if it does not exist; returns the stored row either way. A
+/// concurrent delete cannot come between the insert and the read inside the transaction;
+/// should the row vanish anyway (a trigger), that is an error here rather than a panic.
+pub fn ensure_session(tx: &Transaction<'_>, id: &str, creator: &str, now: i64) -> rusqlite::Result<Session> {
+    tx.execute(
         "INSERT INTO chat_sessions (session_id, platform_id, creator, created_at, updated_at)
          VALUES (?1, 'webchat', ?2, ?3, ?3) ON CONFLICT (session_id) DO NOTHING",
         params![id, creator, now],
     )?;
-    session(conn, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+    session(tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
 /// One page of a creator's sessions, newest activity first, and the total. `offset` is
@@ -83,13 +84,13 @@ pub fn sessions_of(
 /// Sets the session's own choices; `None` keeps the stored one. One statement, so two
 /// commands at once (`/provider` and `/model`) never undo each other.
 pub fn update_session_choice(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     id: &str,
     provider: Option<&str>,
     model: Option<&str>,
     persona: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    tx.execute(
         "UPDATE chat_sessions SET selected_provider = coalesce(?2, selected_provider),
              selected_model = coalesce(?3, selected_model), persona_id = coalesce(?4, persona_id)
          WHERE session_id = ?1",
@@ -99,12 +100,12 @@ pub fn update_session_choice(
 }
 
 pub fn touch_session(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     id: &str,
     display_name: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    tx.execute(
         "UPDATE chat_sessions SET updated_at = ?2, display_name = coalesce(display_name, ?3) WHERE session_id = ?1",
         params![id, now, display_name],
     )?;
@@ -114,9 +115,9 @@ pub fn touch_session(
 /// Deletes a session and its history, proactive messages waiting in it included (they are
 /// rows of the history too); false if there was none. Attachments its messages name stay,
 /// as they always have: a chat's parts name uploads that other messages may name too.
-pub fn delete_session(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.execute("DELETE FROM chat_messages WHERE session_id = ?1", [id])?;
-    Ok(conn.execute("DELETE FROM chat_sessions WHERE session_id = ?1", [id])? > 0)
+pub fn delete_session(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    tx.execute("DELETE FROM chat_messages WHERE session_id = ?1", [id])?;
+    Ok(tx.execute("DELETE FROM chat_sessions WHERE session_id = ?1", [id])? > 0)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +134,7 @@ pub struct Message {
 }
 
 pub fn insert_message(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     session_id: &str,
     sender: &str,
     sender_name: &str,
@@ -141,18 +142,18 @@ pub fn insert_message(
     checkpoint: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<i64> {
-    conn.execute(
+    tx.execute(
         "INSERT INTO chat_messages (session_id, sender, sender_name, content, llm_checkpoint_id, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![session_id, sender, sender_name, content.to_string(), checkpoint, now],
     )?;
-    Ok(conn.last_insert_rowid())
+    Ok(tx.last_insert_rowid())
 }
 
 /// Like `insert_message`, but only while the session exists: a chat's reply whose session
 /// was deleted during the run is dropped rather than left behind without a session.
 pub fn insert_session_message(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     session_id: &str,
     sender: &str,
     sender_name: &str,
@@ -160,12 +161,12 @@ pub fn insert_session_message(
     checkpoint: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<Option<i64>> {
-    let n = conn.execute(
+    let n = tx.execute(
         "INSERT INTO chat_messages (session_id, sender, sender_name, content, llm_checkpoint_id, created_at)
          SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM chat_sessions WHERE session_id = ?1)",
         params![session_id, sender, sender_name, content.to_string(), checkpoint, now],
     )?;
-    Ok((n > 0).then(|| conn.last_insert_rowid()))
+    Ok((n > 0).then(|| tx.last_insert_rowid()))
 }
 
 /// A session's messages, oldest first; with `last`, only the last so many.
@@ -189,8 +190,8 @@ pub fn messages(conn: &Connection, session_id: &str, last: Option<i64>) -> rusql
     rows.collect()
 }
 
-pub fn clear_messages(conn: &Connection, session_id: &str) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM chat_messages WHERE session_id = ?1", [session_id])?;
+pub fn clear_messages(tx: &Transaction<'_>, session_id: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM chat_messages WHERE session_id = ?1", [session_id])?;
     Ok(())
 }
 
@@ -219,8 +220,11 @@ mod tests {
         conn.execute_batch("DROP TRIGGER vanish").unwrap();
         // A reply for a deleted session is dropped, not stored without its session.
         let content = serde_json::json!({"type": "bot"});
-        assert_eq!(insert_session_message(&conn, "s2", "bot", "bot", &content, None, 3).unwrap(), None);
-        assert!(insert_session_message(&conn, "s1", "bot", "bot", &content, None, 3).unwrap().is_some());
+        let reply = |conn: &mut rusqlite::Connection, id: &str| {
+            write_tx(conn, |tx| insert_session_message(tx, id, "bot", "bot", &content, None, 3)).unwrap()
+        };
+        assert_eq!(reply(&mut conn, "s2"), None);
+        assert!(reply(&mut conn, "s1").is_some());
         assert_eq!(messages(&conn, "s2", None).unwrap(), vec![]);
     }
 
@@ -230,8 +234,8 @@ mod tests {
         let db = Db::open(&dir).unwrap();
         let mut conn = db.conn().unwrap();
         write_tx(&mut conn, |tx| ensure_session(tx, "s", "alice", 1)).unwrap();
-        update_session_choice(&conn, "s", Some("p1"), None, None).unwrap();
-        update_session_choice(&conn, "s", None, Some("m1"), None).unwrap();
+        write_tx(&mut conn, |tx| update_session_choice(tx, "s", Some("p1"), None, None)).unwrap();
+        write_tx(&mut conn, |tx| update_session_choice(tx, "s", None, Some("m1"), None)).unwrap();
         let s = session(&conn, "s").unwrap().unwrap();
         assert_eq!((s.selected_provider.as_deref(), s.selected_model.as_deref()), (Some("p1"), Some("m1")));
     }

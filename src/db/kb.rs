@@ -2,7 +2,7 @@
 //! so Chinese is searchable), grouped in named collections. `kb` splits documents into
 //! passages and turns a question into a query; this module only stores and searches.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Transaction, params};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Passage {
@@ -11,11 +11,16 @@ pub struct Passage {
     pub body: String,
 }
 
-/// Replaces a collection's passages.
-pub fn replace_collection(conn: &Connection, collection: &str, passages: &[Passage]) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM kb_chunks WHERE collection = ?1", [collection])?;
+/// Replaces a collection's passages, in the caller's transaction so that a search never
+/// sees the collection half replaced.
+pub fn replace_collection(
+    tx: &Transaction<'_>,
+    collection: &str,
+    passages: &[Passage],
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM kb_chunks WHERE collection = ?1", [collection])?;
     let mut stmt =
-        conn.prepare_cached("INSERT INTO kb_chunks (collection, title, url, body) VALUES (?1, ?2, ?3, ?4)")?;
+        tx.prepare_cached("INSERT INTO kb_chunks (collection, title, url, body) VALUES (?1, ?2, ?3, ?4)")?;
     for p in passages {
         stmt.execute(params![collection, p.title, p.url, p.body])?;
     }

@@ -3,7 +3,7 @@
 //! counter that every change to the keys bumps in the same transaction, so a running
 //! server notices a change made by the CLI and drops its key cache.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 /// A row of `api_keys`.
 #[derive(Debug, Clone)]
@@ -42,14 +42,13 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     })
 }
 
-fn bump_keys_generation(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_generation'", [])?;
+fn bump_keys_generation(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_generation'", [])?;
     Ok(())
 }
 
 /// Inserts a new key; `key_hash` is the MAC of the raw key.
-pub fn insert_key(conn: &mut Connection, row: &KeyRow, key_hash: &[u8; 32]) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn insert_key(tx: &Transaction<'_>, row: &KeyRow, key_hash: &[u8; 32]) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at,
                                updated_at, last_used_at, expires_at, revoked_at, daily_limit)
@@ -69,8 +68,7 @@ pub fn insert_key(conn: &mut Connection, row: &KeyRow, key_hash: &[u8; 32]) -> r
             row.daily_limit,
         ],
     )?;
-    bump_keys_generation(&tx)?;
-    tx.commit()
+    bump_keys_generation(tx)
 }
 
 /// Every key, newest first (AstrBot orders by `created_at` descending).
@@ -101,28 +99,24 @@ pub fn find_active_key(conn: &Connection, key_hash: &[u8; 32], now: i64) -> rusq
 }
 
 /// Sets `revoked_at` (again, if already revoked, as AstrBot does). False if no such key.
-pub fn revoke_key(conn: &mut Connection, key_id: &str, now: i64) -> rusqlite::Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn revoke_key(tx: &Transaction<'_>, key_id: &str, now: i64) -> rusqlite::Result<bool> {
     let n = tx.execute(
         "UPDATE api_keys SET revoked_at = ?2, updated_at = ?2 WHERE key_id = ?1",
         params![key_id, now],
     )?;
     if n > 0 {
-        bump_keys_generation(&tx)?;
+        bump_keys_generation(tx)?;
     }
-    tx.commit()?;
     Ok(n > 0)
 }
 
 /// Removes a key and its usage counts. False if no such key.
-pub fn delete_key(conn: &mut Connection, key_id: &str) -> rusqlite::Result<bool> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+pub fn delete_key(tx: &Transaction<'_>, key_id: &str) -> rusqlite::Result<bool> {
     let n = tx.execute("DELETE FROM api_keys WHERE key_id = ?1", [key_id])?;
     tx.execute("DELETE FROM key_usage WHERE key_id = ?1", [key_id])?;
     if n > 0 {
-        bump_keys_generation(&tx)?;
+        bump_keys_generation(tx)?;
     }
-    tx.commit()?;
     Ok(n > 0)
 }
 
@@ -132,35 +126,29 @@ pub fn keys_generation(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Batched write-behind of usage: `last_used_at` per key and request counts per key and day.
-/// One transaction; keys deleted meanwhile are skipped.
+/// Keys deleted meanwhile are skipped.
 pub fn save_usage(
-    conn: &mut Connection,
+    tx: &Transaction<'_>,
     touched: &[(String, i64)],
     counts: &[(String, i64, i64)],
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut touch = tx.prepare_cached(
-            "UPDATE api_keys SET last_used_at = ?2, updated_at = ?2
+    let mut touch = tx.prepare_cached(
+        "UPDATE api_keys SET last_used_at = ?2, updated_at = ?2
              WHERE key_id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
-        )?;
-        for (key_id, at) in touched {
-            touch.execute(params![key_id, at])?;
-        }
-        let mut count = tx.prepare_cached(
-            "INSERT INTO key_usage (key_id, day, count)
+    )?;
+    for (key_id, at) in touched {
+        touch.execute(params![key_id, at])?;
+    }
+    let mut count = tx.prepare_cached(
+        "INSERT INTO key_usage (key_id, day, count)
              SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE key_id = ?1)
              ON CONFLICT (key_id, day) DO UPDATE SET count = max(count, excluded.count)",
-        )?;
-        for (key_id, day, n) in counts {
-            count.execute(params![key_id, day, n])?;
-        }
-        tx.execute(
-            "DELETE FROM key_usage WHERE day < ?1",
-            [counts.iter().map(|c| c.1).min().unwrap_or(0) - 1],
-        )?;
+    )?;
+    for (key_id, day, n) in counts {
+        count.execute(params![key_id, day, n])?;
     }
-    tx.commit()
+    tx.execute("DELETE FROM key_usage WHERE day < ?1", [counts.iter().map(|c| c.1).min().unwrap_or(0) - 1])?;
+    Ok(())
 }
 
 /// Requests counted so far for a key on a UTC day.
@@ -174,7 +162,7 @@ pub fn usage_count(conn: &Connection, key_id: &str, day: i64) -> rusqlite::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{Db, temp_dir};
+    use crate::db::{Db, temp_dir, write_tx};
 
     fn key(id: &str) -> KeyRow {
         KeyRow {
@@ -198,16 +186,16 @@ mod tests {
         let db = Db::open(&dir).unwrap();
         let mut conn = db.conn().unwrap();
         let g0 = keys_generation(&conn).unwrap();
-        insert_key(&mut conn, &key("a"), &[1; 32]).unwrap();
+        write_tx(&mut conn, |tx| insert_key(tx, &key("a"), &[1; 32])).unwrap();
         assert!(find_active_key(&conn, &[1; 32], 50).unwrap().is_some());
         assert!(find_active_key(&conn, &[1; 32], 100).unwrap().is_none(), "expired at 100");
-        assert!(revoke_key(&mut conn, "a", 60).unwrap());
+        assert!(write_tx(&mut conn, |tx| revoke_key(tx, "a", 60)).unwrap());
         assert!(find_active_key(&conn, &[1; 32], 61).unwrap().is_none());
-        assert!(!revoke_key(&mut conn, "missing", 60).unwrap());
-        save_usage(&mut conn, &[("a".into(), 70)], &[("a".into(), 5, 3)]).unwrap();
+        assert!(!write_tx(&mut conn, |tx| revoke_key(tx, "missing", 60)).unwrap());
+        write_tx(&mut conn, |tx| save_usage(tx, &[("a".into(), 70)], &[("a".into(), 5, 3)])).unwrap();
         assert_eq!(usage_count(&conn, "a", 5).unwrap(), 3);
         assert_eq!(get_key(&conn, "a").unwrap().unwrap().last_used_at, Some(70));
-        assert!(delete_key(&mut conn, "a").unwrap());
+        assert!(write_tx(&mut conn, |tx| delete_key(tx, "a")).unwrap());
         assert_eq!(usage_count(&conn, "a", 5).unwrap(), 0);
         assert_eq!(keys_generation(&conn).unwrap(), g0 + 3);
     }

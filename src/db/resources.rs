@@ -1,8 +1,10 @@
 //! SQL for the configuration resources: provider sources, providers, config profiles and
-//! routes, personas and persona folders, attachments, and the IM bots. Functions take a `Connection` (a transaction
-//! derefs to one), so handlers compose several into one transaction with `write_tx`.
+//! routes, personas and persona folders, attachments, and the IM bots. Writes take the
+//! caller's `&Transaction`, so handlers compose several into one transaction with
+//! `write_tx` and a write outside one does not compile; reads take a `&Connection`, which a
+//! transaction derefs to.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 /// The tables that hold one JSON document per id, in list order.
@@ -42,21 +44,27 @@ pub fn doc(conn: &Connection, t: Docs, id: &str) -> rusqlite::Result<Option<Valu
 
 /// Stores a document under `new_id`, replacing the one at `old_id` (keeping its place in
 /// the list) or appending when there is none.
-pub fn put_doc(conn: &Connection, t: Docs, old_id: &str, new_id: &str, body: &Value) -> rusqlite::Result<()> {
+pub fn put_doc(
+    tx: &Transaction<'_>,
+    t: Docs,
+    old_id: &str,
+    new_id: &str,
+    body: &Value,
+) -> rusqlite::Result<()> {
     let table = t.table();
-    let position: Option<i64> = conn
+    let position: Option<i64> = tx
         .query_row(&format!("SELECT position FROM {table} WHERE id = ?1"), [old_id], |r| r.get(0))
         .optional()?;
     let position = match position {
         Some(p) => {
-            conn.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [old_id])?;
+            tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [old_id])?;
             p
         }
         None => {
-            conn.query_row(&format!("SELECT coalesce(max(position), -1) + 1 FROM {table}"), [], |r| r.get(0))?
+            tx.query_row(&format!("SELECT coalesce(max(position), -1) + 1 FROM {table}"), [], |r| r.get(0))?
         }
     };
-    conn.execute(
+    tx.execute(
         &format!("INSERT OR REPLACE INTO {table} (id, position, body) VALUES (?1, ?2, ?3)"),
         params![new_id, position, body.to_string()],
     )?;
@@ -64,8 +72,8 @@ pub fn put_doc(conn: &Connection, t: Docs, old_id: &str, new_id: &str, body: &Va
 }
 
 /// Removes a document; false if there was none.
-pub fn delete_doc(conn: &Connection, t: Docs, id: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute(&format!("DELETE FROM {} WHERE id = ?1", t.table()), [id])? > 0)
+pub fn delete_doc(tx: &Transaction<'_>, t: Docs, id: &str) -> rusqlite::Result<bool> {
+    Ok(tx.execute(&format!("DELETE FROM {} WHERE id = ?1", t.table()), [id])? > 0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -99,13 +107,13 @@ pub fn profile(conn: &Connection, id: &str) -> rusqlite::Result<Option<Profile>>
 }
 
 pub fn insert_profile(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     id: &str,
     name: &str,
     body: &Value,
     now: i64,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    tx.execute(
         "INSERT INTO config_profiles (id, name, position, body, created_at)
          VALUES (?1, ?2, (SELECT coalesce(max(position), 0) + 1 FROM config_profiles), ?3, ?4)",
         params![id, name, body.to_string(), now],
@@ -114,19 +122,19 @@ pub fn insert_profile(
 }
 
 /// Replaces a profile's document; false if there is no such profile.
-pub fn set_profile_body(conn: &Connection, id: &str, body: &Value) -> rusqlite::Result<bool> {
-    Ok(conn.execute("UPDATE config_profiles SET body = ?2 WHERE id = ?1", params![id, body.to_string()])? > 0)
+pub fn set_profile_body(tx: &Transaction<'_>, id: &str, body: &Value) -> rusqlite::Result<bool> {
+    Ok(tx.execute("UPDATE config_profiles SET body = ?2 WHERE id = ?1", params![id, body.to_string()])? > 0)
 }
 
-pub fn rename_profile(conn: &Connection, id: &str, name: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
+pub fn rename_profile(tx: &Transaction<'_>, id: &str, name: &str) -> rusqlite::Result<bool> {
+    Ok(tx.execute(
         "UPDATE config_profiles SET name = ?2 WHERE id = ?1 AND id <> 'default'",
         params![id, name],
     )? > 0)
 }
 
-pub fn delete_profile(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("DELETE FROM config_profiles WHERE id = ?1 AND id <> 'default'", [id])? > 0)
+pub fn delete_profile(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    Ok(tx.execute("DELETE FROM config_profiles WHERE id = ?1 AND id <> 'default'", [id])? > 0)
 }
 
 /// The routing table: UMO to profile id, in UMO order.
@@ -142,8 +150,8 @@ pub fn route(conn: &Connection, umo: &str) -> rusqlite::Result<Option<String>> {
         .optional()
 }
 
-pub fn set_route(conn: &Connection, umo: &str, config_id: &str) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn set_route(tx: &Transaction<'_>, umo: &str, config_id: &str) -> rusqlite::Result<()> {
+    tx.execute(
         "INSERT INTO config_routes (umo, config_id) VALUES (?1, ?2)
          ON CONFLICT (umo) DO UPDATE SET config_id = excluded.config_id",
         params![umo, config_id],
@@ -151,12 +159,12 @@ pub fn set_route(conn: &Connection, umo: &str, config_id: &str) -> rusqlite::Res
     Ok(())
 }
 
-pub fn delete_route(conn: &Connection, umo: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("DELETE FROM config_routes WHERE umo = ?1", [umo])? > 0)
+pub fn delete_route(tx: &Transaction<'_>, umo: &str) -> rusqlite::Result<bool> {
+    Ok(tx.execute("DELETE FROM config_routes WHERE umo = ?1", [umo])? > 0)
 }
 
-pub fn clear_routes(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM config_routes", [])?;
+pub fn clear_routes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM config_routes", [])?;
     Ok(())
 }
 
@@ -231,8 +239,8 @@ pub fn persona(conn: &Connection, id: &str) -> rusqlite::Result<Option<Persona>>
         .optional()
 }
 
-pub fn insert_persona(conn: &Connection, p: &Persona) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn insert_persona(tx: &Transaction<'_>, p: &Persona) -> rusqlite::Result<()> {
+    tx.execute(
         &format!("INSERT INTO personas ({PERSONA_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
         params![
             p.persona_id,
@@ -251,8 +259,8 @@ pub fn insert_persona(conn: &Connection, p: &Persona) -> rusqlite::Result<()> {
 }
 
 /// Writes every field of an existing persona (the caller applies AstrBot's update rules).
-pub fn update_persona(conn: &Connection, p: &Persona) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
+pub fn update_persona(tx: &Transaction<'_>, p: &Persona) -> rusqlite::Result<bool> {
+    Ok(tx.execute(
         "UPDATE personas SET system_prompt = ?2, begin_dialogs = ?3, tools = ?4, skills = ?5,
                 custom_error_message = ?6, folder_id = ?7, sort_order = ?8, updated_at = ?9
          WHERE persona_id = ?1",
@@ -270,8 +278,8 @@ pub fn update_persona(conn: &Connection, p: &Persona) -> rusqlite::Result<bool> 
     )? > 0)
 }
 
-pub fn delete_persona(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("DELETE FROM personas WHERE persona_id = ?1", [id])? > 0)
+pub fn delete_persona(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    Ok(tx.execute("DELETE FROM personas WHERE persona_id = ?1", [id])? > 0)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,16 +327,16 @@ pub fn folder(conn: &Connection, id: &str) -> rusqlite::Result<Option<Folder>> {
         .optional()
 }
 
-pub fn insert_folder(conn: &Connection, f: &Folder) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn insert_folder(tx: &Transaction<'_>, f: &Folder) -> rusqlite::Result<()> {
+    tx.execute(
         &format!("INSERT INTO persona_folders ({FOLDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
         params![f.folder_id, f.name, f.parent_id, f.description, f.sort_order, f.created_at, f.updated_at],
     )?;
     Ok(())
 }
 
-pub fn update_folder(conn: &Connection, f: &Folder) -> rusqlite::Result<bool> {
-    Ok(conn.execute(
+pub fn update_folder(tx: &Transaction<'_>, f: &Folder) -> rusqlite::Result<bool> {
+    Ok(tx.execute(
         "UPDATE persona_folders SET name = ?2, parent_id = ?3, description = ?4, sort_order = ?5, updated_at = ?6
          WHERE folder_id = ?1",
         params![f.folder_id, f.name, f.parent_id, f.description, f.sort_order, f.updated_at],
@@ -336,14 +344,14 @@ pub fn update_folder(conn: &Connection, f: &Folder) -> rusqlite::Result<bool> {
 }
 
 /// Deletes a folder and moves its personas to the root; sub-folders stay as they are.
-pub fn delete_folder(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.execute("UPDATE personas SET folder_id = NULL WHERE folder_id = ?1", [id])?;
-    Ok(conn.execute("DELETE FROM persona_folders WHERE folder_id = ?1", [id])? > 0)
+pub fn delete_folder(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    tx.execute("UPDATE personas SET folder_id = NULL WHERE folder_id = ?1", [id])?;
+    Ok(tx.execute("DELETE FROM persona_folders WHERE folder_id = ?1", [id])? > 0)
 }
 
 /// Sets the sort order of a persona or a folder; false if it does not exist.
 pub fn set_sort_order(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     folder: bool,
     id: &str,
     order: i64,
@@ -354,7 +362,7 @@ pub fn set_sort_order(
     } else {
         "UPDATE personas SET sort_order = ?2, updated_at = ?3 WHERE persona_id = ?1"
     };
-    Ok(conn.execute(sql, params![id, order, now])? > 0)
+    Ok(tx.execute(sql, params![id, order, now])? > 0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -372,8 +380,8 @@ pub struct Attachment {
     pub created_at: i64,
 }
 
-pub fn insert_attachment(conn: &Connection, a: &Attachment) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn insert_attachment(tx: &Transaction<'_>, a: &Attachment) -> rusqlite::Result<()> {
+    tx.execute(
         "INSERT INTO attachments (attachment_id, filename, type, mime_type, size, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![a.attachment_id, a.filename, a.kind, a.mime_type, a.size, a.created_at],
@@ -412,8 +420,8 @@ pub fn attachment_by_name(conn: &Connection, filename: &str) -> rusqlite::Result
     }
 }
 
-pub fn delete_attachment(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    Ok(conn.execute("DELETE FROM attachments WHERE attachment_id = ?1", [id])? > 0)
+pub fn delete_attachment(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    Ok(tx.execute("DELETE FROM attachments WHERE attachment_id = ?1", [id])? > 0)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -161,6 +161,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let next = i as i64 + 1;
+        // The one transaction opened outside `write_tx`: a version is its own unit (a
+        // failed one leaves the versions before it committed), the runner works on a
+        // connection before the pool hands out any, and its errors are start-up messages
+        // naming the version rather than `rusqlite` errors.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         // Re-read inside the lock: a CLI and a server starting together must not both migrate.
         let now: i64 =
