@@ -1,0 +1,188 @@
+//! The commands other than `serve`: API keys, the admin password and knowledge
+//! collections, run on the data folder directly whether a server runs or not (SQLite
+//! serialises the writers, and a running server notices key changes within a second).
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::data::open_existing_store;
+use crate::auth::DEFAULT_ADMIN;
+use crate::db;
+use crate::keys::{self, NewKey};
+use crate::secrets;
+use crate::timefmt::{iso, now_micros};
+
+pub(super) fn key_create(data: &Path, key: &NewKey, json: bool) -> Result<(), String> {
+    let (db, mac) = open_existing_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    let now = now_micros();
+    let (row, raw) = keys::create(&mut conn, &mac, key, "cli", now).map_err(|e| e.message())?;
+    if json {
+        println!("{}", keys::created_json(&row, &raw, now));
+    } else {
+        println!("{raw}");
+        eprintln!(
+            "created key {} \"{}\" with scopes {}; the key above is shown only once",
+            row.key_id,
+            row.name,
+            row.scopes.unwrap_or_default().join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Adds documents to a collection, replacing what it held: each file is split at its
+/// headings; directories are read one level deep.
+pub(super) fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String> {
+    if collection == "docs" {
+        return Err("collection docs holds the bundled guides; choose another name".into());
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut passages = Vec::new();
+    let mut used = 0;
+    for f in &files {
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        if !matches!(ext.as_str(), "md" | "markdown" | "txt" | "text" | "html" | "htm") {
+            eprintln!("skipping {} (not Markdown, text or HTML)", f.display());
+            continue;
+        }
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or("document");
+        let html_title = text
+            .split_once("<h1>")
+            .and_then(|(_, rest)| rest.split_once("</h1>"))
+            .map(|(t, _)| t.trim().to_owned())
+            .filter(|t| !t.is_empty() && ext.starts_with("htm"));
+        let title = html_title.unwrap_or_else(|| crate::markdown::title(&text).unwrap_or(name).to_owned());
+        used += 1;
+        let url = format!("kb:{collection}/{}", f.file_name().and_then(|s| s.to_str()).unwrap_or(name));
+        let found = if ext.starts_with("htm") {
+            crate::kb::split_html(&text, &title, &url)
+        } else {
+            crate::kb::split_markdown(&text, &title, &url)
+        };
+        passages.extend(found);
+    }
+    let (db, _) = open_existing_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    crate::db::write_tx(&mut conn, |tx| crate::db::kb::replace_collection(tx, collection, &passages))
+        .map_err(|e| e.to_string())?;
+    println!("collection {collection}: {} passages from {used} files", passages.len());
+    Ok(())
+}
+
+pub(super) fn key_list(data: &Path, json: bool) -> Result<(), String> {
+    let (db, _) = open_existing_store(data)?;
+    let conn = db.conn().map_err(|e| e.to_string())?;
+    let rows = db::list_keys(&conn).map_err(|e| e.to_string())?;
+    let now = now_micros();
+    if json {
+        let items: Vec<Value> = rows.iter().map(|r| keys::to_json(r, now)).collect();
+        println!("{}", Value::Array(items));
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<12}  {:<8}  {:<20}  {:<25}  NAME  SCOPES",
+        "KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES"
+    );
+    for r in rows {
+        let state = if r.revoked_at.is_some() {
+            "revoked"
+        } else if r.expires_at.is_some_and(|t| t < now) {
+            "expired"
+        } else {
+            "active"
+        };
+        let last = r.last_used_at.map(|t| iso(t)[..19].to_owned()).unwrap_or_else(|| "never".into());
+        let expires = r.expires_at.map(iso).unwrap_or_else(|| "never".into());
+        let scopes = r.scopes.unwrap_or_default().join(",");
+        println!(
+            "{:<36}  {:<12}  {state:<8}  {last:<20}  {expires:<25}  {}  {scopes}",
+            r.key_id, r.key_prefix, r.name
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
+    let (db, _) = open_existing_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    let username = match username {
+        Some(u) => u,
+        None => db::admin_username(&conn).map_err(|e| e.to_string())?.unwrap_or_else(|| DEFAULT_ADMIN.into()),
+    };
+    if io::stdin().is_terminal() {
+        eprint!("new password for {username}: ");
+        let _ = io::stderr().flush();
+    }
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    crate::auth::check_new_password(password)?;
+    let phc = secrets::hash_password(password)?;
+    db::write_tx(&mut conn, |tx| db::set_admin_password(tx, &username, &phc, now_micros()))
+        .map_err(|e| e.to_string())?;
+    println!("password of {username} changed; every admin token of {username} has been signed out");
+    Ok(())
+}
+
+pub(super) fn kb_list(data: &Path) -> Result<(), String> {
+    let (db, _) = open_existing_store(data)?;
+    let conn = db.conn().map_err(|e| e.to_string())?;
+    for (name, count) in db::kb::collections(&conn).map_err(|e| e.to_string())? {
+        println!("{name}\t{count} passages");
+    }
+    Ok(())
+}
+
+pub(super) fn kb_remove(data: &Path, collection: &str) -> Result<(), String> {
+    if collection == "docs" {
+        return Err("collection docs holds the bundled guides and is rebuilt at every start".into());
+    }
+    let (db, _) = open_existing_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    let exists = db::kb::collections(&conn).map_err(|e| e.to_string())?.iter().any(|(c, _)| *c == collection);
+    if !exists {
+        return Err(format!("no collection named {collection}"));
+    }
+    db::write_tx(&mut conn, |tx| db::kb::replace_collection(tx, collection, &[]))
+        .map_err(|e| e.to_string())?;
+    println!("removed collection {collection}");
+    Ok(())
+}
+
+pub(super) fn key_revoke(data: &Path, key_id: &str) -> Result<(), String> {
+    let (db, _) = open_existing_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    if !db::write_tx(&mut conn, |tx| db::revoke_key(tx, key_id, now_micros())).map_err(|e| e.to_string())? {
+        return Err("API key not found".into());
+    }
+    println!("revoked {key_id}");
+    Ok(())
+}
+
+pub(super) fn key_delete(data: &Path, key_id: &str) -> Result<(), String> {
+    let (db, _) = open_existing_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    if !db::write_tx(&mut conn, |tx| db::delete_key(tx, key_id)).map_err(|e| e.to_string())? {
+        return Err("API key not found".into());
+    }
+    println!("deleted {key_id}");
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! The command line: parsed once into a typed [`Command`], then run.
+//!
+//! `serve` runs the server; `admin password` and `key ...` work on the data folder
+//! directly, whether a server is running or not (SQLite serialises the writers, and a
+//! running server notices key changes within a second).
+//!
+//! Start-up refuses what would otherwise fail later and far from its cause: `serve` proves
+//! the data folder takes writes and holds `astrbot.lock` in it before it announces its
+//! address, and the other commands only work on a data folder that exists, naming it.
+
+mod commands;
+mod data;
+mod serve;
+
+pub use serve::{Password, ServeArgs};
+
+use std::path::PathBuf;
+
+use crate::keys::{self, NewKey};
+
+/// The help text; the scope list comes from the scope definitions.
+pub fn usage() -> String {
+    format!(
+        "\
+astrbot: AstrBot's developer HTTP API as a single-binary appliance
+
+Usage:
+  astrbot serve [--listen ADDR] [--data DIR] [--max-connections N]
+                [--default-daily-limit N] [--max-upload-mb N] [--log-level LEVEL]
+  astrbot admin password [--data DIR] [--username NAME]   (new password on stdin)
+  astrbot key create --name NAME --scopes SCOPES [--expires-in-days N]
+                     [--daily-limit N] [--json] [--data DIR]
+  astrbot key list [--json] [--data DIR]
+  astrbot key revoke KEY_ID [--data DIR]
+  astrbot key delete KEY_ID [--data DIR]
+  astrbot kb add --collection NAME PATH... [--data DIR]   (Markdown, text, HTML)
+  astrbot kb list [--data DIR]
+  astrbot kb remove NAME [--data DIR]
+  astrbot --version
+
+--scopes is required: comma-separated, from {scopes}.
+--max-connections: open connections served at once, 1 to 65536 (default {DEFAULT_MAX_CONNECTIONS}).
+Commands other than serve need an existing data folder and print the one they use.
+
+Environment: ASTRBOT_LISTEN (default 127.0.0.1:6185), ASTRBOT_DATA (default ./data),
+ASTRBOT_MAX_CONNECTIONS (default {DEFAULT_MAX_CONNECTIONS}), ASTRBOT_ADMIN_PASSWORD (first start only).
+Flags win over the environment.
+",
+        scopes = keys::valid_scopes().join(", ")
+    )
+}
+
+/// Connections served at once when neither `--max-connections` nor the environment says.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The most `--max-connections` accepts: each connection costs two file descriptors and a
+/// thread, and the unit's `LimitNOFILE=65536` would be exhausted beyond this.
+const MAX_CONNECTIONS_LIMIT: usize = 65536;
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Serve(ServeArgs),
+    AdminPassword { data: PathBuf, username: Option<String> },
+    KeyCreate { data: PathBuf, key: NewKey, json: bool },
+    KeyList { data: PathBuf, json: bool },
+    KeyRevoke { data: PathBuf, key_id: String },
+    KeyDelete { data: PathBuf, key_id: String },
+    KbAdd { data: PathBuf, collection: String, paths: Vec<PathBuf> },
+    KbList { data: PathBuf },
+    KbRemove { data: PathBuf, collection: String },
+    Help,
+    Version,
+}
+
+impl PartialEq for NewKey {
+    fn eq(&self, o: &NewKey) -> bool {
+        (&self.name, &self.scopes, self.expires_in_days, self.daily_limit)
+            == (&o.name, &o.scopes, o.expires_in_days, o.daily_limit)
+    }
+}
+
+/// Flags and positional arguments of one subcommand.
+struct Args {
+    flags: Vec<(String, Option<String>)>,
+    positional: Vec<String>,
+}
+
+const BOOL_FLAGS: &[&str] = &["--json", "--help", "-h"];
+
+fn split_args(args: &[String]) -> Result<Args, String> {
+    let mut flags = Vec::new();
+    let mut positional = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if let Some((name, value)) = arg.split_once('=').filter(|_| arg.starts_with("--")) {
+            flags.push((name.to_owned(), Some(value.to_owned())));
+        } else if BOOL_FLAGS.contains(&arg.as_str()) {
+            flags.push((arg.clone(), None));
+        } else if arg.starts_with("--") {
+            let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+            flags.push((arg.clone(), Some(value.clone())));
+        } else {
+            positional.push(arg.clone());
+        }
+    }
+    Ok(Args { flags, positional })
+}
+
+impl Args {
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.flags.iter().position(|(n, _)| n == name)?;
+        self.flags.remove(i).1
+    }
+
+    fn has(&mut self, name: &str) -> bool {
+        let i = self.flags.iter().position(|(n, _)| n == name);
+        i.map(|i| self.flags.remove(i)).is_some()
+    }
+
+    fn int(&mut self, name: &str) -> Result<Option<i64>, String> {
+        self.take(name)
+            .map(|v| v.parse::<i64>().map_err(|_| format!("{name} must be an integer, not {v:?}")))
+            .transpose()
+    }
+
+    fn data(&mut self, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+        self.take("--data").or_else(|| env("ASTRBOT_DATA")).unwrap_or_else(|| "./data".into()).into()
+    }
+
+    /// Refuses anything not consumed.
+    fn finish(self, max_positional: usize) -> Result<Vec<String>, String> {
+        if let Some((flag, _)) = self.flags.first() {
+            return Err(format!("unknown option {flag}"));
+        }
+        if self.positional.len() > max_positional {
+            return Err(format!("unexpected argument {:?}", self.positional[max_positional]));
+        }
+        Ok(self.positional)
+    }
+}
+
+/// Parses `argv[1..]` with an environment lookup.
+pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, String> {
+    let Some(first) = argv.first() else { return Ok(Command::Help) };
+    match first.as_str() {
+        "-h" | "--help" | "help" => return Ok(Command::Help),
+        "-V" | "--version" | "version" => return Ok(Command::Version),
+        _ => {}
+    }
+    let (sub, rest) = match (first.as_str(), argv.get(1).map(String::as_str)) {
+        ("serve", _) => ("serve", &argv[1..]),
+        ("admin", Some("password")) => ("admin password", &argv[2..]),
+        ("key", Some(s @ ("create" | "list" | "revoke" | "delete"))) => (s, &argv[2..]),
+        ("kb", Some("add")) => ("kb add", &argv[2..]),
+        ("kb", Some("list")) => ("kb list", &argv[2..]),
+        ("kb", Some("remove")) => ("kb remove", &argv[2..]),
+        ("admin" | "key" | "kb", Some("--help" | "-h")) => return Ok(Command::Help),
+        _ => return Err(format!("unknown command {:?}; see astrbot --help", argv.join(" "))),
+    };
+    let mut a = split_args(rest)?;
+    if a.has("--help") || a.has("-h") {
+        return Ok(Command::Help);
+    }
+    let data = a.data(env);
+    let command = match sub {
+        "serve" => Command::Serve(serve_args(a, data, env)?),
+        "admin password" => {
+            let username = a.take("--username");
+            a.finish(0)?;
+            Command::AdminPassword { data, username }
+        }
+        "create" => key_create_args(a, data)?,
+        "list" => {
+            let json = a.has("--json");
+            a.finish(0)?;
+            Command::KeyList { data, json }
+        }
+        "revoke" | "delete" => {
+            let mut pos = a.finish(1)?;
+            let key_id = pos.pop().ok_or_else(|| format!("key {sub} needs a KEY_ID"))?;
+            if sub == "revoke" {
+                Command::KeyRevoke { data, key_id }
+            } else {
+                Command::KeyDelete { data, key_id }
+            }
+        }
+        "kb add" => {
+            let collection = a
+                .take("--collection")
+                .filter(|c| !c.trim().is_empty())
+                .ok_or("kb add needs --collection NAME")?;
+            let paths: Vec<PathBuf> = a.finish(usize::MAX)?.into_iter().map(PathBuf::from).collect();
+            if paths.is_empty() {
+                return Err("kb add needs at least one PATH".into());
+            }
+            Command::KbAdd { data, collection, paths }
+        }
+        "kb list" => {
+            a.finish(0)?;
+            Command::KbList { data }
+        }
+        "kb remove" => {
+            let mut pos = a.finish(1)?;
+            let collection = pos.pop().ok_or("kb remove needs a collection NAME")?;
+            Command::KbRemove { data, collection }
+        }
+        _ => unreachable!("matched above"),
+    };
+    Ok(command)
+}
+
+/// The arguments of `serve`, flags first, then the environment, then the defaults.
+fn serve_args(mut a: Args, data: PathBuf, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeArgs, String> {
+    let listen =
+        a.take("--listen").or_else(|| env("ASTRBOT_LISTEN")).unwrap_or_else(|| "127.0.0.1:6185".into());
+    let max_connections = match a.take("--max-connections") {
+        Some(v) => max_connections("--max-connections", &v)?,
+        None => match env("ASTRBOT_MAX_CONNECTIONS") {
+            Some(v) => max_connections("ASTRBOT_MAX_CONNECTIONS", &v)?,
+            None => DEFAULT_MAX_CONNECTIONS,
+        },
+    };
+    let default_daily_limit = a.int("--default-daily-limit")?;
+    if default_daily_limit.is_some_and(|n| n < 0) {
+        return Err("--default-daily-limit must be 0 or greater".into());
+    }
+    let max_upload_mb = a.int("--max-upload-mb")?.unwrap_or(64);
+    if !(1..=1_000_000).contains(&max_upload_mb) {
+        return Err("--max-upload-mb must be between 1 and 1000000".into());
+    }
+    let level = a.take("--log-level").unwrap_or_else(|| "info".into());
+    let log_level = level
+        .parse()
+        .map_err(|_| format!("--log-level must be error, warn, info, debug or trace, not {level:?}"))?;
+    a.finish(0)?;
+    Ok(ServeArgs {
+        listen,
+        data,
+        max_connections,
+        default_daily_limit: default_daily_limit.filter(|n| *n > 0),
+        max_upload_mb: max_upload_mb as u64,
+        log_level,
+        admin_password: env("ASTRBOT_ADMIN_PASSWORD").map(Password),
+    })
+}
+
+/// The arguments of `key create`.
+fn key_create_args(mut a: Args, data: PathBuf) -> Result<Command, String> {
+    let name = a.take("--name");
+    // Required: without it the key would silently get every default scope.
+    let scopes = a.take("--scopes").ok_or_else(|| {
+        format!("key create needs --scopes, a comma-separated list from: {}", keys::valid_scopes().join(", "))
+    })?;
+    let scopes =
+        Some(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+    let key = NewKey {
+        name,
+        scopes,
+        expires_in_days: a.int("--expires-in-days")?,
+        daily_limit: a.int("--daily-limit")?,
+    };
+    let json = a.has("--json");
+    a.finish(0)?;
+    Ok(Command::KeyCreate { data, key, json })
+}
+
+/// `--max-connections` or `ASTRBOT_MAX_CONNECTIONS` (named by `source`), checked.
+fn max_connections(source: &str, value: &str) -> Result<usize, String> {
+    value.parse::<usize>().ok().filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n)).ok_or_else(|| {
+        format!("{source} must be an integer from 1 to {MAX_CONNECTIONS_LIMIT}, not {value:?}")
+    })
+}
+
+/// Runs a command; the error is the one line `main` prints.
+pub fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Help => {
+            print!("{}", usage());
+            Ok(())
+        }
+        Command::Version => {
+            println!("astrbot {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Serve(args) => serve::serve(args),
+        Command::AdminPassword { data, username } => commands::admin_password(&data, username),
+        Command::KeyCreate { data, key, json } => commands::key_create(&data, &key, json),
+        Command::KeyList { data, json } => commands::key_list(&data, json),
+        Command::KeyRevoke { data, key_id } => commands::key_revoke(&data, &key_id),
+        Command::KeyDelete { data, key_id } => commands::key_delete(&data, &key_id),
+        Command::KbAdd { data, collection, paths } => commands::kb_add(&data, &collection, &paths),
+        Command::KbList { data } => commands::kb_list(&data),
+        Command::KbRemove { data, collection } => commands::kb_remove(&data, &collection),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn serve_flags_win_over_env() {
+        let env = |k: &str| match k {
+            "ASTRBOT_LISTEN" => Some("0.0.0.0:1".to_owned()),
+            "ASTRBOT_DATA" => Some("/env".to_owned()),
+            _ => None,
+        };
+        let Command::Serve(s) =
+            parse(&args("serve --listen 127.0.0.1:0 --default-daily-limit 5"), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((s.listen.as_str(), s.data.to_str().unwrap()), ("127.0.0.1:0", "/env"));
+        assert_eq!(s.default_daily_limit, Some(5));
+        let Command::Serve(s) = parse(&args("serve"), &no_env).unwrap() else { panic!() };
+        assert_eq!(
+            (s.listen.as_str(), s.data.to_str().unwrap(), s.max_upload_mb),
+            ("127.0.0.1:6185", "./data", 64)
+        );
+    }
+
+    #[test]
+    fn admin_password_is_read_with_the_arguments_and_never_printed() {
+        let env = |k: &str| (k == "ASTRBOT_ADMIN_PASSWORD").then(|| "correct horse".to_owned());
+        let Command::Serve(s) = parse(&args("serve"), &env).unwrap() else { panic!() };
+        assert_eq!(s.admin_password.as_ref().and_then(Password::given), Some("correct horse"));
+        assert!(!format!("{s:?}").contains("horse"), "{s:?}");
+        let Command::Serve(s) = parse(&args("serve"), &no_env).unwrap() else { panic!() };
+        assert_eq!(s.admin_password, None);
+        let empty = |k: &str| (k == "ASTRBOT_ADMIN_PASSWORD").then(String::new);
+        let Command::Serve(s) = parse(&args("serve"), &empty).unwrap() else { panic!() };
+        assert_eq!(s.admin_password.as_ref().and_then(Password::given), None, "empty is not a password");
+    }
+
+    #[test]
+    fn key_commands() {
+        let c = parse(
+            &args("key create --name bot --scopes chat,file --daily-limit 3 --json --data /d"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Command::KeyCreate {
+                data: "/d".into(),
+                key: NewKey {
+                    name: Some("bot".into()),
+                    scopes: Some(vec!["chat".into(), "file".into()]),
+                    expires_in_days: None,
+                    daily_limit: Some(3)
+                },
+                json: true
+            }
+        );
+        assert_eq!(
+            parse(&args("key revoke abc"), &no_env).unwrap(),
+            Command::KeyRevoke { data: "./data".into(), key_id: "abc".into() }
+        );
+        assert!(parse(&args("key revoke"), &no_env).is_err());
+        assert!(parse(&args("key list --bogus x"), &no_env).unwrap_err().contains("unknown option --bogus"));
+        assert!(parse(&args("serve --max-upload-mb x"), &no_env).is_err());
+        assert!(parse(&args("frobnicate"), &no_env).is_err());
+        assert_eq!(parse(&args("key --help"), &no_env).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn key_create_requires_scopes_and_lists_them() {
+        let err = parse(&args("key create --name bot"), &no_env).unwrap_err();
+        assert!(err.starts_with("key create needs --scopes"), "{err}");
+        for scope in keys::valid_scopes() {
+            assert!(err.contains(scope), "{scope} listed in {err}");
+            assert!(usage().contains(scope), "{scope} listed in the usage");
+        }
+    }
+
+    #[test]
+    fn max_connections_from_flag_or_env_within_bounds() {
+        let serve = |argv: &str, env: &dyn Fn(&str) -> Option<String>| match parse(&args(argv), env) {
+            Ok(Command::Serve(s)) => Ok(s.max_connections),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        let env = |k: &str| (k == "ASTRBOT_MAX_CONNECTIONS").then(|| "77".to_owned());
+        assert_eq!(serve("serve", &no_env), Ok(1024));
+        assert_eq!(serve("serve", &env), Ok(77));
+        assert_eq!(serve("serve --max-connections 5", &env), Ok(5), "the flag wins");
+        assert_eq!(serve("serve --max-connections=65536", &no_env), Ok(65536));
+        assert_eq!(serve("serve --max-connections 1", &no_env), Ok(1));
+        for bad in ["0", "65537", "-1", "x", "1e3", ""] {
+            let err = serve(&format!("serve --max-connections={bad}"), &no_env).unwrap_err();
+            assert_eq!(err, format!("--max-connections must be an integer from 1 to 65536, not {bad:?}"));
+        }
+        let env = |k: &str| (k == "ASTRBOT_MAX_CONNECTIONS").then(|| "0".to_owned());
+        assert!(serve("serve", &env).unwrap_err().starts_with("ASTRBOT_MAX_CONNECTIONS must be an integer"));
+    }
+}
