@@ -4,9 +4,10 @@
 //! variant to its status code and AstrBot's envelope `{"status":"error","message":...}`.
 //! Server-side failures (`Internal`) are logged here with their cause and shown to the
 //! client only as `Internal server error`; client errors are not logged, they are not news.
-//! Every error response carries `X-Content-Type-Options: nosniff` (decision 18): this is
-//! also the path of the 500 that `server` builds for a panicking handler, which never
-//! returns through `app::handle`.
+//! Every error response carries `X-Content-Type-Options: nosniff`, so a browser never
+//! guesses a type for bytes we serve and runs them as a page: this is also the path of the
+//! 500 that `server` builds for a panicking handler, which never returns through
+//! `pipeline::handle`.
 //!
 //! The dependency runs one way: this module knows `http`'s [`Response`] (to build the
 //! envelope) and its [`BodyError`] (to map a refused body), and `http` knows nothing of
@@ -26,7 +27,8 @@ pub enum ApiError {
     /// 403 with a message (`Cross-origin request refused`, ...).
     Forbidden(String),
     /// 403: the key lacks `scope` (`admin` for the admin-only routes). AstrBot's message,
-    /// plus RFC 6750's `WWW-Authenticate: Bearer error="insufficient_scope"` (decision 19).
+    /// plus RFC 6750's `WWW-Authenticate: Bearer error="insufficient_scope"`, so a client
+    /// learns which scope it lacks from a standard header.
     InsufficientScope { message: String, scope: &'static str },
     /// 404 with a message (`Not Found` for unknown routes).
     NotFound(String),

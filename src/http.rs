@@ -18,7 +18,8 @@ use std::sync::mpsc::Receiver;
 
 use serde_json::{Value, json};
 
-/// Largest JSON body any route accepts (decision 6).
+/// Largest JSON body any route accepts: far above any real request, and small enough that
+/// a body is read whole into memory without a client choosing how much.
 pub const MAX_JSON_BODY: usize = 1 << 20;
 
 /// Why a request body cannot be had. Each variant is one answer the client sees;

@@ -1,7 +1,7 @@
 //! The route table: every route the binary serves, one line each, with its method, path,
 //! access (the scope it needs), body kind, handler and the schemas the OpenAPI document
 //! shows for it. `openapi` builds the document from this table and a test keeps the two
-//! equal; `app` matches requests against it.
+//! equal; `pipeline` matches requests against it.
 
 use crate::api;
 use crate::app::Ctx;

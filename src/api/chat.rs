@@ -1,11 +1,11 @@
-//! `POST /api/v1/chat` and the chat sessions (scope `chat`; reference open API §5–7, §10).
+//! `POST /api/v1/chat` and the chat sessions (scope `chat`), as AstrBot's Open API has them.
 //!
 //! The handler checks the request in AstrBot's order (its errors are HTTP 200 with
 //! `status: error`) into a [`UserMessage`] and hands it to the chat layer (`crate::chat`):
 //! the message is stored, and then the run either answers with one JSON envelope
-//! (`Accept: application/json`, decision 8) or streams its events on a thread of its own,
-//! detached from the connection, that stores the reply when done even if the client is
-//! gone. `prepare` only reads; what a request writes before its run is one `IMMEDIATE`
+//! (`Accept: application/json`, beyond AstrBot, for clients that cannot read SSE) or
+//! streams its events on a thread of its own, detached from the connection, that stores
+//! the reply when done even if the client is gone. `prepare` only reads; what a request writes before its run is one `IMMEDIATE`
 //! transaction in [`run::save_user_message`], so a refused or failed request leaves
 //! nothing behind.
 
@@ -68,7 +68,8 @@ pub fn part_text(obj: &Map<String, Value>) -> String {
     }
 }
 
-/// AstrBot's lenient message parts (reference §7.1–7.2): invalid items are skipped.
+/// AstrBot's lenient message parts, as its chat reads them: a string or a list of parts,
+/// where invalid items are skipped rather than refused, so AstrBot's clients work unchanged.
 fn lenient_parts(conn: &rusqlite::Connection, message: &Value) -> rusqlite::Result<Vec<Value>> {
     let mut parts = Vec::new();
     match message {
@@ -124,7 +125,8 @@ fn has_content(parts: &[Value]) -> bool {
     })
 }
 
-/// Which profile a request names with `config_id` / `config_name` (reference §5.5).
+/// Which profile a request names with `config_id` / `config_name`, in AstrBot's order: a
+/// non-empty `config_id` wins, else `config_name` must match exactly one profile's name.
 fn resolve_config(
     conn: &rusqlite::Connection,
     config_id: Option<String>,
@@ -231,7 +233,8 @@ fn check_admin_id(conn: &rusqlite::Connection, who: &Identity, username: &str) -
     }
 }
 
-/// Whether the client asked for one JSON answer instead of a stream (decision 8).
+/// Whether the client asked for one JSON answer instead of a stream: `application/json`
+/// without `text/event-stream`, so a client that accepts both still gets AstrBot's stream.
 fn wants_json(ctx: &Ctx<'_, '_>) -> bool {
     let accept = ctx.req.header("accept").unwrap_or("").to_ascii_lowercase();
     accept.contains("application/json") && !accept.contains("text/event-stream")

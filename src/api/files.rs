@@ -1,12 +1,13 @@
-//! Chat attachments (scope `file`; reference open API §11): upload, download, delete.
+//! Chat attachments (scope `file`), as AstrBot's Open API has them: upload, download,
+//! delete.
 //!
 //! Uploads are `multipart/form-data` with a `file` part, streamed to
 //! `DIR/attachments/<attachment_id>` through the `--max-upload-mb` cap (413 beyond it, the
 //! partial file removed), never held whole in memory. The pipeline has already refused a
 //! body without a boundary before reading it (`Request::multipart_boundary`: that is
 //! request parsing, so it lives in `http`); this module reads the parts. Every upload gets
-//! its own file, so uploads never overwrite each other (decision 10); the name shown is
-//! sanitised and the type comes from the part's Content-Type, or for
+//! its own file, so uploads never overwrite each other, even under the same name; the name
+//! shown is sanitised and the type comes from the part's Content-Type, or for
 //! `application/octet-stream` from the file's magic bytes. Downloads stream the file with
 //! `ETag`, `Last-Modified` and single `Range` support. Errors after authentication are
 //! AstrBot's 200-errors.
@@ -15,7 +16,7 @@
 //! run its scripts next to the reference page and the admin's cookie. So every download
 //! answer (200, 206, 304, 416) carries `Content-Security-Policy: sandbox` and is an
 //! `attachment`, except raster images, audio and video, which a browser only displays
-//! (decision 18; `nosniff` comes from `app`).
+//! (`nosniff` comes from `pipeline`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};

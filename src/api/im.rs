@@ -1,4 +1,4 @@
-//! The IM routes (scope `im`; reference open API §4, §7.3, §8): the bot listing, and
+//! The IM routes (scope `im`), as AstrBot's Open API has them: the bot listing, and
 //! proactive messages to a unified message origin (UMO). `webchat` is always running: a
 //! message is stored in the conversation's history and goes into every live chat stream
 //! of its conversation (`chat::streams` sends it there, as chat events). Other platforms
@@ -106,7 +106,8 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
 }
 
-/// Strict message parts (reference §7.3): the first problem in array order is the error.
+/// Strict message parts, as AstrBot checks them for IM messages: the first problem in
+/// array order is the error, a 400 with AstrBot's message.
 fn strict_parts(
     conn: &rusqlite::Connection,
     data_dir: &Path,

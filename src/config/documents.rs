@@ -51,7 +51,8 @@ pub fn profile_config(conn: &Connection, id: &str) -> rusqlite::Result<Option<Va
     Ok(resources::profile(conn, id)?.map(|p| with_defaults(&p.body)))
 }
 
-/// Every profile's `admins_id` (for the chat's username reservation, issue 4).
+/// Every profile's `admins_id`: the chat reserves these usernames for the admin token and
+/// keys with `chat:admin`, so an ordinary key cannot chat as, or read, an administrator.
 pub fn all_admin_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut ids = Vec::new();
     let mut push = |config: &Value| {

@@ -29,7 +29,8 @@ pub enum ProviderChoice {
 pub struct Effective {
     /// The profile that applies (`default` when the UMO has no route).
     pub config_id: String,
-    /// The profile's whole document, for the chat's other settings (issue 4).
+    /// The profile's whole document, because the chat reads more of it than the provider
+    /// and persona: the wake prefixes, the knowledge bases and the provider settings.
     pub config: Value,
     pub provider: ProviderChoice,
     pub persona: Persona,

@@ -80,7 +80,7 @@ fn target_changed(what: &str) -> ApiError {
 
 /// Where a request sends back a masked secret, puts the stored one back: the usual GET,
 /// edit, PUT round trip never overwrites a secret with its mask. A stored secret only ever
-/// goes where it went before (decision 17): `change` says what moved the whole document's
+/// goes where it went before: `change` says what moved the whole document's
 /// target (`api_base` or `proxy`, from [`target_change`] on the merged provider), and every
 /// nested object with its own `api_base` or `proxy` (a profile's provider list) is judged
 /// on its own. A masked secret toward a changed target is refused, never restored and

@@ -11,8 +11,9 @@
 //! masked to their first 3 and last 4 characters, a masked value sent back in a PUT keeps
 //! what is stored only while the secret still goes to the same target (scheme, host, port
 //! and proxy), and `$NAME` key references are limited to `*_API_KEY` names and those listed
-//! in `ASTRBOT_SECRET_ENV` (decision 17). Callers use the paths re-exported here
-//! (`config::redact`, `config::effective`, ...), not the submodules.
+//! in `ASTRBOT_SECRET_ENV`, so that no request can send a stored key to a server of its
+//! choosing or read an arbitrary environment variable. Callers use the paths re-exported
+//! here (`config::redact`, `config::effective`, ...), not the submodules.
 
 mod defaults;
 mod documents;

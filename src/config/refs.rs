@@ -4,13 +4,15 @@
 //! The key goes to an upstream the caller chooses, so only some variables may be named:
 //! those ending in `_API_KEY` and those listed in `ASTRBOT_SECRET_ENV`. Documents are
 //! checked when they are saved ([`check_secret_refs`]), and each reference again when its
-//! key is resolved for a call ([`secret_ref_allowed`], from `llm`).
+//! key is resolved for a call ([`secret_ref_allowed`], from `chat::adapters`).
 
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// The rule a `$NAME` reference must follow (decision 17).
+/// The rule a `$NAME` reference must follow, in the words of the refusal: only names meant
+/// to hold API keys may be read, so a saved config can never read an arbitrary variable of
+/// the server's environment.
 pub const SECRET_REF_RULE: &str = "$NAME references must end in _API_KEY or be listed in ASTRBOT_SECRET_ENV";
 
 /// The environment as the server sees it; tests pass their own lookup instead.

@@ -1,8 +1,9 @@
 //! Where a provider's key goes: its target is the scheme, host and port of the URL the
 //! adapter posts to, and the proxy the requests pass through.
 //!
-//! A stored secret only ever goes where it went before (decision 17): [`target_change`]
-//! says what moved, `masking` refuses to restore a masked key toward a changed target, and
+//! A stored secret only ever goes where it went before, so that whoever may edit a source
+//! cannot re-point it at their own listener and receive its key: [`target_change`] says
+//! what moved, `masking` refuses to restore a masked key toward a changed target, and
 //! `providers` refuses to re-point a source while a provider with its own key would follow
 //! it. The comparison parses URLs as the HTTP client does, so the two cannot disagree.
 

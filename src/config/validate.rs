@@ -1,7 +1,8 @@
-//! Validation of a config document as AstrBot's `validate_config` does it (reference
-//! management §0.6): the type of every known key is checked against its default, numeric
-//! strings are cast, nulls become the empty value of the type, and every wrong type is
-//! listed in one 400 with AstrBot's Chinese message.
+//! Validation of a config document as AstrBot's `validate_config` does it when a config is
+//! saved, so a client sees the same refusals it would see from AstrBot: the type of every
+//! known key is checked against its default, numeric strings are cast, nulls become the
+//! empty value of the type, and every wrong type is listed in one 400 with AstrBot's
+//! Chinese message.
 
 use serde_json::{Map, Value, json};
 

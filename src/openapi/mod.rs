@@ -47,7 +47,8 @@ fn plain_response(route: &Route) -> Value {
     json!({"description": "OK", "content": {content_type: {"schema": schema}}})
 }
 
-/// Who a proactive message reaches, beyond AstrBot (`api::im`, issue 15).
+/// Who a proactive message reaches, beyond AstrBot (`api::im`): the reference page states
+/// the owner rule, because a client written for AstrBot would not expect the refusal.
 const IM_OWNER_RULE: &str = "A UMO whose session part is `webchat!<username>!<session_id>` reaches only a session \
     that `<username>` owns: one that does not exist yet is created for them, and one another username owns is \
     refused with 400 `session_id belongs to another username`, nothing stored; any other session part names the \
