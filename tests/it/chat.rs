@@ -136,7 +136,7 @@ fn session_detail(s: &Server, key: &str, id: &str, user: &str) -> Value {
 // The built-in provider, errors and session ids
 
 #[test]
-fn builtin_provider_streams_json_and_non_streaming() {
+fn the_builtin_provider_streams_astrbots_event_sequence() {
     let (s, k) = setup();
     let raw = chat_raw(&s, &k, json!({"username": "alice", "message": "How do I create an API key?"}));
     assert_eq!(raw.header("cache-control"), Some("no-cache"));
@@ -182,8 +182,11 @@ fn builtin_provider_streams_json_and_non_streaming() {
     for field in ["token_usage", "current_context_tokens", "start_time", "end_time", "time_to_first_token"] {
         assert!(stats.get(field).is_some(), "agent_stats lacks {field}: {stats}");
     }
+}
 
-    // Accept: application/json → one envelope.
+#[test]
+fn accept_json_gets_one_envelope() {
+    let (s, k) = setup();
     let d = ask_json(&s, &k, json!({"username": "alice", "message": "How do I create an API key?"}));
     let keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
     let mut sorted = keys.clone();
@@ -199,8 +202,11 @@ fn builtin_provider_streams_json_and_non_streaming() {
         fields.sort();
         assert_eq!(fields, ["title", "url"], "{item}");
     }
+}
 
-    // enable_streaming: false → one plain, no complete.
+#[test]
+fn enable_streaming_false_sends_one_plain_and_no_complete() {
+    let (s, k) = setup();
     let ev = chat(
         &s,
         &k,
@@ -213,7 +219,11 @@ fn builtin_provider_streams_json_and_non_streaming() {
     let plain = event(&ev, "plain");
     assert_eq!(plain["streaming"], false);
     assert!(plain["data"].as_str().unwrap().contains("api-keys"));
-    // flags.enable_streaming wins over the top-level flag.
+}
+
+#[test]
+fn flags_enable_streaming_wins_over_the_top_level_flag() {
+    let (s, k) = setup();
     let ev = chat(
         &s,
         &k,
@@ -223,71 +233,83 @@ fn builtin_provider_streams_json_and_non_streaming() {
     assert!(!kinds(&ev).contains(&"complete"), "{:?}", kinds(&ev));
 }
 
+/// Asserts that a chat with `body` is refused in AstrBot's way: HTTP 200, a JSON (not
+/// SSE) answer, and exactly the error envelope with `message`.
+fn refused_with_200(s: &Server, key: &str, body: Value, message: &str) {
+    let r = s.check_error("POST", "/api/v1/chat", key, Some(body.clone()), 200, message);
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{body}");
+}
+
 #[test]
-fn every_200_error_and_auth() {
+fn invalid_chat_requests_are_200_errors() {
     let s = Server::start();
-    let admin = s.admin_token();
-    let (k, _) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
-    let (chat_admin, _) = s.create_key(&admin, r#"{"scopes":["chat","chat:admin"]}"#);
-    let (no_chat, _) = s.create_key(&admin, r#"{"scopes":["config"]}"#);
-    let soft = |key: &str, body: Value, message: &str| {
-        let r = s.call("POST", "/api/v1/chat", key, Some(body.clone()));
-        assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{body}");
-        s.expect_error(&r, 200, message);
-    };
-    soft(&k, json!({"message": "hi"}), "Missing key: username");
-    soft(&k, json!({"username": null, "message": "hi"}), "Missing key: username");
-    soft(&k, json!({"username": "   ", "message": "hi"}), "username is empty");
-    soft(
-        &k,
-        json!({"username": "astrbot", "message": "hi"}),
-        "username is reserved for an AstrBot administrator",
-    );
-    soft(
-        &k,
-        json!({"username": " astrbot ", "message": "hi"}),
-        "username is reserved for an AstrBot administrator",
-    );
+    let (k, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"]}"#);
+    let reserved = "username is reserved for an AstrBot administrator";
+    let empty = "Message content is empty (reply only is not allowed)";
+    let mut cases = vec![
+        (json!({"message": "hi"}), "Missing key: username"),
+        (json!({"username": null, "message": "hi"}), "Missing key: username"),
+        (json!({"username": "   ", "message": "hi"}), "username is empty"),
+        (json!({"username": "astrbot", "message": "hi"}), reserved),
+        (json!({"username": " astrbot ", "message": "hi"}), reserved),
+        (json!({"username": "alice"}), "Missing key: message or files"),
+        (json!({"username": "alice", "message": [{"type": "image", "attachment_id": "nope"}]}), empty),
+        (json!({"username": "alice", "message": "hi", "config_id": "nope"}), "config_id not found: nope"),
+        (json!({"username": "alice", "message": "hi", "config_name": "nope"}), "config_name not found: nope"),
+    ];
+    for message in
+        [json!(""), json!("   "), json!([]), json!([{"type": "reply", "message_id": 1}]), Value::Null]
+    {
+        cases.push((json!({"username": "alice", "message": message}), empty));
+    }
+    for (body, message) in cases {
+        refused_with_200(&s, &k, body, message);
+    }
+}
+
+#[test]
+fn a_chat_admin_key_may_use_the_admin_username() {
+    let s = Server::start();
+    let (chat_admin, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat","chat:admin"]}"#);
     let ev = chat(&s, &chat_admin, json!({"username": "astrbot", "message": "How do I create an API key?"}));
     assert_eq!(kinds(&ev).last(), Some(&"end"), "a chat:admin key may use the admin id");
+}
 
+#[test]
+fn a_session_id_belongs_to_its_first_username() {
+    let s = Server::start();
+    let (k, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"]}"#);
     chat(&s, &k, json!({"username": "alice", "session_id": "owned", "message": "hello"}));
-    soft(
+    refused_with_200(
+        &s,
         &k,
         json!({"username": "bob", "session_id": "owned", "message": "hi"}),
         "session_id belongs to another username",
     );
-    soft(&k, json!({"username": "alice"}), "Missing key: message or files");
-    for empty in
-        [json!(""), json!("   "), json!([]), json!([{"type": "reply", "message_id": 1}]), Value::Null]
-    {
-        soft(
-            &k,
-            json!({"username": "alice", "message": empty}),
-            "Message content is empty (reply only is not allowed)",
-        );
-    }
-    soft(
-        &k,
-        json!({"username": "alice", "message": [{"type": "image", "attachment_id": "nope"}]}),
-        "Message content is empty (reply only is not allowed)",
-    );
-    soft(&k, json!({"username": "alice", "message": "hi", "config_id": "nope"}), "config_id not found: nope");
-    soft(
-        &k,
-        json!({"username": "alice", "message": "hi", "config_name": "nope"}),
-        "config_name not found: nope",
-    );
-    // `files` stands in for an absent `message`.
+}
+
+#[test]
+fn files_stands_in_for_an_absent_message() {
+    let s = Server::start();
+    let (k, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"]}"#);
     let ev = chat(&s, &k, json!({"username": "alice", "files": "How do I create an API key?"}));
     assert_eq!(kinds(&ev).last(), Some(&"end"));
+}
 
-    let r = s.call("POST", "/api/v1/chat", &k, Some(json!({"username": 5, "message": "hi"})));
-    s.expect_error(&r, 400, "username must be a string");
-    let r = s.post("/api/v1/chat", &[], r#"{"username":"alice","message":"hi"}"#);
-    s.expect_error(&r, 401, "Missing API key");
-    let r = s.call("POST", "/api/v1/chat", &no_chat, Some(json!({"username": "alice", "message": "hi"})));
-    s.expect_error(&r, 403, "Insufficient API key scope");
+#[test]
+fn chat_type_auth_and_scope_errors_are_http_errors() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let (k, _) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
+    let (no_chat, _) = s.create_key(&admin, r#"{"scopes":["config"]}"#);
+    let alice = json!({"username": "alice", "message": "hi"});
+    for (key, body, status, message) in [
+        (k.as_str(), json!({"username": 5, "message": "hi"}), 400, "username must be a string"),
+        ("", alice.clone(), 401, "Missing API key"),
+        (no_chat.as_str(), alice, 403, "Insufficient API key scope"),
+    ] {
+        s.check_error("POST", "/api/v1/chat", key, Some(body), status, message);
+    }
 }
 
 #[test]
