@@ -1,4 +1,4 @@
-//! The administrator (decision 4): login, tokens, throttling, the generated first password
+//! The administrator: login, tokens, throttling, the generated first password
 //! and `astrbot admin password`.
 
 use std::io::{BufRead, BufReader};

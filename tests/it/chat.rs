@@ -1,5 +1,5 @@
-//! `POST /api/v1/chat` and the chat sessions (reference open API §5–7, §10): the built-in
-//! provider, the 200-errors, session ids, the SSE event sequence, and real round trips to
+//! `POST /api/v1/chat` and the chat sessions as AstrBot's open API defines them: the
+//! built-in provider, the 200-errors, session ids, the SSE event sequence, and real round trips to
 //! fake OpenAI-compatible and Anthropic upstreams (`fake_llm`): deltas, usage, persona and
 //! history, attachments, key rotation, retries, timeouts, heartbeats, a vanished client,
 //! commands and the session routes.
@@ -144,7 +144,7 @@ fn the_builtin_provider_streams_astrbots_event_sequence() {
     let deltas = assert_streamed(&ev);
     let sid = ev[0]["session_id"].as_str().unwrap();
     assert!(is_uuid4(sid), "generated session id {sid:?}");
-    // Exact shapes and AstrBot's framing (reference §6.2–6.3).
+    // Exact shapes and AstrBot's framing: its clients match these bytes, not just the JSON.
     let text = raw.text();
     assert!(
         text.starts_with(&format!(

@@ -1,5 +1,5 @@
-//! System config, config profiles, `/configs` and UMO routes (issue 3; reference
-//! management §4, open API §9).
+//! System config, config profiles, `/configs` and UMO routes, with the bodies and messages
+//! of AstrBot's dashboard and open API.
 
 use serde_json::{Value, json};
 

@@ -1,5 +1,6 @@
-//! Generic errors (decisions 2, 6, 7; reference 1.5) and the transport defects of tiny_http
-//! that the server contains: huge Content-Length, idle connections, slow-loris clients.
+//! Generic errors (AstrBot's `{status, message}` envelope, 404, and 405 with `Allow`) and
+//! the transport defects of tiny_http that the server contains: huge Content-Length, idle
+//! connections, slow-loris clients.
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;

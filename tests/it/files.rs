@@ -1,4 +1,4 @@
-//! Attachments (reference open API §11; decision 10): multipart upload streamed to disk,
+//! Attachments as AstrBot's open API serves them: multipart upload streamed to disk,
 //! types from Content-Type or magic bytes, downloads with ETag and Range, real deletion.
 
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! Personas and persona folders (issue 3; reference management §3).
+//! Personas and persona folders, with the bodies and messages of AstrBot's dashboard.
 
 use serde_json::{Value, json};
 

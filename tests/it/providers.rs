@@ -1,4 +1,4 @@
-//! Provider sources and providers (issue 3; reference management §2).
+//! Provider sources and providers, with the bodies and messages of AstrBot's dashboard.
 
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ fn call(s: &Server, method: &str, path: &str, key: &str, body: Option<Value>) ->
 
 const SECRET: &str = "sk-live-0123456789abcdefXYZW";
 
-/// The exact bodies AstrBot's dashboard sends (reference §2.1–2.3).
+/// The exact bodies AstrBot's dashboard sends, so a real dashboard works unchanged.
 fn dashboard_source() -> Value {
     json!({"id":"openai","provider":"openai","type":"openai_chat_completion","provider_type":"chat_completion",
            "enable":true,"key":[SECRET, "$OPENAI_API_KEY"],"api_base":"https://api.openai.com/v1","timeout":120,

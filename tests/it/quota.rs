@@ -1,4 +1,4 @@
-//! Daily quotas (decision 5): 429 with Retry-After, the RateLimit headers, the server
+//! Daily quotas: 429 with Retry-After, the RateLimit headers, the server
 //! default, unlimited keys, refused requests not counting, counts surviving a restart.
 
 use std::sync::Arc;
