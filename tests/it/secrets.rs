@@ -1,6 +1,7 @@
 //! Secrets stay secret, even from a `provider` or `config` key: a masked key is restored
-//! only toward the target it was saved for, `$NAME` references are limited to `*_API_KEY` names and those listed in `ASTRBOT_SECRET_ENV`, and an unset
-//! variable is an error naming it, never a request without a credential.
+//! only toward the target it was saved for, `$NAME` references are limited to `*_API_KEY`
+//! names and those listed in `ASTRBOT_SECRET_ENV`, and an unset variable is an error
+//! naming it, never a request without a credential.
 
 use std::sync::Arc;
 
