@@ -1,4 +1,4 @@
-//! The administrator (decision 4): login, tokens, throttling, the generated first password
+//! The administrator: login, tokens, throttling, the generated first password
 //! and `astrbot admin password`.
 
 use std::io::{BufRead, BufReader};
@@ -11,7 +11,7 @@ fn login(s: &Server, password: &str) -> crate::support::Resp {
 }
 
 #[test]
-fn login_gives_a_token_and_logout_ends_it() {
+fn login_gives_an_admin_token() {
     let s = Server::start();
     let r = login(&s, ADMIN_PASSWORD);
     s.expect(&r, 200);
@@ -21,8 +21,22 @@ fn login_gives_a_token_and_logout_ends_it() {
     assert_eq!(d["username"], "astrbot");
     assert!(d["expires_at"].as_str().unwrap().ends_with("+00:00"));
     s.expect(&s.get("/api/v1/api-keys", &[("Authorization", &bearer(&token))]), 200);
+}
+
+#[test]
+fn logout_ends_the_token() {
+    let s = Server::start();
+    let token = s.admin_token();
     s.expect(&s.post("/api/auth/logout", &[("Authorization", &bearer(&token))], ""), 200);
     s.expect_error(&s.get("/api/v1/api-keys", &[("Authorization", &bearer(&token))]), 401, "Invalid token");
+}
+
+#[test]
+fn the_log_shows_neither_the_token_nor_the_password() {
+    let s = Server::start();
+    let token = s.admin_token();
+    s.expect(&s.get("/api/v1/api-keys", &[("Authorization", &bearer(&token))]), 200);
+    s.expect(&s.post("/api/auth/logout", &[("Authorization", &bearer(&token))], ""), 200);
     assert!(!s.log().contains(&token), "the log must not contain tokens");
     assert!(!s.log().contains(ADMIN_PASSWORD), "the log must not contain the password");
 }

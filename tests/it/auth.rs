@@ -82,13 +82,17 @@ fn scopes_are_enforced_with_includes() {
 }
 
 #[test]
-fn revoked_and_deleted_keys_stop_at_once() {
+fn a_revoked_key_stops_at_once() {
     let (s, admin, key, key_id) = setup();
     s.expect(&s.get(BOTS, &[("X-API-Key", &key)]), 200);
     let r = s.post(&format!("/api/v1/api-keys/{key_id}/revoke"), &[("Authorization", &bearer(&admin))], "");
     s.expect(&r, 200);
     s.expect_error(&s.get(BOTS, &[("X-API-Key", &key)]), 401, "Invalid API key");
+}
 
+#[test]
+fn a_deleted_key_stops_at_once() {
+    let (s, admin, _, _) = setup();
     let (key2, id2) = s.create_key(&admin, r#"{"scopes":["im"]}"#);
     s.expect(&s.get(BOTS, &[("X-API-Key", &key2)]), 200);
     let r =
@@ -113,10 +117,16 @@ fn expired_keys_are_invalid_even_when_cached() {
 }
 
 #[test]
-fn admin_token_has_every_scope_by_header_and_cookie() {
+fn the_admin_token_has_every_scope_as_a_bearer() {
     let s = Server::start();
     let admin = s.admin_token();
     s.expect(&s.get(BOTS, &[("Authorization", &bearer(&admin))]), 200);
+}
+
+#[test]
+fn the_admin_token_is_accepted_in_the_dashboard_cookie() {
+    let s = Server::start();
+    let admin = s.admin_token();
     s.expect(&s.get(BOTS, &[("Cookie", &format!("astrbot_dashboard_jwt={admin}"))]), 200);
     s.expect_error(&s.get(BOTS, &[("Cookie", "astrbot_dashboard_jwt=abt_nope")]), 401, "Invalid token");
 }

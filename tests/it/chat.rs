@@ -1,5 +1,5 @@
-//! `POST /api/v1/chat` and the chat sessions (reference open API §5–7, §10): the built-in
-//! provider, the 200-errors, session ids, the SSE event sequence, and real round trips to
+//! `POST /api/v1/chat` and the chat sessions as AstrBot's open API defines them: the
+//! built-in provider, the 200-errors, session ids, the SSE event sequence, and real round trips to
 //! fake OpenAI-compatible and Anthropic upstreams (`fake_llm`): deltas, usage, persona and
 //! history, attachments, key rotation, retries, timeouts, heartbeats, a vanished client,
 //! commands and the session routes.
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fake_llm::{FakeLlm, Script, connect};
+use crate::fake_llm::{FakeLlm, Recorded, Script, connect};
 use crate::support::{PNG, Resp, Server, eventually};
 
 /// A key that can chat and set up everything a chat test needs.
@@ -136,7 +136,7 @@ fn session_detail(s: &Server, key: &str, id: &str, user: &str) -> Value {
 // The built-in provider, errors and session ids
 
 #[test]
-fn builtin_provider_streams_json_and_non_streaming() {
+fn the_builtin_provider_streams_astrbots_event_sequence() {
     let (s, k) = setup();
     let raw = chat_raw(&s, &k, json!({"username": "alice", "message": "How do I create an API key?"}));
     assert_eq!(raw.header("cache-control"), Some("no-cache"));
@@ -144,7 +144,7 @@ fn builtin_provider_streams_json_and_non_streaming() {
     let deltas = assert_streamed(&ev);
     let sid = ev[0]["session_id"].as_str().unwrap();
     assert!(is_uuid4(sid), "generated session id {sid:?}");
-    // Exact shapes and AstrBot's framing (reference §6.2–6.3).
+    // Exact shapes and AstrBot's framing: its clients match these bytes, not just the JSON.
     let text = raw.text();
     assert!(
         text.starts_with(&format!(
@@ -182,8 +182,11 @@ fn builtin_provider_streams_json_and_non_streaming() {
     for field in ["token_usage", "current_context_tokens", "start_time", "end_time", "time_to_first_token"] {
         assert!(stats.get(field).is_some(), "agent_stats lacks {field}: {stats}");
     }
+}
 
-    // Accept: application/json → one envelope.
+#[test]
+fn accept_json_gets_one_envelope() {
+    let (s, k) = setup();
     let d = ask_json(&s, &k, json!({"username": "alice", "message": "How do I create an API key?"}));
     let keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
     let mut sorted = keys.clone();
@@ -199,8 +202,11 @@ fn builtin_provider_streams_json_and_non_streaming() {
         fields.sort();
         assert_eq!(fields, ["title", "url"], "{item}");
     }
+}
 
-    // enable_streaming: false → one plain, no complete.
+#[test]
+fn enable_streaming_false_sends_one_plain_and_no_complete() {
+    let (s, k) = setup();
     let ev = chat(
         &s,
         &k,
@@ -213,7 +219,11 @@ fn builtin_provider_streams_json_and_non_streaming() {
     let plain = event(&ev, "plain");
     assert_eq!(plain["streaming"], false);
     assert!(plain["data"].as_str().unwrap().contains("api-keys"));
-    // flags.enable_streaming wins over the top-level flag.
+}
+
+#[test]
+fn flags_enable_streaming_wins_over_the_top_level_flag() {
+    let (s, k) = setup();
     let ev = chat(
         &s,
         &k,
@@ -223,71 +233,83 @@ fn builtin_provider_streams_json_and_non_streaming() {
     assert!(!kinds(&ev).contains(&"complete"), "{:?}", kinds(&ev));
 }
 
+/// Asserts that a chat with `body` is refused in AstrBot's way: HTTP 200, a JSON (not
+/// SSE) answer, and exactly the error envelope with `message`.
+fn refused_with_200(s: &Server, key: &str, body: Value, message: &str) {
+    let r = s.check_error("POST", "/api/v1/chat", key, Some(body.clone()), 200, message);
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{body}");
+}
+
 #[test]
-fn every_200_error_and_auth() {
+fn invalid_chat_requests_are_200_errors() {
     let s = Server::start();
-    let admin = s.admin_token();
-    let (k, _) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
-    let (chat_admin, _) = s.create_key(&admin, r#"{"scopes":["chat","chat:admin"]}"#);
-    let (no_chat, _) = s.create_key(&admin, r#"{"scopes":["config"]}"#);
-    let soft = |key: &str, body: Value, message: &str| {
-        let r = s.call("POST", "/api/v1/chat", key, Some(body.clone()));
-        assert!(r.header("content-type").is_some_and(|c| c.starts_with("application/json")), "{body}");
-        s.expect_error(&r, 200, message);
-    };
-    soft(&k, json!({"message": "hi"}), "Missing key: username");
-    soft(&k, json!({"username": null, "message": "hi"}), "Missing key: username");
-    soft(&k, json!({"username": "   ", "message": "hi"}), "username is empty");
-    soft(
-        &k,
-        json!({"username": "astrbot", "message": "hi"}),
-        "username is reserved for an AstrBot administrator",
-    );
-    soft(
-        &k,
-        json!({"username": " astrbot ", "message": "hi"}),
-        "username is reserved for an AstrBot administrator",
-    );
+    let (k, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"]}"#);
+    let reserved = "username is reserved for an AstrBot administrator";
+    let empty = "Message content is empty (reply only is not allowed)";
+    let mut cases = vec![
+        (json!({"message": "hi"}), "Missing key: username"),
+        (json!({"username": null, "message": "hi"}), "Missing key: username"),
+        (json!({"username": "   ", "message": "hi"}), "username is empty"),
+        (json!({"username": "astrbot", "message": "hi"}), reserved),
+        (json!({"username": " astrbot ", "message": "hi"}), reserved),
+        (json!({"username": "alice"}), "Missing key: message or files"),
+        (json!({"username": "alice", "message": [{"type": "image", "attachment_id": "nope"}]}), empty),
+        (json!({"username": "alice", "message": "hi", "config_id": "nope"}), "config_id not found: nope"),
+        (json!({"username": "alice", "message": "hi", "config_name": "nope"}), "config_name not found: nope"),
+    ];
+    for message in
+        [json!(""), json!("   "), json!([]), json!([{"type": "reply", "message_id": 1}]), Value::Null]
+    {
+        cases.push((json!({"username": "alice", "message": message}), empty));
+    }
+    for (body, message) in cases {
+        refused_with_200(&s, &k, body, message);
+    }
+}
+
+#[test]
+fn a_chat_admin_key_may_use_the_admin_username() {
+    let s = Server::start();
+    let (chat_admin, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat","chat:admin"]}"#);
     let ev = chat(&s, &chat_admin, json!({"username": "astrbot", "message": "How do I create an API key?"}));
     assert_eq!(kinds(&ev).last(), Some(&"end"), "a chat:admin key may use the admin id");
+}
 
+#[test]
+fn a_session_id_belongs_to_its_first_username() {
+    let s = Server::start();
+    let (k, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"]}"#);
     chat(&s, &k, json!({"username": "alice", "session_id": "owned", "message": "hello"}));
-    soft(
+    refused_with_200(
+        &s,
         &k,
         json!({"username": "bob", "session_id": "owned", "message": "hi"}),
         "session_id belongs to another username",
     );
-    soft(&k, json!({"username": "alice"}), "Missing key: message or files");
-    for empty in
-        [json!(""), json!("   "), json!([]), json!([{"type": "reply", "message_id": 1}]), Value::Null]
-    {
-        soft(
-            &k,
-            json!({"username": "alice", "message": empty}),
-            "Message content is empty (reply only is not allowed)",
-        );
-    }
-    soft(
-        &k,
-        json!({"username": "alice", "message": [{"type": "image", "attachment_id": "nope"}]}),
-        "Message content is empty (reply only is not allowed)",
-    );
-    soft(&k, json!({"username": "alice", "message": "hi", "config_id": "nope"}), "config_id not found: nope");
-    soft(
-        &k,
-        json!({"username": "alice", "message": "hi", "config_name": "nope"}),
-        "config_name not found: nope",
-    );
-    // `files` stands in for an absent `message`.
+}
+
+#[test]
+fn files_stands_in_for_an_absent_message() {
+    let s = Server::start();
+    let (k, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"]}"#);
     let ev = chat(&s, &k, json!({"username": "alice", "files": "How do I create an API key?"}));
     assert_eq!(kinds(&ev).last(), Some(&"end"));
+}
 
-    let r = s.call("POST", "/api/v1/chat", &k, Some(json!({"username": 5, "message": "hi"})));
-    s.expect_error(&r, 400, "username must be a string");
-    let r = s.post("/api/v1/chat", &[], r#"{"username":"alice","message":"hi"}"#);
-    s.expect_error(&r, 401, "Missing API key");
-    let r = s.call("POST", "/api/v1/chat", &no_chat, Some(json!({"username": "alice", "message": "hi"})));
-    s.expect_error(&r, 403, "Insufficient API key scope");
+#[test]
+fn chat_type_auth_and_scope_errors_are_http_errors() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let (k, _) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
+    let (no_chat, _) = s.create_key(&admin, r#"{"scopes":["config"]}"#);
+    let alice = json!({"username": "alice", "message": "hi"});
+    for (key, body, status, message) in [
+        (k.as_str(), json!({"username": 5, "message": "hi"}), 400, "username must be a string"),
+        ("", alice.clone(), 401, "Missing API key"),
+        (no_chat.as_str(), alice, 403, "Insufficient API key scope"),
+    ] {
+        s.check_error("POST", "/api/v1/chat", key, Some(body), status, message);
+    }
 }
 
 #[test]
@@ -329,12 +351,17 @@ fn session_id_rules() {
 // ---------------------------------------------------------------------------------------
 // OpenAI-compatible upstream
 
-#[test]
-fn openai_streaming_persona_and_history_reach_the_upstream() {
+/// A server with a chat key, connected to a fake OpenAI-compatible upstream with `deltas`.
+fn with_openai(deltas: &[&str]) -> (Server, String, FakeLlm) {
     let (s, k) = setup();
-    let fake = FakeLlm::start(Script::reply(&["Hel", "lo, ", "alice!"]));
+    let fake = FakeLlm::start(Script::reply(deltas));
     connect(&s, &k, &fake, "openai_chat_completion", &["sk-test-1"], json!({}));
+    (s, k, fake)
+}
 
+#[test]
+fn openai_deltas_and_usage_stream_as_astrbot_events() {
+    let (s, k, _fake) = with_openai(&["Hel", "lo, ", "alice!"]);
     let ev = chat(&s, &k, json!({"username": "alice", "message": "hi there"}));
     let deltas = assert_streamed(&ev);
     assert_eq!(deltas, ["Hel", "lo, ", "alice!"], "each upstream delta is its own plain event");
@@ -343,7 +370,12 @@ fn openai_streaming_persona_and_history_reach_the_upstream() {
     assert_eq!(stats["token_usage"], json!({"input_other": 11, "input_cached": 0, "output": 7}));
     assert_eq!(stats["current_context_tokens"], 11);
     assert_eq!(event(&ev, "complete")["sources"], json!([]));
+}
 
+#[test]
+fn the_openai_request_names_the_model_key_and_streaming() {
+    let (s, k, fake) = with_openai(&["Hel", "lo, ", "alice!"]);
+    chat(&s, &k, json!({"username": "alice", "message": "hi there"}));
     let req = fake.last();
     assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/v1/chat/completions"));
     assert_eq!(req.header("authorization"), Some("Bearer sk-test-1"));
@@ -353,23 +385,30 @@ fn openai_streaming_persona_and_history_reach_the_upstream() {
     let msgs = req.messages();
     assert_eq!(msgs.last().unwrap(), &json!({"role": "user", "content": "hi there"}));
     assert_eq!(msgs[0]["role"], "system");
+}
 
-    // A close-delimited stream (no chunked framing) reads the same.
+#[test]
+fn a_close_delimited_upstream_stream_reads_the_same() {
+    let (s, k, fake) = with_openai(&["Hel", "lo, ", "alice!"]);
+    // No chunked framing: the body ends when the upstream closes the connection.
     fake.set(|sc| sc.close_delimited = true);
     let ev = chat(&s, &k, json!({"username": "alice", "message": "again"}));
     assert_eq!(assert_streamed(&ev), ["Hel", "lo, ", "alice!"]);
     assert_eq!(event(&ev, "agent_stats")["data"]["token_usage"]["output"], 7);
+}
 
+#[test]
+fn the_persona_and_the_session_history_reach_the_upstream() {
+    let (s, k, fake) = with_openai(&["First ", "reply."]);
     // A persona with an opening dialogue, as the default, and two turns in one session.
     create_persona(&s, &k, "tutor", "You are a patient tutor.", &["hi", "hello"]);
     change_provider_settings(&s, &k, |p| p["default_personality"] = json!("tutor"));
-    fake.set(|sc| *sc = Script::reply(&["First ", "reply."]));
     let ev = chat(&s, &k, json!({"username": "alice", "session_id": "h-1", "message": "What is 2+2?"}));
     assert_eq!(reply(&ev), "First reply.");
     fake.set(|sc| *sc = Script::reply(&["Second reply."]));
     let ev = chat(&s, &k, json!({"username": "alice", "session_id": "h-1", "message": "And 3+3?"}));
     assert_eq!(reply(&ev), "Second reply.");
-    assert_eq!(fake.requests().len(), 4);
+    assert_eq!(fake.requests().len(), 2);
     assert_eq!(
         fake.last().messages(),
         vec![
@@ -381,7 +420,12 @@ fn openai_streaming_persona_and_history_reach_the_upstream() {
             json!({"role": "user", "content": "And 3+3?"}),
         ]
     );
-    // The reply was stored as the bot's message.
+}
+
+#[test]
+fn the_reply_is_stored_as_the_bots_message() {
+    let (s, k, _fake) = with_openai(&["Second reply."]);
+    chat(&s, &k, json!({"username": "alice", "session_id": "h-1", "message": "And 3+3?"}));
     let d = session_detail(&s, &k, "h-1", "alice");
     let last = d["data"]["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["sender"], "bot");
@@ -389,11 +433,8 @@ fn openai_streaming_persona_and_history_reach_the_upstream() {
 }
 
 #[test]
-fn openai_non_streaming_and_json_mode() {
-    let (s, k) = setup();
-    let fake = FakeLlm::start(Script::reply(&["Whole ", "answer."]));
-    connect(&s, &k, &fake, "openai_chat_completion", &["sk-test-1"], json!({}));
-
+fn enable_streaming_false_asks_the_upstream_for_one_completion() {
+    let (s, k, fake) = with_openai(&["Whole ", "answer."]);
     let ev = chat(&s, &k, json!({"username": "alice", "message": "hi", "enable_streaming": false}));
     assert_eq!(
         kinds(&ev),
@@ -405,7 +446,11 @@ fn openai_non_streaming_and_json_mode() {
     let req = fake.last();
     assert_eq!(req.body["stream"], false);
     assert!(req.body.get("stream_options").is_none(), "{}", req.body);
+}
 
+#[test]
+fn json_mode_streams_from_the_upstream_unless_told_otherwise() {
+    let (s, k, fake) = with_openai(&["Whole ", "answer."]);
     let d = ask_json(&s, &k, json!({"username": "alice", "message": "hi", "enable_streaming": false}));
     assert_eq!(d["response"], "Whole answer.");
     assert_eq!(d["sources"], json!([]));
@@ -413,16 +458,30 @@ fn openai_non_streaming_and_json_mode() {
     let d = ask_json(&s, &k, json!({"username": "alice", "session_id": "j-1", "message": "hi"}));
     assert_eq!((d["response"].clone(), d["session_id"].clone()), (json!("Whole answer."), json!("j-1")));
     assert_eq!(fake.last().body["stream"], true, "JSON mode still streams from the upstream by default");
-    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(fake.requests().len(), 2);
+}
+
+/// A server whose upstream answers `ok`, with a second key `sk-good` behind `sk-bad`.
+fn with_two_keys() -> (Server, String, FakeLlm) {
+    let (s, k) = setup();
+    let fake = FakeLlm::start(Script::reply(&["ok"]));
+    connect(&s, &k, &fake, "openai_chat_completion", &["sk-bad", "sk-good"], json!({}));
+    (s, k, fake)
+}
+
+/// Chats once with the upstream first failing with `status`; returns the events and the
+/// requests this chat made.
+fn chat_through_a_failure(s: &Server, k: &str, fake: &FakeLlm, status: u16) -> (Vec<Value>, Vec<Recorded>) {
+    fake.set(|sc| sc.failures = [status].into());
+    let before = fake.requests().len();
+    let ev = chat(s, k, json!({"username": "alice", "message": "hi"}));
+    (ev, fake.requests().split_off(before))
 }
 
 #[test]
-fn keys_rotate_and_failures_are_retried_or_reported() {
-    let (s, k) = setup();
-    let fake = FakeLlm::start(Script::reply(&["ok"]));
+fn a_401_rotates_to_the_next_key_which_is_remembered() {
+    let (s, k, fake) = with_two_keys();
     fake.set(|sc| sc.reject_keys = vec!["sk-bad".into()]);
-    connect(&s, &k, &fake, "openai_chat_completion", &["sk-bad", "sk-good"], json!({}));
-
     // 401 on the first key → the second key answers.
     let ev = chat(&s, &k, json!({"username": "alice", "message": "hi"}));
     assert_eq!(reply(&ev), "ok");
@@ -433,40 +492,39 @@ fn keys_rotate_and_failures_are_retried_or_reported() {
     assert_eq!(reply(&ev), "ok");
     assert_eq!(fake.requests().len(), 3);
     assert_eq!(fake.last().key(), Some("sk-good"));
+}
 
-    // A 500 is retried once, with the same key.
-    fake.set(|sc| {
-        sc.reject_keys.clear();
-        sc.failures = [500].into();
-    });
-    let before = fake.requests().len();
-    let ev = chat(&s, &k, json!({"username": "alice", "message": "hi"}));
+#[test]
+fn a_5xx_is_retried_once_with_the_same_key() {
+    let (s, k, fake) = with_two_keys();
+    let (ev, made) = chat_through_a_failure(&s, &k, &fake, 500);
     assert_streamed(&ev);
     assert_eq!(reply(&ev), "ok");
-    let after = fake.requests();
-    assert_eq!(after.len() - before, 2, "one failure, one retry");
-    assert_eq!(after[before].key(), after[before + 1].key(), "a 5xx does not rotate keys");
+    assert_eq!(made.len(), 2, "one failure, one retry");
+    assert_eq!(made[0].key(), made[1].key(), "a 5xx does not rotate keys");
+}
 
-    // A 429 is retried with the next key.
-    fake.set(|sc| sc.failures = [429].into());
-    let before = fake.requests().len();
-    let ev = chat(&s, &k, json!({"username": "alice", "message": "hi"}));
+#[test]
+fn a_429_is_retried_with_the_next_key() {
+    let (s, k, fake) = with_two_keys();
+    let (ev, made) = chat_through_a_failure(&s, &k, &fake, 429);
     assert_eq!(reply(&ev), "ok");
-    let after = fake.requests();
-    assert_eq!(after.len() - before, 2);
-    assert_ne!(after[before].key(), after[before + 1].key(), "a 429 rotates keys");
+    assert_eq!(made.len(), 2);
+    assert_ne!(made[0].key(), made[1].key(), "a 429 rotates keys");
+}
 
-    // A 400 is not retried and becomes the reply's text; the stream ends normally.
-    fake.set(|sc| sc.failures = [400].into());
-    let before = fake.requests().len();
-    let ev = chat(&s, &k, json!({"username": "alice", "message": "hi"}));
+#[test]
+fn a_400_is_not_retried_and_becomes_the_reply_text() {
+    let (s, k, fake) = with_two_keys();
+    let (ev, made) = chat_through_a_failure(&s, &k, &fake, 400);
+    // The stream ends normally.
     let k2 = kinds(&ev);
     assert_eq!(k2[..3], ["session_id", "user_message_saved", "run_started"]);
     assert_eq!(k2[k2.len() - 5..], ["plain", "agent_stats", "complete", "message_saved", "end"], "{k2:?}");
     let text = reply(&ev);
     assert!(text.starts_with("LLM 响应错误: Error code: 400"), "{text}");
     assert!(text.contains("fake failure 400"), "{text}");
-    assert_eq!(fake.requests().len() - before, 1, "a 400 is not retried");
+    assert_eq!(made.len(), 1, "a 400 is not retried");
     assert!(!kinds(&ev).contains(&"error"));
 }
 
@@ -613,15 +671,20 @@ fn attachments_reach_the_upstream() {
 // ---------------------------------------------------------------------------------------
 // Anthropic upstream
 
-#[test]
-fn anthropic_streaming_and_non_streaming() {
+/// A server connected to a fake Anthropic upstream, with persona `tutor` as the default.
+fn with_anthropic() -> (Server, String, FakeLlm) {
     let (s, k) = setup();
     let fake = FakeLlm::start(Script::reply(&["Bonjour", " ", "alice"]));
     fake.set(|sc| sc.usage = (21, 5));
     connect(&s, &k, &fake, "anthropic_chat_completion", &["sk-ant-1"], json!({}));
     create_persona(&s, &k, "tutor", "You are a patient tutor.", &[]);
     change_provider_settings(&s, &k, |p| p["default_personality"] = json!("tutor"));
+    (s, k, fake)
+}
 
+#[test]
+fn anthropic_streams_as_astrbot_events() {
+    let (s, k, _fake) = with_anthropic();
     let ev = chat(&s, &k, json!({"username": "alice", "message": "salut"}));
     assert_eq!(assert_streamed(&ev), ["Bonjour", " ", "alice"]);
     assert_eq!(reply(&ev), "Bonjour alice");
@@ -629,6 +692,12 @@ fn anthropic_streaming_and_non_streaming() {
         event(&ev, "agent_stats")["data"]["token_usage"],
         json!({"input_other": 21, "input_cached": 0, "output": 5})
     );
+}
+
+#[test]
+fn the_anthropic_request_carries_the_system_prompt_apart() {
+    let (s, k, fake) = with_anthropic();
+    chat(&s, &k, json!({"username": "alice", "message": "salut"}));
     let req = fake.last();
     assert_eq!(req.path, "/v1/messages");
     assert_eq!(req.header("x-api-key"), Some("sk-ant-1"));
@@ -642,7 +711,11 @@ fn anthropic_streaming_and_non_streaming() {
         vec![json!({"role": "user", "content": "salut"})],
         "no system role in messages"
     );
+}
 
+#[test]
+fn anthropic_without_streaming_sends_one_plain() {
+    let (s, k, fake) = with_anthropic();
     let ev = chat(&s, &k, json!({"username": "alice", "message": "salut", "enable_streaming": false}));
     let plain = event(&ev, "plain");
     assert_eq!((plain["data"].clone(), plain["streaming"].clone()), (json!("Bonjour alice"), json!(false)));

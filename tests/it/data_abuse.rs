@@ -1,4 +1,4 @@
-//! Abuse of the data paths (issue 7): disk amplification through IM media parts, an
+//! Abuse of the data paths: disk amplification through IM media parts, an
 //! administrator's sessions read by a key without `chat:admin`, CPU amplification in the
 //! built-in provider, and integer overflow in the sessions paging. (The session deleted
 //! while a chat creates it is a unit test in `db`, where a trigger makes the race certain.)

@@ -54,12 +54,20 @@ fn concrete_path(path: &str) -> String {
 }
 
 #[test]
-fn reference_guides_landing_and_health() {
+fn the_api_reference_is_an_html_page() {
     let s = Server::start();
     let r = s.get("/api/v1/docs", &[]);
     s.expect(&r, 200);
     assert!(r.text().contains("/static/reference.js"));
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let js = s.get("/static/reference.js", &[]);
+    s.expect(&js, 200);
+    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+}
+
+#[test]
+fn every_guide_is_written() {
+    let s = Server::start();
     for page in [
         "quickstart",
         "keys",
@@ -76,20 +84,39 @@ fn reference_guides_landing_and_health() {
         assert!(r.text().contains("<h1>"), "{page}");
         assert!(!r.text().contains("being written"), "{page} is a placeholder");
     }
-    s.expect(&s.get("/docs/nope", &[]), 404);
-    s.expect(&s.get("/docs/../Cargo.toml", &[]), 404);
-    let js = s.get("/static/reference.js", &[]);
-    s.expect(&js, 200);
-    assert!(js.header("content-type").unwrap().starts_with("text/javascript"));
+}
+
+#[test]
+fn a_guide_outside_the_bundle_is_404() {
+    let s = Server::start();
+    for path in ["/docs/nope", "/docs/../Cargo.toml"] {
+        s.expect(&s.get(path, &[]), 404);
+    }
+}
+
+#[test]
+fn the_reference_loads_nothing_from_the_internet() {
+    let s = Server::start();
     let html = s.get("/api/v1/docs", &[]).text();
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "the reference loads nothing from the internet"
     );
-    assert!(!js.text().contains("fetch('http") && !js.text().contains("fetch(\"http"));
+    let js = s.get("/static/reference.js", &[]).text();
+    assert!(!js.contains("fetch('http") && !js.contains("fetch(\"http"));
+}
+
+#[test]
+fn the_landing_page_links_the_quickstart() {
+    let s = Server::start();
     let r = s.get("/", &[]);
     s.expect(&r, 200);
     assert!(r.text().contains("/docs/quickstart"));
+}
+
+#[test]
+fn healthz_reports_the_version_and_uptime() {
+    let s = Server::start();
     let h: Value = s.get("/healthz", &[]).json();
     assert_eq!(h["status"], "ok");
     assert!(h["version"].is_string());

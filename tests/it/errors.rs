@@ -1,33 +1,52 @@
-//! Generic errors (decisions 2, 6, 7; reference 1.5) and the transport defects of tiny_http
-//! that the server contains: huge Content-Length, idle connections, slow-loris clients.
+//! Generic errors (AstrBot's `{status, message}` envelope, 404, and 405 with `Allow`) and
+//! the transport defects of tiny_http that the server contains: huge Content-Length, idle
+//! connections, slow-loris clients.
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::support::{Server, read_response};
 
 #[test]
-fn unknown_routes_and_wrong_methods() {
+fn unknown_api_paths_are_404_not_found() {
     let s = Server::start();
-    s.expect_error(&s.get("/api/v1/nope", &[]), 404, "Not Found");
-    s.expect_error(&s.get("/api/v1/im/bots/", &[]), 404, "Not Found");
-    let r = s.post("/api/v1/nope", &[], "{}");
-    s.expect_error(&r, 405, "Method Not Allowed");
-    assert_eq!(r.header("Allow"), Some("GET"));
-    let r = s.post("/api/v1/im/bots", &[], "{}");
-    s.expect_error(&r, 405, "Method Not Allowed");
-    assert_eq!(r.header("Allow"), Some("GET"));
-    let r = s.request("PUT", "/api/v1/api-keys", &[], None);
-    assert_eq!(r.header("Allow"), Some("GET, POST"));
+    for path in ["/api/v1/nope", "/api/v1/im/bots/"] {
+        s.check_error("GET", path, "", None, 404, "Not Found");
+    }
+}
+
+#[test]
+fn wrong_methods_are_405_and_name_the_allowed_ones() {
+    let s = Server::start();
+    for (method, path, body, allow) in [
+        ("POST", "/api/v1/nope", Some(json!({})), "GET"),
+        ("POST", "/api/v1/im/bots", Some(json!({})), "GET"),
+        ("PUT", "/api/v1/api-keys", None, "GET, POST"),
+    ] {
+        let r = s.check_error(method, path, "", body, 405, "Method Not Allowed");
+        assert_eq!(r.header("Allow"), Some(allow), "{method} {path}");
+    }
+    // A HEAD answer has no body to check, only the status and the header.
     let r = s.request("HEAD", "/api/v1/im/bots", &[], None);
     assert_eq!((r.status, r.header("Allow")), (405, Some("GET")));
+}
+
+#[test]
+fn unknown_pages_are_a_plain_text_404() {
+    let s = Server::start();
     let r = s.get("/no/such/page", &[]);
     s.expect(&r, 404);
     assert!(r.header("content-type").unwrap().starts_with("text/plain"));
-    s.expect_error(&s.get("/api/other", &[]), 401, "未授权");
-    let admin = s.admin_token();
-    s.expect_error(&s.get("/api/other", &[("Authorization", &format!("Bearer {admin}"))]), 404, "Not Found");
+}
+
+#[test]
+fn unknown_dashboard_paths_ask_for_a_login_before_saying_404() {
+    let s = Server::start();
+    s.check_error("GET", "/api/other", "", None, 401, "未授权");
+    s.check_error("GET", "/api/other", &s.admin_token(), None, 404, "Not Found");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Attachments (reference open API §11; decision 10): multipart upload streamed to disk,
+//! Attachments as AstrBot's open API serves them: multipart upload streamed to disk,
 //! types from Content-Type or magic bytes, downloads with ETag and Range, real deletion.
 
 use serde_json::{Value, json};
@@ -11,58 +11,68 @@ fn setup() -> (Server, String) {
     (s, key)
 }
 
-#[test]
-fn upload_types_names_and_download() {
-    let (s, k) = setup();
+/// Uploads `notes.txt` ("hello attachments", 17 bytes); returns its id.
+fn upload_notes(s: &Server, k: &str) -> String {
     let r = upload(
-        &s,
-        &k,
+        s,
+        k,
         "/api/v1/file",
         &[("file", Some("notes.txt"), Some("text/plain"), b"hello attachments")],
     );
     s.expect(&r, 200);
     let d = r.json()["data"].clone();
     assert_eq!((d["filename"].clone(), d["type"].clone()), (json!("notes.txt"), json!("file")));
-    let id = d["attachment_id"].as_str().unwrap().to_owned();
-    assert_eq!(id.len(), 36);
+    d["attachment_id"].as_str().unwrap().to_owned()
+}
 
+#[test]
+fn an_upload_is_downloaded_with_its_type_length_and_validators() {
+    let (s, k) = setup();
+    let id = upload_notes(&s, &k);
+    assert_eq!(id.len(), 36);
     let got = s.call("GET", &format!("/api/v1/file?attachment_id={id}"), &k, None);
     s.expect(&got, 200);
     assert_eq!(got.body, b"hello attachments");
     assert_eq!(got.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(got.header("content-length"), Some("17"));
     assert_eq!(got.header("accept-ranges"), Some("bytes"));
-    let etag = got.header("etag").unwrap().to_owned();
+    assert!(got.header("etag").is_some());
     assert!(got.header("last-modified").unwrap().ends_with("GMT"));
     for path in [format!("/api/v1/files/{id}"), format!("/api/v1/files/{id}/content")] {
         assert_eq!(s.call("GET", &path, &k, None).body, b"hello attachments");
     }
-    // Range and conditional requests.
+}
+
+/// `GET /api/v1/files/{id}` with one extra request header.
+fn get_with(s: &Server, k: &str, id: &str, header: (&str, &str)) -> Resp {
     let auth = format!("Bearer {k}");
-    let r = s.request(
-        "GET",
-        &format!("/api/v1/files/{id}"),
-        &[("Authorization", &auth), ("Range", "bytes=6-")],
-        None,
-    );
+    s.request("GET", &format!("/api/v1/files/{id}"), &[("Authorization", &auth), header], None)
+}
+
+#[test]
+fn a_range_is_answered_206_or_416_when_unsatisfiable() {
+    let (s, k) = setup();
+    let id = upload_notes(&s, &k);
+    let r = get_with(&s, &k, &id, ("Range", "bytes=6-"));
     assert_eq!((r.status, r.body.as_slice()), (206, b"attachments".as_slice()));
     assert_eq!(r.header("content-range"), Some("bytes 6-16/17"));
-    let r = s.request(
-        "GET",
-        &format!("/api/v1/files/{id}"),
-        &[("Authorization", &auth), ("Range", "bytes=99-")],
-        None,
-    );
+    let r = get_with(&s, &k, &id, ("Range", "bytes=99-"));
     assert_eq!((r.status, r.header("content-range")), (416, Some("bytes */17")));
-    let r = s.request(
-        "GET",
-        &format!("/api/v1/files/{id}"),
-        &[("Authorization", &auth), ("If-None-Match", &etag)],
-        None,
-    );
-    assert_eq!(r.status, 304);
+}
 
-    // A PNG sent as octet-stream is recognised by its bytes and renamed to .png.
+#[test]
+fn a_matching_etag_is_answered_304() {
+    let (s, k) = setup();
+    let id = upload_notes(&s, &k);
+    let got = s.call("GET", &format!("/api/v1/file?attachment_id={id}"), &k, None);
+    let etag = got.header("etag").unwrap().to_owned();
+    assert_eq!(get_with(&s, &k, &id, ("If-None-Match", &etag)).status, 304);
+}
+
+#[test]
+fn a_png_sent_as_octet_stream_is_recognised_by_its_bytes() {
+    let (s, k) = setup();
+    // It is also renamed to .png, and the path in its name is dropped.
     let r = upload(
         &s,
         &k,
@@ -78,7 +88,12 @@ fn upload_types_names_and_download() {
         None,
     );
     assert_eq!(png.header("content-type"), Some("image/png"));
-    // Audio by declared type; the last of several file parts wins; names never collide.
+}
+
+#[test]
+fn only_the_last_file_part_is_kept() {
+    let (s, k) = setup();
+    // Audio is recognised by its declared type.
     let r = upload(
         &s,
         &k,
@@ -91,6 +106,14 @@ fn upload_types_names_and_download() {
     );
     let d = r.json()["data"].clone();
     assert_eq!((d["filename"].clone(), d["type"].clone()), (json!("voice.wav"), json!("record")));
+    let files = std::fs::read_dir(s.data.path().join("attachments")).unwrap().count();
+    assert_eq!(files, 1, "the replaced part was removed");
+}
+
+#[test]
+fn uploads_of_the_same_name_never_overwrite() {
+    let (s, k) = setup();
+    let id = upload_notes(&s, &k);
     let again =
         upload(&s, &k, "/api/v1/file", &[("file", Some("notes.txt"), Some("text/plain"), b"other bytes")]);
     assert_ne!(again.json()["data"]["attachment_id"], id.as_str());
@@ -99,47 +122,53 @@ fn upload_types_names_and_download() {
         b"hello attachments",
         "no overwrite"
     );
-    let files = std::fs::read_dir(s.data.path().join("attachments")).unwrap().count();
-    assert_eq!(files, 4, "the replaced part was removed");
 }
 
 #[test]
-fn errors_and_deletion() {
+fn a_missing_or_unknown_attachment_id_is_refused() {
     let (s, k) = setup();
-    let soft = |r: &Resp, msg: &str| {
-        s.expect(r, 200);
-        assert_eq!(r.json(), json!({"status":"error","message":msg}));
-    };
-    soft(&s.call("GET", "/api/v1/file?attachment_id=", &k, None), "Missing key: attachment_id");
-    soft(&s.call("GET", "/api/v1/file?attachment_id=nope", &k, None), "Attachment not found");
-    soft(&s.call("GET", "/api/v1/files/nope", &k, None), "Attachment not found");
-    s.expect_error(&s.call("GET", "/api/v1/file", &k, None), 400, "Missing key: attachment_id");
+    for (path, message) in [
+        ("/api/v1/file?attachment_id=", "Missing key: attachment_id"),
+        ("/api/v1/file?attachment_id=nope", "Attachment not found"),
+        ("/api/v1/files/nope", "Attachment not found"),
+    ] {
+        s.check_error("GET", path, &k, None, 200, message);
+    }
+    s.check_error("GET", "/api/v1/file", &k, None, 400, "Missing key: attachment_id");
+}
+
+#[test]
+fn malformed_uploads_are_400() {
+    let (s, k) = setup();
     let r = upload(&s, &k, "/api/v1/file", &[("other", Some("x.txt"), None, b"x")]);
     s.expect_error(&r, 400, "Missing key: file (a multipart file part named file)");
     let r = upload(&s, &k, "/api/v1/file", &[("file", None, None, b"just text")]);
     s.expect(&r, 400);
-    let r = s.request(
-        "POST",
-        "/api/v1/file",
-        &[("Authorization", &format!("Bearer {k}")), ("Content-Type", "multipart/form-data")],
-        Some("x"),
-    );
-    s.expect_error(&r, 400, "Missing boundary in multipart.");
-    let r = s.request(
-        "POST",
-        "/api/v1/file",
-        &[("Authorization", &format!("Bearer {k}")), ("Content-Type", "multipart/form-data; boundary=zz")],
-        Some("garbage"),
-    );
-    s.expect_error(&r, 400, "Invalid multipart data.");
+    for (content_type, body, message) in [
+        ("multipart/form-data", "x", "Missing boundary in multipart."),
+        ("multipart/form-data; boundary=zz", "garbage", "Invalid multipart data."),
+    ] {
+        let r = s.request(
+            "POST",
+            "/api/v1/file",
+            &[("Authorization", &format!("Bearer {k}")), ("Content-Type", content_type)],
+            Some(body),
+        );
+        s.expect_error(&r, 400, message);
+    }
+}
 
+#[test]
+fn deleting_an_attachment_removes_its_file() {
+    let (s, k) = setup();
     let id = upload(&s, &k, "/api/v1/file", &[("file", Some("x.bin"), None, b"bytes")]).json()["data"]["attachment_id"].as_str().unwrap().to_owned();
     assert!(s.data.path().join("attachments").join(&id).exists());
     let r = s.call("DELETE", &format!("/api/v1/files/{id}"), &k, None);
     assert_eq!(r.json(), json!({"status":"ok","message":null,"data":{"attachment_id": id}}));
     assert!(!s.data.path().join("attachments").join(&id).exists(), "really deleted");
-    soft(&s.call("GET", &format!("/api/v1/files/{id}"), &k, None), "Attachment not found");
-    soft(&s.call("DELETE", &format!("/api/v1/files/{id}"), &k, None), "Attachment not found");
+    for method in ["GET", "DELETE"] {
+        s.check_error(method, &format!("/api/v1/files/{id}"), &k, None, 200, "Attachment not found");
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Issue 7's hardening findings (decisions 18 and 19), one test per finding: stored bytes
+//! The hardening findings of a security review, one test per finding: stored bytes
 //! served inert, the pages' CSP, `nosniff` everywhere, CSRF on the cookie carrier, the
 //! login throttle race, short first-start passwords, and `insufficient_scope`.
 

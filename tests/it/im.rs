@@ -1,4 +1,4 @@
-//! Proactive IM messages (reference open API §7.3, §8): strict validation, UMO parsing,
+//! Proactive IM messages as AstrBot's open API takes them: strict validation, UMO parsing,
 //! webchat delivery into a live chat stream or into the conversation's history.
 
 use std::io::{BufRead, BufReader, Write};

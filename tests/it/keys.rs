@@ -17,7 +17,7 @@ fn h<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 }
 
 #[test]
-fn create_defaults_and_field_order() {
+fn an_empty_create_gets_the_defaults_in_astrbots_field_order() {
     let s = Server::start();
     let a = admin(&s);
     let r = s.post("/api/v1/api-keys", &h(&a), "{}");
@@ -66,7 +66,7 @@ fn uuid_shape(s: &str) -> bool {
 }
 
 #[test]
-fn create_normalises_name_scopes_and_expiry() {
+fn create_trims_the_name_and_reads_the_numbers() {
     let s = Server::start();
     let a = admin(&s);
     let r = s.post(
@@ -77,17 +77,32 @@ fn create_normalises_name_scopes_and_expiry() {
     s.expect(&r, 200);
     let d = &r.json()["data"];
     assert_eq!(d["name"], "bot");
-    assert_eq!(d["scopes"], json!(["config", "bot", "provider"]));
     assert_eq!(d["daily_limit"], 10);
     assert!(d["expires_at"].is_string());
-    let r = s.post(
-        "/api/v1/api-keys",
-        &h(&a),
-        r#"{"scopes":["chat","chat:admin","config","file","im"],"name":""}"#,
-    );
-    let d = &r.json()["data"];
-    assert_eq!(d["scopes"], json!(["chat", "chat:admin", "config", "file", "im", "bot", "provider"]));
-    assert_eq!(d["name"], "Untitled API Key");
+}
+
+#[test]
+fn scopes_are_deduplicated_and_complete_with_the_scopes_they_need() {
+    let s = Server::start();
+    let a = admin(&s);
+    for (scopes, expected) in [
+        (r#"["config","bot","config"]"#, json!(["config", "bot", "provider"])),
+        (
+            r#"["chat","chat:admin","config","file","im"]"#,
+            json!(["chat", "chat:admin", "config", "file", "im", "bot", "provider"]),
+        ),
+    ] {
+        let r = s.post("/api/v1/api-keys", &h(&a), &format!(r#"{{"scopes":{scopes}}}"#));
+        assert_eq!(r.json()["data"]["scopes"], expected, "{scopes}");
+    }
+}
+
+#[test]
+fn empty_or_null_fields_get_their_defaults() {
+    let s = Server::start();
+    let a = admin(&s);
+    let r = s.post("/api/v1/api-keys", &h(&a), r#"{"scopes":["chat"],"name":""}"#);
+    assert_eq!(r.json()["data"]["name"], "Untitled API Key");
     let r = s.post("/api/v1/api-keys", &h(&a), r#"{"scopes":null,"expires_in_days":null,"name":null}"#);
     assert_eq!(r.json()["data"]["scopes"], json!(DEFAULT_SCOPES));
 }
@@ -125,40 +140,66 @@ fn every_validation_message() {
     assert_eq!(list["data"], json!([]));
 }
 
-#[test]
-fn list_is_newest_first_without_raw_keys_and_shows_state() {
-    let s = Server::start();
-    let a = admin(&s);
+/// Creates keys `first` and `second`, revokes `first`, and returns their ids and the list.
+fn list_after_a_revocation(s: &Server) -> (String, String, crate::support::Resp) {
+    let a = admin(s);
     let (_, first) = s.create_key(&s.admin_token(), r#"{"name":"first"}"#);
     let (_, second) = s.create_key(&s.admin_token(), r#"{"name":"second"}"#);
     s.expect(&s.post(&format!("/api/v1/api-keys/{first}/revoke"), &h(&a), ""), 200);
     let r = s.get("/api/v1/api-keys", &h(&a));
     s.expect(&r, 200);
+    (first, second, r)
+}
+
+#[test]
+fn the_key_list_is_newest_first() {
+    let s = Server::start();
+    let (first, second, r) = list_after_a_revocation(&s);
     let items = r.json()["data"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["key_id"], second.as_str());
     assert_eq!(items[1]["key_id"], first.as_str());
-    assert_eq!(items[1]["is_revoked"], true);
-    assert!(items[1]["revoked_at"].is_string());
+}
+
+#[test]
+fn a_revoked_key_is_listed_as_revoked() {
+    let s = Server::start();
+    let (_, _, r) = list_after_a_revocation(&s);
+    let revoked = &r.json()["data"][1];
+    assert_eq!(revoked["is_revoked"], true);
+    assert!(revoked["revoked_at"].is_string());
+}
+
+#[test]
+fn the_key_list_shows_no_raw_key() {
+    let s = Server::start();
+    let (_, _, r) = list_after_a_revocation(&s);
     assert!(!r.text().contains("api_key"), "no raw key in a listing");
 }
 
 #[test]
-fn revoke_twice_delete_and_unknown_ids() {
+fn revoking_twice_is_ok() {
     let s = Server::start();
     let a = admin(&s);
     let (_, id) = s.create_key(&s.admin_token(), "{}");
-    let ok = json!({"status": "ok", "message": null, "data": {}});
     for _ in 0..2 {
         let r = s.post(&format!("/api/v1/api-keys/{id}/revoke"), &h(&a), "");
-        assert_eq!(r.json(), ok);
+        assert_eq!(r.json(), json!({"status": "ok", "message": null, "data": {}}));
     }
-    let r = s.post("/api/v1/api-keys/no-such-key/revoke", &h(&a), "");
-    s.expect_error(&r, 400, "API key not found");
-    let r = s.request("DELETE", &format!("/api/v1/api-keys/{id}"), &h(&a), None);
-    assert_eq!(r.json(), ok);
-    let r = s.request("DELETE", &format!("/api/v1/api-keys/{id}"), &h(&a), None);
-    s.expect_error(&r, 400, "API key not found");
+}
+
+#[test]
+fn a_deleted_key_is_not_found_afterwards() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let (_, id) = s.create_key(&admin, "{}");
+    let one = format!("/api/v1/api-keys/{id}");
+    let r = s.call("DELETE", &one, &admin, None);
+    assert_eq!(r.json(), json!({"status": "ok", "message": null, "data": {}}));
+    // An id that never existed is refused the same way.
+    for (method, path) in [("POST", "/api/v1/api-keys/no-such-key/revoke"), ("DELETE", one.as_str())] {
+        s.check_error(method, path, &admin, None, 400, "API key not found");
+    }
 }
 
 #[test]
@@ -185,7 +226,7 @@ fn legacy_dashboard_routes() {
 }
 
 #[test]
-fn cli_keys_work_against_a_running_server_and_revoke_within_a_second() {
+fn a_cli_created_key_works_against_the_running_server() {
     let s = Server::start();
     let data = s.data.path().to_owned();
     let (code, out, err) =
@@ -198,16 +239,31 @@ fn cli_keys_work_against_a_running_server_and_revoke_within_a_second() {
     let (code, out, _) = crate::support::cli(&data, &["key", "list", "--json"], None);
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&out).unwrap();
-    let id = list[0]["key_id"].as_str().unwrap().to_owned();
     assert_eq!(list[0]["scopes"], json!(["im", "chat"]));
     assert!(list[0].get("api_key").is_none());
+}
 
+#[test]
+fn a_cli_revocation_reaches_the_running_server_within_a_second() {
+    let s = Server::start();
+    let data = s.data.path().to_owned();
+    let (_, out, _) = crate::support::cli(&data, &["key", "create", "--scopes", "im"], None);
+    let key = out.trim().to_owned();
+    s.expect(&s.get("/api/v1/im/bots", &[("X-API-Key", &key)]), 200);
+    let (_, out, _) = crate::support::cli(&data, &["key", "list", "--json"], None);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let id = list[0]["key_id"].as_str().unwrap().to_owned();
     let (code, _, err) = crate::support::cli(&data, &["key", "revoke", &id], None);
     assert_eq!(code, 0, "{err}");
     let started = std::time::Instant::now();
     assert!(crate::support::eventually(2, || s.get("/api/v1/im/bots", &[("X-API-Key", &key)]).status == 401));
     assert!(started.elapsed() < std::time::Duration::from_millis(1500), "took {:?}", started.elapsed());
+}
 
+#[test]
+fn cli_key_create_json_prints_a_working_key() {
+    let s = Server::start();
+    let data = s.data.path().to_owned();
     let (code, out, _) = crate::support::cli(
         &data,
         &["key", "create", "--name", "j", "--scopes", "im", "--daily-limit", "3", "--json"],
@@ -216,13 +272,25 @@ fn cli_keys_work_against_a_running_server_and_revoke_within_a_second() {
     assert_eq!(code, 0);
     let created: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(created["daily_limit"], 3);
-    let id2 = created["key_id"].as_str().unwrap();
     s.expect(&s.get("/api/v1/im/bots", &[("X-API-Key", created["api_key"].as_str().unwrap())]), 200);
-    assert_eq!(crate::support::cli(&data, &["key", "delete", id2], None).0, 0);
-    let (code, _, err) = crate::support::cli(&data, &["key", "delete", id2], None);
-    assert_ne!(code, 0);
-    assert!(err.contains("API key not found"), "{err}");
-    let (code, _, err) = crate::support::cli(&data, &["key", "create", "--scopes", "bogus"], None);
-    assert_ne!(code, 0);
-    assert!(err.contains("Invalid scopes: bogus"), "{err}");
+    let id = created["key_id"].as_str().unwrap();
+    assert_eq!(crate::support::cli(&data, &["key", "delete", id], None).0, 0);
+}
+
+#[test]
+fn cli_key_errors_exit_non_zero_with_the_message() {
+    let s = Server::start();
+    let data = &s.data;
+    let (_, out, _) = crate::support::cli(data.path(), &["key", "create", "--scopes", "im", "--json"], None);
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let id = created["key_id"].as_str().unwrap();
+    assert_eq!(crate::support::cli(data.path(), &["key", "delete", id], None).0, 0);
+    for (args, message) in [
+        (&["key", "delete", id][..], "API key not found"),
+        (&["key", "create", "--scopes", "bogus"], "Invalid scopes: bogus"),
+    ] {
+        let (code, _, err) = crate::support::cli(data.path(), args, None);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(message), "{err}");
+    }
 }

@@ -1,11 +1,16 @@
 //! Start, stop and storage: the data folder, migrations on an existing folder, a newer
-//! schema refused, SIGTERM shutdown, keys surviving a restart.
+//! schema refused, SIGTERM shutdown (a chat waiting on a slow upstream finishes first),
+//! keys surviving a restart.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::support::{BIN, Server, TempDir};
+use serde_json::json;
+
+use crate::fake_llm::{FakeLlm, Script, connect};
+use crate::support::{BIN, Server, TempDir, bearer, eventually, http};
 
 #[test]
 fn data_folder_and_secret_are_private() {
@@ -18,21 +23,31 @@ fn data_folder_and_secret_are_private() {
     assert_eq!(journal, "wal");
 }
 
+/// The schema version of the database in `data`.
+fn schema_version(data: &TempDir) -> i64 {
+    let c = rusqlite::Connection::open(data.path().join("astrbot.db")).unwrap();
+    c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+}
+
 #[test]
-fn keys_survive_a_restart_and_migrations_leave_an_existing_folder_alone() {
+fn keys_survive_a_restart() {
     let data = Arc::new(TempDir::new());
     let s = Server::start_with(data.clone(), &[]);
     let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["im"]}"#);
-    let version = |d: &TempDir| -> i64 {
-        let c = rusqlite::Connection::open(d.path().join("astrbot.db")).unwrap();
-        c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
-    };
-    let v1 = version(&data);
-    assert!(v1 >= 1);
     assert!(s.terminate().success());
     let s = Server::start_with(data.clone(), &[]);
     s.expect(&s.get("/api/v1/im/bots", &[("X-API-Key", &key)]), 200);
-    assert_eq!(version(&data), v1);
+}
+
+#[test]
+fn a_restart_leaves_a_current_schema_alone() {
+    let data = Arc::new(TempDir::new());
+    let s = Server::start_with(data.clone(), &[]);
+    let v1 = schema_version(&data);
+    assert!(v1 >= 1);
+    assert!(s.terminate().success());
+    let _s = Server::start_with(data.clone(), &[]);
+    assert_eq!(schema_version(&data), v1);
 }
 
 #[test]
@@ -80,22 +95,35 @@ fn sigterm_stops_gracefully_with_exit_zero() {
 
 #[test]
 fn sigterm_lets_a_request_in_flight_finish() {
-    use std::io::{BufReader, Write};
     let s = Server::start();
-    // Failed logins are answered after a pause that grows with each failure; the fifth
-    // failure's pause (500 ms) is the request in flight.
-    for _ in 0..4 {
-        s.expect(&s.post("/api/auth/login", &[], r#"{"username":"astrbot","password":"nope"}"#), 401);
-    }
-    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
-    let body = r#"{"username":"astrbot","password":"nope"}"#;
-    write!(c, "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-        .unwrap();
-    assert!(crate::support::eventually(10, || s.log().contains("(5 in the last minute)")), "{}", s.log());
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat","provider"]}"#);
+    // The upstream answers after a second: the chat is the request in flight.
+    let mut script = Script::reply(&["still ", "here"]);
+    script.delay_head = Duration::from_secs(1);
+    let fake = FakeLlm::start(script);
+    connect(&s, &key, &fake, "openai_chat_completion", &["sk-test-1"], json!({}));
+    let (addr, auth) = (s.addr, bearer(&key));
+    let chat = std::thread::spawn(move || {
+        let body = json!({"username": "alice", "message": "hi"}).to_string();
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+        http(addr, "POST", "/api/v1/chat", &headers, Some(body.as_bytes()))
+    });
+    assert!(
+        eventually(10, || !fake.requests().is_empty()),
+        "the chat never reached the upstream\n{}",
+        s.log()
+    );
     let pid = s.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let r = crate::support::read_response(&mut BufReader::new(c));
-    assert_eq!(r.status, 401, "the request in flight was answered");
+    let r = chat.join().unwrap();
+    assert_eq!(r.status, 200, "the request in flight was answered\n{}", s.log());
+    let text = r.text();
+    let complete = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|e| e["type"] == "complete");
+    assert_eq!(complete.map(|e| e["data"].clone()), Some(json!("still here")), "the chat completed: {text}");
     let log = s.log.clone();
     assert_eq!(s.terminate().code(), Some(0), "{}", log.lock().unwrap());
 }

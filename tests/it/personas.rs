@@ -1,4 +1,4 @@
-//! Personas and persona folders (issue 3; reference management §3).
+//! Personas and persona folders, with the bodies and messages of AstrBot's dashboard.
 
 use serde_json::{Value, json};
 
@@ -148,40 +148,59 @@ fn update_rules() {
     s.expect(&s.call("GET", "/api/v1/personas/a", &k, None), 400);
 }
 
-#[test]
-fn folders_tree_move_and_reorder() {
-    let (s, k) = setup();
-    let r = s.call("POST", "/api/v1/persona-folders", &k, Some(json!({"name":"Work","description":"d"})));
+/// Folder `Work` holding `Sub`, and personas p1 and p2 moved into `Work` (p2 sorted
+/// first) while p3 stays at the root; returns the ids of `Work` and `Sub`.
+fn folders_with_personas(s: &Server, k: &str) -> (String, String) {
+    let r = s.call("POST", "/api/v1/persona-folders", k, Some(json!({"name":"Work","description":"d"})));
     assert_eq!(r.json()["data"]["message"], "文件夹创建成功");
     let work = r.json()["data"]["folder"]["folder_id"].as_str().unwrap().to_owned();
-    let sub = s.call("POST", "/api/v1/persona-folders", &k, Some(json!({"name":"Sub","parent_id":work})));
+    let sub = s.call("POST", "/api/v1/persona-folders", k, Some(json!({"name":"Sub","parent_id":work})));
     let sub = sub.json()["data"]["folder"]["folder_id"].as_str().unwrap().to_owned();
-    s.expect_error(
-        &s.call("POST", "/api/v1/persona-folders", &k, Some(json!({"name":" "}))),
-        400,
-        "文件夹名称不能为空",
-    );
     for id in ["p1", "p2", "p3"] {
-        s.call("POST", "/api/v1/personas", &k, Some(json!({"persona_id":id,"system_prompt":"x"})));
+        s.call("POST", "/api/v1/personas", k, Some(json!({"persona_id":id,"system_prompt":"x"})));
     }
-    let r = s.call("POST", "/api/v1/personas/move", &k, Some(json!({"persona_id":"p1","folder_id":work})));
+    let r = s.call("POST", "/api/v1/personas/move", k, Some(json!({"persona_id":"p1","folder_id":work})));
     assert_eq!(r.json()["data"]["message"], "人格移动成功");
-    s.call("POST", "/api/v1/personas/move", &k, Some(json!({"persona_id":"p2","folder_id":work})));
-    s.expect_error(
-        &s.call("POST", "/api/v1/personas/move", &k, Some(json!({"persona_id":"zz","folder_id":null}))),
-        400,
-        "Persona with ID zz does not exist.",
-    );
-    let r = s.call("POST", "/api/v1/personas/reorder", &k, Some(json!({"items":[{"id":"p1","type":"persona","sort_order":5},{"id":"p2","type":"persona","sort_order":1}]})));
+    s.call("POST", "/api/v1/personas/move", k, Some(json!({"persona_id":"p2","folder_id":work})));
+    let r = s.call("POST", "/api/v1/personas/reorder", k, Some(json!({"items":[{"id":"p1","type":"persona","sort_order":5},{"id":"p2","type":"persona","sort_order":1}]})));
     s.expect(&r, 200);
+    (work, sub)
+}
 
-    let ids = |q: &str| -> Vec<String> {
-        let v = s.call("GET", &format!("/api/v1/personas{q}"), &k, None).json();
-        v["data"].as_array().unwrap().iter().map(|p| p["persona_id"].as_str().unwrap().to_owned()).collect()
-    };
-    assert_eq!(ids(&format!("?folder_id={work}")), ["p2", "p1"], "by sort_order");
-    assert_eq!(ids("?folder_id="), ["p3"], "an empty folder_id is the root");
-    assert_eq!(ids(""), ["p1", "p2", "p3"]);
+/// The persona ids `GET /api/v1/personas{query}` lists.
+fn persona_ids(s: &Server, k: &str, query: &str) -> Vec<String> {
+    let v = s.call("GET", &format!("/api/v1/personas{query}"), k, None).json();
+    v["data"].as_array().unwrap().iter().map(|p| p["persona_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn folder_refusals_name_the_problem() {
+    let (s, k) = setup();
+    for (path, body, message) in [
+        ("/api/v1/persona-folders", json!({"name":" "}), "文件夹名称不能为空"),
+        (
+            "/api/v1/personas/move",
+            json!({"persona_id":"zz","folder_id":null}),
+            "Persona with ID zz does not exist.",
+        ),
+    ] {
+        s.check_error("POST", path, &k, Some(body), 400, message);
+    }
+}
+
+#[test]
+fn personas_are_listed_by_folder_in_sort_order() {
+    let (s, k) = setup();
+    let (work, _) = folders_with_personas(&s, &k);
+    assert_eq!(persona_ids(&s, &k, &format!("?folder_id={work}")), ["p2", "p1"], "by sort_order");
+    assert_eq!(persona_ids(&s, &k, "?folder_id="), ["p3"], "an empty folder_id is the root");
+    assert_eq!(persona_ids(&s, &k, ""), ["p1", "p2", "p3"]);
+}
+
+#[test]
+fn the_tree_nests_folders_and_their_personas() {
+    let (s, k) = setup();
+    let (work, sub) = folders_with_personas(&s, &k);
     let tree = s.call("GET", "/api/v1/personas/tree", &k, None).json()["data"].clone();
     assert_eq!(tree["folders"][0]["name"], "Work");
     assert_eq!(tree["folders"][0]["children"][0]["folder_id"], sub.as_str());
@@ -191,7 +210,12 @@ fn folders_tree_move_and_reorder() {
     assert_eq!(roots["data"].as_array().unwrap().len(), 1);
     let children = s.call("GET", &format!("/api/v1/persona-folders?parent_id={work}"), &k, None).json();
     assert_eq!(children["data"][0]["name"], "Sub");
+}
 
+#[test]
+fn put_updates_a_folder_quietly_ignoring_unknown_ids() {
+    let (s, k) = setup();
+    let (work, _) = folders_with_personas(&s, &k);
     let r = s.call(
         "PUT",
         &format!("/api/v1/persona-folders/{work}"),
@@ -202,9 +226,19 @@ fn folders_tree_move_and_reorder() {
     let f = s.call("GET", "/api/v1/persona-folders", &k, None).json()["data"][0].clone();
     assert_eq!((f["name"].clone(), f["description"].clone()), (json!("Office"), Value::Null));
     s.expect(&s.call("PUT", "/api/v1/persona-folders/unknown", &k, Some(json!({"name":"x"}))), 200);
+}
+
+#[test]
+fn a_deleted_folder_moves_its_personas_to_the_root_but_not_its_sub_folders() {
+    let (s, k) = setup();
+    let (work, sub) = folders_with_personas(&s, &k);
     let r = s.call("DELETE", &format!("/api/v1/persona-folders/{work}"), &k, None);
     assert_eq!(r.json()["data"]["message"], "文件夹删除成功");
-    assert_eq!(ids("?folder_id="), ["p3", "p2", "p1"], "its personas moved to the root, by sort_order");
+    assert_eq!(
+        persona_ids(&s, &k, "?folder_id="),
+        ["p3", "p2", "p1"],
+        "its personas moved to the root, by sort_order"
+    );
     let sub_after = s.call("GET", &format!("/api/v1/persona-folders?parent_id={work}"), &k, None).json();
     assert_eq!(sub_after["data"][0]["folder_id"], sub.as_str(), "sub-folders are not touched");
 }

@@ -1,4 +1,4 @@
-//! Proactive messages reach only the user they name (issue 15): a UMO
+//! Proactive messages reach only the user they name: a UMO
 //! `webchat!<username>!<session_id>` delivers only into a session `<username>` owns,
 //! creating it for them if it does not exist, and deleting a session deletes the proactive
 //! messages waiting in it.

@@ -1,4 +1,4 @@
-//! Provider sources and providers (issue 3; reference management §2).
+//! Provider sources and providers, with the bodies and messages of AstrBot's dashboard.
 
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ fn call(s: &Server, method: &str, path: &str, key: &str, body: Option<Value>) ->
 
 const SECRET: &str = "sk-live-0123456789abcdefXYZW";
 
-/// The exact bodies AstrBot's dashboard sends (reference §2.1–2.3).
+/// The exact bodies AstrBot's dashboard sends, so a real dashboard works unchanged.
 fn dashboard_source() -> Value {
     json!({"id":"openai","provider":"openai","type":"openai_chat_completion","provider_type":"chat_completion",
            "enable":true,"key":[SECRET, "$OPENAI_API_KEY"],"api_base":"https://api.openai.com/v1","timeout":120,
@@ -36,15 +36,26 @@ fn dashboard_provider() -> Value {
            "modalities":["text","image","tool_use"],"custom_extra_body":{},"max_context_tokens":0})
 }
 
+/// Adds the dashboard's source and provider.
+fn add_dashboard_pair(s: &Server, key: &str) {
+    s.expect(&call(s, "POST", "/api/v1/provider-sources", key, Some(dashboard_source())), 200);
+    s.expect(&call(s, "POST", "/api/v1/providers", key, Some(dashboard_provider())), 200);
+}
+
 #[test]
-fn dashboard_bodies_are_listed_merged_and_keys_never_shown() {
+fn dashboard_bodies_are_accepted_with_astrbots_messages() {
     let (s, key) = setup();
     let r = call(&s, "POST", "/api/v1/provider-sources", &key, Some(dashboard_source()));
     s.expect(&r, 200);
     assert_eq!(r.json(), json!({"status":"ok","message":"更新 provider source 成功","data":{}}));
     let r = call(&s, "POST", "/api/v1/providers", &key, Some(dashboard_provider()));
     assert_eq!(r.json()["message"], "新增服务提供商配置成功");
+}
 
+#[test]
+fn a_listed_provider_is_merged_with_its_source() {
+    let (s, key) = setup();
+    add_dashboard_pair(&s, &key);
     let list = call(&s, "GET", "/api/v1/providers", &key, None);
     s.expect(&list, 200);
     let data = &list.json()["data"];
@@ -54,7 +65,12 @@ fn dashboard_bodies_are_listed_merged_and_keys_never_shown() {
     assert_eq!(p["api_base"], "https://api.openai.com/v1", "merged with its source");
     assert_eq!(p["model"], "gpt-4o-mini");
     assert_eq!(p["key"], json!(["sk-****XYZW", "$OPENAI_API_KEY"]));
+}
 
+#[test]
+fn no_provider_answer_shows_a_clear_key() {
+    let (s, key) = setup();
+    add_dashboard_pair(&s, &key);
     for path in [
         "/api/v1/providers",
         "/api/v1/provider-sources",
@@ -67,6 +83,12 @@ fn dashboard_bodies_are_listed_merged_and_keys_never_shown() {
         s.expect(&r, 200);
         assert!(!r.text().contains(SECRET), "{path} leaks the key");
     }
+}
+
+#[test]
+fn a_single_provider_is_unmerged_by_default() {
+    let (s, key) = setup();
+    add_dashboard_pair(&s, &key);
     let raw = call(&s, "GET", "/api/v1/providers/openai%2Fgpt-4o-mini", &key, None).json();
     assert_eq!(raw["data"]["provider"], dashboard_provider(), "unmerged by default");
 }
@@ -91,22 +113,22 @@ fn a_masked_key_sent_back_keeps_the_stored_one() {
 }
 
 #[test]
-fn source_rules_upsert_rename_cascade_and_messages() {
+fn a_source_needs_an_id_and_a_supported_type() {
     let (s, key) = setup();
-    let r = call(&s, "POST", "/api/v1/provider-sources", &key, Some(json!({"provider":"x"})));
-    s.expect_error(&r, 400, "Provider source config must have an 'id' field");
-    let r = call(
-        &s,
-        "POST",
-        "/api/v1/provider-sources",
-        &key,
-        Some(json!({"id":"g","type":"googlegenai_chat_completion"})),
-    );
-    s.expect_error(
-        &r,
-        400,
-        "Unsupported provider source type: googlegenai_chat_completion. Supported types: openai_chat_completion, anthropic_chat_completion",
-    );
+    for (body, message) in [
+        (json!({"provider":"x"}), "Provider source config must have an 'id' field"),
+        (
+            json!({"id":"g","type":"googlegenai_chat_completion"}),
+            "Unsupported provider source type: googlegenai_chat_completion. Supported types: openai_chat_completion, anthropic_chat_completion",
+        ),
+    ] {
+        s.expect_error(&call(&s, "POST", "/api/v1/provider-sources", &key, Some(body)), 400, message);
+    }
+}
+
+#[test]
+fn posting_a_source_again_replaces_it_whole() {
+    let (s, key) = setup();
     // The `config` form, and an upsert replacing the whole source.
     call(&s, "POST", "/api/v1/provider-sources", &key, Some(json!({"config": dashboard_source()})));
     call(
@@ -124,26 +146,33 @@ fn source_rules_upsert_rename_cascade_and_messages() {
         (json!("http://b"), true),
         "full replacement"
     );
-    call(
-        &s,
-        "POST",
-        "/api/v1/provider-sources",
-        &key,
-        Some(json!({"id":"other","type":"anthropic_chat_completion"})),
-    );
-    call(&s, "POST", "/api/v1/providers", &key, Some(dashboard_provider()));
+}
 
-    let r = call(&s, "PUT", "/api/v1/provider-sources/by-id", &key, Some(json!({"id":"x"})));
-    s.expect_error(&r, 400, "Missing key: source_id");
-    let r = call(
-        &s,
-        "PUT",
-        "/api/v1/provider-sources/by-id",
-        &key,
-        Some(json!({"source_id":"openai","id":"other"})),
-    );
-    s.expect_error(&r, 400, "Provider source ID 'other' exists already, please try another ID.");
-    // Renaming moves the providers along.
+/// Sources `source_id` (with the dashboard's provider) and `other`.
+fn two_sources(s: &Server, key: &str, source_id: &str) {
+    let mut source = dashboard_source();
+    source["id"] = json!(source_id);
+    s.expect(&call(s, "POST", "/api/v1/provider-sources", key, Some(source)), 200);
+    let other = json!({"id":"other","type":"anthropic_chat_completion"});
+    s.expect(&call(s, "POST", "/api/v1/provider-sources", key, Some(other)), 200);
+    let mut provider = dashboard_provider();
+    provider["provider_source_id"] = json!(source_id);
+    s.expect(&call(s, "POST", "/api/v1/providers", key, Some(provider)), 200);
+}
+
+#[test]
+fn renaming_a_source_moves_its_providers_along() {
+    let (s, key) = setup();
+    two_sources(&s, &key, "openai");
+    for (body, message) in [
+        (json!({"id":"x"}), "Missing key: source_id"),
+        (
+            json!({"source_id":"openai","id":"other"}),
+            "Provider source ID 'other' exists already, please try another ID.",
+        ),
+    ] {
+        s.expect_error(&call(&s, "PUT", "/api/v1/provider-sources/by-id", &key, Some(body)), 400, message);
+    }
     let r = call(
         &s,
         "PUT",
@@ -156,7 +185,12 @@ fn source_rules_upsert_rename_cascade_and_messages() {
     assert_eq!(p["data"]["provider"]["provider_source_id"], "oa");
     let r = call(&s, "GET", "/api/v1/provider-sources/openai", &key, None);
     s.expect_error(&r, 400, "Provider source openai not found");
-    // Deleting a source deletes its providers.
+}
+
+#[test]
+fn deleting_a_source_deletes_its_providers() {
+    let (s, key) = setup();
+    two_sources(&s, &key, "oa");
     let r = call(&s, "DELETE", "/api/v1/provider-sources/oa", &key, None);
     assert_eq!(r.json()["message"], "删除 provider source 成功");
     let list = call(&s, "GET", "/api/v1/providers", &key, None).json();
@@ -167,74 +201,100 @@ fn source_rules_upsert_rename_cascade_and_messages() {
     assert_eq!(sources["data"]["provider_sources"].as_array().unwrap().len(), 1);
 }
 
-#[test]
-fn provider_rules_mapping_filters_enable_and_messages() {
-    let (s, key) = setup();
-    call(&s, "POST", "/api/v1/provider-sources", &key, Some(dashboard_source()));
-    let r = call(&s, "POST", "/api/v1/providers", &key, Some(json!({"model":"m"})));
-    s.expect_error(&r, 400, "New provider config must have an 'id' field");
+/// The dashboard's source, chat provider `openai/a` (disabled, in dashboard aliases) and
+/// a TTS provider `tts` with its own key.
+fn two_providers(s: &Server, key: &str) {
+    call(s, "POST", "/api/v1/provider-sources", key, Some(dashboard_source()));
     call(
-        &s,
+        s,
         "POST",
         "/api/v1/providers",
-        &key,
+        key,
         Some(json!({"id":"openai/a","source_id":"openai","model":"a","capability":"chat","enabled":false})),
     );
     call(
-        &s,
+        s,
         "POST",
         "/api/v1/providers",
-        &key,
+        key,
         Some(json!({"id":"tts","type":"openai_tts","capability":"tts","key":["sk-tts-secret-value-1234"]})),
     );
-    let r = call(&s, "POST", "/api/v1/providers", &key, Some(json!({"id":"tts"})));
-    s.expect_error(&r, 400, "Provider ID tts already exists");
+}
+
+/// The ids `GET /api/v1/providers{query}` lists.
+fn ids(s: &Server, key: &str, query: &str) -> Vec<String> {
+    let v = call(s, "GET", &format!("/api/v1/providers{query}"), key, None).json();
+    v["data"]["providers"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_new_provider_needs_an_unused_id() {
+    let (s, key) = setup();
+    two_providers(&s, &key);
+    for (body, message) in [
+        (json!({"model":"m"}), "New provider config must have an 'id' field"),
+        (json!({"id":"tts"}), "Provider ID tts already exists"),
+    ] {
+        s.expect_error(&call(&s, "POST", "/api/v1/providers", &key, Some(body)), 400, message);
+    }
+}
+
+#[test]
+fn dashboard_field_aliases_are_stored_under_astrbots_names() {
+    let (s, key) = setup();
+    two_providers(&s, &key);
     let a = call(&s, "GET", "/api/v1/providers/openai/a", &key, None).json()["data"]["provider"].clone();
     assert_eq!(
         a,
         json!({"id":"openai/a","model":"a","provider_source_id":"openai","enable":false,"provider_type":"chat_completion"})
     );
+}
 
-    let ids = |q: &str| -> Vec<String> {
-        let v = call(&s, "GET", &format!("/api/v1/providers{q}"), &key, None).json();
-        v["data"]["providers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(ids(""), ["openai/a", "tts"]);
-    assert_eq!(ids("?capability=chat"), ["openai/a"]);
-    assert_eq!(ids("?capability=tts"), ["tts"]);
-    assert_eq!(ids("?source_id=openai"), ["openai/a"]);
-    assert_eq!(ids("?enabled=true"), ["tts"]);
+#[test]
+fn providers_are_filtered_by_capability_source_and_state() {
+    let (s, key) = setup();
+    two_providers(&s, &key);
+    for (query, expected) in [
+        ("", &["openai/a", "tts"][..]),
+        ("?capability=chat", &["openai/a"]),
+        ("?capability=tts", &["tts"]),
+        ("?source_id=openai", &["openai/a"]),
+        ("?enabled=true", &["tts"]),
+    ] {
+        assert_eq!(ids(&s, &key, query), expected, "{query}");
+    }
     assert!(!call(&s, "GET", "/api/v1/providers", &key, None).text().contains("sk-tts-secret-value-1234"));
+}
 
+#[test]
+fn patch_enabled_switches_a_provider_on_and_off() {
+    let (s, key) = setup();
+    two_providers(&s, &key);
     let r = call(&s, "PATCH", "/api/v1/providers/openai/a/enabled", &key, Some(json!({"enabled":true})));
     assert_eq!(r.json()["message"], "更新成功，已经实时生效~");
-    assert_eq!(ids("?enabled=true"), ["openai/a", "tts"]);
+    assert_eq!(ids(&s, &key, "?enabled=true"), ["openai/a", "tts"]);
     let r = call(&s, "PATCH", "/api/v1/providers/enabled", &key, Some(json!({"provider_id":"tts"})));
     s.expect(&r, 200);
-    assert_eq!(ids("?enabled=false"), ["tts"], "a missing `enabled` means false");
-    s.expect_error(
-        &call(&s, "PATCH", "/api/v1/providers/enabled", &key, Some(json!({}))),
-        400,
-        "Missing key: provider_id",
-    );
-    s.expect_error(
-        &call(&s, "PATCH", "/api/v1/providers/nope/enabled", &key, Some(json!({"enabled":true}))),
-        400,
-        "Provider nope not found",
-    );
+    assert_eq!(ids(&s, &key, "?enabled=false"), ["tts"], "a missing `enabled` means false");
+    for (path, body, message) in [
+        ("/api/v1/providers/enabled", json!({}), "Missing key: provider_id"),
+        ("/api/v1/providers/nope/enabled", json!({"enabled":true}), "Provider nope not found"),
+    ] {
+        s.expect_error(&call(&s, "PATCH", path, &key, Some(body)), 400, message);
+    }
+}
 
-    // PUT replaces, renames, and refuses collisions.
-    let r = call(&s, "PUT", "/api/v1/providers/by-id", &key, Some(json!({"id":"x"})));
-    s.expect_error(&r, 400, "Missing key: provider_id");
-    let r = call(&s, "PUT", "/api/v1/providers/by-id", &key, Some(json!({"provider_id":"nope","model":"x"})));
-    s.expect_error(&r, 400, "Provider ID nope not found");
-    let r = call(&s, "PUT", "/api/v1/providers/openai/a", &key, Some(json!({"id":"tts","model":"x"})));
-    s.expect_error(&r, 400, "Provider ID tts already exists");
+#[test]
+fn put_renames_a_provider_in_place_unless_the_id_is_taken() {
+    let (s, key) = setup();
+    two_providers(&s, &key);
+    for (path, body, message) in [
+        ("/api/v1/providers/by-id", json!({"id":"x"}), "Missing key: provider_id"),
+        ("/api/v1/providers/by-id", json!({"provider_id":"nope","model":"x"}), "Provider ID nope not found"),
+        ("/api/v1/providers/openai/a", json!({"id":"tts","model":"x"}), "Provider ID tts already exists"),
+    ] {
+        s.expect_error(&call(&s, "PUT", path, &key, Some(body)), 400, message);
+    }
     let r = call(
         &s,
         "PUT",
@@ -243,21 +303,31 @@ fn provider_rules_mapping_filters_enable_and_messages() {
         Some(json!({"id":"openai/b","provider_source_id":"openai","model":"b"})),
     );
     s.expect(&r, 200);
-    assert_eq!(ids(""), ["openai/b", "tts"], "renamed in place");
-    // A PUT that sends the masked key back keeps it.
+    assert_eq!(ids(&s, &key, ""), ["openai/b", "tts"], "renamed in place");
+}
+
+#[test]
+fn a_masked_provider_key_sent_back_keeps_the_stored_one() {
+    let (s, key) = setup();
+    two_providers(&s, &key);
     let tts = call(&s, "GET", "/api/v1/providers/tts", &key, None).json()["data"]["provider"].clone();
     s.expect(&call(&s, "PUT", "/api/v1/providers/tts", &key, Some(tts)), 200);
     let conn = rusqlite::Connection::open(s.data.path().join("astrbot.db")).unwrap();
     let body: String =
         conn.query_row("SELECT body FROM providers WHERE id = 'tts'", [], |r| r.get(0)).unwrap();
     assert!(body.contains("sk-tts-secret-value-1234"));
+}
 
+#[test]
+fn deleting_a_provider_is_quiet_about_unknown_ids() {
+    let (s, key) = setup();
+    two_providers(&s, &key);
     let r = call(&s, "GET", "/api/v1/providers/by-id?provider_id=gone", &key, None);
     s.expect_error(&r, 400, "Provider gone not found");
     let r = call(&s, "DELETE", "/api/v1/providers/gone", &key, None);
     assert_eq!(r.json()["message"], "删除成功，已经实时生效。", "unknown ids delete quietly");
-    s.expect(&call(&s, "DELETE", "/api/v1/providers/by-id?provider_id=openai/b", &key, None), 200);
-    assert_eq!(ids(""), ["tts"]);
+    s.expect(&call(&s, "DELETE", "/api/v1/providers/by-id?provider_id=openai/a", &key, None), 200);
+    assert_eq!(ids(&s, &key, ""), ["tts"]);
     s.expect_error(
         &call(&s, "DELETE", "/api/v1/providers/by-id", &key, None),
         400,
@@ -266,20 +336,25 @@ fn provider_rules_mapping_filters_enable_and_messages() {
 }
 
 #[test]
-fn scopes_other_keys_are_refused_and_config_reaches_providers() {
+fn keys_without_the_provider_or_config_scope_are_refused() {
     let s = Server::start();
-    let admin = s.admin_token();
-    let (chat, _) = s.create_key(&admin, r#"{"scopes":["chat","persona"]}"#);
-    let (config, _) = s.create_key(&admin, r#"{"scopes":["config"]}"#);
+    let (chat, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat","persona"]}"#);
+    for (method, path, body) in [
+        ("GET", "/api/v1/providers", None),
+        ("GET", "/api/v1/provider-sources", None),
+        ("POST", "/api/v1/providers", Some(json!({"id":"x"}))),
+    ] {
+        s.expect_error(&call(&s, method, path, &chat, body), 403, "Insufficient API key scope");
+    }
+}
+
+#[test]
+fn the_config_scope_reaches_providers() {
+    let s = Server::start();
+    let (config, _) = s.create_key(&s.admin_token(), r#"{"scopes":["config"]}"#);
     for path in ["/api/v1/providers", "/api/v1/provider-sources"] {
-        s.expect_error(&call(&s, "GET", path, &chat, None), 403, "Insufficient API key scope");
         s.expect(&call(&s, "GET", path, &config, None), 200);
     }
-    s.expect_error(
-        &call(&s, "POST", "/api/v1/providers", &chat, Some(json!({"id":"x"}))),
-        403,
-        "Insufficient API key scope",
-    );
     s.expect(&call(&s, "POST", "/api/v1/providers", &config, Some(json!({"id":"x"}))), 200);
 }
 

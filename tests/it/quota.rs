@@ -1,4 +1,4 @@
-//! Daily quotas (decision 5): 429 with Retry-After, the RateLimit headers, the server
+//! Daily quotas: 429 with Retry-After, the RateLimit headers, the server
 //! default, unlimited keys, refused requests not counting, counts surviving a restart.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use crate::support::{Server, TempDir};
 const BOTS: &str = "/api/v1/im/bots";
 
 #[test]
-fn limit_headers_and_429() {
+fn ratelimit_headers_count_down_the_daily_limit() {
     let s = Server::start();
     let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["im"],"daily_limit":2}"#);
     let r = s.get(BOTS, &[("X-API-Key", &key)]);
@@ -20,6 +20,15 @@ fn limit_headers_and_429() {
     assert!((1..=86_400).contains(&t));
     let r = s.get(BOTS, &[("X-API-Key", &key)]);
     assert!(r.header("RateLimit").unwrap().starts_with(r#""daily";r=0;"#));
+}
+
+#[test]
+fn an_exhausted_key_gets_429_with_retry_after() {
+    let s = Server::start();
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["im"],"daily_limit":2}"#);
+    for _ in 0..2 {
+        s.expect(&s.get(BOTS, &[("X-API-Key", &key)]), 200);
+    }
     let r = s.get(BOTS, &[("X-API-Key", &key)]);
     s.expect_error(&r, 429, "Daily request limit exceeded");
     let retry: i64 = r.header("Retry-After").unwrap().parse().unwrap();
@@ -44,20 +53,30 @@ fn refused_requests_do_not_count() {
 }
 
 #[test]
-fn server_default_and_unlimited_keys() {
+fn the_server_default_limits_keys_without_their_own() {
     let s = Server::start_with(Arc::new(TempDir::new()), &["--default-daily-limit", "1"]);
-    let admin = s.admin_token();
-    let (default_key, _) = s.create_key(&admin, r#"{"scopes":["im"]}"#);
-    let (unlimited, _) = s.create_key(&admin, r#"{"scopes":["im"],"daily_limit":0}"#);
+    let (default_key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["im"]}"#);
     let r = s.get(BOTS, &[("X-API-Key", &default_key)]);
     assert_eq!(r.header("RateLimit-Policy"), Some(r#""daily";q=1;w=86400"#));
     s.expect(&s.get(BOTS, &[("X-API-Key", &default_key)]), 429);
+}
+
+#[test]
+fn a_zero_daily_limit_is_unlimited_despite_the_server_default() {
+    let s = Server::start_with(Arc::new(TempDir::new()), &["--default-daily-limit", "1"]);
+    let (unlimited, _) = s.create_key(&s.admin_token(), r#"{"scopes":["im"],"daily_limit":0}"#);
     for _ in 0..5 {
         let r = s.get(BOTS, &[("X-API-Key", &unlimited)]);
         s.expect(&r, 200);
         assert_eq!(r.header("RateLimit-Policy"), None);
     }
-    // The admin token is not a key and has no quota.
+}
+
+#[test]
+fn the_admin_token_has_no_quota() {
+    let s = Server::start_with(Arc::new(TempDir::new()), &["--default-daily-limit", "1"]);
+    let admin = s.admin_token();
+    // The admin token is not a key.
     for _ in 0..3 {
         s.expect(&s.get(BOTS, &[("Authorization", &format!("Bearer {admin}"))]), 200);
     }

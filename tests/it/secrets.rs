@@ -1,7 +1,7 @@
-//! Secrets stay secret, even from a `provider` or `config` key (issue 7, decision 17): a
-//! masked key is restored only toward the target it was saved for, `$NAME` references
-//! are limited to `*_API_KEY` names and those listed in `ASTRBOT_SECRET_ENV`, and an unset
-//! variable is an error naming it, never a request without a credential.
+//! Secrets stay secret, even from a `provider` or `config` key: a masked key is restored
+//! only toward the target it was saved for, `$NAME` references are limited to `*_API_KEY`
+//! names and those listed in `ASTRBOT_SECRET_ENV`, and an unset variable is an error
+//! naming it, never a request without a credential.
 
 use std::sync::Arc;
 
@@ -215,13 +215,19 @@ fn astrbot_secret_env_lists_more_readable_names() {
 }
 
 #[test]
-fn an_unset_variable_is_named_and_no_request_goes_without_a_key() {
+fn an_unset_variable_is_named_by_the_provider_test() {
     let real = FakeLlm::start(Script::reply(&["PONG"]));
     let (s, key) = setup(&[], &real, &["$UNSET_API_KEY"]);
     let result = test_provider(&s, &key);
     assert_eq!(result["status"], "unavailable", "{result}");
     assert_eq!(result["error"], "environment variable UNSET_API_KEY is not set");
+    assert!(real.requests().is_empty(), "a request went out without its key: {:?}", real.requests());
+}
 
+#[test]
+fn a_chat_sends_no_request_when_its_key_variable_is_unset() {
+    let real = FakeLlm::start(Script::reply(&["PONG"]));
+    let (s, _) = setup(&[], &real, &["$UNSET_API_KEY"]);
     let admin = s.admin_token();
     let (chat_key, _) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
     let r = s.request(

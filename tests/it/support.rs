@@ -185,6 +185,75 @@ impl Server {
         );
     }
 
+    /// One row of a table of cases: sends `body` as JSON to `method path` with `key` as
+    /// bearer (no credentials when `key` is empty), and asserts the status and that
+    /// `expected` is contained in the answer (see [`contains`]). On failure it prints the
+    /// request, the status, the whole body and the server log. Returns the response so a
+    /// row can assert a header or keep an id.
+    #[track_caller]
+    pub fn check(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        status: u16,
+        expected: Value,
+    ) -> Resp {
+        let r = self.send(method, path, key, body.as_ref());
+        let matched = serde_json::from_slice(&r.body).is_ok_and(|got: Value| contains(&expected, &got));
+        self.assert_answer(&describe(method, path, body.as_ref()), &r, status, &expected, matched);
+        r
+    }
+
+    /// [`Server::check`] for a refusal: the status and exactly the error envelope
+    /// `{"status": "error", "message": message}`, nothing more (a stray `data` fails).
+    #[track_caller]
+    pub fn check_error(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        status: u16,
+        message: &str,
+    ) -> Resp {
+        let r = self.send(method, path, key, body.as_ref());
+        let expected = serde_json::json!({"status": "error", "message": message});
+        let matched = serde_json::from_slice(&r.body).is_ok_and(|got: Value| got == expected);
+        self.assert_answer(&describe(method, path, body.as_ref()), &r, status, &expected, matched);
+        r
+    }
+
+    /// The request of a table row: a bearer only when there is a key, JSON only when there
+    /// is a body.
+    fn send(&self, method: &str, path: &str, key: &str, body: Option<&Value>) -> Resp {
+        let auth = bearer(key);
+        let mut headers = Vec::new();
+        if !key.is_empty() {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let body = body.map(Value::to_string);
+        self.request(method, path, &headers, body.as_deref())
+    }
+
+    /// Fails loudly with everything a reader needs to see why a row did not hold.
+    #[track_caller]
+    fn assert_answer(&self, request: &str, r: &Resp, status: u16, expected: &Value, matched: bool) {
+        if r.status == status && matched {
+            return;
+        }
+        panic!(
+            "request: {request}\nexpected: {status} {expected}\ngot:      {} {}\n--- server log ---\n{}",
+            r.status,
+            r.text(),
+            self.log()
+        );
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;
@@ -339,6 +408,29 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// A request as a failure message shows it: method, path and the JSON body if any.
+fn describe(method: &str, path: &str, body: Option<&Value>) -> String {
+    match body {
+        Some(b) => format!("{method} {path} {b}"),
+        None => format!("{method} {path}"),
+    }
+}
+
+/// Whether `expected` is contained in `actual`: an object needs at least the expected
+/// keys, each containing the expected value; an array needs the same length, element by
+/// element; anything else must be equal. Tables then state only what a case is about.
+pub fn contains(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => {
+            e.iter().all(|(k, v)| a.get(k).is_some_and(|got| contains(v, got)))
+        }
+        (Value::Array(e), Value::Array(a)) => {
+            e.len() == a.len() && e.iter().zip(a).all(|(e, a)| contains(e, a))
+        }
+        _ => expected == actual,
+    }
 }
 
 pub fn bearer(token: &str) -> String {
