@@ -36,16 +36,17 @@ pub struct App {
     pub quota: Mutex<DailyQuota>,
     pub login_throttle: Mutex<LoginThrottle>,
     pub started: Instant,
-    /// The OpenAPI document as served, rendered once at start-up by the caller: it is made
-    /// from the route table, which names the handlers, and state must not import those.
-    pub openapi_json: Vec<u8>,
+    /// The OpenAPI document as served, rendered once at start-up by the caller (after the
+    /// address is announced, before requests are served): it is made from the route table,
+    /// which names the handlers, and state must not import those.
+    pub openapi_json: std::sync::OnceLock<Vec<u8>>,
     /// Live chat streams by conversation (session) id, for proactive IM delivery.
     pub streams: LiveStreams,
     keys_generation: AtomicI64,
 }
 
 impl App {
-    pub fn new(settings: Settings, db: Db, mac: MacKey, openapi_json: Vec<u8>) -> Result<App, String> {
+    pub fn new(settings: Settings, db: Db, mac: MacKey) -> Result<App, String> {
         let generation = db
             .conn()
             .and_then(|c| db::keys_generation(&c))
@@ -58,7 +59,7 @@ impl App {
             quota: Mutex::new(DailyQuota::default()),
             login_throttle: Mutex::new(LoginThrottle::default()),
             started: Instant::now(),
-            openapi_json,
+            openapi_json: std::sync::OnceLock::new(),
             streams: LiveStreams::default(),
             keys_generation: AtomicI64::new(generation),
         })

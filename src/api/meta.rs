@@ -49,7 +49,10 @@ pub fn healthz(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/openapi.json`
 pub fn openapi(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
-    Ok(Response::new(200, "application/json", ctx.app.openapi_json.clone()))
+    // Set at start-up before any request is served.
+    let document =
+        ctx.app.openapi_json.get().ok_or_else(|| ApiError::internal("the OpenAPI document is not ready"))?;
+    Ok(Response::new(200, "application/json", document.clone()))
 }
 
 /// `GET /api/v1/docs`

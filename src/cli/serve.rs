@@ -101,8 +101,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         default_daily_limit: args.default_daily_limit,
         max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
     };
-    let openapi_json = serde_json::to_vec(&crate::openapi::document()).unwrap_or_default();
-    let app = Arc::new(App::new(settings, db, mac, openapi_json)?);
+    let app = Arc::new(App::new(settings, db, mac)?);
 
     // The signal pipe is registered before anything listens, so no signal is missed.
     let (mut signal_rx, signal_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
@@ -137,6 +136,9 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("listening on http://{}", server.local_addr());
     let _ = io::stdout().flush();
+    // Requests wait in the queue until `run`: what is prepared from here on is ready before
+    // the first one is served, without delaying the announcement.
+    let _ = app.openapi_json.set(serde_json::to_vec(&crate::openapi::document()).unwrap_or_default());
     // The first start hashes the admin password (argon2, tens of milliseconds) after the
     // address is announced; requests arriving meanwhile wait in the queue.
     ensure_admin(&app.db, args.admin_password.as_ref())?;
