@@ -22,6 +22,10 @@ use crate::config;
 
 /// An upstream SSE line longer than this is cut: one line must not grow memory unbounded.
 const MAX_LINE: u64 = 1 << 20;
+/// The most a provider's stream may send for one reply, and for how long (a long answer
+/// is tens of kilobytes and a few minutes).
+const MAX_STREAM_BYTES: usize = 2 << 20;
+const MAX_STREAM_TIME: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A key from the source's list: a literal key (`None` when empty), or `$NAME` / `${NAME}`
 /// read through `env` (the process environment, or a test's map). A reference outside
@@ -214,6 +218,8 @@ fn send(
 fn sse_lines(body: impl Read, mut on_data: impl FnMut(&str) -> bool) -> Result<(), Failure> {
     let mut reader = BufReader::new(body);
     let mut line = Vec::new();
+    let started = std::time::Instant::now();
+    let mut total = 0usize;
     loop {
         line.clear();
         let n = (&mut reader)
@@ -221,6 +227,14 @@ fn sse_lines(body: impl Read, mut on_data: impl FnMut(&str) -> bool) -> Result<(
             .read_until(b'\n', &mut line)
             .map_err(|e| Failure::Retry { message: format!("stream read failed: {e}"), rotate: false })?;
         if n == 0 {
+            return Ok(());
+        }
+        // An upstream that never ends its stream (broken, or pointed at on purpose) must not
+        // grow the reply, the stored history and our memory without bound: the reply ends
+        // with what came within the budget.
+        total = total.saturating_add(n);
+        if total > MAX_STREAM_BYTES || started.elapsed() > MAX_STREAM_TIME {
+            log::warn!("provider stream cut after {total} bytes and {:?}", started.elapsed());
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line);

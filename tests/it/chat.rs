@@ -896,3 +896,50 @@ fn an_http_1_0_client_gets_a_close_delimited_stream() {
     assert!(raw.contains("\"type\": \"end\""), "the whole stream arrives before the close: {raw}");
     assert!(!raw.contains("\r\n0\r\n"), "no chunk framing: {raw}");
 }
+
+#[test]
+fn an_upstream_that_never_ends_its_stream_grew_the_reply_without_bound() {
+    // A provider answering with deltas forever: the reply is cut at the stream budget
+    // (2 MiB) instead of growing memory and the stored history until the host runs out.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n");
+                let delta = format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n",
+                    "A".repeat(8000)
+                );
+                // Bounded so the thread ends: far past the budget.
+                for _ in 0..10_000 {
+                    if conn.write_all(delta.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let s = Server::start();
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat","provider"]}"#);
+    let source = json!({"id": "endless", "type": "openai_chat_completion", "key": ["k"], "api_base": base});
+    s.expect(&s.call("POST", "/api/v1/provider-sources", &key, Some(source)), 200);
+    let provider = json!({"id": "endless/m", "provider_source_id": "endless", "model": "m"});
+    s.expect(&s.call("POST", "/api/v1/providers", &key, Some(provider)), 200);
+    let r = s.request(
+        "POST",
+        "/api/v1/chat",
+        &[("Authorization", &format!("Bearer {key}")), ("Accept", "application/json")],
+        Some(&json!({"username": "u", "message": "hi", "selected_provider": "endless/m"}).to_string()),
+    );
+    s.expect(&r, 200);
+    let reply = r.json()["data"]["response"].as_str().unwrap().len();
+    assert!(reply > 1_000_000 && reply <= 2 << 20, "reply of {reply} bytes");
+    assert!(s.log().contains("provider stream cut"), "{}", s.log());
+}
