@@ -113,14 +113,21 @@ fn responses(route: &Route) -> Map<String, Value> {
         Access::Public => {}
         Access::Scope(_) => {
             responses.insert("401".into(), error_response("Missing API key / Invalid API key"));
-            responses.insert("403".into(), error_response("Insufficient API key scope"));
+            responses.insert(
+                "403".into(),
+                error_response(
+                    "Insufficient API key scope (with `WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=\"...\"`), or a dashboard-cookie request from another origin (`Cross-origin request refused`)",
+                ),
+            );
             responses.insert("429".into(), error_response("Daily request limit exceeded (see Retry-After)"));
         }
         Access::Admin => {
             responses.insert("401".into(), error_response("Missing API key / Token expired"));
             responses.insert(
                 "403".into(),
-                error_response("Insufficient API key scope: API keys may not manage keys"),
+                error_response(
+                    "Insufficient API key scope: API keys may not manage keys (with `WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=\"admin\"`)",
+                ),
             );
         }
         Access::Dashboard => {
@@ -136,6 +143,10 @@ fn responses(route: &Route) -> Map<String, Value> {
     }
     if route.body != Body::None {
         responses.insert("413".into(), error_response("Request body too large"));
+        responses.insert(
+            "408".into(),
+            error_response("Request body not received in time (slower than 1 KiB/s on average after 10 s)"),
+        );
     }
     responses.insert("500".into(), error_response("Internal server error"));
     responses
