@@ -25,6 +25,7 @@ mod server;
 mod sse;
 mod system;
 mod timefmt;
+mod webhooks;
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();

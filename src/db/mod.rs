@@ -24,6 +24,7 @@ pub mod kb;
 mod keys;
 mod pool;
 pub mod resources;
+pub mod webhooks;
 mod schema;
 
 pub use admin::{

@@ -144,6 +144,38 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX chat_messages_by_session ON chat_messages (session_id, id);
     CREATE VIRTUAL TABLE kb_chunks USING fts5(collection UNINDEXED, title, url UNINDEXED, body, tokenize = 'trigram');
     ",
+    // 5: bot-bound keys and the webhook mirror (decisions 15 and 16). A key may be bound to
+    // a config profile (bot_id) and carry a webhook_url. Its signing secret is never
+    // stored: it is derived from the server's MAC key and webhook_nonce, which a rotation
+    // replaces. webhook_dropped counts events dropped because the outbox was full.
+    "
+    ALTER TABLE api_keys ADD COLUMN bot_id TEXT;
+    ALTER TABLE api_keys ADD COLUMN webhook_url TEXT;
+    ALTER TABLE api_keys ADD COLUMN webhook_nonce TEXT;
+    ALTER TABLE api_keys ADD COLUMN webhook_dropped INTEGER NOT NULL DEFAULT 0;
+    -- The webhook outbox: one row per event (a keyed request and its response), in
+    -- creation order (id). event_id is the webhook-id header, the same on every attempt.
+    -- status: pending (to deliver at next_attempt_at), delivered, or failed (gave up at
+    -- deadline, created_at + 24 h unless a manual retry moved it). Delivery follows id
+    -- order per key; finished rows are kept a while for the deliveries listing.
+    CREATE TABLE webhook_events (
+        id              INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL UNIQUE,
+        key_id          TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        deadline        INTEGER NOT NULL,
+        last_attempt_at INTEGER,
+        response_code   INTEGER,
+        error           TEXT,
+        delivered_at    INTEGER
+    );
+    CREATE INDEX webhook_events_by_key ON webhook_events (key_id, status, id);
+    CREATE INDEX webhook_events_pending ON webhook_events (status, key_id, id);
+    ",
 ];
 
 /// The schema version this binary writes.
