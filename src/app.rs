@@ -1,5 +1,5 @@
 //! The application's shared state: [`App`] (settings, database, key cache, quotas, login
-//! throttle, live chat streams) and [`Ctx`], what a handler sees of one request.
+//! throttle, live chat streams, the webhook outbox) and [`Ctx`], what a handler sees of one request.
 //!
 //! This module holds state only, so every layer may import it: the pipeline that runs a
 //! request lives in `pipeline`, the handlers in `api`. [`App::maintain`] runs on a
@@ -15,8 +15,10 @@ use crate::chat::streams::LiveStreams;
 use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::http::Request;
+use crate::mirror::Draft;
 use crate::quota::DailyQuota;
 use crate::secrets::{self, MacKey};
+use crate::webhooks::Outbox;
 
 /// Settings of a running server, from the command line and the environment.
 #[derive(Debug, Clone)]
@@ -42,11 +44,13 @@ pub struct App {
     pub openapi_json: std::sync::OnceLock<Vec<u8>>,
     /// Live chat streams by conversation (session) id, for proactive IM delivery.
     pub streams: LiveStreams,
+    /// The webhook mirror's outbox: keyed requests become events here (a memory push).
+    pub outbox: Arc<Outbox>,
     keys_generation: AtomicI64,
 }
 
 impl App {
-    pub fn new(settings: Settings, db: Db, mac: MacKey) -> Result<App, String> {
+    pub fn new(settings: Settings, db: Db, mac: MacKey, outbox: Arc<Outbox>) -> Result<App, String> {
         let generation = db
             .conn()
             .and_then(|c| db::keys_generation(&c))
@@ -61,6 +65,7 @@ impl App {
             started: Instant::now(),
             openapi_json: std::sync::OnceLock::new(),
             streams: LiveStreams::default(),
+            outbox,
             keys_generation: AtomicI64::new(generation),
         })
     }
@@ -126,6 +131,15 @@ impl App {
         Ok(key)
     }
 
+    /// Requests a key has made this UTC day: the live count if this process has seen the
+    /// key today, else the stored one.
+    pub fn usage_today(&self, key_id: &str, now: i64) -> i64 {
+        if let Some(n) = self.quota.lock().unwrap_or_else(|e| e.into_inner()).today(key_id, now) {
+            return n;
+        }
+        self.db.conn().and_then(|c| db::usage_count(&c, key_id, crate::timefmt::utc_day(now))).unwrap_or(0)
+    }
+
     /// An admin token: `Ok(Some(name))` if valid, `Ok(None)` if unknown, `Err` if expired.
     pub fn verify_admin_token(&self, token: &str, now: i64) -> Result<Option<String>, ApiError> {
         if !token.starts_with(secrets::ADMIN_TOKEN_PREFIX) || token.len() > 128 {
@@ -147,6 +161,9 @@ pub struct Ctx<'a, 'b> {
     /// `None` only on public routes.
     pub who: Option<Identity>,
     pub now: i64,
+    /// The webhook event of this request, when its key is mirrored; a handler may refine
+    /// its request part or take it along (a chat stream finishes it when its run ends).
+    pub mirror: Option<Draft>,
 }
 
 impl Ctx<'_, '_> {

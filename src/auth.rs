@@ -244,6 +244,10 @@ pub struct ActiveKey {
     pub expires_at: Option<i64>,
     /// `None`: the server default; `Some(0)`: unlimited.
     pub daily_limit: Option<i64>,
+    /// The bot (config profile) the key may chat as, if bound.
+    pub bot_id: Option<String>,
+    /// Whether the key's requests are mirrored to a webhook.
+    pub mirrored: bool,
 }
 
 impl ActiveKey {
@@ -256,6 +260,8 @@ impl ActiveKey {
                 .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()),
             expires_at: row.expires_at,
             daily_limit: row.daily_limit,
+            bot_id: row.bot_id.clone(),
+            mirrored: row.webhook_url.is_some(),
         }
     }
 
@@ -422,6 +428,8 @@ mod tests {
             scopes: vec![],
             expires_at: Some(10),
             daily_limit: limit,
+            bot_id: None,
+            mirrored: false,
         };
         assert_eq!(key(None).effective_limit(Some(5)), Some(5));
         assert_eq!(key(None).effective_limit(None), None);

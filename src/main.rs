@@ -16,6 +16,7 @@ mod http;
 mod kb;
 mod keys;
 mod markdown;
+mod mirror;
 mod openapi;
 mod pipeline;
 mod quota;

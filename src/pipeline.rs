@@ -1,9 +1,10 @@
 //! The request pipeline: what happens to every request between the server and a handler.
 //!
 //! [`handle`] is the whole pipeline as plain function calls: match the route, refuse an
-//! oversized body, parse a JSON body, authenticate, apply the key's daily quota, call the
-//! handler, then add the quota headers, and `X-Content-Type-Options: nosniff` to every
-//! answer, so that no browser sniffs a stored upload or an error message into HTML. A
+//! oversized body, parse a JSON body, authenticate, open the webhook event of a mirrored
+//! key (`mirror`), apply the key's daily quota, call the handler, then add the quota
+//! headers, finish the webhook event with the answer (a memory push to the outbox), and
+//! add `X-Content-Type-Options: nosniff` to every answer, so that no browser sniffs a stored upload or an error message into HTML. A
 //! request that the dashboard cookie authenticates and that would change state is refused
 //! when it comes from another site's page. `server` calls [`handle`]; the handlers in
 //! `api` see only the [`Ctx`] it builds, and the shared state lives in `app`.
@@ -14,7 +15,8 @@ use crate::app::{App, Ctx};
 use crate::auth::{self, ActiveKey, Credential, Identity, refuse_cross_site_cookie};
 use crate::db;
 use crate::error::ApiError;
-use crate::http::{MAX_JSON_BODY, Request, Response};
+use crate::http::{self, MAX_JSON_BODY, Request, Response};
+use crate::mirror::Draft;
 use crate::quota::Verdict;
 use crate::routes::{self, Access, Body, Match, Route};
 use crate::secrets;
@@ -50,7 +52,8 @@ fn route_and_run(app: &Arc<App>, req: &mut Request<'_>) -> Response {
     };
     req.params = params;
     let mut quota = None;
-    let result = run_route(app, route, req, now, &mut quota);
+    let mut mirror = None;
+    let result = run_route(app, route, req, now, &mut quota, &mut mirror);
     let mut response = match result {
         Ok(response) => response,
         Err(e) => e.into_response(&format!("{} {}", route.method, route.path)),
@@ -59,7 +62,34 @@ fn route_and_run(app: &Arc<App>, req: &mut Request<'_>) -> Response {
         response.header("RateLimit-Policy", format!("\"daily\";q={};w=86400", q.limit));
         response.header("RateLimit", format!("\"daily\";r={};t={}", q.remaining, q.reset_secs));
     }
+    if let Some(draft) = mirror {
+        app.outbox.push(finish_event(draft, &response));
+    }
     response
+}
+
+/// The webhook event of an answer: a JSON body as it is, a download or a stream by type
+/// and size (a chat stream takes its draft along and never gets here).
+fn finish_event(draft: Draft, response: &Response) -> crate::webhooks::Event {
+    let content_type = response
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    match &response.body {
+        http::Body::Bytes(bytes) if content_type.starts_with("application/json") => {
+            draft.finish_json_bytes(response.status, bytes)
+        }
+        http::Body::Bytes(bytes) => draft
+            .finish(response.status, &serde_json::json!({"content_type": content_type, "size": bytes.len()})),
+        http::Body::File(_, len) => {
+            draft.finish(response.status, &serde_json::json!({"content_type": content_type, "size": len}))
+        }
+        http::Body::Events(_) => {
+            draft.finish(response.status, &serde_json::json!({"content_type": content_type}))
+        }
+    }
 }
 
 fn run_route(
@@ -68,6 +98,7 @@ fn run_route(
     req: &mut Request<'_>,
     now: i64,
     quota: &mut Option<QuotaHeaders>,
+    mirror: &mut Option<Draft>,
 ) -> Result<Response, ApiError> {
     let limit = match route.body {
         Body::Json | Body::None => MAX_JSON_BODY,
@@ -91,22 +122,27 @@ fn run_route(
         if route.body == Body::Json {
             req.parse_json_body()?;
         }
-        authenticate(app, req, route.access, now)?
+        authenticate(app, req, route.access, now, mirror)?
     };
     if let Some(Identity::Key(key)) = &who {
         apply_quota(app, key, now, quota)?;
     }
-    let mut ctx = Ctx { app, req, who, now };
-    (route.handler)(&mut ctx)
+    let mut ctx = Ctx { app, req, who, now, mirror: mirror.take() };
+    let result = (route.handler)(&mut ctx);
+    *mirror = ctx.mirror.take();
+    result
 }
 
 /// Authentication for Open API routes: an admin token (bearer or cookie) passes every
 /// scope, an API key only the scopes it holds.
+/// A verified key with a webhook opens `mirror`, so that even its refusal (scope, quota) is
+/// mirrored.
 fn authenticate(
     app: &App,
     req: &Request<'_>,
     access: Access,
     now: i64,
+    mirror: &mut Option<Draft>,
 ) -> Result<Option<Identity>, ApiError> {
     let scope = match access {
         Access::Public => return Ok(None),
@@ -145,6 +181,9 @@ fn authenticate(
     // Routes outside the Open API scopes refuse any key, valid or not, before a lookup.
     let Some(scope) = scope else { return Err(insufficient()) };
     let key = app.verify_api_key(&raw_key, now)?;
+    if key.mirrored {
+        *mirror = Some(Draft::new(&key.key_id, req, now));
+    }
     if !auth::scopes_allow(&key.scopes, scope) {
         return Err(insufficient());
     }

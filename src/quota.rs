@@ -104,6 +104,12 @@ impl DailyQuota {
         }
     }
 
+    /// The requests counted for a key on the UTC day of `now`, if this process has seen
+    /// the key that day (else the stored count is the truth).
+    pub fn today(&self, key_id: &str, now: i64) -> Option<i64> {
+        self.keys.get(key_id).filter(|u| u.day == utc_day(now)).map(|u| u.count)
+    }
+
     /// Drops a key (deleted or revoked): its counts must not be written back.
     pub fn forget(&mut self, key_id: &str) {
         self.keys.remove(key_id);

@@ -8,6 +8,13 @@
 //! the reply when done even if the client is gone. `prepare` only reads; what a request writes before its run is one `IMMEDIATE`
 //! transaction in [`run::save_user_message`], so a refused or failed request leaves
 //! nothing behind.
+//!
+//! A body with `bot_id` is an Astroworld request (decision 14): the bot names a config
+//! profile, `username` defaults to the key's own identity (`key:<key_id>`, which no other
+//! key may use), new sessions are `api-<uuid>`, the answer is the bare JSON
+//! `{"response", "sources", "session_id"}` unless the client asks for
+//! `text/event-stream`, and errors keep real status codes. A key bound to a bot (decision
+//! 15) chats only as that bot, in either shape.
 
 use serde_json::{Map, Value, json};
 
@@ -16,7 +23,7 @@ use crate::app::Ctx;
 use crate::auth::Identity;
 use crate::chat::events;
 use crate::chat::run::{self, RunSlot, UserMessage};
-use crate::config;
+use crate::config::{self, BotLookup};
 use crate::db::chat as store;
 use crate::db::resources;
 use crate::db::write_tx;
@@ -169,8 +176,9 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         return Err(soft("username is empty"));
     }
     let conn = ctx.app.db.conn()?;
-    // 2. administrator ids are reserved for keys with chat:admin
+    // 2. administrator ids are reserved for keys with chat:admin, key identities for their key
     let is_admin_id = check_admin_id(&conn, &who, &username)?;
+    check_identity_username(&who, &username).map_err(soft)?;
     // 3. the session: `session_id` if the key is present, else `conversation_id`
     let raw =
         if body.contains_key("session_id") { body.get("session_id") } else { body.get("conversation_id") };
@@ -185,9 +193,14 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         return Err(soft("session_id belongs to another username"));
     }
     let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
-    // 4–5. the profile for this conversation
-    let profile =
+    // 4–5. the profile for this conversation; a bound key's bot unless it names its own
+    let named =
         resolve_config(&conn, string_field(&body, "config_id")?, string_field(&body, "config_name")?)?;
+    let profile = match bound_bot(&who) {
+        Some(bot) if named.as_deref().is_some_and(|p| p != bot) => return Err(bound_to(bot)),
+        Some(bot) => Some(bot.to_owned()),
+        None => named,
+    };
     // 6. the message
     let message = match (body.get("message"), body.get("files")) {
         (Some(m), _) => m.clone(),
@@ -233,6 +246,107 @@ fn check_admin_id(conn: &rusqlite::Connection, who: &Identity, username: &str) -
     }
 }
 
+/// The username that owns an API caller's sessions when it names none (Astroworld):
+/// `key:<key_id>` for a key, `admin:<name>` for the admin.
+fn identity_username(who: &Identity) -> String {
+    match who {
+        Identity::Key(k) => format!("key:{}", k.key_id),
+        Identity::Admin(name) => format!("admin:{name}"),
+    }
+}
+
+/// Identity usernames belong to their identity: a key may use only its own `key:<key_id>`
+/// and no `admin:` name, so two keys never see each other's sessions. The admin may use
+/// any. The error is the message; each shape gives it its own status.
+fn check_identity_username(who: &Identity, username: &str) -> Result<(), String> {
+    let Identity::Key(key) = who else { return Ok(()) };
+    let foreign = match username.strip_prefix("key:") {
+        Some(id) => id != key.key_id,
+        None => username.starts_with("admin:"),
+    };
+    match foreign {
+        true => Err("username is reserved for another API key".into()),
+        false => Ok(()),
+    }
+}
+
+/// The bot a key is bound to, if any.
+fn bound_bot(who: &Identity) -> Option<&str> {
+    match who {
+        Identity::Key(k) => k.bot_id.as_deref(),
+        Identity::Admin(_) => None,
+    }
+}
+
+fn bound_to(bot: &str) -> ApiError {
+    ApiError::Forbidden(format!("API key is bound to bot {bot}"))
+}
+
+/// An Astroworld request's fields, checked in the order of its page (bot, message,
+/// session), with real status codes: 400 for the body, 403 for another's bot, username
+/// or session, 404 for an unknown bot.
+fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Prepared, ApiError> {
+    let who = ctx.caller()?.clone();
+    let bad = ApiError::bad_request;
+    let bot_id = match body.get("bot_id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => return Err(bad("bot_id must be a non-empty string")),
+    };
+    for field in ["session_id", "username"] {
+        string_field(body, field)?;
+    }
+    let conn = ctx.app.db.conn()?;
+    let bound = bound_bot(&who);
+    let profile = match (config::find_bot(&conn, &bot_id)?, bound) {
+        (BotLookup::Found(id), Some(bot)) if id != bot => return Err(bound_to(bot)),
+        (BotLookup::Found(id), _) => id,
+        // Another bot's key learns nothing about which bots exist.
+        (_, Some(bot)) if bot != bot_id => return Err(bound_to(bot)),
+        (BotLookup::Ambiguous, _) => {
+            return Err(ApiError::bad_request(format!("bot_id is ambiguous, use the profile id: {bot_id}")));
+        }
+        (BotLookup::Missing, _) => return Err(ApiError::NotFound(format!("Bot not found: {bot_id}"))),
+    };
+    let message = match body.get("message") {
+        None | Some(Value::Null) => return Err(bad("Missing key: message")),
+        Some(m @ (Value::String(_) | Value::Array(_))) => m.clone(),
+        Some(_) => return Err(bad("message must be a string or a list of message parts")),
+    };
+    let username = match body.get("username").and_then(Value::as_str).map(str::trim) {
+        Some(u) if !u.is_empty() => u.to_owned(),
+        _ => identity_username(&who),
+    };
+    let is_admin = check_admin_id(&conn, &who, &username).map_err(|e| ApiError::Forbidden(e.message()))?;
+    check_identity_username(&who, &username).map_err(ApiError::Forbidden)?;
+    let session_id = match body.get("session_id").and_then(Value::as_str).map(str::trim) {
+        Some(s) if !s.is_empty() => s.to_owned(),
+        _ => format!("api-{}", uuid::Uuid::new_v4()),
+    };
+    if let Some(existing) = store::session(&conn, &session_id)?
+        && existing.creator != username
+    {
+        return Err(ApiError::Forbidden("session_id belongs to another username".into()));
+    }
+    let parts = lenient_parts(&conn, &message)?;
+    if !has_content(&parts) {
+        return Err(bad("message is empty"));
+    }
+    let text = parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n");
+    let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
+    let message = UserMessage {
+        username,
+        session_id,
+        umo,
+        parts,
+        text,
+        streaming: flag(body, "enable_streaming")?,
+        selected_provider: None,
+        selected_model: None,
+        is_admin,
+    };
+    Ok(Prepared { message, profile: Some(profile) })
+}
+
 /// Whether the client asked for one JSON answer instead of a stream: `application/json`
 /// without `text/event-stream`, so a client that accepts both still gets AstrBot's stream.
 fn wants_json(ctx: &Ctx<'_, '_>) -> bool {
@@ -240,17 +354,79 @@ fn wants_json(ctx: &Ctx<'_, '_>) -> bool {
     accept.contains("application/json") && !accept.contains("text/event-stream")
 }
 
+/// Whether the client asked for an SSE stream (an Astroworld request streams only then).
+fn wants_stream(ctx: &Ctx<'_, '_>) -> bool {
+    ctx.req.header("accept").unwrap_or("").to_ascii_lowercase().contains("text/event-stream")
+}
+
+/// An Astroworld request's refusals keep real status codes: the chat layer's 200-errors
+/// become 403 (another's session) or 400.
+fn real_status(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Soft(m) if m.contains("belongs to another") => ApiError::Forbidden(m),
+        ApiError::Soft(m) => ApiError::BadRequest(m),
+        other => other,
+    }
+}
+
 /// `POST /api/v1/chat`
 pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let astroworld = ctx.req.json.as_ref().and_then(|b| b.get("bot_id")).is_some_and(|v| !v.is_null());
+    if astroworld {
+        return chat_astroworld(ctx).map_err(real_status);
+    }
     // A full house is refused before the request is looked at.
     let slot = RunSlot::take()?;
     let Prepared { message, profile } = prepare(ctx)?;
+    let json = wants_json(ctx);
+    start(ctx, slot, message, profile, json)
+}
+
+/// `POST /api/v1/chat` with `bot_id`: the bare JSON answer, or SSE when asked for.
+fn chat_astroworld(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let slot = RunSlot::take()?;
+    let body = ctx.req.json_object()?.clone();
+    let Prepared { message, profile } = prepare_astroworld(ctx, &body)?;
+    let stream = wants_stream(ctx);
+    let response = start(ctx, slot, message, profile, !stream)?;
+    if stream {
+        return Ok(response);
+    }
+    // The envelope's data, bare: Astroworld's clients read `response` at the top.
+    let Some(Value::Object(mut data)) = response_data(&response) else {
+        return Err(ApiError::internal("the chat answer lost its data"));
+    };
+    let mut bare = Map::new();
+    for field in ["response", "sources", "session_id"] {
+        bare.insert(field.into(), data.remove(field).unwrap_or(Value::Null));
+    }
+    Ok(Response::json(200, &Value::Object(bare)))
+}
+
+fn response_data(response: &Response) -> Option<Value> {
+    match &response.body {
+        crate::http::Body::Bytes(bytes) => {
+            serde_json::from_slice::<Value>(bytes).ok().and_then(|mut v| v.get_mut("data").map(Value::take))
+        }
+        _ => None,
+    }
+}
+
+/// Stores the message and runs it: one JSON envelope when `json`, else the SSE stream,
+/// whose run finishes the request's webhook event when it ends.
+fn start(
+    ctx: &mut Ctx<'_, '_>,
+    slot: RunSlot,
+    message: UserMessage,
+    profile: Option<String>,
+    json: bool,
+) -> Result<Response, ApiError> {
     let checkpoint = uuid::Uuid::new_v4().to_string();
     // The user message is stored before anything is streamed.
     let now = ctx.now;
     let saved_id =
         run::save_user_message(&mut *ctx.app.db.conn()?, &message, profile.as_deref(), &checkpoint, now)?;
-    if wants_json(ctx) {
+    if json {
         let outcome = run::run(ctx.app, message, checkpoint, None);
         drop(slot);
         return Ok(Response::ok(json!({
@@ -260,7 +436,7 @@ pub fn chat(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
             "sources": events::refs(&outcome.sources),
         })));
     }
-    let rx = run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now)?;
+    let rx = run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now, ctx.mirror.take())?;
     Ok(Response::events(rx))
 }
 
@@ -288,6 +464,7 @@ fn username_query(ctx: &Ctx<'_, '_>) -> Result<String, ApiError> {
         Some(u) => u.trim().to_owned(),
     };
     check_admin_id(&*ctx.app.db.conn()?, ctx.caller()?, &username)?;
+    check_identity_username(ctx.caller()?, &username).map_err(soft)?;
     Ok(username)
 }
 

@@ -29,6 +29,7 @@ use crate::app::Ctx;
 use crate::db::resources::{self, Attachment};
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::mirror;
 use crate::timefmt::http_date;
 
 fn attachments_dir(ctx: &Ctx<'_, '_>) -> PathBuf {
@@ -177,6 +178,9 @@ pub fn upload(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         return Err(ApiError::Soft("Failed to create attachment".into()));
     }
     log::info!("attachment {id} stored ({size} bytes, {})", attachment.mime_type);
+    if let Some(draft) = ctx.mirror.as_mut() {
+        draft.set_request(mirror::upload_summary(&attachment.filename, &attachment.mime_type, size as u64));
+    }
     Ok(Response::ok(json!({"attachment_id": id, "filename": attachment.filename, "type": attachment.kind})))
 }
 

@@ -28,6 +28,7 @@ use crate::db::kb::Passage;
 use crate::db::resources;
 use crate::db::write_tx;
 use crate::error::ApiError;
+use crate::mirror::Draft;
 use crate::sse;
 use crate::timefmt::now_micros;
 
@@ -126,7 +127,8 @@ pub fn save_user_message(
 
 /// Starts the run of a stored message on a thread of its own and returns its events: the
 /// session, the saved user message (`saved_id` at `now`), then the run's. The slot is
-/// freed when the run ends.
+/// freed when the run ends; the request's webhook event, if its key is mirrored, is
+/// finished then with the whole reply.
 pub fn spawn(
     app: Arc<App>,
     slot: RunSlot,
@@ -134,6 +136,7 @@ pub fn spawn(
     checkpoint: String,
     saved_id: i64,
     now: i64,
+    mirror: Option<Draft>,
 ) -> Result<Receiver<String>, ApiError> {
     let (tx, rx) = channel::<String>();
     let _ = tx.send(sse::frame(&events::session_id(&msg.session_id)));
@@ -141,8 +144,12 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("chat-run".into())
         .spawn(move || {
-            run(&app, msg, checkpoint, Some(tx));
+            let outcome = run(&app, msg, checkpoint, Some(tx));
             drop(slot);
+            if let Some(draft) = mirror {
+                let response = json!({"response": outcome.text, "session_id": outcome.session_id, "message_id": outcome.message_id});
+                app.outbox.push(draft.finish(200, &response));
+            }
         })
         .map_err(|e| ApiError::internal(format!("cannot start the chat run: {e}")))?;
     Ok(rx)
@@ -401,7 +408,9 @@ pub fn answer(app: &App, msg: &UserMessage) -> Answer {
     }
     match &effective.provider {
         ProviderChoice::Builtin => {
-            let passages = crate::kb::search(&conn, &msg.text, &[], 3).unwrap_or_default();
+            // A bot with its own collections answers from them only (a website's bot must
+            // not answer from our guides); otherwise from everything, guides included.
+            let passages = crate::kb::search(&conn, &msg.text, &kb_names(&effective), 3).unwrap_or_default();
             Answer::Builtin { passages, fallback: NO_MATCH.into() }
         }
         ProviderChoice::Configured { config: provider, .. } => {
@@ -409,6 +418,14 @@ pub fn answer(app: &App, msg: &UserMessage) -> Answer {
             Answer::Llm(Box::new(llm_request(app, &conn, msg, &effective, provider, session.as_ref())))
         }
     }
+}
+
+/// The knowledge collections the profile names (`kb_names`).
+fn kb_names(effective: &Effective) -> Vec<String> {
+    effective.config["kb_names"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 /// The request to a configured provider: the profile's knowledge bases searched for the
@@ -421,10 +438,7 @@ fn llm_request(
     provider: Provider,
     session: Option<&Session>,
 ) -> LlmRequest {
-    let kb_names: Vec<String> = effective.config["kb_names"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let kb_names = kb_names(effective);
     let sources = if kb_names.is_empty() {
         Vec::new()
     } else {

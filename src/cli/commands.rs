@@ -18,17 +18,55 @@ pub(super) fn key_create(data: &Path, key: &NewKey, json: bool) -> Result<(), St
     let (db, mac) = open_existing_store(data)?;
     let mut conn = db.conn().map_err(|e| e.to_string())?;
     let now = now_micros();
-    let (row, raw) = keys::create(&mut conn, &mac, key, "cli", now).map_err(|e| e.message())?;
+    let (saved, raw) = keys::create(&mut conn, &mac, key, "cli", now).map_err(|e| e.message())?;
     if json {
-        println!("{}", keys::created_json(&row, &raw, now));
-    } else {
-        println!("{raw}");
-        eprintln!(
-            "created key {} \"{}\" with scopes {}; the key above is shown only once",
-            row.key_id,
-            row.name,
-            row.scopes.unwrap_or_default().join(",")
-        );
+        println!("{}", keys::created_json(&saved, &raw, now));
+        return Ok(());
+    }
+    println!("{raw}");
+    let row = &saved.row;
+    eprintln!(
+        "created key {} \"{}\" with scopes {}{}; the key above is shown only once",
+        row.key_id,
+        row.name,
+        row.scopes.clone().unwrap_or_default().join(","),
+        row.bot_id.as_ref().map(|b| format!(", bound to bot {b}")).unwrap_or_default()
+    );
+    if let Some(secret) = &saved.webhook_secret {
+        eprintln!("webhook signing secret (shown only once): {secret}");
+    }
+    Ok(())
+}
+
+pub(super) fn key_update(
+    data: &Path,
+    key_id: &str,
+    patch: &keys::KeyPatch,
+    json: bool,
+) -> Result<(), String> {
+    let (db, mac) = open_existing_store(data)?;
+    let mut conn = db.conn().map_err(|e| e.to_string())?;
+    let now = now_micros();
+    let saved = keys::update(&mut conn, &mac, key_id, patch, now)
+        .map_err(|e| e.message())?
+        .ok_or("API key not found")?;
+    let usage = db::usage_count(&conn, key_id, crate::timefmt::utc_day(now)).unwrap_or(0);
+    if json {
+        println!("{}", keys::saved_json(&saved, now, usage));
+        return Ok(());
+    }
+    let row = &saved.row;
+    println!(
+        "updated {}: name \"{}\", daily limit {}, expires {}, bot {}, webhook {}",
+        row.key_id,
+        row.name,
+        row.daily_limit.map_or("default".into(), |n| n.to_string()),
+        row.expires_at.map_or("never".into(), iso),
+        row.bot_id.as_deref().unwrap_or("none"),
+        row.webhook_url.as_deref().unwrap_or("none"),
+    );
+    if let Some(secret) = &saved.webhook_secret {
+        println!("webhook signing secret (shown only once): {secret}");
     }
     Ok(())
 }
@@ -92,14 +130,16 @@ pub(super) fn key_list(data: &Path, json: bool) -> Result<(), String> {
     let conn = db.conn().map_err(|e| e.to_string())?;
     let rows = db::list_keys(&conn).map_err(|e| e.to_string())?;
     let now = now_micros();
+    let day = crate::timefmt::utc_day(now);
+    let usage = |key_id: &str| db::usage_count(&conn, key_id, day).unwrap_or(0);
     if json {
-        let items: Vec<Value> = rows.iter().map(|r| keys::to_json(r, now)).collect();
+        let items: Vec<Value> = rows.iter().map(|r| keys::to_json(r, now, usage(&r.key_id))).collect();
         println!("{}", Value::Array(items));
         return Ok(());
     }
     println!(
-        "{:<36}  {:<12}  {:<8}  {:<20}  {:<25}  NAME  SCOPES",
-        "KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES"
+        "{:<36}  {:<12}  {:<8}  {:<20}  {:<25}  {:>7}  NAME  SCOPES  BOT  WEBHOOK",
+        "KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES", "TODAY"
     );
     for r in rows {
         let state = if r.revoked_at.is_some() {
@@ -111,10 +151,15 @@ pub(super) fn key_list(data: &Path, json: bool) -> Result<(), String> {
         };
         let last = r.last_used_at.map(|t| iso(t)[..19].to_owned()).unwrap_or_else(|| "never".into());
         let expires = r.expires_at.map(iso).unwrap_or_else(|| "never".into());
-        let scopes = r.scopes.unwrap_or_default().join(",");
+        let scopes = r.scopes.clone().unwrap_or_default().join(",");
         println!(
-            "{:<36}  {:<12}  {state:<8}  {last:<20}  {expires:<25}  {}  {scopes}",
-            r.key_id, r.key_prefix, r.name
+            "{:<36}  {:<12}  {state:<8}  {last:<20}  {expires:<25}  {:>7}  {}  {scopes}  {}  {}",
+            r.key_id,
+            r.key_prefix,
+            usage(&r.key_id),
+            r.name,
+            r.bot_id.as_deref().unwrap_or("-"),
+            r.webhook_url.as_deref().unwrap_or("-")
         );
     }
     Ok(())

@@ -15,8 +15,9 @@ mod serve;
 pub use serve::{Password, ServeArgs};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::keys::{self, NewKey};
+use crate::keys::{self, KeyPatch, NewKey};
 
 /// The help text; the scope list comes from the scope definitions.
 pub fn usage() -> String {
@@ -29,7 +30,9 @@ Usage:
                 [--default-daily-limit N] [--max-upload-mb N] [--log-level LEVEL]
   astrbot admin password [--data DIR] [--username NAME]   (new password on stdin)
   astrbot key create --name NAME --scopes SCOPES [--expires-in-days N]
-                     [--daily-limit N] [--json] [--data DIR]
+                     [--daily-limit N] [--bot BOT_ID] [--webhook-url URL] [--json] [--data DIR]
+  astrbot key update KEY_ID [--name NAME] [--daily-limit N|default] [--expires-in-days N|never]
+                     [--bot BOT_ID|none] [--webhook-url URL|none] [--json] [--data DIR]
   astrbot key list [--json] [--data DIR]
   astrbot key revoke KEY_ID [--data DIR]
   astrbot key delete KEY_ID [--data DIR]
@@ -38,7 +41,9 @@ Usage:
   astrbot kb remove NAME [--data DIR]
   astrbot --version
 
---scopes is required: comma-separated, from {scopes}.
+--scopes is required: comma-separated, from {scopes}; with --bot it defaults to chat,file.
+--bot binds the key to a bot (a config profile, by id or name): it then chats only as that
+bot, and its daily limit defaults to 1000.
 --max-connections: open connections served at once, 1 to 65536 (default {DEFAULT_MAX_CONNECTIONS}).
 Commands other than serve need an existing data folder and print the one they use.
 
@@ -61,6 +66,7 @@ pub enum Command {
     Serve(ServeArgs),
     AdminPassword { data: PathBuf, username: Option<String> },
     KeyCreate { data: PathBuf, key: NewKey, json: bool },
+    KeyUpdate { data: PathBuf, key_id: String, patch: KeyPatch, json: bool },
     KeyList { data: PathBuf, json: bool },
     KeyRevoke { data: PathBuf, key_id: String },
     KeyDelete { data: PathBuf, key_id: String },
@@ -73,8 +79,8 @@ pub enum Command {
 
 impl PartialEq for NewKey {
     fn eq(&self, o: &NewKey) -> bool {
-        (&self.name, &self.scopes, self.expires_in_days, self.daily_limit)
-            == (&o.name, &o.scopes, o.expires_in_days, o.daily_limit)
+        (&self.name, &self.scopes, self.expires_in_days, self.daily_limit, &self.bot_id, &self.webhook_url)
+            == (&o.name, &o.scopes, o.expires_in_days, o.daily_limit, &o.bot_id, &o.webhook_url)
     }
 }
 
@@ -149,7 +155,7 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     let (sub, rest) = match (first.as_str(), argv.get(1).map(String::as_str)) {
         ("serve", _) => ("serve", &argv[1..]),
         ("admin", Some("password")) => ("admin password", &argv[2..]),
-        ("key", Some(s @ ("create" | "list" | "revoke" | "delete"))) => (s, &argv[2..]),
+        ("key", Some(s @ ("create" | "update" | "list" | "revoke" | "delete"))) => (s, &argv[2..]),
         ("kb", Some("add")) => ("kb add", &argv[2..]),
         ("kb", Some("list")) => ("kb list", &argv[2..]),
         ("kb", Some("remove")) => ("kb remove", &argv[2..]),
@@ -169,6 +175,7 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             Command::AdminPassword { data, username }
         }
         "create" => key_create_args(a, data)?,
+        "update" => key_update_args(a, data)?,
         "list" => {
             let json = a.has("--json");
             a.finish(0)?;
@@ -231,6 +238,7 @@ fn serve_args(mut a: Args, data: PathBuf, env: &dyn Fn(&str) -> Option<String>) 
     let log_level = level
         .parse()
         .map_err(|_| format!("--log-level must be error, warn, info, debug or trace, not {level:?}"))?;
+    let webhook_backoff = webhook_backoff(env("ASTRBOT_WEBHOOK_BACKOFF_MS"))?;
     a.finish(0)?;
     Ok(ServeArgs {
         listen,
@@ -240,16 +248,50 @@ fn serve_args(mut a: Args, data: PathBuf, env: &dyn Fn(&str) -> Option<String>) 
         max_upload_mb: max_upload_mb as u64,
         log_level,
         admin_password: env("ASTRBOT_ADMIN_PASSWORD").map(Password),
+        webhook_backoff,
     })
+}
+
+/// The webhook retry delays: `ASTRBOT_WEBHOOK_BACKOFF_MS` (comma-separated milliseconds,
+/// each from 1 to one day; for testing receivers), else the default schedule.
+fn webhook_backoff(value: Option<String>) -> Result<Vec<Duration>, String> {
+    let Some(value) = value else {
+        return Ok(crate::webhooks::DEFAULT_BACKOFF.iter().map(|s| Duration::from_secs(*s)).collect());
+    };
+    let bad = || {
+        format!(
+            "ASTRBOT_WEBHOOK_BACKOFF_MS must be comma-separated milliseconds from 1 to 86400000, not {value:?}"
+        )
+    };
+    let delays: Vec<Duration> = value
+        .split(',')
+        .map(|v| {
+            v.trim().parse::<u64>().ok().filter(|n| (1..=86_400_000).contains(n)).map(Duration::from_millis)
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    if delays.is_empty() || delays.len() > 32 {
+        return Err(bad());
+    }
+    Ok(delays)
 }
 
 /// The arguments of `key create`.
 fn key_create_args(mut a: Args, data: PathBuf) -> Result<Command, String> {
     let name = a.take("--name");
-    // Required: without it the key would silently get every default scope.
-    let scopes = a.take("--scopes").ok_or_else(|| {
-        format!("key create needs --scopes, a comma-separated list from: {}", keys::valid_scopes().join(", "))
-    })?;
+    let bot_id = a.take("--bot");
+    // Required unless the key is a bot's: without it the key would silently get every
+    // default scope. A bot's key chats and uploads what it chats about.
+    let scopes = match (a.take("--scopes"), &bot_id) {
+        (Some(scopes), _) => scopes,
+        (None, Some(_)) => "chat,file".to_owned(),
+        (None, None) => {
+            return Err(format!(
+                "key create needs --scopes, a comma-separated list from: {}",
+                keys::valid_scopes().join(", ")
+            ));
+        }
+    };
     let scopes =
         Some(scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
     let key = NewKey {
@@ -257,10 +299,47 @@ fn key_create_args(mut a: Args, data: PathBuf) -> Result<Command, String> {
         scopes,
         expires_in_days: a.int("--expires-in-days")?,
         daily_limit: a.int("--daily-limit")?,
+        bot_id,
+        webhook_url: a.take("--webhook-url"),
     };
     let json = a.has("--json");
     a.finish(0)?;
     Ok(Command::KeyCreate { data, key, json })
+}
+
+/// The arguments of `key update`: each flag changes one field; the words `default`,
+/// `never` and `none` clear one.
+fn key_update_args(mut a: Args, data: PathBuf) -> Result<Command, String> {
+    let cleared = |a: &mut Args, flag: &str, word: &str| -> Option<Option<String>> {
+        a.take(flag).map(|v| if v == word { None } else { Some(v) })
+    };
+    let int = |flag: &str, v: Option<Option<String>>| -> Result<Option<Option<i64>>, String> {
+        v.map(|v| {
+            v.map(|n| n.parse::<i64>().map_err(|_| format!("{flag} must be an integer, not {n:?}")))
+                .transpose()
+        })
+        .transpose()
+    };
+    let name = a.take("--name");
+    let daily_limit = cleared(&mut a, "--daily-limit", "default");
+    let expires = cleared(&mut a, "--expires-in-days", "never");
+    let patch = KeyPatch {
+        name,
+        daily_limit: int("--daily-limit", daily_limit)?,
+        expires_in_days: int("--expires-in-days", expires)?,
+        bot_id: cleared(&mut a, "--bot", "none"),
+        webhook_url: cleared(&mut a, "--webhook-url", "none"),
+    };
+    let json = a.has("--json");
+    let mut pos = a.finish(1)?;
+    let key_id = pos.pop().ok_or("key update needs a KEY_ID")?;
+    if patch == KeyPatch::default() {
+        return Err(
+            "key update needs at least one of --name, --daily-limit, --expires-in-days, --bot, --webhook-url"
+                .into(),
+        );
+    }
+    Ok(Command::KeyUpdate { data, key_id, patch, json })
 }
 
 /// `--max-connections` or `ASTRBOT_MAX_CONNECTIONS` (named by `source`), checked.
@@ -284,6 +363,9 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::Serve(args) => serve::serve(args),
         Command::AdminPassword { data, username } => commands::admin_password(&data, username),
         Command::KeyCreate { data, key, json } => commands::key_create(&data, &key, json),
+        Command::KeyUpdate { data, key_id, patch, json } => {
+            commands::key_update(&data, &key_id, &patch, json)
+        }
         Command::KeyList { data, json } => commands::key_list(&data, json),
         Command::KeyRevoke { data, key_id } => commands::key_revoke(&data, &key_id),
         Command::KeyDelete { data, key_id } => commands::key_delete(&data, &key_id),
@@ -354,7 +436,9 @@ mod tests {
                     name: Some("bot".into()),
                     scopes: Some(vec!["chat".into(), "file".into()]),
                     expires_in_days: None,
-                    daily_limit: Some(3)
+                    daily_limit: Some(3),
+                    bot_id: None,
+                    webhook_url: None,
                 },
                 json: true
             }
@@ -368,6 +452,46 @@ mod tests {
         assert!(parse(&args("serve --max-upload-mb x"), &no_env).is_err());
         assert!(parse(&args("frobnicate"), &no_env).is_err());
         assert_eq!(parse(&args("key --help"), &no_env).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn key_update_flags_change_or_clear_one_field_each() {
+        let c = parse(&args("key update k1 --bot shop --daily-limit default --webhook-url none"), &no_env)
+            .unwrap();
+        let Command::KeyUpdate { key_id, patch, json, .. } = c else { panic!("{c:?}") };
+        assert_eq!((key_id.as_str(), json), ("k1", false));
+        assert_eq!(
+            patch,
+            KeyPatch {
+                bot_id: Some(Some("shop".into())),
+                daily_limit: Some(None),
+                webhook_url: Some(None),
+                ..KeyPatch::default()
+            }
+        );
+        let c = parse(&args("key update k1 --expires-in-days 7 --name n --json"), &no_env).unwrap();
+        let Command::KeyUpdate { patch, json, .. } = c else { panic!("{c:?}") };
+        assert!(json);
+        assert_eq!((patch.expires_in_days, patch.name.as_deref()), (Some(Some(7)), Some("n")));
+        assert!(parse(&args("key update k1"), &no_env).unwrap_err().contains("at least one"));
+        assert!(parse(&args("key update --name n"), &no_env).unwrap_err().contains("KEY_ID"));
+        assert!(parse(&args("key update k1 --daily-limit lots"), &no_env).unwrap_err().contains("integer"));
+        let c = parse(&args("key create --name w --bot shop"), &no_env).unwrap();
+        let Command::KeyCreate { key, .. } = c else { panic!("{c:?}") };
+        assert_eq!(key.scopes, Some(vec!["chat".to_owned(), "file".to_owned()]), "a bot's key: chat,file");
+        assert_eq!(key.bot_id.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn webhook_backoff_from_env() {
+        assert_eq!(webhook_backoff(None).unwrap().len(), crate::webhooks::DEFAULT_BACKOFF.len());
+        assert_eq!(
+            webhook_backoff(Some("50, 100".into())).unwrap(),
+            vec![Duration::from_millis(50), Duration::from_millis(100)]
+        );
+        for bad in ["", "0", "x", "18446744073709551616", "86400001", "1,,2"] {
+            assert!(webhook_backoff(Some(bad.into())).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

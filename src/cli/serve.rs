@@ -12,6 +12,7 @@ use crate::auth::DEFAULT_ADMIN;
 use crate::db::{self, Db};
 use crate::secrets;
 use crate::timefmt::now_micros;
+use crate::webhooks::Outbox;
 use std::path::PathBuf;
 
 #[derive(Debug, PartialEq)]
@@ -25,6 +26,8 @@ pub struct ServeArgs {
     pub log_level: log::LevelFilter,
     /// `ASTRBOT_ADMIN_PASSWORD` as set (possibly empty): the first start's admin password.
     pub admin_password: Option<Password>,
+    /// The webhook retry delays (`ASTRBOT_WEBHOOK_BACKOFF_MS`, else the default schedule).
+    pub webhook_backoff: Vec<std::time::Duration>,
 }
 
 /// A password read from the environment; `Debug` does not show it, so a printed command
@@ -101,7 +104,10 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         default_daily_limit: args.default_daily_limit,
         max_upload_bytes: (args.max_upload_mb as usize).saturating_mul(1 << 20),
     };
-    let app = Arc::new(App::new(settings, db, mac)?);
+    // The outbox has connections of its own: its writer and deliverer never wait for a
+    // request's connection, nor a request for theirs.
+    let outbox = Arc::new(Outbox::new(Db::open(&data)?, mac.clone(), args.webhook_backoff.clone()));
+    let app = Arc::new(App::new(settings, db, mac, outbox)?);
 
     // The signal pipe is registered before anything listens, so no signal is missed.
     let (mut signal_rx, signal_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
@@ -152,6 +158,8 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         Ok(n) => log::info!("knowledge base: {n} passages from the bundled docs"),
         Err(e) => log::error!("cannot index the bundled docs: {e}"),
     }
+    // Pending webhook events of an earlier run are delivered from now on.
+    app.outbox.start()?;
     log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), data.display());
 
     server
@@ -161,6 +169,10 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     app.flush_usage()?;
+    // Streams still running when the server stops have no event yet; everything queued is
+    // written, so it is delivered after the next start.
+    app.outbox.flush();
+    app.outbox.stop();
     if let Ok(conn) = app.db.conn() {
         let _ = db::checkpoint(&conn);
     }

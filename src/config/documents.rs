@@ -72,3 +72,31 @@ pub fn all_admin_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     }
     Ok(ids)
 }
+
+/// What a bot id names (decisions 14 and 15): a config profile by its id, else by its
+/// name; `default` is the default profile.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BotLookup {
+    Found(String),
+    Missing,
+    /// Several profiles have that name and none that id.
+    Ambiguous,
+}
+
+/// Resolves a bot id (trimmed) to a config profile id.
+pub fn find_bot(conn: &Connection, bot_id: &str) -> rusqlite::Result<BotLookup> {
+    let wanted = bot_id.trim();
+    if wanted == DEFAULT_PROFILE {
+        return Ok(BotLookup::Found(DEFAULT_PROFILE.into()));
+    }
+    let profiles = resources::custom_profiles(conn)?;
+    if profiles.iter().any(|p| p.id == wanted) {
+        return Ok(BotLookup::Found(wanted.to_owned()));
+    }
+    let mut named = profiles.iter().filter(|p| p.name == wanted);
+    Ok(match (named.next(), named.next()) {
+        (Some(p), None) => BotLookup::Found(p.id.clone()),
+        (Some(_), Some(_)) => BotLookup::Ambiguous,
+        (None, _) => BotLookup::Missing,
+    })
+}

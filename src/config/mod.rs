@@ -27,7 +27,7 @@ mod validate;
 pub use defaults::{
     BUILTIN_PROVIDER, DEFAULT_PERSONA_ID, DEFAULT_PROFILE, READ_ONLY_SECTIONS, default_config,
 };
-pub use documents::{all_admin_ids, profile_config, system_config};
+pub use documents::{BotLookup, all_admin_ids, find_bot, profile_config, system_config};
 pub use effective::{Effective, ProviderChoice, SessionChoice, effective};
 pub use masking::{redact, restore_secrets};
 pub use providers::{check_inheriting_providers, merged_provider, provider_type_of};

@@ -20,10 +20,17 @@ pub struct KeyRow {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub daily_limit: Option<i64>,
+    /// The config profile the key is bound to (decision 15).
+    pub bot_id: Option<String>,
+    /// Where the webhook mirror sends the key's requests (decision 16).
+    pub webhook_url: Option<String>,
+    /// The input of the key's webhook signing secret, which is derived and never stored.
+    pub webhook_nonce: Option<String>,
 }
 
 const KEY_COLUMNS: &str = "key_id, name, key_prefix, scopes, created_by, created_at, updated_at, \
-                           last_used_at, expires_at, revoked_at, daily_limit";
+                           last_used_at, expires_at, revoked_at, daily_limit, bot_id, webhook_url, \
+                           webhook_nonce";
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     let scopes: Option<String> = r.get(3)?;
@@ -39,6 +46,9 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         expires_at: r.get(8)?,
         revoked_at: r.get(9)?,
         daily_limit: r.get(10)?,
+        bot_id: r.get(11)?,
+        webhook_url: r.get(12)?,
+        webhook_nonce: r.get(13)?,
     })
 }
 
@@ -51,8 +61,9 @@ fn bump_keys_generation(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 pub fn insert_key(tx: &Transaction<'_>, row: &KeyRow, key_hash: &[u8; 32]) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at,
-                               updated_at, last_used_at, expires_at, revoked_at, daily_limit)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                               updated_at, last_used_at, expires_at, revoked_at, daily_limit,
+                               bot_id, webhook_url, webhook_nonce)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             row.key_id,
             row.name,
@@ -66,9 +77,36 @@ pub fn insert_key(tx: &Transaction<'_>, row: &KeyRow, key_hash: &[u8; 32]) -> ru
             row.expires_at,
             row.revoked_at,
             row.daily_limit,
+            row.bot_id,
+            row.webhook_url,
+            row.webhook_nonce,
         ],
     )?;
     bump_keys_generation(tx)
+}
+
+/// Writes the fields a key update may change (name, expiry, daily limit, bot, webhook URL
+/// and nonce) from `row`. False if no such key.
+pub fn update_key(tx: &Transaction<'_>, row: &KeyRow) -> rusqlite::Result<bool> {
+    let n = tx.execute(
+        "UPDATE api_keys SET name = ?2, expires_at = ?3, daily_limit = ?4, bot_id = ?5,
+                webhook_url = ?6, webhook_nonce = ?7, updated_at = ?8
+         WHERE key_id = ?1",
+        params![
+            row.key_id,
+            row.name,
+            row.expires_at,
+            row.daily_limit,
+            row.bot_id,
+            row.webhook_url,
+            row.webhook_nonce,
+            row.updated_at
+        ],
+    )?;
+    if n > 0 {
+        bump_keys_generation(tx)?;
+    }
+    Ok(n > 0)
 }
 
 /// Every key, newest first (AstrBot orders by `created_at` descending).
@@ -81,7 +119,6 @@ pub fn list_keys(conn: &Connection) -> rusqlite::Result<Vec<KeyRow>> {
 }
 
 /// One key by id, whatever its state.
-#[cfg(test)]
 pub fn get_key(conn: &Connection, key_id: &str) -> rusqlite::Result<Option<KeyRow>> {
     conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"))?
         .query_row([key_id], key_row)
@@ -114,6 +151,7 @@ pub fn revoke_key(tx: &Transaction<'_>, key_id: &str, now: i64) -> rusqlite::Res
 pub fn delete_key(tx: &Transaction<'_>, key_id: &str) -> rusqlite::Result<bool> {
     let n = tx.execute("DELETE FROM api_keys WHERE key_id = ?1", [key_id])?;
     tx.execute("DELETE FROM key_usage WHERE key_id = ?1", [key_id])?;
+    tx.execute("DELETE FROM webhook_events WHERE key_id = ?1", [key_id])?;
     if n > 0 {
         bump_keys_generation(tx)?;
     }
@@ -177,6 +215,9 @@ mod tests {
             expires_at: Some(100),
             revoked_at: None,
             daily_limit: None,
+            bot_id: None,
+            webhook_url: None,
+            webhook_nonce: None,
         }
     }
 

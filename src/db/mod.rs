@@ -24,16 +24,16 @@ pub mod kb;
 mod keys;
 mod pool;
 pub mod resources;
-pub mod webhooks;
 mod schema;
+pub mod webhooks;
 
 pub use admin::{
     admin_exists, admin_password_hash, admin_username, create_first_admin, delete_admin_token,
     find_admin_token, insert_admin_token, set_admin_password,
 };
 pub use keys::{
-    KeyRow, delete_key, find_active_key, insert_key, keys_generation, list_keys, revoke_key, save_usage,
-    usage_count,
+    KeyRow, delete_key, find_active_key, get_key, insert_key, keys_generation, list_keys, revoke_key,
+    save_usage, update_key, usage_count,
 };
 pub use pool::Db;
 #[cfg(test)]

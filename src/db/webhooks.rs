@@ -21,7 +21,12 @@ pub fn deliveries(_conn: &Connection, _key_id: &str, _limit: i64) -> rusqlite::R
     Ok(Vec::new())
 }
 
-pub fn retry_delivery(_tx: &Transaction<'_>, _key_id: &str, _id: i64, _now: i64) -> rusqlite::Result<Option<Delivery>> {
+pub fn retry_delivery(
+    _tx: &Transaction<'_>,
+    _key_id: &str,
+    _id: i64,
+    _now: i64,
+) -> rusqlite::Result<Option<Delivery>> {
     Ok(None)
 }
 

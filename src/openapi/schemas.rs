@@ -69,7 +69,8 @@ fn keys() -> Value {
     let key_object = json!({
         "type": "object",
         "required": ["key_id", "name", "key_prefix", "scopes", "created_by", "created_at", "updated_at",
-                     "last_used_at", "expires_at", "revoked_at", "is_revoked", "is_expired", "daily_limit"],
+                     "last_used_at", "expires_at", "revoked_at", "is_revoked", "is_expired", "daily_limit",
+                     "bot_id", "webhook_url", "usage_today"],
         "properties": {
             "key_id": {"type": "string", "format": "uuid"},
             "name": {"type": "string"},
@@ -81,10 +82,27 @@ fn keys() -> Value {
             "last_used_at": ts, "expires_at": ts, "revoked_at": ts,
             "is_revoked": {"type": "boolean"},
             "is_expired": {"type": "boolean"},
-            "daily_limit": {"type": ["integer", "null"], "description": "Requests per UTC day; null: the server default; 0: unlimited"}
+            "daily_limit": {"type": ["integer", "null"], "description": "Requests per UTC day; null: the server default; 0: unlimited"},
+            "bot_id": {"type": ["string", "null"], "description": "The config profile the key is bound to: it chats only as that bot"},
+            "webhook_url": {"type": ["string", "null"], "description": "Where every request of the key and its answer are mirrored (Standard Webhooks)"},
+            "usage_today": {"type": "integer", "description": "Requests counted this UTC day"}
         }
     });
+    let mut updated = key_object.clone();
+    updated["properties"]["webhook_secret"] =
+        json!({"type": "string", "description": "Only when this call set the key's first webhook_url"});
+    let ts_plain = json!({"type": ["string", "null"], "format": "date-time"});
+    let delivery = json!({"type": "object", "required": ["id", "event_id", "status", "attempts", "created_at"], "properties": {
+        "id": {"type": "integer"},
+        "event_id": {"type": "string", "description": "The webhook-id header, the same on every attempt"},
+        "status": {"enum": ["pending", "delivered", "failed"]},
+        "attempts": {"type": "integer"},
+        "response_code": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "last_attempt_at": ts_plain, "next_attempt_at": ts_plain, "delivered_at": ts_plain}});
     let mut created = key_object.clone();
+    created["properties"]["webhook_secret"] = json!({"type": "string", "description": "Only when a webhook_url is given: the signing secret, shown only here"});
     created["properties"]["api_key"] = json!({"type": "string", "description": "The raw key, shown only in this response", "example": "abk_..."});
     if let Some(r) = created["required"].as_array_mut() {
         r.push(json!("api_key"))
@@ -99,9 +117,31 @@ fn keys() -> Value {
                 "name": {"type": ["string", "null"], "description": "Trimmed; empty means \"Untitled API Key\"", "example": "my app"},
                 "scopes": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/Scope"}, "description": "Null means the 11 default scopes", "example": ["chat", "file"]},
                 "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "description": "Null means never", "example": 30},
-                "daily_limit": {"type": ["integer", "null"], "minimum": 0, "description": "Requests per UTC day; null: the server default; 0: unlimited", "example": 1000}
+                "daily_limit": {"type": ["integer", "null"], "minimum": 0, "description": "Requests per UTC day; null: the server default (1000 for a bound key); 0: unlimited", "example": 1000},
+                "bot_id": {"type": ["string", "null"], "description": "Bind the key to a bot (a config profile id or name)"},
+                "webhook_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048, "description": "Mirror every request of the key to this http(s) URL; the answer then carries webhook_secret"}
             }
         },
+        "ApiKeyPatch": {
+            "type": "object",
+            "description": "Each field present is changed; null clears it (the server default limit, no expiry, unbound, no webhook). Other fields are refused.",
+            "properties": {
+                "name": {"type": ["string", "null"], "maxLength": 255},
+                "daily_limit": {"type": ["integer", "null"], "minimum": 0},
+                "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 36500, "description": "From now"},
+                "bot_id": {"type": ["string", "null"], "description": "A config profile id or name; binding a key whose limit is the server default sets it to 1000"},
+                "webhook_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048, "description": "http or https; the first one makes the signing secret, returned once as webhook_secret"}
+            }
+        },
+        "ApiKeyUpdated": updated,
+        "WebhookSecret": {"type": "object", "required": ["key_id", "webhook_secret"], "properties": {
+            "key_id": {"type": "string"},
+            "webhook_secret": {"type": "string", "description": "whsec_<base64>: verify the webhook-signature header with it (Standard Webhooks); shown only here", "example": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}},
+        "WebhookDelivery": delivery,
+        "WebhookDeliveries": {"type": "object", "required": ["deliveries", "pending", "dropped"], "properties": {
+            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookDelivery"}},
+            "pending": {"type": "integer", "description": "Events waiting to be delivered"},
+            "dropped": {"type": "integer", "description": "Events dropped because 10,000 were already waiting"}}},
         "KeyIdBody": {
             "type": "object",
             "required": ["key_id"],

@@ -42,6 +42,9 @@ fn an_empty_create_gets_the_defaults_in_astrbots_field_order() {
             "is_revoked",
             "is_expired",
             "daily_limit",
+            "bot_id",
+            "webhook_url",
+            "usage_today",
             "api_key"
         ]
     );
