@@ -40,7 +40,7 @@ fn plain_response(route: &Route) -> Value {
         }
         "/api/v1/chat" => (
             "text/event-stream",
-            json!({"type": "string", "description": "data: {\"type\": ...} events: session_id, user_message_saved, run_started, plain, agent_stats, complete, message_saved, end; with Accept: application/json one envelope {response, session_id, message_id, sources}"}),
+            json!({"type": "string", "description": "data: {\"type\": ...} events: session_id, user_message_saved, run_started, plain, agent_stats, complete, message_saved, end; with Accept: application/json one envelope {response, session_id, message_id, sources}; with bot_id (Astroworld) the bare AstroworldAnswer as application/json unless text/event-stream is asked for"}),
         ),
         _ => ("text/html; charset=utf-8", json!({"type": "string"})),
     };

@@ -285,8 +285,9 @@ fn im() -> Value {
 /// The chat request and chat sessions.
 fn chat() -> Value {
     json!({
-        "ChatRequest": {"type": "object", "required": ["username", "message"], "properties": {
-            "username": {"type": "string", "description": "The sender and session owner"},
+        "ChatRequest": {"type": "object", "required": ["message"], "description": "AstrBot's shape needs username; with bot_id it is an Astroworld request: the answer is the bare AstroworldAnswer (SSE only with Accept: text/event-stream), username defaults to key:<key_id>, and errors keep real status codes (400, 401, 403, 404, 429)", "properties": {
+            "bot_id": {"type": "string", "description": "Astroworld: the bot, a config profile id or name (default: the default profile)"},
+            "username": {"type": "string", "description": "The sender and session owner; required without bot_id. key:<key_id> belongs to that key"},
             "message": {"description": "A string, or parts: plain {text}, reply {message_id}, image/record/file/video {attachment_id}", "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
             "session_id": {"type": "string", "description": "Omitted: a new UUID"},
             "conversation_id": {"type": "string", "description": "Used only when session_id is absent"},
@@ -294,6 +295,10 @@ fn chat() -> Value {
             "enable_streaming": {"type": "boolean"},
             "flags": {"type": "object", "properties": {"enable_streaming": {"type": "boolean"}}},
             "selected_provider": {"type": "string"}, "selected_model": {"type": "string"}}},
+        "AstroworldAnswer": {"type": "object", "required": ["response", "sources", "session_id"], "properties": {
+            "response": {"type": "string", "example": "We are open Monday to Friday, 9 to 5."},
+            "sources": {"type": "array", "items": {"type": "object", "properties": {"title": {"type": "string"}, "url": {"type": "string"}}}},
+            "session_id": {"type": "string", "example": "api-7f3c0e0a-1a2b-4c3d-9e8f-001122334455"}}},
         "SessionItem": {"type": "object", "properties": {"session_id": {"type": "string"}, "platform_id": {"type": "string"}, "creator": {"type": "string"}, "display_name": {"type": ["string", "null"]}, "is_group": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
         "SessionPage": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/SessionItem"}}, "page": {"type": "integer"}, "page_size": {"type": "integer"}, "total": {"type": "integer"}}},
         "SessionDetail": {"type": "object", "properties": {"session": {"$ref": "#/components/schemas/SessionItem"}, "messages": {"type": "array", "items": {"type": "object"}}}},
