@@ -159,10 +159,10 @@ impl Receiver {
         receiver
     }
 
-    /// A receiver whose port is chosen but where nothing listens: a listener is bound on
-    /// port 0, its port noted and the listener dropped. [`Receiver::up`] listens there later.
+    /// A receiver whose port is chosen but where nothing listens: a listener is bound, its
+    /// port noted and the listener dropped. [`Receiver::up`] listens there later.
     pub fn down() -> Receiver {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind the receiver").local_addr().unwrap().port();
+        let port = free_port();
         let state = State {
             mode: Mode::Answer,
             failures: 0,
@@ -311,6 +311,30 @@ impl Receiver {
         let all = self.wait_until(secs, what, |r| r.iter().any(hit));
         all.into_iter().find(hit).unwrap()
     }
+}
+
+/// A port that is free now and that no other socket of the tests can take while the
+/// receiver is down: one below the kernel's ephemeral range, which `bind(":0")` (the
+/// servers, the fakes) and outgoing connections draw from. Falls back to an ephemeral
+/// port when the range leaves no room below it.
+fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    if low > 11_000 {
+        let random = std::collections::hash_map::RandomState::new();
+        for attempt in 0..200u64 {
+            let mut h = random.build_hasher();
+            h.write_u64(attempt);
+            let port = 10_000 + (h.finish() % u64::from(low - 10_000)) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+    TcpListener::bind("127.0.0.1:0").expect("bind the receiver").local_addr().unwrap().port()
 }
 
 /// The first delivered request of each `webhook-id`, in order of delivery.
