@@ -132,6 +132,10 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
 
+    // The webhook writer and deliverer, also before the listener and for the same reason;
+    // pending events of an earlier run are delivered from now on.
+    app.outbox.start()?;
+
     // A first-start password that will be refused is refused before anything listens.
     if let Some(p) = args.admin_password.as_ref().and_then(Password::given)
         && !app.db.conn().and_then(|c| db::admin_exists(&c)).map_err(|e| e.to_string())?
@@ -158,8 +162,6 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         Ok(n) => log::info!("knowledge base: {n} passages from the bundled docs"),
         Err(e) => log::error!("cannot index the bundled docs: {e}"),
     }
-    // Pending webhook events of an earlier run are delivered from now on.
-    app.outbox.start()?;
     log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), data.display());
 
     server

@@ -19,7 +19,7 @@ use crate::db::{self, webhooks::AttemptResult, webhooks::PendingEvent};
 use crate::secrets::MacKey;
 use crate::timefmt::MICROS_PER_SEC;
 
-use super::{sign, webhook_secret};
+use super::signing::{sign, webhook_secret};
 
 /// At most this many events of one key per round...
 pub const BATCH: i64 = 200;

@@ -8,7 +8,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::Event;
+/// One event: the JSON text to POST, made by the HTTP side for a keyed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event_id: String,
+    pub key_id: String,
+    pub created_at: i64,
+    pub body: String,
+}
 
 /// At most this many events wait in memory...
 pub const MAX_QUEUED: usize = 10_000;
