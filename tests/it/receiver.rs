@@ -404,12 +404,13 @@ fn serve(conn: TcpStream, shared: &Shared, generation: u64) -> std::io::Result<(
         };
         let body = if status == 200 { "ok" } else { "receiver failure" };
         let reason = if status == 200 { "OK" } else { "Internal Server Error" };
-        write!(
-            writer,
+        // One write: `write!` on the bare stream would send each piece on its own, and a
+        // client that closes after the status line would make the later pieces fail.
+        let answer = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )?;
-        writer.flush()?;
+        );
+        writer.write_all(answer.as_bytes())?;
         shared.lock().requests[index].answered = Some(status);
         shared.changed.notify_all();
         if close {
