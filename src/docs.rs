@@ -11,6 +11,7 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("chat", include_str!("../static/docs/chat.md")),
     ("files", include_str!("../static/docs/files.md")),
     ("knowledge", include_str!("../static/docs/knowledge.md")),
+    ("website-chatbots", include_str!("../static/docs/website-chatbots.md")),
     ("configuration", include_str!("../static/docs/configuration.md")),
     ("systemd", include_str!("../static/docs/systemd.md")),
 ];

@@ -104,23 +104,30 @@ fn run_route(
         Body::Json | Body::None => MAX_JSON_BODY,
         Body::Upload => app.settings.max_upload_bytes,
     };
-    if route.body == Body::Upload {
-        req.multipart_boundary()?;
-    }
-    if req.body_len.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge(limit));
+    let mut body_checked = match route.body {
+        Body::Upload => req.multipart_boundary().map(|_| ()).map_err(ApiError::from),
+        Body::Json | Body::None => Ok(()),
+    };
+    if body_checked.is_ok() && req.body_len.is_some_and(|n| n > limit) {
+        body_checked = Err(ApiError::PayloadTooLarge(limit));
     }
     // AstrBot's dashboard middleware runs before the body is looked at; the Open API
     // parses JSON before it checks the key.
     let who = if route.access == Access::Dashboard {
+        body_checked?;
         let who = authenticate_dashboard(app, req, now)?;
         if route.body == Body::Json {
             req.parse_json_body()?;
         }
         Some(who)
     } else {
-        if route.body == Body::Json {
-            req.parse_json_body()?;
+        if body_checked.is_ok() && route.body == Body::Json {
+            body_checked = req.parse_json_body().map_err(ApiError::from);
+        }
+        if let Err(e) = body_checked {
+            // The body's refusal is the answer; a mirrored key still sees it in its webhook.
+            let _ = authenticate(app, req, route.access, now, mirror);
+            return Err(e);
         }
         authenticate(app, req, route.access, now, mirror)?
     };

@@ -316,7 +316,10 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
         Some(u) if !u.is_empty() => u.to_owned(),
         _ => identity_username(&who),
     };
-    let is_admin = check_admin_id(&conn, &who, &username).map_err(|e| ApiError::Forbidden(e.message()))?;
+    let is_admin = check_admin_id(&conn, &who, &username).map_err(|e| match e {
+        ApiError::Soft(m) => ApiError::Forbidden(m),
+        other => other,
+    })?;
     check_identity_username(&who, &username).map_err(ApiError::Forbidden)?;
     let session_id = match body.get("session_id").and_then(Value::as_str).map(str::trim) {
         Some(s) if !s.is_empty() => s.to_owned(),

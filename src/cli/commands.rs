@@ -72,8 +72,16 @@ pub(super) fn key_update(
 }
 
 /// Adds documents to a collection, replacing what it held: each file is split at its
-/// headings; directories are read one level deep.
-pub(super) fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result<(), String> {
+/// headings; directories are read one level deep. A passage links to `kb:<collection>/<file>`,
+/// or with `base_url` to the page a website serves for the file: `<base_url>/<file stem>`
+/// (`hours.md` is `https://example.com/hours`; an HTML file keeps its name), so a website
+/// bot's sources point at its own pages.
+pub(super) fn kb_add(
+    data: &Path,
+    collection: &str,
+    paths: &[PathBuf],
+    base_url: Option<&str>,
+) -> Result<(), String> {
     if collection == "docs" {
         return Err("collection docs holds the bundled guides; choose another name".into());
     }
@@ -109,7 +117,12 @@ pub(super) fn kb_add(data: &Path, collection: &str, paths: &[PathBuf]) -> Result
             .filter(|t| !t.is_empty() && ext.starts_with("htm"));
         let title = html_title.unwrap_or_else(|| crate::markdown::title(&text).unwrap_or(name).to_owned());
         used += 1;
-        let url = format!("kb:{collection}/{}", f.file_name().and_then(|s| s.to_str()).unwrap_or(name));
+        let file_name = f.file_name().and_then(|s| s.to_str()).unwrap_or(name);
+        let url = match base_url {
+            Some(base) if ext.starts_with("htm") => format!("{base}/{file_name}"),
+            Some(base) => format!("{base}/{name}"),
+            None => format!("kb:{collection}/{file_name}"),
+        };
         let found = if ext.starts_with("htm") {
             crate::kb::split_html(&text, &title, &url)
         } else {

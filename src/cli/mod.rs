@@ -36,7 +36,7 @@ Usage:
   astrbot key list [--json] [--data DIR]
   astrbot key revoke KEY_ID [--data DIR]
   astrbot key delete KEY_ID [--data DIR]
-  astrbot kb add --collection NAME PATH... [--data DIR]   (Markdown, text, HTML)
+  astrbot kb add --collection NAME PATH... [--base-url URL] [--data DIR]   (Markdown, text, HTML)
   astrbot kb list [--data DIR]
   astrbot kb remove NAME [--data DIR]
   astrbot --version
@@ -70,7 +70,7 @@ pub enum Command {
     KeyList { data: PathBuf, json: bool },
     KeyRevoke { data: PathBuf, key_id: String },
     KeyDelete { data: PathBuf, key_id: String },
-    KbAdd { data: PathBuf, collection: String, paths: Vec<PathBuf> },
+    KbAdd { data: PathBuf, collection: String, paths: Vec<PathBuf>, base_url: Option<String> },
     KbList { data: PathBuf },
     KbRemove { data: PathBuf, collection: String },
     Help,
@@ -195,11 +195,18 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 .take("--collection")
                 .filter(|c| !c.trim().is_empty())
                 .ok_or("kb add needs --collection NAME")?;
+            let base_url = a.take("--base-url").map(|u| u.trim().trim_end_matches('/').to_owned());
+            if let Some(u) = &base_url
+                && (!(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.contains(char::is_whitespace))
+            {
+                return Err(format!("--base-url must be an http or https URL, not {u:?}"));
+            }
             let paths: Vec<PathBuf> = a.finish(usize::MAX)?.into_iter().map(PathBuf::from).collect();
             if paths.is_empty() {
                 return Err("kb add needs at least one PATH".into());
             }
-            Command::KbAdd { data, collection, paths }
+            Command::KbAdd { data, collection, paths, base_url }
         }
         "kb list" => {
             a.finish(0)?;
@@ -369,7 +376,9 @@ pub fn run(command: Command) -> Result<(), String> {
         Command::KeyList { data, json } => commands::key_list(&data, json),
         Command::KeyRevoke { data, key_id } => commands::key_revoke(&data, &key_id),
         Command::KeyDelete { data, key_id } => commands::key_delete(&data, &key_id),
-        Command::KbAdd { data, collection, paths } => commands::kb_add(&data, &collection, &paths),
+        Command::KbAdd { data, collection, paths, base_url } => {
+            commands::kb_add(&data, &collection, &paths, base_url.as_deref())
+        }
         Command::KbList { data } => commands::kb_list(&data),
         Command::KbRemove { data, collection } => commands::kb_remove(&data, &collection),
     }

@@ -173,8 +173,12 @@ const MIGRATIONS: &[&str] = &[
         error           TEXT,
         delivered_at    INTEGER
     );
-    CREATE INDEX webhook_events_by_key ON webhook_events (key_id, status, id);
-    CREATE INDEX webhook_events_pending ON webhook_events (status, key_id, id);
+    -- Both indexes end in the rowid (id), so each key's events are in creation order.
+    -- By status and key: the deliverer's heads and batches, the per-key bound of pending
+    -- events, pruning by status.
+    CREATE INDEX webhook_events_by_status ON webhook_events (status, key_id);
+    -- By key: the deliveries listing (newest first), a key's deletion, pruning per key.
+    CREATE INDEX webhook_events_by_key ON webhook_events (key_id);
     ",
 ];
 

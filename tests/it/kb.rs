@@ -88,3 +88,53 @@ fn kb_names_put_passages_into_an_llm_prompt_and_report_them() {
     let system = fake.last().messages()[0]["content"].as_str().unwrap().to_owned();
     assert!(system.contains("The shop opens at 8 and closes at 18."), "{system}");
 }
+
+/// A website bot (a profile listing its own collection in `kb_names`) answers from that
+/// collection only, with sources linking to the site's pages (`kb add --base-url`); the
+/// default profile still answers from everything.
+#[test]
+fn a_bots_own_collection_answers_with_the_sites_links() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let docs = s.data.path().join("site");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("hours.md"), "# Opening hours\n\nWe are open Monday to Friday, 9 to 5.\n")
+        .unwrap();
+    let (code, _, err) = cli(
+        s.data.path(),
+        &["kb", "add", "--collection", "shop", "--base-url", "https://shop.example/", docs.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) =
+        cli(s.data.path(), &["kb", "add", "--collection", "x", "--base-url", "ftp://a", "y.md"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("--base-url must be an http or https URL"), "{err}");
+    let body = json!({"name": "shop-bot", "config": {"kb_names": ["shop"]}});
+    let r = s.call("POST", "/api/v1/config-profiles", &admin, Some(body));
+    s.expect(&r, 200);
+    let (key, _) = s.create_key(&admin, r#"{"scopes":["chat"],"bot_id":"shop-bot"}"#);
+    let auth = format!("Bearer {key}");
+    let ask = |q: &str| {
+        let body = json!({"bot_id": "shop-bot", "message": q}).to_string();
+        let r = s.request("POST", "/api/v1/chat", &[("Authorization", &auth)], Some(&body));
+        s.expect(&r, 200);
+        r.json()
+    };
+    let a = ask("What are your opening hours?");
+    assert_eq!(a["response"], "We are open Monday to Friday, 9 to 5.", "{a}");
+    assert_eq!(a["sources"], json!([{"title": "Opening hours", "url": "https://shop.example/hours"}]));
+    // The bundled guides are not this bot's knowledge.
+    let a = ask("How do I create an API key?");
+    assert_eq!(a["sources"], json!([]), "{a}");
+    let a = ask_default(&s, &admin, "How do I create an API key?");
+    assert!(a["sources"][0]["url"].as_str().unwrap().starts_with("/docs/"), "{a}");
+}
+
+fn ask_default(s: &Server, token: &str, question: &str) -> Value {
+    let auth = format!("Bearer {token}");
+    let body = json!({"bot_id": "default", "message": question}).to_string();
+    let r = s.request("POST", "/api/v1/chat", &[("Authorization", &auth)], Some(&body));
+    s.expect(&r, 200);
+    r.json()
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, a fresh data folder each, spoken to over HTTP.
 
 mod admin;
+mod astroworld;
 mod auth;
 mod chat;
 mod configs;
@@ -20,7 +21,9 @@ mod personas;
 mod proactive;
 mod providers;
 mod quota;
+mod receiver;
 mod secrets;
 mod startup;
 mod support;
 mod transport;
+mod webhooks;
