@@ -5,9 +5,27 @@
 //! one per client thread, requests back to back), the same for the bare baseline, the
 //! startup time on a fresh data folder (median of 5), and the server's RSS before and after
 //! load. Run with `cargo bench --bench http`; `BENCH_SECS` overrides the 5 s measurement.
+//!
+//! Then the webhook mirror (issue 9), on the same server, against a local receiver the bench
+//! runs (std `TcpListener`, a thread per keep-alive connection, 200 with an empty body to
+//! every request, each `webhook-id` recorded per request path, so each key has its own log):
+//!
+//! - "webhook key vs plain key": the same load with a plain key and with a key that has a
+//!   `webhook_url`, alternating plain, webhook, plain, webhook so that drift shows; after each
+//!   webhook round the bench waits (bounded) for the receiver to catch up, so a plain round
+//!   never shares the machine with a deliverer still draining. It prints req/s per round, the
+//!   ratio webhook/plain (target >= 0.90), the events received during and after each webhook
+//!   round, and the outbox's `pending` and `dropped` from the deliveries route;
+//! - "webhook delivery rate": with the load stopped, `RATE_EVENTS` requests with a third
+//!   webhook key as fast as the client goes, then events a second delivered from the first to
+//!   the last distinct `webhook-id` received (target >= 1,000/s) and the time to drain.
+//!
+//! Every wait for events is bounded and says how it ended ("timed out after ..."), so a slow
+//! or missing engine gives figures, not a hang.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +39,15 @@ const CONNS: usize = 16;
 const BARE_WORKERS: usize = 8;
 const WARMUP: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Receiver paths: one per webhook key, so each key's events are counted apart.
+const ROUNDS_PATH: &str = "/hooks/rounds";
+const RATE_PATH: &str = "/hooks/rate";
+/// Requests (so events) of the delivery-rate phase.
+const RATE_EVENTS: usize = 5_000;
+/// A wait for events ends when none arrived for `EVENTS_QUIET`, or at its limit.
+const EVENTS_QUIET: Duration = Duration::from_secs(5);
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+const RATE_LIMIT: Duration = Duration::from_secs(120);
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
@@ -244,6 +271,8 @@ fn json_field(reply: &Reply, what: &str, field: &str) -> String {
 
 struct LoadResult {
     requests: usize,
+    /// Every answered request, warm-up included: with a webhook key, the events made.
+    sent: usize,
     secs: f64,
     lat_ns: Vec<u64>,
     non200: usize,
@@ -283,6 +312,7 @@ impl LoadResult {
 #[derive(Default)]
 struct ThreadStats {
     lat_ns: Vec<u64>,
+    sent: usize,
     non200: usize,
     bad_body: usize,
     io_errors: usize,
@@ -328,6 +358,7 @@ fn load(addr: SocketAddr, req: Arc<Vec<u8>>, dur: Duration) -> LoadResult {
                     };
                     match c.roundtrip(&req, &mut body) {
                         Ok((status, _)) => {
+                            st.sent += 1;
                             let ns = before.elapsed().as_nanos() as u64;
                             if recording {
                                 st.lat_ns.push(ns);
@@ -358,6 +389,7 @@ fn load(addr: SocketAddr, req: Arc<Vec<u8>>, dur: Duration) -> LoadResult {
     barrier.wait();
     let mut all = LoadResult {
         requests: 0,
+        sent: 0,
         secs: dur.as_secs_f64(),
         lat_ns: Vec::new(),
         non200: 0,
@@ -370,6 +402,7 @@ fn load(addr: SocketAddr, req: Arc<Vec<u8>>, dur: Duration) -> LoadResult {
     for h in handles {
         let st = h.join().expect("client thread panicked");
         all.lat_ns.extend(st.lat_ns);
+        all.sent += st.sent;
         all.non200 += st.non200;
         all.bad_body += st.bad_body;
         all.io_errors += st.io_errors;
@@ -381,6 +414,302 @@ fn load(addr: SocketAddr, req: Arc<Vec<u8>>, dur: Duration) -> LoadResult {
     all.requests = all.lat_ns.len();
     all.slow_over_10ms = all.lat_ns.iter().filter(|&&n| n > 10_000_000).count();
     all
+}
+
+/// What the receiver saw at one request path, that is from one webhook key.
+#[derive(Default)]
+struct HookLog {
+    /// Requests received, repeated deliveries included.
+    requests: usize,
+    /// Distinct `webhook-id`s, and when each was first seen, in arrival order.
+    ids: HashSet<String>,
+    firsts: Vec<Instant>,
+    /// Requests without all three Standard Webhooks headers (`webhook-signature` as `v1,...`).
+    unsigned: usize,
+}
+
+/// Counts of one path at one moment.
+#[derive(Clone, Copy, Default)]
+struct HookCounts {
+    requests: usize,
+    distinct: usize,
+    unsigned: usize,
+}
+
+type HookLogs = Arc<Mutex<HashMap<String, HookLog>>>;
+
+/// The local webhook receiver: 127.0.0.1:0, a thread per connection, HTTP/1.1 keep-alive,
+/// 200 with an empty body to every request. Its threads end with the process.
+struct Receiver {
+    addr: SocketAddr,
+    logs: HookLogs,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let logs = HookLogs::default();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        let sink = sink.clone();
+                        std::thread::spawn(move || {
+                            let _ = serve_hooks(stream, &sink);
+                        });
+                    }
+                    // Out of descriptors, say: back off rather than spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Receiver { addr, logs }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn counts(&self, path: &str) -> HookCounts {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.get(path).map_or(HookCounts::default(), |l| HookCounts {
+            requests: l.requests,
+            distinct: l.ids.len(),
+            unsigned: l.unsigned,
+        })
+    }
+
+    /// When each distinct `webhook-id` at `path` was first seen, in arrival order.
+    fn firsts(&self, path: &str) -> Vec<Instant> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.get(path).map_or(Vec::new(), |l| l.firsts.clone())
+    }
+}
+
+/// One receiver connection: reads requests until the peer closes (or asks to), logs each
+/// and answers 200 with an empty body.
+fn serve_hooks(stream: TcpStream, logs: &Mutex<HashMap<String, HookLog>>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::with_capacity(64 * 1024, stream);
+    let mut line = String::new();
+    let mut body = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let at = Instant::now();
+        let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+        let (mut len, mut chunked, mut close) = (0usize, false, false);
+        let (mut id, mut timestamp, mut signature) = (None, false, false);
+        loop {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let Some((name, value)) = l.split_once(':') else { continue };
+            let value = value.trim();
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => len = value.parse().unwrap_or(0),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" => close = value.eq_ignore_ascii_case("close"),
+                "webhook-id" => id = Some(value.to_owned()),
+                "webhook-timestamp" => timestamp = !value.is_empty(),
+                "webhook-signature" => signature = value.starts_with("v1,"),
+                _ => {}
+            }
+        }
+        if chunked {
+            skip_chunked(&mut r, &mut line)?;
+        } else {
+            body.resize(len, 0);
+            r.read_exact(&mut body)?;
+        }
+        {
+            let mut logs = logs.lock().unwrap_or_else(|e| e.into_inner());
+            let log = logs.entry(path).or_default();
+            log.requests += 1;
+            if !(timestamp && signature && id.is_some()) {
+                log.unsigned += 1;
+            }
+            if let Some(id) = id
+                && log.ids.insert(id)
+            {
+                log.firsts.push(at);
+            }
+        }
+        w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads and discards a chunked body and its trailers.
+fn skip_chunked(r: &mut BufReader<TcpStream>, line: &mut String) -> std::io::Result<()> {
+    loop {
+        line.clear();
+        r.read_line(line)?;
+        let size = line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size, 16)
+            .map_err(|_| std::io::Error::other(format!("bad chunk size {size:?}")))?;
+        if size == 0 {
+            loop {
+                line.clear();
+                if r.read_line(line)? == 0 || line.trim_end().is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        std::io::copy(&mut r.by_ref().take(size as u64), &mut std::io::sink())?;
+        line.clear();
+        r.read_line(line)?;
+    }
+}
+
+/// Waits until the receiver holds `expected` distinct events at `path`, no new one came
+/// for `EVENTS_QUIET`, or `limit` passed; says which, with the time waited.
+fn wait_for_events(rx: &Receiver, path: &str, expected: usize, limit: Duration) -> String {
+    let t0 = Instant::now();
+    let (mut last, mut last_change) = (rx.counts(path).distinct, t0);
+    loop {
+        let now = Instant::now();
+        let distinct = rx.counts(path).distinct;
+        if distinct >= expected {
+            return format!("all {expected} arrived {:.2} s later", (now - t0).as_secs_f64());
+        }
+        if distinct != last {
+            (last, last_change) = (distinct, now);
+        }
+        if now - last_change >= EVENTS_QUIET {
+            return format!(
+                "stopped waiting after {:.1} s: no new event for {} s, {} of {expected} arrived",
+                (now - t0).as_secs_f64(),
+                EVENTS_QUIET.as_secs(),
+                distinct
+            );
+        }
+        if now - t0 >= limit {
+            return format!("timed out after {} s: {distinct} of {expected} arrived", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates an API key with the `im` scope (and a `webhook_url`, if given) with the admin
+/// token; returns the raw key and its id.
+fn create_key(c: &mut Conn, token: &str, name: &str, webhook_url: Option<&str>) -> (String, String) {
+    let mut body = serde_json::json!({"name": name, "scopes": ["im"]});
+    if let Some(url) = webhook_url {
+        body["webhook_url"] = url.into();
+    }
+    let reply = c.call(&request("POST", "/api/v1/api-keys", Some(token), Some(&body.to_string())));
+    let what = format!("create key {name}");
+    let key = json_field(&reply, &what, "api_key");
+    let key_id = json_field(&reply, &what, "key_id");
+    if webhook_url.is_some() {
+        json_field(&reply, &what, "webhook_secret");
+    }
+    (key, key_id)
+}
+
+/// `pending` and `dropped` of a key's outbox, from the deliveries route, as a phrase.
+fn outbox_state(addr: SocketAddr, token: &str, key_id: &str) -> String {
+    let path = format!("/api/v1/api-keys/{key_id}/webhook/deliveries?limit=1");
+    let mut body = Vec::new();
+    let answer =
+        Conn::open(addr).and_then(|mut c| c.roundtrip(&request("GET", &path, Some(token), None), &mut body));
+    let text = String::from_utf8_lossy(&body);
+    match answer {
+        Ok((200, _)) => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            match (v["data"]["pending"].as_i64(), v["data"]["dropped"].as_i64()) {
+                (Some(pending), Some(dropped)) => format!("outbox pending {pending}, dropped {dropped}"),
+                _ => format!("deliveries route: no pending/dropped in {text}"),
+            }
+        }
+        Ok((status, _)) => format!("deliveries route answered {status}: {text}"),
+        Err(e) => format!("deliveries route failed: {e}"),
+    }
+}
+
+/// `n` requests over `CONNS` keep-alive connections, back to back, as fast as they go.
+struct Burst {
+    elapsed: Duration,
+    ok: usize,
+    failed: usize,
+}
+
+fn burst(addr: SocketAddr, req: Arc<Vec<u8>>, n: usize) -> Burst {
+    let barrier = Arc::new(Barrier::new(CONNS + 1));
+    let handles: Vec<_> = (0..CONNS)
+        .map(|i| {
+            let share = n / CONNS + usize::from(i < n % CONNS);
+            let (barrier, req) = (barrier.clone(), req.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr).ok();
+                barrier.wait();
+                let (mut ok, mut failed) = (0, 0);
+                let mut body = Vec::with_capacity(256);
+                for _ in 0..share {
+                    let c = match conn.as_mut() {
+                        Some(c) => c,
+                        None => match Conn::open(addr) {
+                            Ok(c) => conn.insert(c),
+                            Err(_) => {
+                                failed += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    match c.roundtrip(&req, &mut body) {
+                        Ok((200, _)) => ok += 1,
+                        Ok(_) => failed += 1,
+                        Err(_) => {
+                            failed += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t0 = Instant::now();
+    let mut out = Burst { elapsed: Duration::ZERO, ok: 0, failed: 0 };
+    for h in handles {
+        let (ok, failed) = h.join().expect("burst thread panicked");
+        out.ok += ok;
+        out.failed += failed;
+    }
+    out.elapsed = t0.elapsed();
+    out
+}
+
+/// One webhook round of the "webhook key vs plain key" phase, as seen by the receiver.
+struct HookRound {
+    /// Events the key made up to the end of this round (requests answered, probe included).
+    expected: usize,
+    during: usize,
+    after: usize,
+    drain: String,
+    outbox: String,
+}
+
+/// req/s of several rounds taken together.
+fn rps_of(rounds: &[&LoadResult]) -> f64 {
+    let requests: usize = rounds.iter().map(|r| r.requests).sum();
+    let secs: f64 = rounds.iter().map(|r| r.secs).sum();
+    requests as f64 / secs
 }
 
 fn rss_kb(pid: u32, field: &str) -> Option<u64> {
@@ -479,6 +808,62 @@ fn main() {
     let bare = load(bare_server.addr, Arc::new(bare_req), dur);
     drop(bare_server);
 
+    // 4. Webhook key vs plain key: same server, same load, rounds alternating.
+    let receiver = Receiver::start();
+    let mut c = Conn::open(server.addr).expect("connect astrbot");
+    let (plain_key, _) = create_key(&mut c, &token, "bench-plain", None);
+    let (hook_key, hook_key_id) =
+        create_key(&mut c, &token, "bench-webhook", Some(&receiver.url(ROUNDS_PATH)));
+    let (rate_key, rate_key_id) = create_key(&mut c, &token, "bench-rate", Some(&receiver.url(RATE_PATH)));
+    let plain_req = Arc::new(request("GET", "/api/v1/im/bots", Some(&plain_key), None));
+    let hook_req = Arc::new(request("GET", "/api/v1/im/bots", Some(&hook_key), None));
+    for (name, req) in [("plain key", &plain_req), ("webhook key", &hook_req)] {
+        let r = c.call(req);
+        assert!(
+            r.status == 200 && r.body == BODY,
+            "{name}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    drop(c);
+    let mut hook_expected = 1; // the probe above
+    let mut plain_rounds = Vec::new();
+    let mut hook_rounds = Vec::new();
+    let mut hook_seen = Vec::new();
+    for _ in 0..2 {
+        plain_rounds.push(load(server.addr, plain_req.clone(), dur));
+        let before = receiver.counts(ROUNDS_PATH).distinct;
+        let hook = load(server.addr, hook_req.clone(), dur);
+        let at_end = receiver.counts(ROUNDS_PATH).distinct;
+        hook_expected += hook.sent;
+        // The next plain round must not share the machine with a deliverer still draining.
+        let drain = wait_for_events(&receiver, ROUNDS_PATH, hook_expected, DRAIN_LIMIT);
+        hook_seen.push(HookRound {
+            expected: hook_expected,
+            during: at_end - before,
+            after: receiver.counts(ROUNDS_PATH).distinct - at_end,
+            drain,
+            outbox: outbox_state(server.addr, &token, &hook_key_id),
+        });
+        hook_rounds.push(hook);
+    }
+    let rounds_final = receiver.counts(ROUNDS_PATH);
+    let rounds_outbox = outbox_state(server.addr, &token, &hook_key_id);
+
+    // 5. Delivery rate: with the load stopped, RATE_EVENTS requests with a fresh webhook key
+    // as fast as the client goes; events a second from the first to the last one received.
+    let rate_req = Arc::new(request("GET", "/api/v1/im/bots", Some(&rate_key), None));
+    let rate_t0 = Instant::now();
+    let rate_burst = burst(server.addr, rate_req, RATE_EVENTS);
+    let rate_sent_at = Instant::now();
+    let rate_wait = wait_for_events(&receiver, RATE_PATH, RATE_EVENTS, RATE_LIMIT);
+    let rate_firsts = receiver.firsts(RATE_PATH);
+    let rate_counts = receiver.counts(RATE_PATH);
+    let rate_outbox = outbox_state(server.addr, &token, &rate_key_id);
+    let rss_webhooks = rss_kb(pid, "VmRSS:");
+    let threads_webhooks = threads(pid);
+
     println!("load average after load runs: {}", loadavg());
     let log = server.log_text();
     drop(server); // kills astrbot and removes its data folder
@@ -559,5 +944,112 @@ fn main() {
     }
     if astrbot.errors() + bare.errors() > 0 {
         println!("NOTE: errors occurred (see counts above)");
+    }
+
+    println!();
+    println!(
+        "webhook key vs plain key (same server, same load; a webhook round waits for the receiver before the next plain round)"
+    );
+    println!(
+        "{:<34} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7} {:>6}",
+        "key (GET /api/v1/im/bots)", "req/s", "mean ms", "p50 ms", "p99 ms", "max ms", "errors", "reconn"
+    );
+    for (i, (plain, hook)) in plain_rounds.iter().zip(&hook_rounds).enumerate() {
+        row(&format!("plain key, round {}", i + 1), plain);
+        row(&format!("webhook key, round {}", i + 1), hook);
+    }
+    for (i, (hook, seen)) in hook_rounds.iter().zip(&hook_seen).enumerate() {
+        println!(
+            "webhook round {}: {} requests with the key (warm-up included; {} events made so far); receiver got {} during the round, {} after it ({}); {}",
+            i + 1,
+            hook.sent,
+            seen.expected,
+            seen.during,
+            seen.after,
+            seen.drain,
+            seen.outbox
+        );
+    }
+    println!(
+        "receiver at the end (webhook key): {} requests, {} distinct webhook-ids of {} events made, {} repeats, {} without webhook-id/-timestamp/-signature v1; {}",
+        rounds_final.requests,
+        rounds_final.distinct,
+        hook_expected,
+        rounds_final.requests.saturating_sub(rounds_final.distinct),
+        rounds_final.unsigned,
+        rounds_outbox
+    );
+    let plain_refs: Vec<&LoadResult> = plain_rounds.iter().collect();
+    let hook_refs: Vec<&LoadResult> = hook_rounds.iter().collect();
+    let (plain_rps, hook_rps) = (rps_of(&plain_refs), rps_of(&hook_refs));
+    let hook_ratio = hook_rps / plain_rps;
+    let per_round: Vec<String> = plain_rounds
+        .iter()
+        .zip(&hook_rounds)
+        .enumerate()
+        .map(|(i, (p, h))| format!("round {} {:.2}", i + 1, h.rps() / p.rps()))
+        .collect();
+
+    println!();
+    println!(
+        "webhook delivery rate (load stopped; {RATE_EVENTS} requests with a third webhook key, as fast as the client goes)"
+    );
+    println!(
+        "requests: {} answered 200, {} failed, in {:.2} s ({:.0} req/s)",
+        rate_burst.ok,
+        rate_burst.failed,
+        rate_burst.elapsed.as_secs_f64(),
+        rate_burst.ok as f64 / rate_burst.elapsed.as_secs_f64()
+    );
+    println!("wait for the events after the last request: {rate_wait}");
+    let got = rate_firsts.len().min(RATE_EVENTS);
+    let delivery_rate = if got >= 2 {
+        let span = (rate_firsts[got - 1] - rate_firsts[0]).as_secs_f64();
+        let rate = (got - 1) as f64 / span;
+        println!(
+            "delivered: {got} of {RATE_EVENTS} distinct webhook-ids; first {:.3} s after the first request, last {:.3} s after it ({:.3} s after the last request); {:.2} s from the first to the last: {rate:.0} events/s",
+            (rate_firsts[0] - rate_t0).as_secs_f64(),
+            (rate_firsts[got - 1] - rate_t0).as_secs_f64(),
+            rate_firsts[got - 1].saturating_duration_since(rate_sent_at).as_secs_f64(),
+            span
+        );
+        Some(rate)
+    } else {
+        println!("delivered: {got} of {RATE_EVENTS} distinct webhook-ids: no rate to measure");
+        None
+    };
+    println!(
+        "receiver (third key): {} requests, {} repeats, {} without webhook-id/-timestamp/-signature v1; {}",
+        rate_counts.requests,
+        rate_counts.requests.saturating_sub(rate_counts.distinct),
+        rate_counts.unsigned,
+        rate_outbox
+    );
+    println!(
+        "astrbot RSS after the webhook phases {}  threads {}",
+        mb(rss_webhooks),
+        threads_webhooks.map_or("n/a".into(), |t| t.to_string())
+    );
+
+    println!();
+    println!("webhook summary");
+    println!(
+        "plain key {plain_rps:.0} req/s, webhook key {hook_rps:.0} req/s (2 rounds each): ratio webhook/plain {hook_ratio:.2} ({}; target >= 0.90)",
+        per_round.join(", ")
+    );
+    match delivery_rate {
+        Some(rate) => println!(
+            "delivery to the local receiver: {rate:.0} events/s from the first to the {}th distinct webhook-id (target >= 1000)",
+            got
+        ),
+        None => println!(
+            "delivery to the local receiver: not measured, {got} of {RATE_EVENTS} events arrived (target >= 1000 events/s)"
+        ),
+    }
+    if hook_ratio < 0.9 {
+        println!("NOTE: webhook key throughput is below 90 % of the plain key's");
+    }
+    if delivery_rate.is_none_or(|r| r < 1000.0) || got < RATE_EVENTS {
+        println!("NOTE: delivery below 1,000 events/s, or not all {RATE_EVENTS} events arrived");
     }
 }
