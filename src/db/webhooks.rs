@@ -126,7 +126,7 @@ pub fn insert_events(
 ) -> rusqlite::Result<usize> {
     let mut key_exists = tx.prepare_cached("SELECT 1 FROM api_keys WHERE key_id = ?1")?;
     let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO webhook_events (event_id, key_id, body, created_at, next_attempt_at, deadline)
+        "INSERT INTO webhook_events (event_id, key_id, body, created_at, next_attempt_at, deadline)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
     )?;
     // A batch holds the events of a handful of keys: one look-up per key, not per event.
@@ -270,16 +270,24 @@ pub struct AttemptResult {
     pub delivered_at: Option<i64>,
 }
 
-/// Stores the results of a batch of attempts. An event that is no longer pending (trimmed,
-/// deleted with its key, moved by hand) is left as it is.
-pub fn record_attempts(tx: &Transaction<'_>, results: &[AttemptResult]) -> rusqlite::Result<()> {
+/// Stores the results of a batch of attempts of a key's events. An event that is no
+/// longer pending (deleted with its key, moved by hand) is left as it is; one that the
+/// per-key bound trimmed while it was in flight but that arrived is taken back out of the
+/// key's dropped count, so that `dropped` counts only events the receiver never got.
+pub fn record_attempts(
+    tx: &Transaction<'_>,
+    key_id: &str,
+    results: &[AttemptResult],
+) -> rusqlite::Result<()> {
     let mut update = tx.prepare_cached(
         "UPDATE webhook_events SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_attempt_at = ?5,
                 response_code = ?6, error = ?7, delivered_at = ?8
          WHERE id = ?1 AND status = 'pending'",
     )?;
+    let mut exists = tx.prepare_cached("SELECT 1 FROM webhook_events WHERE id = ?1")?;
+    let mut arrived_after_trim = 0;
     for r in results {
-        update.execute(params![
+        let changed = update.execute(params![
             r.id,
             r.status,
             r.attempts,
@@ -289,6 +297,15 @@ pub fn record_attempts(tx: &Transaction<'_>, results: &[AttemptResult]) -> rusql
             r.error,
             r.delivered_at
         ])?;
+        if changed == 0 && r.status == "delivered" && !exists.exists([r.id])? {
+            arrived_after_trim += 1;
+        }
+    }
+    if arrived_after_trim > 0 {
+        tx.prepare_cached(
+            "UPDATE api_keys SET webhook_dropped = max(0, webhook_dropped - ?2) WHERE key_id = ?1",
+        )?
+        .execute(params![key_id, arrived_after_trim])?;
     }
     Ok(())
 }
@@ -394,6 +411,40 @@ mod tests {
             assert!(p.contains("USING") && p.contains("INDEX"), "{sql}: {p}");
             assert!(!p.contains("TEMP B-TREE"), "{sql}: {p}");
         }
+    }
+
+    /// An event trimmed by the per-key bound while it was in flight, and that arrived, is
+    /// not counted as dropped: `dropped` counts only what the receiver never got.
+    #[test]
+    fn an_event_trimmed_in_flight_that_arrived_is_not_dropped() {
+        let dir = temp_dir("webhooks-trim-in-flight");
+        let db = Db::open(&dir).unwrap();
+        let mut conn = db.conn().unwrap();
+        conn.execute_batch(
+            "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, created_by, created_at, updated_at)
+             VALUES ('k', 'k', x'01', 'abk_', 'admin', 0, 0);",
+        )
+        .unwrap();
+        let events: Vec<NewEvent<'_>> = ["e1", "e2"]
+            .iter()
+            .map(|id| NewEvent { event_id: id, key_id: "k", body: "{}", created_at: 1 })
+            .collect();
+        write_tx(&mut conn, |tx| insert_events(tx, &events, 100)).unwrap();
+        let in_flight = pending_batch(&conn, "k", 10).unwrap();
+        assert_eq!(write_tx(&mut conn, |tx| trim_pending(tx, "k", 0)).unwrap(), 2);
+        assert_eq!(outbox_counts(&conn, "k").unwrap(), (0, 2));
+        let arrived = AttemptResult {
+            id: in_flight[0].id,
+            status: "delivered",
+            attempts: 1,
+            next_attempt_at: 2,
+            last_attempt_at: 2,
+            response_code: Some(200),
+            error: None,
+            delivered_at: Some(2),
+        };
+        write_tx(&mut conn, |tx| record_attempts(tx, "k", &[arrived])).unwrap();
+        assert_eq!(outbox_counts(&conn, "k").unwrap(), (0, 1), "one arrived, one never did");
     }
 
     #[test]

@@ -149,7 +149,7 @@ pub fn delivery_round(
             }
         }
         round.attempted += results.len();
-        db::write_tx(conn, |tx| db::webhooks::record_attempts(tx, &results))?;
+        db::write_tx(conn, |tx| db::webhooks::record_attempts(tx, &target.key_id, &results))?;
     }
     Ok(round)
 }

@@ -50,6 +50,10 @@ pub const MAX_PENDING_PER_KEY: i64 = 10_000;
 const WRITE_BATCH: usize = 2000;
 /// The deliverer looks at the table at least this often, even unwoken.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// How long the writer lets events gather after the first wakes it: a burst becomes a few
+/// transactions a second instead of one per handful of events, and an event is still
+/// durable within milliseconds of its request.
+const GATHER: Duration = Duration::from_millis(10);
 /// Pruning runs this often (microseconds)...
 const PRUNE_EVERY: i64 = 60 * MICROS_PER_SEC;
 /// ...and deletes at most about this many rows per transaction.
@@ -302,6 +306,9 @@ fn run_writer(outbox: &Outbox) {
             queue = outbox.queued.wait(queue).unwrap_or_else(|e| e.into_inner());
         }
         drop(queue);
+        if !outbox.stopping() {
+            std::thread::sleep(GATHER);
+        }
         match outbox.write_batch() {
             Ok(_) => outbox.wake(),
             Err(e) => {
