@@ -7,7 +7,8 @@
 //! replace what the request part says (an upload: the file's name, type and size, never
 //! its bytes), and a chat stream takes the draft along and finishes it when its run ends,
 //! with the whole reply. The finished event goes to the outbox as a memory push
-//! (`webhooks::Outbox::push`): nothing here touches the database or the network.
+//! (`webhooks::Outbox::push`): nothing here touches the database or the network, and the
+//! request's thread only copies the parts; the outbox writer masks and formats them.
 //!
 //! Nothing that could authenticate leaves in an event: the `api_key` and `key` query
 //! parameters are removed, headers are not mirrored at all, and secret-named fields of a
@@ -21,49 +22,55 @@ use serde_json::{Map, Value, json};
 use crate::config;
 use crate::http::Request;
 use crate::timefmt::iso;
-use crate::webhooks::{Event, new_event_id};
+use crate::webhooks::{Body, Event, new_event_id};
 
 /// Query parameters that carry a key (`auth::extract_credential` reads them).
 const CREDENTIAL_PARAMS: [&str; 2] = ["api_key", "key"];
 /// The largest request or response part an event carries whole.
 const MAX_PART: usize = 64 * 1024;
 
-/// An event under way: what is known of the request before its answer.
+/// An event under way: what is known of the request before its answer. Only copies are
+/// made on the request's thread; masking and formatting happen on the outbox writer's
+/// (see [`Body::Deferred`]).
 pub struct Draft {
     key_id: String,
     method: String,
     path: String,
-    query: Value,
+    query: Vec<(String, String)>,
     request: Value,
+    /// The request part is a JSON body whose secrets are still to be masked.
+    mask_request: bool,
     created_at: i64,
     started: Instant,
 }
 
+/// The response part of an event, as the request left it.
+enum ResponsePart {
+    /// An answer's JSON bytes (at most [`MAX_PART`]), checked when rendered.
+    JsonBytes(Vec<u8>),
+    Value(Value),
+}
+
 impl Draft {
     /// The request part of the event for `key_id`: method, path, query without credentials,
-    /// and the JSON body with its secrets masked (`null` when there is none).
+    /// and the JSON body (`null` when there is none; masked when rendered).
     pub fn new(key_id: &str, req: &Request<'_>, now: i64) -> Draft {
-        let query: Map<String, Value> = req
-            .query
-            .iter()
-            .filter(|(k, _)| !CREDENTIAL_PARAMS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        let request = match &req.json {
-            Some(body) if req.body_len.is_some_and(|n| n > MAX_PART) => omitted(body_len(req)),
-            Some(body) => {
-                let mut body = body.clone();
-                config::redact(&mut body);
-                body
+        let query =
+            req.query.iter().filter(|(k, _)| !CREDENTIAL_PARAMS.contains(&k.as_str())).cloned().collect();
+        let (request, mask_request) = match &req.json {
+            Some(_) if req.body_len.is_some_and(|n| n > MAX_PART) => {
+                (omitted(req.body_len.unwrap_or(0)), false)
             }
-            None => Value::Null,
+            Some(body) => (body.clone(), true),
+            None => (Value::Null, false),
         };
         Draft {
             key_id: key_id.to_owned(),
             method: req.method.clone(),
             path: req.path.clone(),
-            query: Value::Object(query),
+            query,
             request,
+            mask_request,
             created_at: now,
             started: Instant::now(),
         }
@@ -72,48 +79,67 @@ impl Draft {
     /// Replaces the request part (an upload's summary).
     pub fn set_request(&mut self, request: Value) {
         self.request = request;
+        self.mask_request = false;
     }
 
     /// The event, with `response` as its response part.
-    pub fn finish(self, status: u16, response: &Value) -> Event {
-        let text = response.to_string();
-        let response = if text.len() > MAX_PART { omitted(text.len()).to_string() } else { text };
-        self.finish_raw(status, &response)
+    pub fn finish(self, status: u16, response: Value) -> Event {
+        self.into_event(status, ResponsePart::Value(response), 0)
     }
 
-    /// The event, with a response part that is already JSON text (an answer's bytes, never
-    /// parsed again: this runs on the request's own thread).
+    /// The event, with an answer's JSON bytes as its response part (copied; one over
+    /// 64 KiB is replaced by its size).
     pub fn finish_json_bytes(self, status: u16, body: &[u8]) -> Event {
-        if body.len() > MAX_PART {
-            return self.finish_raw(status, &omitted(body.len()).to_string());
-        }
-        match std::str::from_utf8(body) {
-            // Our own answers are JSON; the check keeps a mistake from breaking the event.
-            Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
-                self.finish_raw(status, text)
-            }
-            _ => self.finish_raw(status, &json!({"size": body.len()}).to_string()),
+        match body.len() > MAX_PART {
+            true => self.into_event(status, ResponsePart::Value(omitted(body.len())), 0),
+            false => self.into_event(status, ResponsePart::JsonBytes(body.to_vec()), body.len()),
         }
     }
 
-    fn finish_raw(self, status: u16, response: &str) -> Event {
+    fn into_event(self, status: u16, response: ResponsePart, response_size: usize) -> Event {
         let duration_ms = self.started.elapsed().as_millis();
-        let body = format!(
+        let key_id = self.key_id.clone();
+        let created_at = self.created_at;
+        // What the parts hold until rendered, roughly, for the queue's memory bound.
+        let size =
+            response_size + self.path.len() + 256 + if self.mask_request { MAX_PART.min(4096) } else { 0 };
+        let render = move || self.render(status, response, duration_ms);
+        Event {
+            event_id: new_event_id(),
+            key_id,
+            created_at,
+            body: Body::Deferred { size, render: Box::new(render) },
+        }
+    }
+
+    /// The event's JSON text (on the writer's thread).
+    fn render(mut self, status: u16, response: ResponsePart, duration_ms: u128) -> String {
+        if self.mask_request {
+            config::redact(&mut self.request);
+        }
+        let query: Map<String, Value> = self.query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        let response = match response {
+            // Our own answers are JSON; the check keeps a mistake from breaking the event.
+            ResponsePart::JsonBytes(bytes) => match std::str::from_utf8(&bytes) {
+                Ok(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => text.to_owned(),
+                _ => json!({"size": bytes.len()}).to_string(),
+            },
+            ResponsePart::Value(v) => {
+                let text = v.to_string();
+                if text.len() > MAX_PART { omitted(text.len()).to_string() } else { text }
+            }
+        };
+        format!(
             "{{\"type\":\"api.request\",\"timestamp\":{},\"data\":{{\"key_id\":{},\"method\":{},\"path\":{},\
              \"query\":{},\"request\":{},\"status\":{status},\"response\":{response},\"duration_ms\":{duration_ms}}}}}",
             Value::String(iso(self.created_at)),
-            Value::String(self.key_id.clone()),
+            Value::String(self.key_id),
             Value::String(self.method),
             Value::String(self.path),
-            self.query,
+            Value::Object(query),
             self.request,
-        );
-        Event { event_id: new_event_id(), key_id: self.key_id, created_at: self.created_at, body }
+        )
     }
-}
-
-fn body_len(req: &Request<'_>) -> usize {
-    req.body_len.unwrap_or(0)
 }
 
 /// What stands for a part too large to mirror.
@@ -137,20 +163,20 @@ mod tests {
         let mut req = Request::new("POST".into(), url, vec![], None, Some(10), &mut body);
         req.json = Some(json!({"message": "hi", "provider": {"api_key": "sk-1234567890abcdef"}}));
         let draft = Draft::new("k1", &req, 1_700_000_000_000_000);
-        let event = draft.finish_json_bytes(200, br#"{"status":"ok","data":{"x":1}}"#);
-        let body: Value = serde_json::from_str(&event.body).unwrap();
+        let event = draft.finish_json_bytes(200, br#"{"status":"ok","data":{"x":1}}"#).rendered();
+        let body: Value = serde_json::from_str(event.text()).unwrap();
         assert_eq!(body["type"], "api.request");
         assert_eq!(body["data"]["query"], json!({"page": "2"}));
         assert_eq!(body["data"]["response"]["data"]["x"], 1);
         assert_eq!(body["data"]["status"], 200);
-        assert!(!event.body.contains("abk_"), "{}", event.body);
-        assert!(!event.body.contains("sk-1234567890abcdef"), "{}", event.body);
+        assert!(!event.text().contains("abk_"), "{}", event.text());
+        assert!(!event.text().contains("sk-1234567890abcdef"), "{}", event.text());
         assert!(event.event_id.starts_with("msg_"));
         let big = vec![b'a'; MAX_PART + 1];
-        let event = Draft::new("k1", &req, 0).finish_json_bytes(200, &big);
-        let body: Value = serde_json::from_str(&event.body).unwrap();
+        let event = Draft::new("k1", &req, 0).finish_json_bytes(200, &big).rendered();
+        let body: Value = serde_json::from_str(event.text()).unwrap();
         assert_eq!(body["data"]["response"]["size"], MAX_PART + 1);
-        let event = Draft::new("k1", &req, 0).finish_json_bytes(500, b"not json");
-        assert!(serde_json::from_str::<Value>(&event.body).is_ok());
+        let event = Draft::new("k1", &req, 0).finish_json_bytes(500, b"not json").rendered();
+        assert!(serde_json::from_str::<Value>(event.text()).is_ok());
     }
 }

@@ -82,12 +82,12 @@ fn finish_event(draft: Draft, response: &Response) -> crate::webhooks::Event {
             draft.finish_json_bytes(response.status, bytes)
         }
         http::Body::Bytes(bytes) => draft
-            .finish(response.status, &serde_json::json!({"content_type": content_type, "size": bytes.len()})),
+            .finish(response.status, serde_json::json!({"content_type": content_type, "size": bytes.len()})),
         http::Body::File(_, len) => {
-            draft.finish(response.status, &serde_json::json!({"content_type": content_type, "size": len}))
+            draft.finish(response.status, serde_json::json!({"content_type": content_type, "size": len}))
         }
         http::Body::Events(_) => {
-            draft.finish(response.status, &serde_json::json!({"content_type": content_type}))
+            draft.finish(response.status, serde_json::json!({"content_type": content_type}))
         }
     }
 }

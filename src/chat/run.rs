@@ -148,7 +148,7 @@ pub fn spawn(
             drop(slot);
             if let Some(draft) = mirror {
                 let response = json!({"response": outcome.text, "session_id": outcome.session_id, "message_id": outcome.message_id});
-                app.outbox.push(draft.finish(200, &response));
+                app.outbox.push(draft.finish(200, response));
             }
         })
         .map_err(|e| ApiError::internal(format!("cannot start the chat run: {e}")))?;

@@ -9,12 +9,51 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// One event: the JSON text to POST, made by the HTTP side for a keyed request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Event {
     pub event_id: String,
     pub key_id: String,
     pub created_at: i64,
-    pub body: String,
+    pub body: Body,
+}
+
+/// An event's JSON text, or what makes it: the HTTP side defers the formatting to the
+/// writer's thread, so that a request pays a memory push and nothing else, and an event
+/// dropped from a full queue is never formatted at all.
+pub enum Body {
+    Ready(String),
+    /// `size`: the memory the parts hold until they are rendered (for the queue's bound).
+    Deferred {
+        size: usize,
+        render: Box<dyn FnOnce() -> String + Send>,
+    },
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Ready(text) => f.debug_tuple("Ready").field(text).finish(),
+            Body::Deferred { size, .. } => f.debug_struct("Deferred").field("size", size).finish(),
+        }
+    }
+}
+
+impl Event {
+    /// The event with its text made (on the writer's thread).
+    pub fn rendered(self) -> Event {
+        match self.body {
+            Body::Ready(_) => self,
+            Body::Deferred { render, .. } => Event { body: Body::Ready(render()), ..self },
+        }
+    }
+
+    /// The JSON text; empty while it is deferred (the writer renders first).
+    pub fn text(&self) -> &str {
+        match &self.body {
+            Body::Ready(text) => text,
+            Body::Deferred { .. } => "",
+        }
+    }
 }
 
 /// At most this many events wait in memory...
@@ -24,7 +63,11 @@ pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 /// The memory an event holds, roughly: its strings and the bookkeeping around them.
 pub fn event_size(e: &Event) -> usize {
-    e.body.len() + e.event_id.len() + e.key_id.len() + 96
+    let body = match &e.body {
+        Body::Ready(text) => text.len(),
+        Body::Deferred { size, .. } => *size,
+    };
+    body + e.event_id.len() + e.key_id.len() + 96
 }
 
 /// Events waiting for the writer, in push order, and the events dropped per key since the
@@ -38,12 +81,14 @@ pub struct Queue {
 }
 
 /// What a push did, for the caller to act on outside the lock.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Pushed {
     /// The queue was empty: the writer may be asleep and must be woken.
     pub was_empty: bool,
     /// Events dropped that are due to be logged now.
     pub log_dropped: Option<u64>,
+    /// The events this push dropped, freed by the caller after the lock is released.
+    pub dropped: Vec<Event>,
 }
 
 impl Queue {
@@ -62,16 +107,26 @@ impl Queue {
         self.bytes += event_size(&event);
         self.events.push_back(event);
         let dropped = self.enforce_bound();
-        let log_dropped = if dropped > 0 { self.drop_log.note(dropped, now) } else { None };
-        Pushed { was_empty, log_dropped }
+        let log_dropped = match dropped.is_empty() {
+            true => None,
+            false => self.drop_log.note(dropped.len() as u64, now),
+        };
+        Pushed { was_empty, log_dropped, dropped }
     }
 
-    /// Takes up to `max` of the oldest events and the dropped counts, for one write.
-    pub fn take(&mut self, max: usize) -> (Vec<Event>, HashMap<String, i64>) {
-        let n = max.min(self.events.len());
-        let batch: Vec<Event> = self.events.drain(..n).collect();
+    /// Takes up to `max` of the oldest events and the dropped counts, for one write. The
+    /// writer runs at a low priority and request threads wait for this lock, so the usual
+    /// case (everything fits) swaps the whole queue out in constant time: a writer
+    /// preempted while holding the lock would stall every request that pushes.
+    pub fn take(&mut self, max: usize) -> (VecDeque<Event>, HashMap<String, i64>) {
+        let dropped = std::mem::take(&mut self.dropped);
+        if self.events.len() <= max {
+            self.bytes = 0;
+            return (std::mem::take(&mut self.events), dropped);
+        }
+        let batch: VecDeque<Event> = self.events.drain(..max).collect();
         self.bytes -= batch.iter().map(event_size).sum::<usize>();
-        (batch, std::mem::take(&mut self.dropped))
+        (batch, dropped)
     }
 
     /// Puts back a batch whose write failed, ahead of what came since, so that the order
@@ -85,16 +140,23 @@ impl Queue {
         for (key_id, n) in dropped {
             *self.dropped.entry(key_id).or_default() += n;
         }
-        self.enforce_bound()
+        self.enforce_bound().len() as u64
     }
 
-    fn enforce_bound(&mut self) -> u64 {
-        let mut dropped = 0;
+    /// Drops the oldest events beyond the bound and returns them, to be freed outside
+    /// the lock.
+    fn enforce_bound(&mut self) -> Vec<Event> {
+        let mut dropped = Vec::new();
         while self.events.len() > MAX_QUEUED || self.bytes > MAX_QUEUED_BYTES {
             let Some(oldest) = self.events.pop_front() else { break };
             self.bytes -= event_size(&oldest);
-            *self.dropped.entry(oldest.key_id).or_default() += 1;
-            dropped += 1;
+            match self.dropped.get_mut(&oldest.key_id) {
+                Some(n) => *n += 1,
+                None => {
+                    self.dropped.insert(oldest.key_id.clone(), 1);
+                }
+            }
+            dropped.push(oldest);
         }
         dropped
     }
@@ -131,7 +193,7 @@ mod tests {
             event_id: format!("msg_{i}"),
             key_id: key.into(),
             created_at: i as i64,
-            body: "x".repeat(body_len),
+            body: Body::Ready("x".repeat(body_len)),
         }
     }
 
@@ -175,7 +237,7 @@ mod tests {
         }
         let (batch, dropped) = q.take(3);
         q.push(event("a", 5, 1), t);
-        assert_eq!(q.put_back(batch, dropped), 0);
+        assert_eq!(q.put_back(Vec::from(batch), dropped), 0);
         let (all, _) = q.take(usize::MAX);
         let ids: Vec<_> = all.iter().map(|e| e.event_id.as_str()).collect();
         assert_eq!(ids, ["msg_0", "msg_1", "msg_2", "msg_3", "msg_4", "msg_5"]);
