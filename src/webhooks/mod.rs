@@ -290,7 +290,7 @@ fn store_batch(
     Ok(trimmed)
 }
 
-/// Lowers the calling thread's CPU priority (nice 10), so that request threads win when
+/// Lowers the calling thread's CPU priority to the lowest (nice 19), so that request threads win when
 /// the machine is busy. Best effort: a failure changes nothing else.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
