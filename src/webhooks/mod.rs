@@ -290,8 +290,10 @@ fn store_batch(
     Ok(trimmed)
 }
 
-/// Lowers the calling thread's CPU priority to the lowest (nice 19), so that request threads win when
-/// the machine is busy. Best effort: a failure changes nothing else.
+/// Lowers the calling thread's CPU priority to the lowest (nice 19), so that request
+/// threads win when the machine is busy. Not `SCHED_IDLE`: a thread that holds the
+/// database's write lock must not starve while requests wait for it. Best effort: a
+/// failure changes nothing else.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: both calls take plain integers and touch only the calling thread's
