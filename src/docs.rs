@@ -14,4 +14,5 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("website-chatbots", include_str!("../static/docs/website-chatbots.md")),
     ("configuration", include_str!("../static/docs/configuration.md")),
     ("systemd", include_str!("../static/docs/systemd.md")),
+    ("operator", include_str!("../static/docs/operator.md")),
 ];

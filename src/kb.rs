@@ -86,6 +86,95 @@ pub fn split_html(source: &str, page_title: &str, base_url: &str) -> Vec<Passage
     split_markdown(&text, page_title, base_url)
 }
 
+/// What a set of documents became: the passages, and the names of the files read and of
+/// those skipped (not Markdown, text or HTML).
+#[derive(Debug, Default)]
+pub struct Split {
+    pub passages: Vec<Passage>,
+    pub used: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+/// Whether a file name's extension is one the knowledge base reads.
+pub fn readable(file_name: &str) -> bool {
+    kind_of(file_name).is_some()
+}
+
+/// Whether a file name's extension is one the knowledge base reads, and if HTML.
+fn kind_of(file_name: &str) -> Option<bool> {
+    let ext = std::path::Path::new(file_name).extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "md" | "markdown" | "txt" | "text" => Some(false),
+        "html" | "htm" => Some(true),
+        _ => None,
+    }
+}
+
+/// Splits documents (file name and text) for `collection`, what `astrbot kb add` and
+/// `POST /api/v1/kb/collections/{name}/documents` both do. Each file is split at its
+/// headings; its title is its first heading (an HTML file's `<h1>`), else its name. A
+/// passage links to `kb:<collection>/<file>`, or with `base_url` to the page a website
+/// serves for the file: `<base_url>/<file stem>` (`hours.md` is `https://example.com/hours`;
+/// an HTML file keeps its name), so a website bot's sources point at its own pages.
+pub fn split_documents<'a>(
+    collection: &str,
+    documents: impl IntoIterator<Item = (&'a str, &'a str)>,
+    base_url: Option<&str>,
+) -> Split {
+    let mut split = Split::default();
+    for (file_name, text) in documents {
+        let Some(html) = kind_of(file_name) else {
+            split.skipped.push(file_name.to_owned());
+            continue;
+        };
+        let path = std::path::Path::new(file_name);
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("document");
+        let html_title = text
+            .split_once("<h1>")
+            .and_then(|(_, rest)| rest.split_once("</h1>"))
+            .map(|(t, _)| t.trim().to_owned())
+            .filter(|t| !t.is_empty() && html);
+        let title = html_title.unwrap_or_else(|| markdown::title(text).unwrap_or(name).to_owned());
+        let base = base_url.map(|b| b.trim_end_matches('/'));
+        let url = match base {
+            Some(base) if html => format!("{base}/{file_name}"),
+            Some(base) => format!("{base}/{name}"),
+            None => format!("kb:{collection}/{file_name}"),
+        };
+        let found = if html { split_html(text, &title, &url) } else { split_markdown(text, &title, &url) };
+        split.passages.extend(found);
+        split.used.push(file_name.to_owned());
+    }
+    split
+}
+
+/// Replaces what `collection` holds with `passages`, in one transaction. `docs` holds the
+/// bundled guides and is refused.
+pub fn replace_collection(
+    conn: &mut Connection,
+    collection: &str,
+    passages: &[Passage],
+) -> Result<(), String> {
+    if collection == "docs" {
+        return Err("collection docs holds the bundled guides; choose another name".into());
+    }
+    crate::db::write_tx(conn, |tx| store::replace_collection(tx, collection, passages))
+        .map_err(|e| e.to_string())
+}
+
+/// Removes a collection: `Ok(false)` if there is none of that name. `docs` is refused.
+pub fn remove_collection(conn: &mut Connection, collection: &str) -> Result<bool, String> {
+    if collection == "docs" {
+        return Err("collection docs holds the bundled guides and is rebuilt at every start".into());
+    }
+    let exists = store::collections(conn).map_err(|e| e.to_string())?.iter().any(|(c, _)| c == collection);
+    if exists {
+        crate::db::write_tx(conn, |tx| store::replace_collection(tx, collection, &[]))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(exists)
+}
+
 /// Characters of a question that are searched; the rest is not read.
 pub const MAX_QUESTION_CHARS: usize = 2_000;
 /// Terms in one query (trigram or substring), the first ones of the question.

@@ -15,6 +15,7 @@ mod error;
 mod http;
 mod kb;
 mod keys;
+mod logbuf;
 mod markdown;
 mod mirror;
 mod openapi;

@@ -1,6 +1,7 @@
 //! The login of the administrator, AstrBot's dashboard user: `POST /api/auth/login` trades
 //! the username and password for an admin token (random, stored as its MAC, seven days),
-//! `POST /api/auth/logout` ends one. Login attempts are limited per client address by
+//! `POST /api/auth/logout` ends one, `POST /api/v1/auth/password` changes the password and
+//! signs out every admin token. Login attempts are limited per client address by
 //! `auth::LoginThrottle`: each one is counted before its password is hashed, in the same
 //! lock as the check, so a burst of concurrent guesses cannot all pass the check before
 //! any of them is counted.
@@ -69,6 +70,40 @@ pub fn logout(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         db::write_tx(&mut *ctx.app.db.conn()?, |tx| db::delete_admin_token(tx, &ctx.app.mac.mac(&token)))?;
     }
     Ok(Response::ok(Value::Null))
+}
+
+/// `POST /api/v1/auth/password` (admin token): checks `current_password` (throttled per
+/// client address like the login), applies the password rule to `new_password`, stores
+/// its hash and signs out every admin token of the administrator, this one included.
+pub fn change_password(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let auth::Identity::Admin(username) = ctx.caller()?.clone() else {
+        return Err(ApiError::Forbidden("Only the admin token may change the admin password".into()));
+    };
+    let ip = ctx.req.remote.map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let attempts =
+        ctx.app.login_throttle.lock().unwrap_or_else(|e| e.into_inner()).begin(ip, ctx.now).map_err(
+            |retry_after| ApiError::TooManyRequests { message: THROTTLED_MESSAGE.into(), retry_after },
+        )?;
+    let body = ctx.req.json_object()?;
+    let current = opt_string(body, "current_password")?
+        .ok_or_else(|| ApiError::bad_request("Missing key: current_password"))?;
+    let new = opt_string(body, "new_password")?
+        .ok_or_else(|| ApiError::bad_request("Missing key: new_password"))?;
+    let stored = db::admin_password_hash(&*ctx.app.db.conn()?, &username)?;
+    let ok = stored.as_deref().is_some_and(|phc| secrets::verify_password(&current, phc));
+    if !ok {
+        log::warn!("failed admin password change from {ip} ({attempts} in the last minute)");
+        std::thread::sleep(Duration::from_millis(100 * attempts.min(10) as u64));
+        return Err(ApiError::bad_request("current_password is incorrect; the password was not changed"));
+    }
+    ctx.app.login_throttle.lock().unwrap_or_else(|e| e.into_inner()).succeed(ip);
+    auth::check_new_password(&new).map_err(|e| ApiError::bad_request(format!("new_password: {e}")))?;
+    let phc = secrets::hash_password(&new).map_err(ApiError::internal)?;
+    db::write_tx(&mut *ctx.app.db.conn()?, |tx| db::set_admin_password(tx, &username, &phc, ctx.now))?;
+    log::info!(
+        "admin {username} changed the password from {ip}; every admin token of {username} is signed out"
+    );
+    Ok(Response::ok(json!({"username": username, "signed_out": true})))
 }
 
 /// A valid argon2id hash of a random string, verified against for unknown usernames.

@@ -498,9 +498,12 @@ fn page_window(page: i64, size: i64) -> (i64, i64, Option<i64>) {
     (page, size, (page - 1).checked_mul(size))
 }
 
-/// `GET /api/v1/chat/sessions?username=&page=&page_size=&platform_id=`
+/// `GET /api/v1/chat/sessions?username=&page=&page_size=&platform_id=`. The admin token
+/// may leave `username` out: every username's sessions (the operator's listing); an API
+/// key gets AstrBot's `Missing key: username`.
 pub fn sessions(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
-    let username = username_query(ctx)?;
+    let every = ctx.req.query_param("username").is_none() && matches!(ctx.who, Some(Identity::Admin(_)));
+    let username = if every { None } else { Some(username_query(ctx)?) };
     let page = ctx.req.query_param("page").map(python_int).unwrap_or(Some(1));
     let size = ctx.req.query_param("page_size").map(python_int).unwrap_or(Some(20));
     let (Some(page), Some(size)) = (page, size) else {
@@ -508,7 +511,8 @@ pub fn sessions(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     };
     let (page, size, offset) = page_window(page, size);
     let platform = ctx.req.query_param("platform_id").filter(|p| !p.is_empty());
-    let (rows, total) = store::sessions_of(&*ctx.app.db.conn()?, &username, platform, size, offset)?;
+    let (rows, total) =
+        store::sessions_of(&*ctx.app.db.conn()?, username.as_deref(), platform, size, offset)?;
     Ok(Response::ok(
         json!({"sessions": rows.iter().map(session_json).collect::<Vec<_>>(), "page": page, "page_size": size, "total": total}),
     ))

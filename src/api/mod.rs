@@ -7,8 +7,10 @@ pub mod chat;
 pub mod configs;
 pub mod files;
 pub mod im;
+pub mod kb;
 pub mod keys;
 pub mod meta;
+pub mod operator;
 pub mod personas;
 pub mod providers;
 

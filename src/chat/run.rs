@@ -11,7 +11,7 @@
 //! once. Upstream errors become the reply's text: a run never fails its request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
@@ -53,6 +53,19 @@ pub struct UserMessage {
 /// the chat answers 503 with `Retry-After` instead of letting threads pile up.
 pub const MAX_RUNS: usize = 512;
 static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// LLM requests that failed (after their retries) since the server started.
+static UPSTREAM_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Chat runs in progress now, for the operator's statistics.
+pub fn runs_in_progress() -> usize {
+    RUNS.load(Ordering::SeqCst)
+}
+
+/// LLM requests that failed since the server started, for the operator's statistics.
+pub fn upstream_errors() -> u64 {
+    UPSTREAM_ERRORS.load(Ordering::Relaxed)
+}
 
 /// A place among the running chats; freed when it drops, at the run's end.
 pub struct RunSlot;
@@ -317,6 +330,7 @@ fn compose(app: &App, msg: &UserMessage, ev: &Events) -> Reply {
             match result {
                 Ok(u) => usage = u,
                 Err(e) => {
+                    UPSTREAM_ERRORS.fetch_add(1, Ordering::Relaxed);
                     // The persona's own error message replaces the technical one, as in AstrBot.
                     let message = request.custom_error.unwrap_or_else(|| format!("LLM 响应错误: {e}"));
                     log::warn!("chat run {}: {e}", ev.run_id);

@@ -81,6 +81,11 @@ impl LiveStreams {
         }
     }
 
+    /// Live streams over every conversation, for the operator's statistics.
+    pub fn total(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
     #[cfg(test)]
     fn count(&self, conversation: &str) -> usize {
         self.lock().get(conversation).map_or(0, Vec::len)

@@ -72,10 +72,8 @@ pub(super) fn key_update(
 }
 
 /// Adds documents to a collection, replacing what it held: each file is split at its
-/// headings; directories are read one level deep. A passage links to `kb:<collection>/<file>`,
-/// or with `base_url` to the page a website serves for the file: `<base_url>/<file stem>`
-/// (`hours.md` is `https://example.com/hours`; an HTML file keeps its name), so a website
-/// bot's sources point at its own pages.
+/// headings (`kb::split_documents`, shared with the HTTP route); directories are read one
+/// level deep.
 pub(super) fn kb_add(
     data: &Path,
     collection: &str,
@@ -100,41 +98,25 @@ pub(super) fn kb_add(
             files.push(p.clone());
         }
     }
-    let mut passages = Vec::new();
-    let mut used = 0;
+    let mut documents = Vec::new();
     for f in &files {
-        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        if !matches!(ext.as_str(), "md" | "markdown" | "txt" | "text" | "html" | "htm") {
+        let name = f.file_name().and_then(|s| s.to_str()).unwrap_or("document").to_owned();
+        if !crate::kb::readable(&name) {
             eprintln!("skipping {} (not Markdown, text or HTML)", f.display());
             continue;
         }
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or("document");
-        let html_title = text
-            .split_once("<h1>")
-            .and_then(|(_, rest)| rest.split_once("</h1>"))
-            .map(|(t, _)| t.trim().to_owned())
-            .filter(|t| !t.is_empty() && ext.starts_with("htm"));
-        let title = html_title.unwrap_or_else(|| crate::markdown::title(&text).unwrap_or(name).to_owned());
-        used += 1;
-        let file_name = f.file_name().and_then(|s| s.to_str()).unwrap_or(name);
-        let url = match base_url {
-            Some(base) if ext.starts_with("htm") => format!("{base}/{file_name}"),
-            Some(base) => format!("{base}/{name}"),
-            None => format!("kb:{collection}/{file_name}"),
-        };
-        let found = if ext.starts_with("htm") {
-            crate::kb::split_html(&text, &title, &url)
-        } else {
-            crate::kb::split_markdown(&text, &title, &url)
-        };
-        passages.extend(found);
+        documents.push((name, text));
     }
+    let split = crate::kb::split_documents(
+        collection,
+        documents.iter().map(|(n, t)| (n.as_str(), t.as_str())),
+        base_url,
+    );
     let (db, _) = open_existing_store(data)?;
     let mut conn = db.conn().map_err(|e| e.to_string())?;
-    crate::db::write_tx(&mut conn, |tx| crate::db::kb::replace_collection(tx, collection, &passages))
-        .map_err(|e| e.to_string())?;
-    println!("collection {collection}: {} passages from {used} files", passages.len());
+    crate::kb::replace_collection(&mut conn, collection, &split.passages)?;
+    println!("collection {collection}: {} passages from {} files", split.passages.len(), split.used.len());
     Ok(())
 }
 
@@ -210,17 +192,11 @@ pub(super) fn kb_list(data: &Path) -> Result<(), String> {
 }
 
 pub(super) fn kb_remove(data: &Path, collection: &str) -> Result<(), String> {
-    if collection == "docs" {
-        return Err("collection docs holds the bundled guides and is rebuilt at every start".into());
-    }
     let (db, _) = open_existing_store(data)?;
     let mut conn = db.conn().map_err(|e| e.to_string())?;
-    let exists = db::kb::collections(&conn).map_err(|e| e.to_string())?.iter().any(|(c, _)| *c == collection);
-    if !exists {
+    if !crate::kb::remove_collection(&mut conn, collection)? {
         return Err(format!("no collection named {collection}"));
     }
-    db::write_tx(&mut conn, |tx| db::kb::replace_collection(tx, collection, &[]))
-        .map_err(|e| e.to_string())?;
     println!("removed collection {collection}");
     Ok(())
 }

@@ -86,7 +86,11 @@ fn init_logging(level: log::LevelFilter) {
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
         .build();
-    let _ = simplelog::WriteLogger::init(level, config, io::stderr());
+    // stderr as before, and the in-memory buffer the operator's log routes read.
+    let _ = simplelog::CombinedLogger::init(vec![
+        simplelog::WriteLogger::new(level, config, io::stderr()),
+        Box::new(crate::logbuf::BufferLogger::new(level)),
+    ]);
 }
 
 pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
@@ -168,6 +172,8 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         .run(|| {
             let mut byte = [0u8; 1];
             let _ = io::Read::read(&mut signal_rx, &mut byte);
+            // Live log streams never end by themselves; the drain must not wait for them.
+            crate::logbuf::close();
         })
         .map_err(|e| e.to_string())?;
     app.flush_usage()?;

@@ -58,23 +58,28 @@ pub fn ensure_session(tx: &Transaction<'_>, id: &str, creator: &str, now: i64) -
     session(tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
-/// One page of a creator's sessions, newest activity first, and the total. `offset` is
-/// `None` for a page so far out that its offset does not fit an integer: it is empty.
+/// One page of a creator's sessions (every creator's with `None`: the admin's listing),
+/// newest activity first, and the total. `offset` is `None` for a page so far out that its
+/// offset does not fit an integer: it is empty.
 pub fn sessions_of(
     conn: &Connection,
-    creator: &str,
+    creator: Option<&str>,
     platform: Option<&str>,
     limit: i64,
     offset: Option<i64>,
 ) -> rusqlite::Result<(Vec<Session>, i64)> {
-    let total: i64 = conn.query_row(
-        "SELECT count(*) FROM chat_sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)",
-        params![creator, platform],
-        |r| r.get(0),
-    )?;
+    // Two statements rather than `?1 IS NULL OR creator = ?1`, which would keep a
+    // username's listing off the creator index.
+    let filter = match creator {
+        Some(_) => "creator = ?1 AND (?2 IS NULL OR platform_id = ?2)",
+        None => "?1 IS NULL AND (?2 IS NULL OR platform_id = ?2)",
+    };
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM chat_sessions WHERE {filter}"))?
+        .query_row(params![creator, platform], |r| r.get(0))?;
     let Some(offset) = offset else { return Ok((Vec::new(), total)) };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)
+        "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE {filter}
          ORDER BY updated_at DESC, session_id LIMIT ?3 OFFSET ?4"
     ))?;
     let rows = stmt.query_map(params![creator, platform, limit, offset], session_row)?;
@@ -246,9 +251,9 @@ mod tests {
         let db = Db::open(&dir).unwrap();
         let mut conn = db.conn().unwrap();
         write_tx(&mut conn, |tx| ensure_session(tx, "s", "alice", 1)).unwrap();
-        let (rows, total) = sessions_of(&conn, "alice", None, 20, None).unwrap();
+        let (rows, total) = sessions_of(&conn, Some("alice"), None, 20, None).unwrap();
         assert_eq!((rows.len(), total), (0, 1));
-        let (rows, total) = sessions_of(&conn, "alice", None, 20, Some(0)).unwrap();
+        let (rows, total) = sessions_of(&conn, Some("alice"), None, 20, Some(0)).unwrap();
         assert_eq!((rows.len(), total), (1, 1));
     }
 }

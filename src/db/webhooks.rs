@@ -100,6 +100,17 @@ pub fn outbox_counts(conn: &Connection, key_id: &str) -> rusqlite::Result<(i64, 
     Ok((pending, dropped.unwrap_or(0)))
 }
 
+/// Pending events and dropped events over every key, for the operator's statistics.
+pub fn outbox_totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let pending: i64 = conn
+        .prepare_cached("SELECT count(*) FROM webhook_events WHERE status = 'pending'")?
+        .query_row([], |r| r.get(0))?;
+    let dropped: i64 = conn
+        .prepare_cached("SELECT coalesce(sum(webhook_dropped), 0) FROM api_keys")?
+        .query_row([], |r| r.get(0))?;
+    Ok((pending, dropped))
+}
+
 /// Deletes every event of a key; for the key's deletion (in the same transaction).
 pub fn delete_key_events(tx: &Transaction<'_>, key_id: &str) -> rusqlite::Result<usize> {
     tx.prepare_cached("DELETE FROM webhook_events WHERE key_id = ?1")?.execute([key_id])

@@ -3,6 +3,7 @@
 //! component schemas from [`mod@schemas`] (one function per resource), and the error
 //! envelope for the failures it can produce.
 
+mod operator;
 mod schemas;
 
 use serde_json::{Map, Value, json};

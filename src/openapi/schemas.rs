@@ -23,6 +23,7 @@ pub fn schemas() -> Value {
         files(),
         config_route(),
         health(),
+        super::operator::schemas(),
     ];
     let mut all = Map::new();
     for group in groups {

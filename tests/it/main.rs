@@ -17,6 +17,7 @@ mod kb;
 mod keys;
 mod layers;
 mod lifecycle;
+mod operator;
 mod personas;
 mod proactive;
 mod providers;
