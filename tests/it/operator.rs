@@ -467,3 +467,70 @@ fn stats_count_requests_by_key() {
     );
     assert!(r.json()["data"]["uptime_secs"].is_u64());
 }
+
+#[test]
+fn stats_count_failed_llm_requests_and_the_log_keeps_provider_keys_out() {
+    use crate::fake_llm::{FakeLlm, Script, connect};
+    let s = Server::start();
+    let admin = s.admin_token();
+    let fake = FakeLlm::start(Script::reply(&["never"]));
+    fake.set(|sc| sc.reject_keys = vec!["sk-operator-secret".into()]);
+    connect(&s, &admin, &fake, "openai_chat_completion", &["sk-operator-secret"], json!({}));
+    let (key, _) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
+    let a = ask(&s, &key, "hello");
+    assert!(a["response"].as_str().unwrap().contains("LLM"), "the failure is the answer: {a}");
+    s.check(
+        "GET",
+        "/api/v1/stats",
+        &admin,
+        None,
+        200,
+        json!({"data": {"upstream_errors": 1, "chat_runs": 0}}),
+    );
+    let r = s.check("GET", "/api/v1/logs/history?limit=2000&level=trace", &admin, None, 200, json!({}));
+    assert!(r.text().contains("chat run"), "the failure is logged: {}", r.text());
+    assert!(!r.text().contains("sk-operator-secret"), "{}", r.text());
+}
+
+/// Opens a live log stream; returns the reader after the head, and the status line.
+fn open_live(s: &Server, admin: &str) -> (BufReader<TcpStream>, String) {
+    let mut stream = TcpStream::connect(s.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/logs/live HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {admin}\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    (reader, status)
+}
+
+#[test]
+fn live_streams_are_bounded_and_a_gone_one_frees_its_place() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let mut open: Vec<_> = (0..16).map(|_| open_live(&s, &admin)).collect();
+    assert!(open.iter().all(|(_, status)| status.starts_with("HTTP/1.1 200")));
+    let (_, status) = open_live(&s, &admin);
+    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    // A client that leaves frees its place once the server notices (its heartbeat fails).
+    drop(open.pop());
+    assert!(crate::support::eventually(10, || open_live(&s, &admin).1.starts_with("HTTP/1.1 200")));
+    // The others still get lines: logging never waited for anyone.
+    let (_, key_id) = s.create_key(&admin, r#"{"scopes":["chat"]}"#);
+    let (reader, _) = &mut open[0];
+    let mut line = String::new();
+    while !line.contains(&key_id) {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+    }
+}
