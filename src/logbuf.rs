@@ -76,15 +76,18 @@ fn ring() -> std::sync::MutexGuard<'static, Ring> {
 }
 
 /// `message` cut to at most `MAX_MESSAGE_BYTES` at a character boundary.
-fn bounded(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
+fn bounded(message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES { cut(message) } else { message }
+}
+
+/// `message` shortened to make room for `…` within `MAX_MESSAGE_BYTES`, and marked.
+fn cut(mut message: String) -> String {
+    let mut end = message.len().min(MAX_MESSAGE_BYTES - '…'.len_utf8());
+    while !message.is_char_boundary(end) {
+        end -= 1;
     }
+    message.truncate(end);
+    message.push('…');
     message
 }
 
@@ -194,11 +197,40 @@ impl Log for BufferLogger {
 
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) {
-            push(record.level(), record.target(), record.args().to_string(), crate::timefmt::now_micros());
+            // Formatted into a bounded string: a long message is never built whole.
+            let mut message = Capped::default();
+            let _ = std::fmt::write(&mut message, *record.args());
+            let text = if message.cut { cut(message.text) } else { message.text };
+            push(record.level(), record.target(), text, crate::timefmt::now_micros());
         }
     }
 
     fn flush(&self) {}
+}
+
+/// A `fmt::Write` that keeps the first `MAX_MESSAGE_BYTES` bytes (at a character
+/// boundary) and notes whether anything was dropped.
+#[derive(Default)]
+struct Capped {
+    text: String,
+    cut: bool,
+}
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = MAX_MESSAGE_BYTES.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+        } else {
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&s[..end]);
+            self.cut = true;
+        }
+        Ok(())
+    }
 }
 
 impl simplelog::SharedLogger for BufferLogger {
@@ -222,9 +254,14 @@ mod tests {
     #[test]
     fn messages_are_bounded_at_a_char_boundary() {
         let long = "é".repeat(MAX_MESSAGE_BYTES);
-        let cut = bounded(long);
-        assert!(cut.len() <= MAX_MESSAGE_BYTES && cut.ends_with('…'));
+        let short = bounded(long);
+        assert!(short.len() <= MAX_MESSAGE_BYTES && short.ends_with('…'));
         assert_eq!(bounded("short".into()), "short");
+        let mut capped = Capped::default();
+        let _ = std::fmt::write(&mut capped, format_args!("{}{}", "a".repeat(MAX_MESSAGE_BYTES - 1), "€€"));
+        assert!(capped.cut && capped.text.len() == MAX_MESSAGE_BYTES - 1, "{}", capped.text.len());
+        let marked = cut(capped.text);
+        assert!(marked.len() <= MAX_MESSAGE_BYTES && marked.ends_with('…'));
     }
 
     #[test]
