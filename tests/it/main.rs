@@ -21,6 +21,7 @@ mod personas;
 mod proactive;
 mod providers;
 mod quota;
+mod readme;
 mod receiver;
 mod secrets;
 mod startup;
