@@ -145,3 +145,103 @@ fn every_module_says_what_it_is_for() {
         assert!(text.starts_with("//!"), "{} does not open with a //! paragraph", f.display());
     }
 }
+
+#[test]
+fn docs_without_a_page_was_a_bare_text_404() {
+    let s = Server::start();
+    let r = s.get("/docs", &[]);
+    s.expect(&r, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let html = r.text();
+    // The guides' list is src/docs.rs's, every one linked.
+    for line in include_str!("../../src/docs.rs").lines() {
+        if let Some(slug) = line.trim().strip_prefix("(\"").and_then(|l| l.split('"').next()) {
+            assert!(html.contains(&format!("<a href=\"/docs/{slug}\">")), "/docs links {slug}");
+        }
+    }
+    assert!(html.contains("<a href=\"/api/v1/docs\">"));
+    let missing = s.get("/docs/nope", &[]);
+    assert!(missing.text().contains("/docs lists them"), "{}", missing.text());
+}
+
+#[test]
+fn the_reference_with_a_trailing_slash_was_404() {
+    let s = Server::start();
+    let plain = s.get("/api/v1/docs", &[]);
+    let slash = s.get("/api/v1/docs/", &[]);
+    s.expect(&slash, 200);
+    assert_eq!(slash.text(), plain.text());
+}
+
+#[test]
+fn headings_were_indented_by_their_hidden_anchors() {
+    let s = Server::start();
+    let html = s.get("/docs/keys", &[]).text();
+    let h2 = html.lines().find(|l| l.starts_with("<h2 ")).expect("a second-level heading");
+    // The heading's text comes first; the anchor, hidden until hovered, follows it.
+    let text_start = h2.find('>').unwrap() + 1;
+    assert!(!h2[text_start..].starts_with("<a"), "{h2}");
+    assert!(h2.ends_with("#</a></h2>"), "{h2}");
+    let css = s.get("/static/style.css", &[]).text();
+    assert!(css.contains("a.anchor { margin-left"), "the anchor is spaced from the text before it");
+}
+
+#[test]
+fn the_landing_page_showed_127_0_0_1_6185_when_served_elsewhere() {
+    let s = Server::start();
+    // The harness sends its own Host; this request sends only the one under test.
+    let landing = |host: &str| {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
+        write!(conn, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+        let r = crate::support::read_response(&mut std::io::BufReader::new(conn));
+        s.expect(&r, 200);
+        r.text()
+    };
+    let html = landing("pi.local:8080");
+    assert!(html.contains("http://pi.local:8080/api/v1/chat"), "{html}");
+    assert!(!html.contains("127.0.0.1:6185"));
+    let html = landing("evil\"><script>x</script>");
+    assert!(!html.contains("<script>") && !html.contains("evil"), "a hostile Host is not echoed");
+    let html = s.get("/", &[]).text();
+    for slug in ["quickstart", "website-chatbots", "systemd"] {
+        assert!(html.contains(&format!("<a href=\"/docs/{slug}\">")), "the landing page lists {slug}");
+    }
+    assert!(html.contains("<a href=\"/docs\">Guides</a>"));
+}
+
+#[test]
+fn an_admin_only_route_without_a_token_said_missing_api_key() {
+    let s = Server::start();
+    s.expect_error(
+        &s.get("/api/v1/api-keys", &[]),
+        401,
+        "Missing admin token: this route needs the admin token (POST /api/auth/login)",
+    );
+    // Scoped routes keep AstrBot's message.
+    s.expect_error(&s.get("/api/v1/im/bots", &[]), 401, "Missing API key");
+}
+
+#[test]
+fn files_content_by_filename_is_served_as_the_guide_says() {
+    let guide = include_str!("../../static/docs/files.md");
+    assert!(guide.contains("`GET /api/v1/files/content?filename=NAME` is served"));
+    let s = Server::start();
+    let admin = s.admin_token();
+    let (key, _) = s.create_key(&admin, r#"{"name":"f","scopes":["file"]}"#);
+    crate::support::upload_file(&s, &key, "notes.txt", Some("text/plain"), b"hello notes");
+    let r = s.get("/api/v1/files/content?filename=notes.txt", &[("X-API-Key", &key)]);
+    s.expect(&r, 200);
+    assert_eq!(r.text(), "hello notes");
+}
+
+#[test]
+fn the_guides_agree_with_the_code_on_custom_error_message_and_backups() {
+    let chat = include_str!("../../static/docs/chat.md");
+    let providers = include_str!("../../static/docs/providers.md");
+    assert!(!chat.contains("is not used by this version"));
+    assert!(chat.contains("`custom_error_message`") && chat.contains("that message is the reply instead"));
+    assert!(providers.contains("What users see instead of the error text"));
+    let configuration = include_str!("../../static/docs/configuration.md");
+    assert!(configuration.contains("cp -a data/attachments backup/"));
+}

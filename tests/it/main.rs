@@ -4,6 +4,7 @@ mod admin;
 mod astroworld;
 mod auth;
 mod chat;
+mod cli;
 mod configs;
 mod crash;
 mod data_abuse;
