@@ -64,10 +64,8 @@ pub fn reference(_ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// the bundled guides'.
 pub fn landing(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let origin = markdown::escape(&origin(ctx.req.header("host"), ctx.req.header("x-forwarded-proto")));
-    let guides: String = GUIDES
-        .iter()
-        .map(|(slug, source)| format!("<li>{}</li>\n", guide_entry(slug, source)))
-        .collect();
+    let guides: String =
+        GUIDES.iter().map(|(slug, source)| format!("<li>{}</li>\n", guide_entry(slug, source))).collect();
     Ok(html(LANDING_HTML.replace("http://127.0.0.1:6185", &origin).replace("<!-- guides -->\n", &guides)))
 }
 
@@ -120,10 +118,8 @@ fn guide_page(title: &str, current: Option<&str>, main: &str) -> Response {
 
 /// `GET /docs`: the index of the bundled guides.
 pub fn guide_index(_ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
-    let items: String = GUIDES
-        .iter()
-        .map(|(slug, source)| format!("<li>{}</li>\n", guide_entry(slug, source)))
-        .collect();
+    let items: String =
+        GUIDES.iter().map(|(slug, source)| format!("<li>{}</li>\n", guide_entry(slug, source))).collect();
     let main = format!(
         "<h1>Guides</h1>\n<ul>\n{items}<li><a href=\"/api/v1/docs\">API reference</a>: every route with its \
          scope; paste a key and send requests.</li>\n</ul>\n"

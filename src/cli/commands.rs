@@ -150,7 +150,8 @@ pub(super) fn key_list(data: &Path, json: bool) -> Result<(), String> {
         println!("{}", Value::Array(items));
         return Ok(());
     }
-    let header = ["KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES", "TODAY", "NAME", "SCOPES", "BOT", "WEBHOOK"];
+    let header =
+        ["KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES", "TODAY", "NAME", "SCOPES", "BOT", "WEBHOOK"];
     let table: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
@@ -162,7 +163,9 @@ pub(super) fn key_list(data: &Path, json: bool) -> Result<(), String> {
                 "active"
             };
             // Both times to the second, in UTC: a fixed width, and the fraction says nothing.
-            let second = |t: Option<i64>, none: &str| t.map(|t| iso(t)[..19].to_owned()).unwrap_or_else(|| none.into());
+            let second = |t: Option<i64>, none: &str| {
+                t.map(|t| iso(t)[..19].to_owned()).unwrap_or_else(|| none.into())
+            };
             [
                 r.key_id.clone(),
                 r.key_prefix.clone(),

@@ -41,6 +41,7 @@ Usage:
   astrbot kb remove NAME [--data DIR]
   astrbot --version
 
+--listen: HOST:PORT, [IPv6]:PORT, or PORT / :PORT on 127.0.0.1; port 0 picks a free port.
 --scopes is required: comma-separated, from {scopes}; with --bot it defaults to chat,file.
 --bot binds the key to a bot (a config profile, by id or name): it then chats only as that
 bot, and its daily limit defaults to 1000.
@@ -235,7 +236,9 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
 /// The refusal of `admin`, `key` or `kb` without a known subcommand, naming the ones there are.
 fn missing_subcommand(argv: &[String], known: &str) -> String {
     match argv.get(1) {
-        Some(_) => format!("unknown command {:?}: {} takes {known}; see astrbot --help", argv.join(" "), argv[0]),
+        Some(_) => {
+            format!("unknown command {:?}: {} takes {known}; see astrbot --help", argv.join(" "), argv[0])
+        }
         None => format!("{} needs a subcommand: {known}; see astrbot --help", argv[0]),
     }
 }
@@ -397,8 +400,8 @@ fn listen_addr(source: &str, value: &str) -> Result<String, String> {
     let p = port(p).ok_or_else(bad)?;
     // A bare IPv6 address has colons of its own and needs brackets; a host name is
     // letters, digits, dots and dashes.
-    let host_ok = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let host_ok =
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     if !host_ok {
         return Err(bad());
     }
@@ -523,7 +526,11 @@ mod tests {
     fn group_help_prints_the_usage_and_a_bare_group_names_its_subcommands() {
         for group in ["key", "kb", "admin"] {
             for help in ["--help", "-h", "help"] {
-                assert_eq!(parse(&args(&format!("{group} {help}")), &no_env), Ok(Command::Help), "{group} {help}");
+                assert_eq!(
+                    parse(&args(&format!("{group} {help}")), &no_env),
+                    Ok(Command::Help),
+                    "{group} {help}"
+                );
             }
         }
         assert_eq!(parse(&args("key create --help"), &no_env), Ok(Command::Help));
@@ -535,11 +542,12 @@ mod tests {
 
     #[test]
     fn listen_takes_port_colon_port_host_port_and_bracketed_ipv6() {
-        let listen = |v: &str| match parse(&["serve".to_owned(), "--listen".to_owned(), v.to_owned()], &no_env) {
-            Ok(Command::Serve(s)) => Ok(s.listen),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e),
-        };
+        let listen =
+            |v: &str| match parse(&["serve".to_owned(), "--listen".to_owned(), v.to_owned()], &no_env) {
+                Ok(Command::Serve(s)) => Ok(s.listen),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            };
         for (given, bound) in [
             ("17220", "127.0.0.1:17220"),
             (":0", "127.0.0.1:0"),

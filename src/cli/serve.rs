@@ -56,7 +56,9 @@ fn bind_error(addr: &str, e: &io::Error) -> String {
             "; another program (AstrBot itself uses 6185) holds this port: \
              pass another one, e.g. --listen 127.0.0.1:6186, or --listen :0 for a free one"
         }
-        io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: pass --listen with a higher port",
+        io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: pass --listen with a higher port"
+        }
         io::ErrorKind::AddrNotAvailable => "; this machine has no such address: try --listen 127.0.0.1:PORT",
         _ if e.raw_os_error().is_none() => {
             // Name resolution failed (getaddrinfo has no errno of its own).

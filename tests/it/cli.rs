@@ -17,7 +17,10 @@ fn key_help_said_unknown_command() {
         for help in ["--help", "-h", "help"] {
             let (code, out, err) = run(&[group, help]);
             assert_eq!(code, 0, "{group} {help}: {err}");
-            assert!(out.contains("Usage:") && out.contains(&format!("astrbot {group} ")), "{group} {help}: {out}");
+            assert!(
+                out.contains("Usage:") && out.contains(&format!("astrbot {group} ")),
+                "{group} {help}: {out}"
+            );
         }
     }
     let (code, out, err) = run(&["key"]);

@@ -245,3 +245,37 @@ fn the_guides_agree_with_the_code_on_custom_error_message_and_backups() {
     let configuration = include_str!("../../static/docs/configuration.md");
     assert!(configuration.contains("cp -a data/attachments backup/"));
 }
+
+#[test]
+fn a_personas_custom_error_message_replaces_the_llm_error_as_the_guides_say() {
+    use crate::fake_llm::{FakeLlm, Script, connect};
+    use serde_json::json;
+    let s = Server::start();
+    let (key, _) = s.create_key(&s.admin_token(), r#"{"name":"all","scopes":["chat","config","persona"]}"#);
+    let fake = FakeLlm::start(Script::reply(&["never"]));
+    fake.set(|sc| sc.failures = [400, 400].into());
+    connect(&s, &key, &fake, "openai_chat_completion", &["sk-test-1"], json!({}));
+    let ask = |session: &str| {
+        let body = json!({"username": "alice", "session_id": session, "message": "hi"}).to_string();
+        let headers = [
+            ("X-API-Key", key.as_str()),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json"),
+        ];
+        let r = s.request("POST", "/api/v1/chat", &headers, Some(&body));
+        s.expect(&r, 200);
+        r.json()["data"]["response"].as_str().unwrap_or_default().to_owned()
+    };
+    // Without one, the error text.
+    assert!(ask("s1").starts_with("LLM 响应错误: Error code: 400"));
+    let persona = json!({"persona_id": "tutor", "system_prompt": "Teach.", "custom_error_message": "Sorry, try again."});
+    s.expect(&s.call("POST", "/api/v1/personas", &key, Some(persona)), 200);
+    let got = s.call("GET", "/api/v1/system-config", &key, None);
+    let mut settings = got.json()["data"]["config"]["provider_settings"].clone();
+    settings["default_personality"] = json!("tutor");
+    s.expect(
+        &s.call("PUT", "/api/v1/system-config", &key, Some(json!({"provider_settings": settings}))),
+        200,
+    );
+    assert_eq!(ask("s2"), "Sorry, try again.");
+}

@@ -63,15 +63,20 @@ fn readme_shell_examples_run_in_order_with_keys_that_fit() {
     let script = localise(&s, &blocks("bash", "## First chat", "## Command line").concat());
     assert!(script.contains("$SETUP_KEY") && script.contains("$FOLDER_ID") && script.contains("$CONF_ID"));
     for placeholder in ["ATTACHMENT_ID", "FOLDER_ID", "CONF_ID", "KEY_ID"] {
-        let uncaptured = script.lines().any(|l| l.contains(placeholder) && !l.contains(&format!("${placeholder}")))
-            && !script.contains(&format!("{placeholder}=$("));
+        let uncaptured =
+            script.lines().any(|l| l.contains(placeholder) && !l.contains(&format!("${placeholder}")))
+                && !script.contains(&format!("{placeholder}=$("));
         assert!(!uncaptured, "{placeholder} is used but never captured");
     }
     let (code, out, err) = run(&s, "bash", &["-c", &format!("set -eo pipefail\n{script}")], dir.path(), "");
     // The answers are lines of JSON; the pages fetched at the end quote error messages.
     let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("{\"status\":\"error\"")).collect();
     let failed = code != 0 || !errors.is_empty();
-    assert!(!failed, "README's shell examples failed (exit {code}, errors {errors:?})\n--- stdout\n{out}\n--- stderr\n{err}\n--- log\n{}", s.log());
+    assert!(
+        !failed,
+        "README's shell examples failed (exit {code}, errors {errors:?})\n--- stdout\n{out}\n--- stderr\n{err}\n--- log\n{}",
+        s.log()
+    );
     assert!(out.contains("\"routed\":true"), "the config route example ran to its end:\n{out}");
 }
 
@@ -82,7 +87,8 @@ fn readme_login_one_liner_prints_the_servers_message_on_a_wrong_password() {
     std::fs::create_dir_all(dir.path()).unwrap();
     let block = blocks("bash", "## Use it with curl", "Create an API key").concat();
     let script = localise(&s, &block).replace(ADMIN_PASSWORD, "not-the-password");
-    let (code, out, err) = run(&s, "bash", &["-c", &format!("{script}\necho \"token=[$ADMIN_TOKEN]\"")], dir.path(), "");
+    let (code, out, err) =
+        run(&s, "bash", &["-c", &format!("{script}\necho \"token=[$ADMIN_TOKEN]\"")], dir.path(), "");
     assert_eq!((code, out.as_str()), (0, "token=[]\n"), "{err}");
     assert_eq!(err, "login failed: Invalid username or password\n", "no Python traceback");
 }
@@ -95,7 +101,8 @@ fn check_chat_example(s: &Server, program: &str, file: &str, lang: &str) {
     let source = blocks(lang, "## First chat", "## Use it with curl");
     assert_eq!(source.len(), 1, "one {lang} example");
     std::fs::write(dir.path().join(file), localise(s, &source[0])).unwrap();
-    let key = crate::support::cli(s.data.path(), &["key", "create", "--name", "ex", "--scopes", "chat"], None).1;
+    let key =
+        crate::support::cli(s.data.path(), &["key", "create", "--name", "ex", "--scopes", "chat"], None).1;
     let (code, out, err) = run(s, program, &[file], dir.path(), key.trim());
     assert_eq!(code, 0, "{program} {file} failed: {err}");
     let half = out.len() / 2;

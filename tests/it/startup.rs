@@ -335,7 +335,11 @@ fn address_already_in_use_suggests_listen() {
     let tmp = TempDir::new();
     let out = serve_listen(tmp.path(), &addr);
     assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("cannot listen on {addr}: Address already in use")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("AstrBot itself uses 6185"), "{}", out.stderr);
     assert!(out.stderr.contains("--listen :0 for a free one"), "{}", out.stderr);
 }
