@@ -279,3 +279,53 @@ fn a_personas_custom_error_message_replaces_the_llm_error_as_the_guides_say() {
     );
     assert_eq!(ask("s2"), "Sorry, try again.");
 }
+
+#[test]
+fn every_chinese_message_astrbot_sends_is_translated_in_a_guide() {
+    let guides: String = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/static/docs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let mut found = 0;
+    let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            // Messages sent, not test data nor the OpenAPI document's examples.
+            let code = source.split("#[cfg(test)]").next().unwrap();
+            if path.ends_with("kb.rs") || path.to_string_lossy().contains("/openapi/") {
+                continue;
+            }
+            for literal in code.split('"').skip(1).step_by(2) {
+                if !literal.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+                    || literal.starts_with("//")
+                {
+                    continue;
+                }
+                // The fixed part of a format string.
+                let fixed = literal.split('{').next().unwrap().trim_end_matches([' ', ':', '[']);
+                let line = guides.lines().find(|l| l.contains(fixed));
+                assert!(line.is_some(), "{} sends {literal:?}, which no guide mentions", path.display());
+                found += 1;
+            }
+        }
+    }
+    assert!(found >= 20, "{found} messages");
+    // The guides' table of meanings names each one.
+    let providers = include_str!("../../static/docs/providers.md");
+    let table = &providers[providers.find("### Messages in Chinese").unwrap()..];
+    for message in [
+        "预设对话数量必须为偶数",
+        "不能删除默认配置文件",
+        "格式校验未通过",
+        "更新成功，已经实时生效~",
+        "LLM 响应错误",
+    ] {
+        assert!(table.contains(message), "{message} is translated");
+    }
+}
