@@ -36,8 +36,33 @@ pub fn title(markdown: &str) -> Option<&str> {
     markdown.lines().find_map(|l| l.strip_prefix("# ")).map(str::trim)
 }
 
+/// A guide's one-line summary: the first sentence (or clause, up to `. `, `: ` or `; `
+/// outside code) of the paragraph after the title, for the guide index.
+pub fn summary(markdown: &str) -> Option<String> {
+    let paragraph = markdown
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("# "))
+        .skip(1)
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('>') && !l.starts_with("```"))?;
+    let mut in_code = false;
+    let mut end = paragraph.len();
+    for (i, c) in paragraph.char_indices() {
+        match c {
+            '`' => in_code = !in_code,
+            '.' | ':' | ';' if !in_code && paragraph[i + 1..].starts_with(' ') => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let sentence = paragraph[..end].trim_end_matches('.');
+    Some(format!("{sentence}."))
+}
+
 /// Renders inline markup of one line or paragraph.
-fn inline(text: &str) -> String {
+pub fn inline(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
@@ -168,7 +193,8 @@ fn heading_level(trimmed: &str) -> Option<usize> {
 }
 
 /// A heading. The page title (`#`) gets no anchor because the page itself is its link;
-/// every other level gets an `id` and a `#` link so a section can be shared.
+/// every other level gets an `id` and a `#` link so a section can be shared. The link comes
+/// after the text: it is hidden until hovered, and in front it would indent the heading.
 fn heading(level: usize, text: &str, html: &mut String) {
     if level == 1 {
         html.push_str(&format!("<h1>{}</h1>\n", inline(text)));
@@ -176,7 +202,7 @@ fn heading(level: usize, text: &str, html: &mut String) {
     }
     let id = slug(text);
     html.push_str(&format!(
-        "<h{level} id=\"{id}\"><a class=\"anchor\" href=\"#{id}\">#</a> {}</h{level}>\n",
+        "<h{level} id=\"{id}\">{}<a class=\"anchor\" href=\"#{id}\" aria-label=\"Link to this section\">#</a></h{level}>\n",
         inline(text)
     ));
 }
@@ -281,6 +307,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn summary_is_the_first_clause_after_the_title_outside_code() {
+        let md = "# T\n\nCall `a: b; c.d` with keys: then more. And more.\n";
+        assert_eq!(summary(md).as_deref(), Some("Call `a: b; c.d` with keys."));
+        assert_eq!(summary("# T\n\nOne sentence only").as_deref(), Some("One sentence only."));
+        assert_eq!(summary("# T\n"), None);
+        for (slug, source) in crate::docs::GUIDES {
+            assert!(summary(source).is_some_and(|s| s.len() > 20), "{slug} has a summary");
+        }
+    }
+
+    #[test]
     fn renders_the_subset() {
         let md = "# Title\n\nSome `code` and **bold** and *it* [docs](/docs/keys).\n\n## Create a key\n\n```bash\ncurl -d '<x>' \"a\"\n```\n\n- one\n- two\n\n1. first\n2. second\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n> note\n";
         let html = render(md);
@@ -363,9 +400,9 @@ unclosed code
 "##;
         let expected = r##"<h1>Title with <code>code</code> &amp; &lt;b&gt;</h1>
 <p>Intro <em>it</em> <strong>bold *nested</strong><em> and <a href="https://x.example/?a=1&amp;b=&quot;2&quot;">link</a> <a href="#">bad</a> <a href="#top">rel</a> </em> lone star *<em> and `unclosed continued line </em> not a list break here</p>
-<h2 id="second-level"><a class="anchor" href="#second-level">#</a> Second <code>level</code></h2>
-<h3 id="third-a-b-c"><a class="anchor" href="#third-a-b-c">#</a> Third: A-B c</h3>
-<h4 id="fourth"><a class="anchor" href="#fourth">#</a> Fourth</h4>
+<h2 id="second-level">Second <code>level</code><a class="anchor" href="#second-level" aria-label="Link to this section">#</a></h2>
+<h3 id="third-a-b-c">Third: A-B c<a class="anchor" href="#third-a-b-c" aria-label="Link to this section">#</a></h3>
+<h4 id="fourth">Fourth<a class="anchor" href="#fourth" aria-label="Link to this section">#</a></h4>
 <p>##### Fifth is text</p>
 <pre><code>plain &lt;code&gt;
 </code></pre>

@@ -140,6 +140,10 @@ fn run_route(
     result
 }
 
+/// The 401 of an admin-only route called without any credential.
+pub const MISSING_ADMIN_TOKEN: &str =
+    "Missing admin token: this route needs the admin token (POST /api/auth/login)";
+
 /// Authentication for Open API routes: an admin token (bearer or cookie) passes every
 /// scope, an API key only the scopes it holds.
 /// A verified key with a webhook opens `mirror`, so that even its refusal (scope, quota) is
@@ -156,7 +160,12 @@ fn authenticate(
         Access::Scope(s) => Some(s),
         Access::Admin | Access::Dashboard => None,
     };
-    let missing = || ApiError::Unauthorized("Missing API key".into());
+    // AstrBot's message on scoped routes; an admin-only route says what it needs instead,
+    // since no API key would do.
+    let missing = || match access {
+        Access::Admin => ApiError::Unauthorized(MISSING_ADMIN_TOKEN.into()),
+        _ => ApiError::Unauthorized("Missing API key".into()),
+    };
     // The needed scope goes in `WWW-Authenticate` (RFC 6750), so a client can tell which
     // key it lacks; admin-only routes need `admin`.
     let insufficient = || ApiError::InsufficientScope {

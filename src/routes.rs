@@ -173,8 +173,10 @@ pub static ROUTES: &[Route] = &[
     route!("POST" "/api/auth/logout",                 Public,      NoBody, api::admin::logout,      "Admin",    "End the admin token sent as Bearer", None, Some("Empty")),
     route!("GET" "/api/v1/openapi.json",              Public,      NoBody, api::meta::openapi,      "Docs",     "This OpenAPI document", None, None),
     route!("GET" "/api/v1/docs",                      Public,      NoBody, api::meta::reference,    "Docs",     "The interactive API reference", None, None),
+    route!("GET" "/api/v1/docs/",                     Public,      NoBody, api::meta::reference,    "Docs",     "The interactive API reference (trailing slash)", None, None),
     route!("GET" "/healthz",                          Public,      NoBody, api::meta::healthz,      "Docs",     "Liveness: status, version, uptime", None, None),
     route!("GET" "/",                                 Public,      NoBody, api::meta::landing,      "Docs",     "The landing page", None, None),
+    route!("GET" "/docs",                             Public,      NoBody, api::meta::guide_index,  "Docs",     "The index of the bundled guides", None, None),
     route!("GET" "/docs/{page}",                      Public,      NoBody, api::meta::guide,        "Docs",     "A bundled guide rendered as HTML", None, None),
     route!("GET" "/static/{file}",                    Public,      NoBody, api::meta::asset,        "Docs",     "A bundled static asset", None, None),
 ];

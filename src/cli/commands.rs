@@ -132,32 +132,65 @@ pub(super) fn key_list(data: &Path, json: bool) -> Result<(), String> {
         println!("{}", Value::Array(items));
         return Ok(());
     }
-    println!(
-        "{:<36}  {:<12}  {:<8}  {:<20}  {:<25}  {:>7}  NAME  SCOPES  BOT  WEBHOOK",
-        "KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES", "TODAY"
-    );
-    for r in rows {
-        let state = if r.revoked_at.is_some() {
-            "revoked"
-        } else if r.expires_at.is_some_and(|t| t < now) {
-            "expired"
-        } else {
-            "active"
-        };
-        let last = r.last_used_at.map(|t| iso(t)[..19].to_owned()).unwrap_or_else(|| "never".into());
-        let expires = r.expires_at.map(iso).unwrap_or_else(|| "never".into());
-        let scopes = r.scopes.clone().unwrap_or_default().join(",");
-        println!(
-            "{:<36}  {:<12}  {state:<8}  {last:<20}  {expires:<25}  {:>7}  {}  {scopes}  {}  {}",
-            r.key_id,
-            r.key_prefix,
-            usage(&r.key_id),
-            r.name,
-            r.bot_id.as_deref().unwrap_or("-"),
-            r.webhook_url.as_deref().unwrap_or("-")
-        );
-    }
+    let header =
+        ["KEY_ID", "PREFIX", "STATE", "LAST_USED", "EXPIRES", "TODAY", "NAME", "SCOPES", "BOT", "WEBHOOK"];
+    let table: Vec<[String; 10]> = rows
+        .iter()
+        .map(|r| {
+            let state = if r.revoked_at.is_some() {
+                "revoked"
+            } else if r.expires_at.is_some_and(|t| t < now) {
+                "expired"
+            } else {
+                "active"
+            };
+            // Both times to the second, in UTC: a fixed width, and the fraction says nothing.
+            let second = |t: Option<i64>, none: &str| {
+                t.map(|t| iso(t)[..19].to_owned()).unwrap_or_else(|| none.into())
+            };
+            [
+                r.key_id.clone(),
+                r.key_prefix.clone(),
+                state.to_owned(),
+                second(r.last_used_at, "never"),
+                second(r.expires_at, "never"),
+                usage(&r.key_id).to_string(),
+                r.name.clone(),
+                r.scopes.clone().unwrap_or_default().join(","),
+                r.bot_id.clone().unwrap_or_else(|| "-".into()),
+                r.webhook_url.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print!("{}", columns(&header, &table));
     Ok(())
+}
+
+/// Rows as aligned columns, each as wide as its widest cell (counted in characters, as a
+/// terminal shows names), two spaces apart; the last column is not padded.
+fn columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
 }
 
 pub(super) fn admin_password(data: &Path, username: Option<String>) -> Result<(), String> {
@@ -219,4 +252,22 @@ pub(super) fn key_delete(data: &Path, key_id: &str) -> Result<(), String> {
     }
     println!("deleted {key_id}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_list_columns_align_whatever_the_cell_widths() {
+        let rows = [
+            ["a".to_owned(), "2126-01-01T00:00:00".to_owned(), "x".to_owned()],
+            ["long-key-id".to_owned(), "never".to_owned(), "y".to_owned()],
+        ];
+        let out = columns(&["KEY_ID", "EXPIRES", "NAME"], &rows);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "KEY_ID       EXPIRES              NAME");
+        assert_eq!(lines[1], "a            2126-01-01T00:00:00  x");
+        assert_eq!(lines[2], "long-key-id  never                y");
+    }
 }

@@ -41,6 +41,7 @@ Usage:
   astrbot kb remove NAME [--data DIR]
   astrbot --version
 
+--listen: HOST:PORT, [IPv6]:PORT, or PORT / :PORT on 127.0.0.1; port 0 picks a free port.
 --scopes is required: comma-separated, from {scopes}; with --bot it defaults to chat,file.
 --bot binds the key to a bot (a config profile, by id or name): it then chats only as that
 bot, and its daily limit defaults to 1000.
@@ -54,6 +55,13 @@ Flags win over the environment.
         scopes = keys::valid_scopes().join(", ")
     )
 }
+
+/// Where `serve` listens when neither `--listen` nor the environment says. 6185 is AstrBot's
+/// own port, so programs written for AstrBot find it there.
+const DEFAULT_LISTEN: &str = "127.0.0.1:6185";
+/// The host of `--listen PORT` and `--listen :PORT`: loopback like the default, because
+/// listening on every interface is a decision the operator should spell out (`0.0.0.0:PORT`).
+const DEFAULT_HOST: &str = "127.0.0.1";
 
 /// Connections served at once when neither `--max-connections` nor the environment says.
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -159,7 +167,10 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         ("kb", Some("add")) => ("kb add", &argv[2..]),
         ("kb", Some("list")) => ("kb list", &argv[2..]),
         ("kb", Some("remove")) => ("kb remove", &argv[2..]),
-        ("admin" | "key" | "kb", Some("--help" | "-h")) => return Ok(Command::Help),
+        ("admin" | "key" | "kb", Some("--help" | "-h" | "help")) => return Ok(Command::Help),
+        ("admin", _) => return Err(missing_subcommand(argv, "password")),
+        ("key", _) => return Err(missing_subcommand(argv, "create, update, list, revoke or delete")),
+        ("kb", _) => return Err(missing_subcommand(argv, "add, list or remove")),
         _ => return Err(format!("unknown command {:?}; see astrbot --help", argv.join(" "))),
     };
     let mut a = split_args(rest)?;
@@ -222,10 +233,25 @@ pub fn parse(argv: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     Ok(command)
 }
 
+/// The refusal of `admin`, `key` or `kb` without a known subcommand, naming the ones there are.
+fn missing_subcommand(argv: &[String], known: &str) -> String {
+    match argv.get(1) {
+        Some(_) => {
+            format!("unknown command {:?}: {} takes {known}; see astrbot --help", argv.join(" "), argv[0])
+        }
+        None => format!("{} needs a subcommand: {known}; see astrbot --help", argv[0]),
+    }
+}
+
 /// The arguments of `serve`, flags first, then the environment, then the defaults.
 fn serve_args(mut a: Args, data: PathBuf, env: &dyn Fn(&str) -> Option<String>) -> Result<ServeArgs, String> {
-    let listen =
-        a.take("--listen").or_else(|| env("ASTRBOT_LISTEN")).unwrap_or_else(|| "127.0.0.1:6185".into());
+    let listen = match a.take("--listen") {
+        Some(v) => listen_addr("--listen", &v)?,
+        None => match env("ASTRBOT_LISTEN") {
+            Some(v) => listen_addr("ASTRBOT_LISTEN", &v)?,
+            None => DEFAULT_LISTEN.to_owned(),
+        },
+    };
     let max_connections = match a.take("--max-connections") {
         Some(v) => max_connections("--max-connections", &v)?,
         None => match env("ASTRBOT_MAX_CONNECTIONS") {
@@ -349,6 +375,39 @@ fn key_update_args(mut a: Args, data: PathBuf) -> Result<Command, String> {
     Ok(Command::KeyUpdate { data, key_id, patch, json })
 }
 
+/// `--listen` or `ASTRBOT_LISTEN` (named by `source`) as an address `bind` takes: `PORT` and
+/// `:PORT` listen on loopback, `HOST:PORT` and `[IPv6]:PORT` as given (a host name is
+/// resolved when binding). Port 0 picks a free port.
+fn listen_addr(source: &str, value: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "{source} must be PORT, :PORT, HOST:PORT or [IPv6]:PORT (for example 6185, :0, \
+             0.0.0.0:6185 or [::1]:6185), not {value:?}"
+        )
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|_| p.bytes().all(|b| b.is_ascii_digit()));
+    let v = value.trim();
+    if let Some(p) = port(v).or_else(|| v.strip_prefix(':').and_then(port)) {
+        return Ok(format!("{DEFAULT_HOST}:{p}"));
+    }
+    if let Some(rest) = v.strip_prefix('[') {
+        let (host, p) = rest.split_once("]:").ok_or_else(bad)?;
+        host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        let p = port(p).ok_or_else(bad)?;
+        return Ok(format!("[{host}]:{p}"));
+    }
+    let (host, p) = v.rsplit_once(':').ok_or_else(bad)?;
+    let p = port(p).ok_or_else(bad)?;
+    // A bare IPv6 address has colons of its own and needs brackets; a host name is
+    // letters, digits, dots and dashes.
+    let host_ok =
+        !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if !host_ok {
+        return Err(bad());
+    }
+    Ok(format!("{host}:{p}"))
+}
+
 /// `--max-connections` or `ASTRBOT_MAX_CONNECTIONS` (named by `source`), checked.
 fn max_connections(source: &str, value: &str) -> Result<usize, String> {
     value.parse::<usize>().ok().filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n)).ok_or_else(|| {
@@ -461,6 +520,60 @@ mod tests {
         assert!(parse(&args("serve --max-upload-mb x"), &no_env).is_err());
         assert!(parse(&args("frobnicate"), &no_env).is_err());
         assert_eq!(parse(&args("key --help"), &no_env).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn group_help_prints_the_usage_and_a_bare_group_names_its_subcommands() {
+        for group in ["key", "kb", "admin"] {
+            for help in ["--help", "-h", "help"] {
+                assert_eq!(
+                    parse(&args(&format!("{group} {help}")), &no_env),
+                    Ok(Command::Help),
+                    "{group} {help}"
+                );
+            }
+        }
+        assert_eq!(parse(&args("key create --help"), &no_env), Ok(Command::Help));
+        let err = parse(&args("key"), &no_env).unwrap_err();
+        assert!(err.contains("key needs a subcommand: create, update, list, revoke or delete"), "{err}");
+        let err = parse(&args("kb frob"), &no_env).unwrap_err();
+        assert!(err.contains("kb takes add, list or remove"), "{err}");
+    }
+
+    #[test]
+    fn listen_takes_port_colon_port_host_port_and_bracketed_ipv6() {
+        let listen =
+            |v: &str| match parse(&["serve".to_owned(), "--listen".to_owned(), v.to_owned()], &no_env) {
+                Ok(Command::Serve(s)) => Ok(s.listen),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            };
+        for (given, bound) in [
+            ("17220", "127.0.0.1:17220"),
+            (":0", "127.0.0.1:0"),
+            ("0", "127.0.0.1:0"),
+            ("0.0.0.0:6185", "0.0.0.0:6185"),
+            ("localhost:80", "localhost:80"),
+            ("[::1]:0", "[::1]:0"),
+            ("[::]:6185", "[::]:6185"),
+        ] {
+            assert_eq!(listen(given).as_deref(), Ok(bound), "{given}");
+        }
+        for bad in ["", ":", "x", "65536", ":-1", "host:", "::1:80", "[::1]", "[nope]:80", "a b:1", "1:+2"] {
+            let err = listen(bad).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "--listen must be PORT, :PORT, HOST:PORT or [IPv6]:PORT (for example 6185, :0, \
+                     0.0.0.0:6185 or [::1]:6185), not {bad:?}"
+                )
+            );
+        }
+        let env = |k: &str| (k == "ASTRBOT_LISTEN").then(|| "7000".to_owned());
+        let Command::Serve(s) = parse(&args("serve"), &env).unwrap() else { panic!() };
+        assert_eq!(s.listen, "127.0.0.1:7000");
+        let env = |k: &str| (k == "ASTRBOT_LISTEN").then(|| "nope".to_owned());
+        assert!(parse(&args("serve"), &env).unwrap_err().starts_with("ASTRBOT_LISTEN must be PORT"));
     }
 
     #[test]

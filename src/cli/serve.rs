@@ -48,6 +48,27 @@ impl Password {
     }
 }
 
+/// Why `serve` cannot listen on `addr`, with what to do about the usual causes.
+fn bind_error(addr: &str, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        // 6185 is AstrBot's own port: AstrBot itself may be running on this machine.
+        io::ErrorKind::AddrInUse => {
+            "; another program (AstrBot itself uses 6185) holds this port: \
+             pass another one, e.g. --listen 127.0.0.1:6186, or --listen :0 for a free one"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: pass --listen with a higher port"
+        }
+        io::ErrorKind::AddrNotAvailable => "; this machine has no such address: try --listen 127.0.0.1:PORT",
+        _ if e.raw_os_error().is_none() => {
+            // Name resolution failed (getaddrinfo has no errno of its own).
+            "; the host is not a known name or address: pass --listen PORT, :PORT, HOST:PORT or [IPv6]:PORT"
+        }
+        _ => "",
+    };
+    format!("cannot listen on {addr}: {e}{hint}")
+}
+
 /// Creates the administrator on the first start, from `ASTRBOT_ADMIN_PASSWORD` or a
 /// generated password printed once.
 fn ensure_admin(db: &Db, from_env: Option<&Password>) -> Result<(), String> {
@@ -147,7 +168,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         crate::auth::check_new_password(p).map_err(|e| format!("ASTRBOT_ADMIN_PASSWORD: {e}"))?;
     }
     let server = crate::server::Server::bind(app.clone(), &args.listen, args.max_connections)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| bind_error(&args.listen, &e))?;
     println!("listening on http://{}", server.local_addr());
     let _ = io::stdout().flush();
     // Requests wait in the queue until `run`: what is prepared from here on is ready before

@@ -156,7 +156,11 @@ fn api_keys_never_reach_key_administration() {
         let r = s.post(&format!("/api/v1/api-keys/{key_id}/revoke"), &[("X-API-Key", k)], "");
         s.expect_error(&r, 403, "Insufficient API key scope");
     }
-    s.expect_error(&s.get("/api/v1/api-keys", &[]), 401, "Missing API key");
+    s.expect_error(
+        &s.get("/api/v1/api-keys", &[]),
+        401,
+        "Missing admin token: this route needs the admin token (POST /api/auth/login)",
+    );
     // The legacy routes accept only the dashboard token.
     s.expect_error(&s.get("/api/apikey/list", &[("X-API-Key", &key)]), 401, "未授权");
     s.expect_error(&s.get("/api/apikey/list", &[]), 401, "未授权");

@@ -54,7 +54,11 @@ fn bad_json_is_400_before_authentication() {
     let s = Server::start();
     s.expect_error(&s.post("/api/v1/api-keys", &[], "{oops"), 400, "Invalid JSON body");
     // Well-formed JSON without credentials is an auth error first.
-    s.expect_error(&s.post("/api/v1/api-keys", &[], r#"{"name":5}"#), 401, "Missing API key");
+    s.expect_error(
+        &s.post("/api/v1/api-keys", &[], r#"{"name":5}"#),
+        401,
+        "Missing admin token: this route needs the admin token (POST /api/auth/login)",
+    );
 }
 
 #[test]

@@ -132,7 +132,9 @@ fn sigterm_lets_a_request_in_flight_finish() {
 fn bad_arguments_fail_with_a_message() {
     let out = Command::new(BIN).args(["serve", "--listen", "nonsense"]).env_clear().output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen on nonsense"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--listen must be PORT, :PORT, HOST:PORT or [IPv6]:PORT"), "{err}");
+    assert!(err.contains("not \"nonsense\""), "{err}");
     let out = Command::new(BIN).args(["serve", "--bogus", "1"]).env_clear().output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus"));
 }

@@ -283,3 +283,63 @@ fn max_connections_is_documented_in_serve_help() {
     let (_, help, _) = cli_in(Path::new("/"), &["serve", "--help"]);
     assert!(help.contains("--max-connections N") && help.contains("ASTRBOT_MAX_CONNECTIONS"), "{help}");
 }
+
+/// `serve --listen VALUE` on a fresh data folder, nothing else.
+fn serve_listen(data: &Path, listen: &str) -> Outcome {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", listen, "--data"]).arg(data);
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.env("ASTRBOT_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    run_until_listening(cmd)
+}
+
+#[test]
+fn listen_colon_0_and_a_bare_port_failed_to_parse() {
+    let tmp = TempDir::new();
+    let out = serve_listen(tmp.path(), ":0");
+    assert_eq!(out.code, None, "{}", out.stderr);
+    let port = out.stdout.trim().strip_prefix("listening on http://127.0.0.1:").expect("loopback");
+    assert!(port.parse::<u16>().is_ok_and(|p| p > 0), "{}", out.stdout);
+    // A bare port: take a free one, release it, and ask for it by number.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = serve_listen(tmp.path(), &free.to_string());
+    assert_eq!(out.stdout.trim(), format!("listening on http://127.0.0.1:{free}"), "{}", out.stderr);
+    let out = serve_listen(tmp.path(), "[::1]:0");
+    if out.code.is_none() {
+        assert!(out.stdout.starts_with("listening on http://[::1]:"), "{}", out.stdout);
+    } else {
+        // A machine without IPv6 on loopback says so rather than failing to parse.
+        assert!(out.stderr.contains("cannot listen on [::1]:0"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn an_unparseable_listen_address_says_which_forms_are_expected() {
+    let tmp = TempDir::new();
+    for bad in ["localhost", "::1:80", "127.0.0.1:http", "99999"] {
+        let out = serve_listen(tmp.path(), bad);
+        assert_eq!(out.code, Some(2), "{bad}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("--listen must be PORT, :PORT, HOST:PORT or [IPv6]:PORT"),
+            "{bad}: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn address_already_in_use_suggests_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let tmp = TempDir::new();
+    let out = serve_listen(tmp.path(), &addr);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("AstrBot itself uses 6185"), "{}", out.stderr);
+    assert!(out.stderr.contains("--listen :0 for a free one"), "{}", out.stderr);
+}
