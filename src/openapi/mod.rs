@@ -53,7 +53,16 @@ fn not_found_is_400(route: &Route) -> bool {
             || (route.path == "/api/v1/persona-folders" && route.method == "POST")
             || (route.path == "/api/v1/providers" && route.method == "POST"))
         || (route.tag == "API keys" && matches!(route.method, "POST" | "PATCH") && route.request.is_some())
-        || route.path == "/api/apikey/create"
+        || matches!(
+            route.path,
+            "/api/apikey/create"
+                | "/api/apikey/revoke"
+                | "/api/apikey/delete"
+                | "/api/v1/api-keys/{key_id}/revoke"
+                | "/api/v1/im/messages"
+                | "/api/v1/im/message"
+        )
+        || (route.method == "DELETE" && route.path == "/api/v1/api-keys/{key_id}")
 }
 
 /// Handlers that read a missing body as `{}`.
@@ -262,8 +271,11 @@ fn responses(route: &Route) -> Map<String, Value> {
             responses.insert("401".into(), error_response("未授权 / Token 过期 / Token 无效"));
         }
     }
-    if route.path.starts_with("/api/v1/api-keys/{key_id}") {
+    if route.path.starts_with("/api/v1/api-keys/{key_id}") && !not_found_is_400(route) {
         responses.insert("404".into(), error_response("No such API key (or webhook delivery)"));
+    }
+    if route.method == "PATCH" && route.path == "/api/v1/api-keys/{key_id}" {
+        responses.insert("404".into(), error_response("No such API key"));
     }
     if route.path.ends_with(":path}") {
         responses.insert(

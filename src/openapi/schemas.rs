@@ -26,9 +26,15 @@ pub fn int_string_pattern() -> String {
 /// A pattern for pydantic's lax boolean strings, trimmed and in any case.
 pub fn bool_string_pattern(allow_empty: bool) -> String {
     let empty = if allow_empty { "|" } else { "" };
-    format!(
-        "^[{WS}]*({empty}[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff]|[Yy]|[Nn]|[Tt]|[Ff])[{WS}]*$"
-    )
+    let words = "[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff]|[Yy]|[Nn]|[Tt]|[Ff]";
+    format!("^({empty}[{WS}]*({words})[{WS}]*)$")
+}
+
+/// An optional integer field read by `opt_int` (a number, or a numeric string) within
+/// bounds; `string_pattern` spells the same bounds for the string form.
+fn lax_int_field(min: i64, max: i64, string_pattern: String, description: &str) -> Value {
+    json!({"anyOf": [{"type": "integer", "minimum": min, "maximum": max}, {"type": "string", "pattern": string_pattern}, {"type": "null"}],
+           "description": description})
 }
 
 /// Every component schema named by the route table, in the document's order.
@@ -93,6 +99,17 @@ fn bots() -> Value {
     })
 }
 
+/// `expires_in_days`: 1 to 36500, as a number or a numeric string.
+fn expires() -> Value {
+    let days = "0*([1-9][0-9]{0,3}|[12][0-9]{4}|3[0-5][0-9]{3}|36[0-4][0-9]{2}|36500)";
+    lax_int_field(1, 36500, format!("^[{WS}]*[+]?{days}[{WS}]*$"), "Days from now, 1 to 36500; null: never")
+}
+
+/// `daily_limit`: 0 or more, as a number or a numeric string.
+fn daily_limit() -> Value {
+    lax_int_field(0, i64::MAX, format!("^[{WS}]*[+]?[0-9]{{1,18}}[{WS}]*$"), "Requests per UTC day; null: the server default (1000 for a bound key); 0: unlimited")
+}
+
 /// API keys: the key object, its list, the creation answer (the key object and the raw key) and the bodies.
 fn keys() -> Value {
     let ts = json!({"type": ["string", "null"], "format": "date-time"});
@@ -148,8 +165,8 @@ fn keys() -> Value {
                 "scopes": {"type": ["array", "null"], "minItems": 1, "items": {"$ref": "#/components/schemas/Scope"}, "description": "Null means the 11 default scopes; chat:admin needs chat beside it, config:edit_admin needs config", "example": ["chat", "file"],
                            "allOf": [{"if": {"type": "array", "contains": {"const": "chat:admin"}}, "then": {"contains": {"const": "chat"}}},
                                      {"if": {"type": "array", "contains": {"const": "config:edit_admin"}}, "then": {"contains": {"const": "config"}}}]},
-                "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 36500, "description": "Null means never; at most 36500 (100 years)", "example": 30},
-                "daily_limit": {"type": ["integer", "null"], "minimum": 0, "maximum": 9007199254740991i64, "description": "Requests per UTC day; null: the server default (1000 for a bound key); 0: unlimited", "example": 1000},
+                "expires_in_days": expires(),
+                "daily_limit": daily_limit(),
                 "bot_id": {"type": ["string", "null"], "description": "Bind the key to a bot (a config profile id or name)"},
                 "webhook_url": {"type": ["string", "null"], "pattern": "^(|[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?)$", "maxLength": 2048, "description": "Mirror every request of the key to this http(s) URL; the answer then carries webhook_secret"}
             }
@@ -159,8 +176,8 @@ fn keys() -> Value {
             "description": "Each field present is changed; null clears it (the server default limit, no expiry, unbound, no webhook). Other fields are refused.",
             "properties": {
                 "name": {"type": ["string", "null"], "maxLength": 255},
-                "daily_limit": {"type": ["integer", "null"], "minimum": 0, "maximum": 9007199254740991i64},
-                "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 36500, "description": "From now"},
+                "daily_limit": daily_limit(),
+                "expires_in_days": expires(),
                 "bot_id": {"type": ["string", "null"], "description": "A config profile id or name; binding a key whose limit is the server default sets it to 1000"},
                 "webhook_url": {"type": ["string", "null"], "pattern": "^(|[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?)$", "maxLength": 2048, "description": "http or https; the first one makes the signing secret, returned once as webhook_secret"}
             }
@@ -215,7 +232,7 @@ fn source_fields() -> Value {
     json!({
         "id": {"example": "openai", "description": "A string (may contain `/` and `:`); a number is read as its text; in a request, another type is ignored (the id then comes from elsewhere)"},
         "provider": {"type": ["string", "null"], "example": "openai"},
-        "type": {"enum": ["openai_chat_completion", "anthropic_chat_completion", null], "description": "Default openai_chat_completion"},
+        "type": {"anyOf": [{"enum": ["openai_chat_completion", "anthropic_chat_completion"]}, {"not": {"type": "string"}}], "description": "openai_chat_completion (the default, also for a value that is not a string) or anthropic_chat_completion"},
         "provider_type": {"type": ["string", "null"], "example": "chat_completion", "description": "Default chat_completion"},
         "enable": {"type": ["boolean", "null"]},
         "key": {"type": ["array", "null"], "items": {"type": "string"}, "description": "API keys, rotated; $NAME or ${NAME} reads an environment variable whose name ends in _API_KEY or is listed in ASTRBOT_SECRET_ENV; shown masked; a masked key sent back is kept only while api_base (scheme, host, port) and proxy are unchanged"},
@@ -225,6 +242,19 @@ fn source_fields() -> Value {
         "proxy": {"type": ["string", "null"]},
         "custom_headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
     })
+}
+
+/// A source body: a non-empty `config` object, or else the flat fields.
+fn source_body() -> Value {
+    let mut flat = source_fields();
+    flat["config"] = json!({"not": {"type": "object", "minProperties": 1}, "description": "Absent, empty or not an object: the flat fields count"});
+    json!({"type": "object", "description": "A ProviderSource, flat or under a non-empty `config` (then the flat fields are ignored); the id comes from `config.id`, else the top-level `id`, else the path's id (PUT /provider-sources/{source_id}) or `source_id` (PUT /by-id). POST needs an id.",
+        "properties": {"source_id": {"description": "PUT /by-id: the source to update"}},
+        "additionalProperties": true,
+        "anyOf": [
+            {"required": ["config"], "properties": {"config": {"type": "object", "minProperties": 1, "properties": source_fields(), "additionalProperties": true}}},
+            {"properties": flat}
+        ]})
 }
 
 /// Provider sources and providers, and their bodies.
@@ -238,10 +268,7 @@ fn providers() -> Value {
             "additionalProperties": true,
             "allOf": [{"properties": {"id": {"type": "string"}}}]
         },
-        "ProviderSourceBody": {"type": "object", "description": "A ProviderSource, flat or under a non-empty `config` (then the flat fields are ignored); the id comes from `config.id`, else the top-level `id`, else the path's id (PUT /provider-sources/{source_id}) or `source_id` (PUT /by-id). POST needs an id.",
-            "properties": {"source_id": {"type": "string"}, "config": {"type": "object", "properties": source_fields(), "additionalProperties": true}},
-            "allOf": [{"$ref": "#/components/schemas/ProviderSourceFlat"}]},
-        "ProviderSourceFlat": {"type": "object", "properties": source_fields(), "additionalProperties": true},
+        "ProviderSourceBody": source_body(),
         "ProviderSourceCreate": {"allOf": [{"$ref": "#/components/schemas/ProviderSourceBody"}], "anyOf": [
             {"required": ["id"], "properties": {"id": source_id_value()}},
             {"required": ["config"], "properties": {"config": {"required": ["id"], "properties": {"id": source_id_value()}}}}]},
@@ -269,7 +296,7 @@ fn providers() -> Value {
             "provider_id": {"type": "string"}, "source_id": {"type": ["string", "null"]}, "capability": {"type": ["string", "null"]},
             "enabled": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]},
             "enable": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]},
-            "config": {"type": "object", "additionalProperties": true, "description": "A Provider; used when not empty"}}, "additionalProperties": true},
+            "config": {"description": "A Provider object; used when it is a non-empty object, else the flat fields are"}}, "additionalProperties": true},
         "ProviderList": {"type": "object", "properties": {"providers": {"type": "array", "items": {"$ref": "#/components/schemas/Provider"}}, "model_metadata": {"type": "object"}}},
         "ProviderOne": {"type": "object", "properties": {"provider": {"$ref": "#/components/schemas/Provider"}, "model_metadata": {"type": "object"}}},
         "EnabledBody": {"type": "object", "required": ["provider_id"], "properties": {"provider_id": nonblank(), "enabled": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}], "description": "Missing: false"}}},
@@ -302,7 +329,7 @@ fn persona_body(required: &[&str]) -> Value {
     };
     let prompt =
         if required.contains(&"system_prompt") { nonblank() } else { json!({"type": ["string", "null"]}) };
-    json!({"type": "object", "required": required, "properties": {
+    let mut body = json!({"type": "object", "required": required, "properties": {
         "persona_id": id,
         "system_prompt": prompt,
         "begin_dialogs": {"type": ["array", "null"], "items": {"description": "A turn; a non-string is stored as its JSON text"},
@@ -313,7 +340,13 @@ fn persona_body(required: &[&str]) -> Value {
         "custom_error_message": {"type": ["string", "null"]},
         "folder_id": {"type": ["string", "null"], "description": "An existing folder; null or empty: the root"},
         "sort_order": lax_int_or_null()
-    }})
+    }});
+    if !required.contains(&"system_prompt") {
+        // An update reads neither: moving and ordering have their own routes.
+        body["properties"]["folder_id"] = json!({"description": "Ignored: use POST /api/v1/personas/move"});
+        body["properties"]["sort_order"] = json!({"description": "Ignored: use POST /api/v1/personas/reorder"});
+    }
+    body
 }
 
 /// Personas and persona folders.
@@ -385,10 +418,10 @@ fn im() -> Value {
             "message": {"description": "Text, or up to 20 parts (plain {text}, reply {message_id}, image/record/file/video {attachment_id} of an existing attachment) of which one is not a reply; blank text counts as nothing", "oneOf": [
                 {"type": "string", "pattern": nonblank_pattern()},
                 {"type": "array", "minItems": 1, "maxItems": 20, "items": {"$ref": "#/components/schemas/MessagePart"},
-                 "contains": {"anyOf": [{"required": ["type", "text"], "properties": {"type": {"const": "plain"}, "text": {"type": "string", "pattern": nonblank_pattern()}}},
+                 "contains": {"anyOf": [{"required": ["type", "text"], "properties": {"type": {"const": "plain"}, "text": {"anyOf": [{"type": "string", "minLength": 1}, {"not": {"type": ["string", "null"]}}]}}},
                                         {"required": ["type"], "properties": {"type": {"enum": ["image", "record", "file", "video"]}}}]}}]}}},
         "MessagePart": {"type": "object", "required": ["type"], "oneOf": [
-            {"properties": {"type": {"const": "plain"}, "text": {"type": "string"}}},
+            {"properties": {"type": {"const": "plain"}, "text": {"description": "A string; another value is used as its JSON text"}}},
             {"required": ["message_id"], "properties": {"type": {"const": "reply"}, "message_id": {"type": ["string", "integer"]}}},
             {"required": ["attachment_id"], "properties": {"type": {"enum": ["image", "record", "file", "video"]}, "attachment_id": {"type": "string", "minLength": 1}}}]}
     })
