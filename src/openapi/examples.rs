@@ -16,9 +16,11 @@ pub const SOURCE_ID: &str = "example-source";
 pub const PROVIDER_ID: &str = "example-source/llama3.2";
 pub const UMO: &str = "webchat:FriendMessage:webchat!alice!reference-example";
 
-/// The example value of a path or query parameter, by name.
-pub fn param(name: &str) -> Option<Value> {
+/// The example value of a path or query parameter, by name and place.
+pub fn param(name: &str, place: &str) -> Option<Value> {
     let v = match name {
+        "page" if place == "query" => json!("1"),
+        "page_size" => json!("20"),
         "username" => json!("alice"),
         "session_id" => json!("reference-example"),
         "persona_id" => json!("tutor"),

@@ -99,6 +99,14 @@ fn bots() -> Value {
     })
 }
 
+/// A PATCH field: a blank string clears it, as null does.
+fn clearable(mut field: Value) -> Value {
+    if let Some(any) = field["anyOf"].as_array_mut() {
+        any.push(json!({"type": "string", "pattern": format!("^[{WS}]*$")}));
+    }
+    field
+}
+
 /// `expires_in_days`: 1 to 36500, as a number or a numeric string.
 fn expires() -> Value {
     let days = "0*([1-9][0-9]{0,3}|[12][0-9]{4}|3[0-5][0-9]{3}|36[0-4][0-9]{2}|36500)";
@@ -176,8 +184,8 @@ fn keys() -> Value {
             "description": "Each field present is changed; null clears it (the server default limit, no expiry, unbound, no webhook). Other fields are refused.",
             "properties": {
                 "name": {"type": ["string", "null"], "maxLength": 255},
-                "daily_limit": daily_limit(),
-                "expires_in_days": expires(),
+                "daily_limit": clearable(daily_limit()),
+                "expires_in_days": clearable(expires()),
                 "bot_id": {"type": ["string", "null"], "description": "A config profile id or name; binding a key whose limit is the server default sets it to 1000"},
                 "webhook_url": {"type": ["string", "null"], "pattern": "^(|[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?)$", "maxLength": 2048, "description": "http or https; the first one makes the signing secret, returned once as webhook_secret"}
             }
@@ -271,7 +279,7 @@ fn providers() -> Value {
         "ProviderSourceBody": source_body(),
         "ProviderSourceCreate": {"allOf": [{"$ref": "#/components/schemas/ProviderSourceBody"}], "anyOf": [
             {"required": ["id"], "properties": {"id": source_id_value()}},
-            {"required": ["config"], "properties": {"config": {"required": ["id"], "properties": {"id": source_id_value()}}}}]},
+            {"required": ["config"], "properties": {"config": {"type": "object", "required": ["id"], "properties": {"id": source_id_value()}}}}]},
         "ProviderSourceUpdateById": {"allOf": [{"$ref": "#/components/schemas/ProviderSourceBody"}], "required": ["source_id"],
             "properties": {"source_id": nonblank()}},
         "ProviderSourceList": {"type": "object", "properties": {"provider_sources": {"type": "array", "items": {"$ref": "#/components/schemas/ProviderSource"}}}},

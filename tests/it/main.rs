@@ -19,6 +19,7 @@ mod layers;
 mod lifecycle;
 mod personas;
 mod proactive;
+mod reference_examples;
 mod providers;
 mod quota;
 mod receiver;
