@@ -423,4 +423,27 @@ mod tests {
             assert!(doc["components"][kind].get(name).is_some(), "dangling $ref {r}");
         }
     }
+
+    #[test]
+    fn every_json_body_has_an_example_and_assets_their_types() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(media) = op["requestBody"]["content"].get("application/json") {
+                    assert!(media.get("example").is_some(), "{method} {path}: no example");
+                }
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["required"] == true {
+                        assert!(p.get("example").is_some(), "{method} {path}: {} has no example", p["name"]);
+                    }
+                }
+            }
+        }
+        let asset = &doc["paths"]["/static/{file}"]["get"]["responses"];
+        assert!(asset["200"]["content"].get("text/javascript; charset=utf-8").is_some());
+        assert!(asset["404"].is_object());
+        assert!(doc["paths"]["/docs/{page}"]["get"]["responses"]["404"].is_object());
+        let upload = &doc["paths"]["/api/v1/file"]["post"]["requestBody"]["content"];
+        assert!(upload.get("multipart/form-data").is_some());
+    }
 }
