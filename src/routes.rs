@@ -188,30 +188,16 @@ pub enum Match {
 /// that makes such a path is reached with its `/` written `%2F` (one segment, never equal
 /// to a literal) or with the `/by-id` routes.
 pub fn find(method: &str, path: &str) -> Match {
-    let mut best: Option<(usize, Vec<&'static Route>, Option<(&'static Route, Vec<String>)>)> = None;
-    for route in ROUTES {
-        let Some(params) = match_path(route.path, path) else { continue };
-        let literals = route.path.split('/').filter(|s| !s.starts_with('{')).count();
-        match &mut best {
-            Some((n, _, _)) if *n > literals => continue,
-            Some((n, matched, found)) if *n == literals => {
-                matched.push(route);
-                if found.is_none() && route.method == method {
-                    *found = Some((route, params));
-                }
-            }
-            _ => {
-                let found = (route.method == method).then_some((route, params));
-                best = Some((literals, vec![route], found));
-            }
+    let literals = |route: &Route| route.path.split('/').filter(|s| !s.starts_with('{')).count();
+    // One pass over the table; a path matches a handful of routes at most.
+    let matching: Vec<(&'static Route, Vec<String>)> =
+        ROUTES.iter().filter_map(|r| match_path(r.path, path).map(|params| (r, params))).collect();
+    let Some(most) = matching.iter().map(|(r, _)| literals(r)).max() else { return Match::NotFound };
+    let mut allowed = Vec::new();
+    for (route, params) in matching.into_iter().filter(|(r, _)| literals(r) == most) {
+        if route.method == method {
+            return Match::Found(route, params);
         }
-    }
-    let Some((_, matched, found)) = best else { return Match::NotFound };
-    if let Some((route, params)) = found {
-        return Match::Found(route, params);
-    }
-    let mut allowed: Vec<&'static str> = Vec::new();
-    for route in matched {
         if !allowed.contains(&route.method) {
             allowed.push(route.method);
         }

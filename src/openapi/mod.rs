@@ -335,7 +335,9 @@ fn path_parameters(route: &Route) -> Vec<Value> {
 
 /// A parameter with its "try it" value.
 fn with_example(mut p: Value) -> Value {
-    if let Some(example) = p["name"].as_str().and_then(|name| examples::param(name, p["in"].as_str().unwrap_or(""))) {
+    if let Some(example) =
+        p["name"].as_str().and_then(|name| examples::param(name, p["in"].as_str().unwrap_or("")))
+    {
         p["example"] = example;
     }
     p

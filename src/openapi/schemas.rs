@@ -115,7 +115,12 @@ fn expires() -> Value {
 
 /// `daily_limit`: 0 or more, as a number or a numeric string.
 fn daily_limit() -> Value {
-    lax_int_field(0, i64::MAX, format!("^[{WS}]*[+]?[0-9]{{1,18}}[{WS}]*$"), "Requests per UTC day; null: the server default (1000 for a bound key); 0: unlimited")
+    lax_int_field(
+        0,
+        i64::MAX,
+        format!("^[{WS}]*[+]?[0-9]{{1,18}}[{WS}]*$"),
+        "Requests per UTC day; null: the server default (1000 for a bound key); 0: unlimited",
+    )
 }
 
 /// API keys: the key object, its list, the creation answer (the key object and the raw key) and the bodies.
@@ -257,12 +262,12 @@ fn source_body() -> Value {
     let mut flat = source_fields();
     flat["config"] = json!({"not": {"type": "object", "minProperties": 1}, "description": "Absent, empty or not an object: the flat fields count"});
     json!({"type": "object", "description": "A ProviderSource, flat or under a non-empty `config` (then the flat fields are ignored); the id comes from `config.id`, else the top-level `id`, else the path's id (PUT /provider-sources/{source_id}) or `source_id` (PUT /by-id). POST needs an id.",
-        "properties": {"source_id": {"description": "PUT /by-id: the source to update"}},
-        "additionalProperties": true,
-        "anyOf": [
-            {"required": ["config"], "properties": {"config": {"type": "object", "minProperties": 1, "properties": source_fields(), "additionalProperties": true}}},
-            {"properties": flat}
-        ]})
+    "properties": {"source_id": {"description": "PUT /by-id: the source to update"}},
+    "additionalProperties": true,
+    "anyOf": [
+        {"required": ["config"], "properties": {"config": {"type": "object", "minProperties": 1, "properties": source_fields(), "additionalProperties": true}}},
+        {"properties": flat}
+    ]})
 }
 
 /// Provider sources and providers, and their bodies.
@@ -352,7 +357,8 @@ fn persona_body(required: &[&str]) -> Value {
     if !required.contains(&"system_prompt") {
         // An update reads neither: moving and ordering have their own routes.
         body["properties"]["folder_id"] = json!({"description": "Ignored: use POST /api/v1/personas/move"});
-        body["properties"]["sort_order"] = json!({"description": "Ignored: use POST /api/v1/personas/reorder"});
+        body["properties"]["sort_order"] =
+            json!({"description": "Ignored: use POST /api/v1/personas/reorder"});
     }
     body
 }

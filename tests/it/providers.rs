@@ -486,7 +486,13 @@ fn a_source_with_wrong_field_types_is_refused_and_not_stored() {
                    '错误的类型 provider_sources.custom_headers.X-A: 期望是 string, 得到了 dict']";
     s.expect_error(&call(&s, "POST", "/api/v1/provider-sources", &key, Some(bad.clone())), 400, message);
     s.expect_error(
-        &call(&s, "PUT", "/api/v1/provider-sources/by-id", &key, Some(json!({"source_id":"typed","config":bad}))),
+        &call(
+            &s,
+            "PUT",
+            "/api/v1/provider-sources/by-id",
+            &key,
+            Some(json!({"source_id":"typed","config":bad})),
+        ),
         400,
         message,
     );

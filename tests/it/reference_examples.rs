@@ -39,9 +39,18 @@ fn substitute(v: &Value, ids: &Ids) -> Value {
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'!'
+            | b'~'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -61,10 +70,24 @@ fn setup(s: &Server, admin: &str, doc: &Value, delivery: &str) -> Ids {
     s.call("POST", "/api/v1/personas", admin, Some(example("/api/v1/personas", "post")));
     s.call("POST", "/api/v1/provider-sources", admin, Some(example("/api/v1/provider-sources", "post")));
     s.call("POST", "/api/v1/providers", admin, Some(example("/api/v1/providers", "post")));
-    let folder = ok_data(s, &s.call("POST", "/api/v1/persona-folders", admin, Some(json!({"name": "fixture"}))), "folder");
-    let conf = ok_data(s, &s.call("POST", "/api/v1/config-profiles", admin, Some(json!({"name": "fixture"}))), "profile");
+    let folder = ok_data(
+        s,
+        &s.call("POST", "/api/v1/persona-folders", admin, Some(json!({"name": "fixture"}))),
+        "folder",
+    );
+    let conf = ok_data(
+        s,
+        &s.call("POST", "/api/v1/config-profiles", admin, Some(json!({"name": "fixture"}))),
+        "profile",
+    );
     let (ct, body) = multipart(&[("file", Some("notes.txt"), Some("text/plain"), b"reference example\n")]);
-    let r = http(s.addr, "POST", "/api/v1/file", &[("Authorization", &bearer(admin)), ("Content-Type", &ct)], Some(&body));
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/v1/file",
+        &[("Authorization", &bearer(admin)), ("Content-Type", &ct)],
+        Some(&body),
+    );
     let attachment = ok_data(s, &r, "upload");
     let (_, key_id) = s.create_key(admin, r#"{"name":"fixture","scopes":["chat"]}"#);
     vec![
@@ -153,18 +176,25 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
             url = format!("{url}?{}", query.join("&"));
         }
         let auth = credential.as_deref().map(bearer);
-        let mut headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+        let mut headers: Vec<(&str, &str)> =
+            auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
         let content = &op["requestBody"]["content"];
         let body: Option<Vec<u8>>;
         let upload_type;
         if let Some(media) = content.get("multipart/form-data") {
             assert!(media["schema"].is_object(), "{method} {path}: an upload without a schema");
-            let (ct, bytes) = multipart(&[("file", Some("notes.txt"), Some("text/plain"), b"uploaded from the reference\n")]);
+            let (ct, bytes) = multipart(&[(
+                "file",
+                Some("notes.txt"),
+                Some("text/plain"),
+                b"uploaded from the reference\n",
+            )]);
             upload_type = ct;
             headers.push(("Content-Type", &upload_type));
             body = Some(bytes);
         } else if let Some(media) = content.get("application/json") {
-            let example = media.get("example").unwrap_or_else(|| panic!("{method} {path}: no request example"));
+            let example =
+                media.get("example").unwrap_or_else(|| panic!("{method} {path}: no request example"));
             body = Some(substitute(example, &ids).to_string().into_bytes());
             headers.push(("Content-Type", "application/json"));
         } else {
