@@ -582,12 +582,13 @@
       el = h('select', { 'aria-label': p.name },
         h('option', { value: '' }, p.required ? '— choose —' : '— not set —'),
         vals.map((v) => h('option', { value: String(v) }, String(v))));
-      if (p.in === 'path' && ex !== undefined) el.value = String(ex);
+      // Path and required parameters start at their example, so the example runs as shipped.
+      if ((p.in === 'path' || p.required) && ex !== undefined) el.value = String(ex);
     } else {
       let ph = ex !== undefined ? String(typeof ex === 'object' ? json(ex) : ex) : ('default' in s ? String(s.default) : shortType(p.schema || {}));
       if (t.types.includes('array') && p.in === 'query') ph += ' (comma-separated)';
       el = h('input', { type: 'text', 'aria-label': p.name, placeholder: ph, spellcheck: 'false', autocomplete: 'off' });
-      if (p.in === 'path' && ex !== undefined && typeof ex !== 'object') el.value = String(ex);
+      if ((p.in === 'path' || p.required) && ex !== undefined && typeof ex !== 'object') el.value = String(ex);
     }
     el.addEventListener('input', onChange);
     el.addEventListener('change', onChange);
