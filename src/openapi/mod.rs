@@ -38,20 +38,23 @@ fn soft_errors(route: &Route) -> bool {
     route.path.starts_with("/api/v1/chat") || route.path.starts_with("/api/v1/file")
 }
 
-/// Routes where AstrBot answers an unknown id with 400 (`Provider x not found`, `Persona
-/// with ID x does not exist.`, `Config file x does not exist`), not 404.
+/// Routes where a well-formed request can get 400 because of what is stored: AstrBot
+/// answers an unknown id with 400 (`Provider x not found`, `Persona with ID x does not
+/// exist.`, `Config file x does not exist`), not 404, and a taken or ambiguous name with 400
+/// too. An Astroworld chat (`bot_id`) names a bot that may be ambiguous.
 fn not_found_is_400(route: &Route) -> bool {
-    matches!(route.tag, "Providers" | "Personas" | "Config")
-        && (route.path.contains('{')
-            || route.path.ends_with("/by-id")
-            || route.path.ends_with("/move")
-            || route.path.ends_with("/reorder")
-            || route.path.ends_with("/providers/test")
-            || route.path.ends_with("/providers/enabled")
-            || (route.path == "/api/v1/config-routes" && route.method == "PUT")
-            || (route.path == "/api/v1/personas" && route.method == "POST")
-            || (route.path == "/api/v1/persona-folders" && route.method == "POST")
-            || (route.path == "/api/v1/providers" && route.method == "POST"))
+    (route.method == "POST" && route.path == "/api/v1/chat")
+        || matches!(route.tag, "Providers" | "Personas" | "Config")
+            && (route.path.contains('{')
+                || route.path.ends_with("/by-id")
+                || route.path.ends_with("/move")
+                || route.path.ends_with("/reorder")
+                || route.path.ends_with("/providers/test")
+                || route.path.ends_with("/providers/enabled")
+                || (route.path == "/api/v1/config-routes" && route.method == "PUT")
+                || (route.path == "/api/v1/personas" && route.method == "POST")
+                || (route.path == "/api/v1/persona-folders" && route.method == "POST")
+                || (route.path == "/api/v1/providers" && route.method == "POST"))
         || (route.tag == "API keys" && matches!(route.method, "POST" | "PATCH") && route.request.is_some())
         || matches!(
             route.path,
@@ -192,7 +195,7 @@ fn operation(route: &Route) -> Value {
         op["x-astrbot-200-errors"] = json!(true);
     }
     if not_found_is_400(route) {
-        op["x-astrbot-not-found-400"] = json!(true);
+        op["x-astrbot-400-on-data"] = json!(true);
     }
     let mut params = path_parameters(route);
     params.extend(params::query(route).into_iter().map(with_example));
@@ -241,7 +244,7 @@ fn responses(route: &Route) -> Map<String, Value> {
         None => plain_response(route, &mut responses),
     }
     let bad = if not_found_is_400(route) {
-        "Invalid request (bad JSON, wrong field type, a validation rule), or not found: AstrBot answers an unknown id with 400 (`... not found`, `... does not exist`)"
+        "Invalid request (bad JSON, wrong field type, a validation rule), or refused for what is stored: AstrBot answers an unknown id with 400 (`... not found`, `... does not exist`), and a taken or ambiguous id or name (`... already exists`, `bot_id is ambiguous, use the profile id: x`) with 400 too"
     } else {
         "Invalid request (bad JSON, wrong field type, a validation rule), or a malformed HTTP request"
     };
