@@ -98,9 +98,9 @@ pub static ROUTES: &[Route] = &[
     route!("POST" "/api/apikey/delete",               Dashboard,   Json,   api::keys::legacy_delete, "Legacy",  "Delete an API key (AstrBot dashboard route)", Some("KeyIdBody"), Some("Empty")),
     // Provider sources and providers: fixed paths before the `{id:path}` ones they also match.
     route!("GET" "/api/v1/provider-sources",                    Scope("provider"), NoBody, api::providers::list_sources,        "Providers", "List provider sources (keys masked)", None, Some("ProviderSourceList")),
-    route!("POST" "/api/v1/provider-sources",                   Scope("provider"), Json,   api::providers::create_source,       "Providers", "Create or replace a provider source", Some("ProviderSourceBody"), Some("Empty")),
+    route!("POST" "/api/v1/provider-sources",                   Scope("provider"), Json,   api::providers::create_source,       "Providers", "Create or replace a provider source", Some("ProviderSourceCreate"), Some("Empty")),
     route!("GET" "/api/v1/provider-sources/by-id",              Scope("provider"), NoBody, api::providers::get_source_query,    "Providers", "Get a provider source (?source_id=)", None, Some("ProviderSourceOne")),
-    route!("PUT" "/api/v1/provider-sources/by-id",              Scope("provider"), Json,   api::providers::update_source_body,  "Providers", "Update or rename a provider source (source_id in the body)", Some("ProviderSourceBody"), Some("Empty")),
+    route!("PUT" "/api/v1/provider-sources/by-id",              Scope("provider"), Json,   api::providers::update_source_body,  "Providers", "Update or rename a provider source (source_id in the body)", Some("ProviderSourceUpdateById"), Some("Empty")),
     route!("DELETE" "/api/v1/provider-sources/by-id",           Scope("provider"), NoBody, api::providers::delete_source_query, "Providers", "Delete a provider source and its providers (?source_id=)", None, Some("Empty")),
     route!("GET" "/api/v1/provider-sources/{source_id:path}",   Scope("provider"), NoBody, api::providers::get_source,          "Providers", "Get a provider source", None, Some("ProviderSourceOne")),
     route!("PUT" "/api/v1/provider-sources/{source_id:path}",   Scope("provider"), Json,   api::providers::update_source,       "Providers", "Update or rename a provider source", Some("ProviderSourceBody"), Some("Empty")),
@@ -110,10 +110,10 @@ pub static ROUTES: &[Route] = &[
     route!("GET" "/api/v1/providers/by-id",                     Scope("provider"), NoBody, api::providers::get_provider_query,  "Providers", "Get a provider (?provider_id=&merged=)", None, Some("ProviderOne")),
     route!("PUT" "/api/v1/providers/by-id",                     Scope("provider"), Json,   api::providers::update_provider_body, "Providers", "Replace a provider (provider_id in the body)", Some("ProviderBody"), Some("Empty")),
     route!("DELETE" "/api/v1/providers/by-id",                  Scope("provider"), NoBody, api::providers::delete_provider_query, "Providers", "Delete a provider (?provider_id=)", None, Some("Empty")),
-    route!("POST" "/api/v1/providers/test", Scope("provider"), Json, api::providers::test_provider_body, "Providers", "Send the PONG probe to a provider (provider_id in the body)", Some("EnabledBody"), Some("ProviderTest")),
+    route!("POST" "/api/v1/providers/test", Scope("provider"), Json, api::providers::test_provider_body, "Providers", "Send the PONG probe to a provider (provider_id in the body)", Some("ProviderIdBody"), Some("ProviderTest")),
     route!("POST" "/api/v1/providers/{provider_id:path}/test", Scope("provider"), Json, api::providers::test_provider, "Providers", "Send the PONG probe to a provider", None, Some("ProviderTest")),
     route!("PATCH" "/api/v1/providers/enabled",                 Scope("provider"), Json,   api::providers::set_enabled_body,    "Providers", "Enable or disable a provider (provider_id in the body)", Some("EnabledBody"), Some("Empty")),
-    route!("PATCH" "/api/v1/providers/{provider_id:path}/enabled", Scope("provider"), Json, api::providers::set_enabled_path,   "Providers", "Enable or disable a provider", Some("EnabledBody"), Some("Empty")),
+    route!("PATCH" "/api/v1/providers/{provider_id:path}/enabled", Scope("provider"), Json, api::providers::set_enabled_path,   "Providers", "Enable or disable a provider", Some("EnabledPathBody"), Some("Empty")),
     route!("GET" "/api/v1/providers/{provider_id:path}",        Scope("provider"), NoBody, api::providers::get_provider,        "Providers", "Get a provider (?merged=)", None, Some("ProviderOne")),
     route!("PUT" "/api/v1/providers/{provider_id:path}",        Scope("provider"), Json,   api::providers::update_provider,     "Providers", "Replace a provider", Some("ProviderBody"), Some("Empty")),
     route!("DELETE" "/api/v1/providers/{provider_id:path}",     Scope("provider"), NoBody, api::providers::delete_provider,     "Providers", "Delete a provider", None, Some("Empty")),
@@ -124,14 +124,14 @@ pub static ROUTES: &[Route] = &[
     route!("POST" "/api/v1/personas/move",                      Scope("persona"), Json,   api::personas::move_persona,  "Personas", "Move a persona to a folder (null: the root)", Some("PersonaMove"), Some("MessageOnly")),
     route!("POST" "/api/v1/personas/reorder",                   Scope("persona"), Json,   api::personas::reorder,       "Personas", "Set the sort order of personas and folders", Some("PersonaReorder"), Some("MessageOnly")),
     route!("GET" "/api/v1/personas/by-id",                      Scope("persona"), NoBody, api::personas::get_query,     "Personas", "Get a persona (?persona_id=)", None, Some("Persona")),
-    route!("PUT" "/api/v1/personas/by-id",                      Scope("persona"), Json,   api::personas::update_body,   "Personas", "Update a persona (persona_id in the body)", Some("PersonaBody"), Some("MessageOnly")),
+    route!("PUT" "/api/v1/personas/by-id",                      Scope("persona"), Json,   api::personas::update_body,   "Personas", "Update a persona (persona_id in the body)", Some("PersonaUpdateById"), Some("MessageOnly")),
     route!("DELETE" "/api/v1/personas/by-id",                   Scope("persona"), NoBody, api::personas::delete_query,  "Personas", "Delete a persona (?persona_id=)", None, Some("MessageOnly")),
     route!("GET" "/api/v1/personas/{persona_id:path}",          Scope("persona"), NoBody, api::personas::get,           "Personas", "Get a persona", None, Some("Persona")),
-    route!("PUT" "/api/v1/personas/{persona_id:path}",          Scope("persona"), Json,   api::personas::update,        "Personas", "Update a persona", Some("PersonaBody"), Some("MessageOnly")),
+    route!("PUT" "/api/v1/personas/{persona_id:path}",          Scope("persona"), Json,   api::personas::update,        "Personas", "Update a persona", Some("PersonaUpdate"), Some("MessageOnly")),
     route!("DELETE" "/api/v1/personas/{persona_id:path}",       Scope("persona"), NoBody, api::personas::delete,        "Personas", "Delete a persona", None, Some("MessageOnly")),
     route!("GET" "/api/v1/persona-folders",                     Scope("persona"), NoBody, api::personas::list_folders,  "Personas", "List folders (?parent_id=, default the root)", None, Some("FolderList")),
     route!("POST" "/api/v1/persona-folders",                    Scope("persona"), Json,   api::personas::create_folder, "Personas", "Create a folder", Some("FolderBody"), Some("FolderCreated")),
-    route!("PUT" "/api/v1/persona-folders/{folder_id:path}",    Scope("persona"), Json,   api::personas::update_folder, "Personas", "Update a folder", Some("FolderBody"), Some("MessageOnly")),
+    route!("PUT" "/api/v1/persona-folders/{folder_id:path}",    Scope("persona"), Json,   api::personas::update_folder, "Personas", "Update a folder", Some("FolderUpdate"), Some("MessageOnly")),
     route!("DELETE" "/api/v1/persona-folders/{folder_id:path}", Scope("persona"), NoBody, api::personas::delete_folder, "Personas", "Delete a folder (its personas move to the root)", None, Some("MessageOnly")),
     // Configuration.
     route!("GET" "/api/v1/system-config",                       Scope("config"), NoBody, api::configs::get_system,     "Config", "The system config (secrets masked)", None, Some("SystemConfig")),
@@ -189,21 +189,30 @@ pub enum Match {
     NotFound,
 }
 
-/// Finds the route for a request. The first route in table order wins, so fixed paths
-/// (`/providers/by-id`) are listed before the `{id:path}` routes they would also match.
+/// Finds the route for a request. Of the routes whose pattern matches the path, only the
+/// most literal ones count (the most fixed segments): `/providers/by-id` over
+/// `/providers/{id:path}`, `/providers/{id:path}/test` over `/providers/{id:path}`,
+/// `/files/content` over `/files/{attachment_id}`, whatever the method. Otherwise
+/// `PUT /providers/x/test` would update a provider `x/test` and `DELETE` would delete it,
+/// where the client meant the `/test` route and should hear 405 with `Allow: POST`. An id
+/// that makes such a path is reached with its `/` written `%2F` (one segment, never equal
+/// to a literal) or with the `/by-id` routes.
 pub fn find(method: &str, path: &str) -> Match {
+    let literals = |route: &Route| route.path.split('/').filter(|s| !s.starts_with('{')).count();
+    // One pass over the table; a path matches a handful of routes at most.
+    let matching: Vec<(&'static Route, Vec<String>)> =
+        ROUTES.iter().filter_map(|r| match_path(r.path, path).map(|params| (r, params))).collect();
+    let Some(most) = matching.iter().map(|(r, _)| literals(r)).max() else { return Match::NotFound };
     let mut allowed = Vec::new();
-    for route in ROUTES {
-        if let Some(params) = match_path(route.path, path) {
-            if route.method == method {
-                return Match::Found(route, params);
-            }
-            if !allowed.contains(&route.method) {
-                allowed.push(route.method);
-            }
+    for (route, params) in matching.into_iter().filter(|(r, _)| literals(r) == most) {
+        if route.method == method {
+            return Match::Found(route, params);
+        }
+        if !allowed.contains(&route.method) {
+            allowed.push(route.method);
         }
     }
-    if allowed.is_empty() { Match::NotFound } else { Match::WrongMethod(allowed) }
+    Match::WrongMethod(allowed)
 }
 
 /// Matches path segments literally, `{name}` captures one non-empty segment, `{name:path}`
@@ -290,6 +299,37 @@ mod tests {
             Match::WrongMethod(m) => assert_eq!(m, vec!["GET", "POST"]),
             _ => panic!("expected 405"),
         }
+    }
+
+    #[test]
+    fn fixed_suffixes_shadow_catch_all_ids() {
+        let wrong = |m, p| match find(m, p) {
+            Match::WrongMethod(allowed) => allowed,
+            Match::Found(r, _) => panic!("{m} {p} reached {} {}", r.method, r.path),
+            Match::NotFound => panic!("{m} {p}: not found"),
+        };
+        assert_eq!(wrong("PUT", "/api/v1/providers/x/test"), vec!["POST"]);
+        assert_eq!(wrong("DELETE", "/api/v1/providers/x/test"), vec!["POST"]);
+        assert_eq!(wrong("GET", "/api/v1/providers/x/enabled"), vec!["PATCH"]);
+        assert_eq!(wrong("PUT", "/api/v1/personas/tree"), vec!["GET"]);
+        assert_eq!(wrong("PATCH", "/api/v1/providers/by-id"), vec!["GET", "PUT", "DELETE"]);
+        match find("POST", "/api/v1/providers/x/y/test") {
+            Match::Found(r, p) => {
+                assert_eq!(r.path, "/api/v1/providers/{provider_id:path}/test");
+                assert_eq!(p, vec!["x/y".to_owned()]);
+            }
+            _ => panic!("no match"),
+        }
+        // An id ending in a fixed suffix is still reachable with its `/` encoded.
+        match find("DELETE", "/api/v1/providers/x%2Ftest") {
+            Match::Found(r, p) => {
+                assert_eq!(r.path, "/api/v1/providers/{provider_id:path}");
+                assert_eq!(p, vec!["x/test".to_owned()]);
+            }
+            _ => panic!("no match"),
+        }
+        assert!(matches!(find("GET", "/api/v1/providers/openai/gpt-4o"), Match::Found(..)));
+        assert_eq!(wrong("DELETE", "/api/v1/files/content"), vec!["GET"]);
     }
 
     #[test]

@@ -582,12 +582,13 @@
       el = h('select', { 'aria-label': p.name },
         h('option', { value: '' }, p.required ? '— choose —' : '— not set —'),
         vals.map((v) => h('option', { value: String(v) }, String(v))));
-      if (p.in === 'path' && ex !== undefined) el.value = String(ex);
+      // Path and required parameters start at their example, so the example runs as shipped.
+      if ((p.in === 'path' || p.required) && ex !== undefined) el.value = String(ex);
     } else {
       let ph = ex !== undefined ? String(typeof ex === 'object' ? json(ex) : ex) : ('default' in s ? String(s.default) : shortType(p.schema || {}));
       if (t.types.includes('array') && p.in === 'query') ph += ' (comma-separated)';
       el = h('input', { type: 'text', 'aria-label': p.name, placeholder: ph, spellcheck: 'false', autocomplete: 'off' });
-      if (p.in === 'path' && ex !== undefined && typeof ex !== 'object') el.value = String(ex);
+      if ((p.in === 'path' || p.required) && ex !== undefined && typeof ex !== 'object') el.value = String(ex);
     }
     el.addEventListener('input', onChange);
     el.addEventListener('change', onChange);
@@ -629,7 +630,19 @@
       if (types.length > 1) parts.push(h('p', { class: 'muted small' }, 'Also accepts: ', types.filter((x) => x !== ct).join(', ')));
       if (rb.description) parts.push(h('div', { class: 'op-desc' }, md(rb.description)));
       if (media.schema) parts.push(schemaTree(media.schema));
-      if (BODY_METHODS.has(o.method)) {
+      if (BODY_METHODS.has(o.method) && /^multipart\/form-data/i.test(ct)) {
+        // An upload: one file picker per binary field, sent as multipart (the browser writes
+        // the boundary), never a JSON text.
+        const props = (resolve(media.schema || {}).properties) || {};
+        const fields = Object.keys(props).filter((k) => resolve(props[k]).format === 'binary');
+        ui.files = fields.map((name) => {
+          const input = h('input', { type: 'file', 'aria-label': name });
+          input.addEventListener('change', update);
+          parts.push(h('div', { class: 'editor' }, h('label', null, h('code', { class: 'pname' }, name), ' ', input)));
+          return { name, input };
+        });
+        ui.bodyType = ct;
+      } else if (BODY_METHODS.has(o.method)) {
         const ex = mediaExample(media);
         const initial = ex === undefined ? '' : (isJsonType(ct) || typeof ex !== 'string' ? JSON.stringify(ex, null, 2) : ex);
         const ta = h('textarea', { class: 'body', spellcheck: 'false', 'aria-label': 'Request body', rows: Math.min(20, Math.max(4, initial.split('\n').length + 1)) });
@@ -739,8 +752,17 @@
       } else if (p.in === 'header') headers.push([p.name, v]);
     }
     let body = null;
-    if (ui.body && BODY_METHODS.has(o.method) && ui.body.value.trim()) body = ui.body.value;
-    return { path, qs, headers, body, ct: ui.bodyType || 'application/json', missing };
+    let files = null;
+    if (ui.files && ui.files.length) {
+      files = ui.files.map(({ name, input }) => ({ name, file: input.files && input.files[0] }));
+      const chosen = files.filter((f) => f.file);
+      if (!chosen.length) missing.push(files.map((f) => f.name).join(', ') + ' (choose a file)');
+      else {
+        body = new FormData();
+        for (const f of chosen) body.append(f.name, f.file, f.file.name);
+      }
+    } else if (ui.body && BODY_METHODS.has(o.method) && ui.body.value.trim()) body = ui.body.value;
+    return { path, qs, headers, body, files, ct: ui.bodyType || 'application/json', missing };
   }
 
   function curlFor(o, ui) {
@@ -764,7 +786,9 @@
     for (const [k, v] of req.headers) lines.push('-H ' + sq(`${k}: ${v}`));
     const accept = acceptFor(o);
     if (accept) lines.push('-H ' + sq('Accept: ' + accept));
-    if (req.body !== null) {
+    if (req.files) {
+      for (const f of req.files) lines.push('-F ' + sq(`${f.name}=@${f.file ? f.file.name : 'path/to/file'}`));
+    } else if (req.body !== null) {
       let b = req.body;
       if (isJsonType(req.ct)) { try { b = JSON.stringify(JSON.parse(b)); } catch { /* send as typed */ } }
       lines.push('-H ' + sq('Content-Type: ' + req.ct), '--data-raw ' + sq(b));
@@ -792,7 +816,7 @@
         else if (state.carrier === 'header') headers.set('X-API-Key', state.key);
         else qs.set('api_key', state.key);
       }
-      if (req.body !== null) headers.set('Content-Type', req.ct);
+      if (req.body !== null && !req.files) headers.set('Content-Type', req.ct);
       const accept = acceptFor(o);
       if (accept) headers.set('Accept', accept);
     } catch (e) {

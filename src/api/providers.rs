@@ -77,7 +77,9 @@ fn check_source(config: &mut Map<String, Value>) -> Result<(), ApiError> {
     {
         return Err(ApiError::bad_request("key must be a list of strings"));
     }
-    Ok(())
+    // AstrBot's save-time type rules for the template's fields; a source that passes them
+    // is one the listing's own schema describes.
+    config::validate_source(config)
 }
 
 /// AstrBot's `upsert_provider_source`: replaces the source at `source_id` (keeping its

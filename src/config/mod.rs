@@ -33,4 +33,4 @@ pub use masking::{redact, restore_secrets};
 pub use providers::{check_inheriting_providers, merged_provider, provider_type_of};
 pub use refs::{check_secret_refs, process_env, refused_ref, secret_ref, secret_ref_allowed};
 pub use target::target_change;
-pub use validate::validate;
+pub use validate::{validate, validate_source};

@@ -58,7 +58,15 @@ fn validate_into(
             continue;
         }
         let ok = match (expected(default), &*value) {
-            ("int", Value::Number(n)) => n.is_i64() || n.is_u64(),
+            ("int", Value::Number(n)) if n.is_i64() || n.is_u64() => true,
+            // 30.0 is 30: JSON does not tell the two apart, nor does a schema.
+            ("int", Value::Number(n)) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    *value = json!(f as i64);
+                    true
+                }
+                _ => false,
+            },
             ("int", Value::String(s)) => match s.trim().parse::<i64>() {
                 Ok(n) => {
                     *value = json!(n);
@@ -102,6 +110,66 @@ pub fn validate(body: &mut Map<String, Value>) -> Result<(), ApiError> {
     let defaults = default_config();
     let mut errors = Vec::new();
     validate_into(body, defaults.as_object().expect("defaults are an object"), "", &mut errors);
+    refuse(errors)
+}
+
+/// The fields of a provider source and the types AstrBot's source templates give them
+/// (`CONFIG_METADATA_2.provider_group`): checked, cast and nulled with the rules of
+/// [`validate`], so a source that would break its provider at load time (a `timeout` of
+/// `"abc"`, a header that is not a string) is refused when saved, not stored.
+const SOURCE_FIELDS: [(&str, &str); 9] = [
+    ("provider", "string"),
+    ("type", "string"),
+    ("provider_type", "string"),
+    ("enable", "bool"),
+    ("key", "list"),
+    ("api_base", "string"),
+    ("timeout", "int"),
+    ("proxy", "string"),
+    ("custom_headers", "dict"),
+];
+
+/// Checks a provider source as it is saved: the known fields' types (an int may be sent
+/// as a numeric string), `key` a list of strings and `custom_headers` an object of strings;
+/// 400 `格式校验未通过: [...]` lists every wrong type, under `provider_sources.`.
+pub fn validate_source(source: &mut Map<String, Value>) -> Result<(), ApiError> {
+    let mut defaults = Map::new();
+    for (field, kind) in SOURCE_FIELDS {
+        let default = match kind {
+            "string" => json!(""),
+            "bool" => json!(false),
+            "list" => json!([]),
+            "int" => json!(0),
+            _ => json!({}),
+        };
+        defaults.insert(field.to_owned(), default);
+    }
+    let mut errors = Vec::new();
+    // `custom_headers` is checked entry by entry below, not against the empty default.
+    validate_into(source, &defaults, "provider_sources.", &mut errors);
+    let item_errors = |value: Option<&Value>, path: &str, errors: &mut Vec<String>| {
+        let items: Vec<(String, &Value)> = match value {
+            Some(Value::Array(items)) => {
+                items.iter().enumerate().map(|(i, v)| (format!("[{i}]"), v)).collect()
+            }
+            Some(Value::Object(map)) => map.iter().map(|(k, v)| (format!(".{k}"), v)).collect(),
+            _ => Vec::new(),
+        };
+        for (at, v) in items {
+            if !v.is_string() {
+                errors.push(format!(
+                    "错误的类型 provider_sources.{path}{at}: 期望是 string, 得到了 {}",
+                    type_name(v)
+                ));
+            }
+        }
+    };
+    item_errors(source.get("key"), "key", &mut errors);
+    item_errors(source.get("custom_headers"), "custom_headers", &mut errors);
+    refuse(errors)
+}
+
+fn refuse(errors: Vec<String>) -> Result<(), ApiError> {
     if errors.is_empty() {
         return Ok(());
     }
@@ -133,5 +201,27 @@ mod tests {
         validate(&mut ok).unwrap();
         assert_eq!(ok["provider_settings"]["max_context_length"], 12);
         assert_eq!(ok["timezone"], "");
+    }
+
+    #[test]
+    fn provider_sources_are_typed_when_saved() {
+        let mut bad =
+            json!({"id": "s", "timeout": "abc", "custom_headers": {"X-A": {}, "X-B": "ok"}, "key": ["k", 1]})
+                .as_object()
+                .unwrap()
+                .clone();
+        assert_eq!(
+            validate_source(&mut bad).unwrap_err().message(),
+            "格式校验未通过: ['错误的类型 provider_sources.timeout: 期望是 int, 得到了 str', \
+             '错误的类型 provider_sources.key[1]: 期望是 string, 得到了 int', \
+             '错误的类型 provider_sources.custom_headers.X-A: 期望是 string, 得到了 dict']"
+        );
+        let mut ok = json!({"id": "s", "timeout": " 30 ", "custom_headers": {"X-A": "1"}, "proxy": null, "vendor_extra": [1]})
+            .as_object()
+            .unwrap()
+            .clone();
+        validate_source(&mut ok).unwrap();
+        assert_eq!(ok["timeout"], 30);
+        assert_eq!(ok["proxy"], "");
     }
 }

@@ -3,7 +3,9 @@
 //! component schemas from [`mod@schemas`] (one function per resource), and the error
 //! envelope for the failures it can produce.
 
+mod examples;
 mod operator;
+mod params;
 mod schemas;
 
 use serde_json::{Map, Value, json};
@@ -30,22 +32,133 @@ fn error_response(description: &str) -> Value {
     })
 }
 
+/// AstrBot's "200-errors" (decision 1): the chat, sessions and file routes answer some
+/// failures with HTTP 200 and `status: error` (`ApiError::Soft`), so their 200 is either
+/// envelope and a client must read `status`.
+fn soft_errors(route: &Route) -> bool {
+    route.path.starts_with("/api/v1/chat") || route.path.starts_with("/api/v1/file")
+}
+
+/// Routes where a well-formed request can get 400 because of what is stored: AstrBot
+/// answers an unknown id with 400 (`Provider x not found`, `Persona with ID x does not
+/// exist.`, `Config file x does not exist`), not 404, and a taken or ambiguous name with 400
+/// too. An Astroworld chat (`bot_id`) names a bot that may be ambiguous.
+fn not_found_is_400(route: &Route) -> bool {
+    (route.method == "POST" && route.path == "/api/v1/chat")
+        || matches!(route.tag, "Providers" | "Personas" | "Config")
+            && (route.path.contains('{')
+                || route.path.ends_with("/by-id")
+                || route.path.ends_with("/move")
+                || route.path.ends_with("/reorder")
+                || route.path.ends_with("/providers/test")
+                || route.path.ends_with("/providers/enabled")
+                || (route.path == "/api/v1/config-routes" && route.method == "PUT")
+                || (route.path == "/api/v1/personas" && route.method == "POST")
+                || (route.path == "/api/v1/persona-folders" && route.method == "POST")
+                || (route.path == "/api/v1/providers" && route.method == "POST"))
+        || (route.tag == "API keys" && matches!(route.method, "POST" | "PATCH") && route.request.is_some())
+        || matches!(
+            route.path,
+            "/api/apikey/create"
+                | "/api/apikey/revoke"
+                | "/api/apikey/delete"
+                | "/api/v1/api-keys/{key_id}/revoke"
+                | "/api/v1/im/messages"
+                | "/api/v1/im/message"
+        )
+        || (route.method == "DELETE" && route.path == "/api/v1/api-keys/{key_id}")
+}
+
+/// Handlers that read a missing body as `{}`.
+fn body_optional(route: &Route) -> bool {
+    matches!(
+        (route.method, route.path),
+        ("PUT", "/api/v1/persona-folders/{folder_id:path}")
+            | ("PATCH", "/api/v1/providers/enabled" | "/api/v1/providers/{provider_id:path}/enabled")
+            | ("POST", "/api/v1/providers/test")
+    )
+}
+
+/// A download: the stored type of the attachment (any), ranges, revalidation.
+fn download_responses(responses: &mut Map<String, Value>) {
+    // No schema for the bytes: they are the upload's, of any type.
+    let bytes = json!({});
+    let headers = json!({
+        "ETag": {"schema": {"type": "string"}},
+        "Last-Modified": {"schema": {"type": "string"}},
+        "Accept-Ranges": {"schema": {"const": "bytes"}},
+        "Content-Disposition": {"schema": {"type": "string"}, "description": "`attachment` unless a raster image, audio or video"}
+    });
+    responses.insert(
+        "200".into(),
+        json!({
+            "description": "The attachment's bytes with its stored type (from the upload's Content-Type, or sniffed from the bytes for application/octet-stream); or AstrBot's 200-error envelope (`Attachment not found`, `Missing key: ...`, `File access error`)",
+            "headers": headers,
+            "content": {
+                "*/*": bytes,
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+            }
+        }),
+    );
+    responses.insert(
+        "206".into(),
+        json!({"description": "The requested `Range: bytes=a-b` (one range), with Content-Range", "headers": {"Content-Range": {"schema": {"type": "string"}}}, "content": {"*/*": bytes}}),
+    );
+    responses
+        .insert("304".into(), json!({"description": "Not modified: If-None-Match named the current ETag"}));
+    responses.insert(
+        "416".into(),
+        json!({"description": "Range not satisfiable: an empty body with `Content-Range: bytes */<length>`", "headers": {"Content-Range": {"schema": {"type": "string"}}}, "content": {"*/*": {}}}),
+    );
+}
+
 /// The answer of a route that does not speak the envelope.
-fn plain_response(route: &Route) -> Value {
-    let (content_type, schema) = match route.path {
-        "/api/v1/openapi.json" => ("application/json", json!({"type": "object"})),
-        "/healthz" => ("application/json", json!({"$ref": "#/components/schemas/Health"})),
-        "/static/{file}" => ("text/css", json!({"type": "string"})),
-        p if p.starts_with("/api/v1/file") => {
-            ("application/octet-stream", json!({"type": "string", "format": "binary"}))
+fn plain_response(route: &Route, responses: &mut Map<String, Value>) {
+    let ok = |content_type: &str, schema: Value| json!({"description": "OK", "content": {content_type: {"schema": schema}}});
+    let text_404 = |what: &str| json!({"description": what, "content": {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}});
+    let html = json!({"type": "string"});
+    let response = match route.path {
+        "/api/v1/openapi.json" => ok("application/json", json!({"type": "object"})),
+        "/healthz" => ok("application/json", json!({"$ref": "#/components/schemas/Health"})),
+        "/static/{file}" => {
+            responses.insert("404".into(), text_404("No such asset"));
+            json!({"description": "The asset, typed by its name", "content": {
+                "text/css; charset=utf-8": {"schema": {"type": "string"}, "description": "style.css"},
+                "text/javascript; charset=utf-8": {"schema": {"type": "string"}, "description": "reference.js"}
+            }})
         }
-        "/api/v1/chat" => (
-            "text/event-stream",
-            json!({"type": "string", "description": "data: {\"type\": ...} events: session_id, user_message_saved, run_started, plain, agent_stats, complete, message_saved, end; with Accept: application/json one envelope {response, session_id, message_id, sources}; with bot_id (Astroworld) the bare AstroworldAnswer as application/json unless text/event-stream is asked for"}),
-        ),
-        _ => ("text/html; charset=utf-8", json!({"type": "string"})),
+        "/docs/{page}" => {
+            responses.insert("404".into(), text_404("No such guide"));
+            ok("text/html; charset=utf-8", html)
+        }
+        "/api/v1/chat" => chat_response(),
+        p if p.starts_with("/api/v1/file") => {
+            download_responses(responses);
+            return;
+        }
+        _ => ok("text/html; charset=utf-8", html),
     };
-    json!({"description": "OK", "content": {content_type: {"schema": schema}}})
+    responses.insert("200".into(), response);
+}
+
+/// `POST /api/v1/chat`: an SSE stream by default; one JSON answer with `Accept:
+/// application/json`, for Astroworld requests (`bot_id`), and for AstrBot's 200-errors.
+fn chat_response() -> Value {
+    json!({
+        "description": "An SSE stream of `data: <ChatEvent>` lines (and `: heartbeat` comments every second), ending with `end`. With `Accept: application/json` (and not text/event-stream): one envelope whose `data` is ChatAnswer. With `bot_id` (Astroworld): the bare AstroworldAnswer, unless text/event-stream is asked for. Failures AstrBot reports inside a 200 (`config_id not found: x`, `Missing key: username`, ...) are the error envelope as application/json.",
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "object", "description": "One event (before OpenAPI 3.2, `schema` describes each event of a stream): a `data:` line holding one ChatEvent as JSON", "required": ["data"], "properties": {
+                    "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"$ref": "#/components/schemas/ChatEvent"}}
+                }}
+            },
+            "application/json": {"schema": {"oneOf": [
+                envelope("ChatAnswer"),
+                {"$ref": "#/components/schemas/AstroworldAnswer"},
+                {"$ref": "#/components/schemas/ErrorEnvelope"}
+            ]}}
+        }
+    })
 }
 
 /// Who a proactive message reaches, beyond AstrBot (`api::im`): the reference page states
@@ -55,11 +168,20 @@ const IM_OWNER_RULE: &str = "A UMO whose session part is `webchat!<username>!<se
     refused with 400 `session_id belongs to another username`, nothing stored; any other session part names the \
     conversation directly, as in AstrBot, and reaches whoever owns it.";
 
+/// How `{id:path}` parameters meet the fixed routes beside them.
+const PATH_ID_RULE: &str = "The id may contain `/` (AstrBot's ids often do: `openai/gpt-4o-mini`), written as is or as `%2F`. \
+    Fixed paths take precedence over it: a path that a fixed route matches (`/by-id`, `/test`, `/enabled`, `/tree`, `/move`, \
+    `/reorder`, or an id followed by `/test` or `/enabled`) belongs to that route alone, and another method there answers \
+    405 with `Allow`. An id that is such a path is reached with its `/` written `%2F`, or with the `/by-id` routes.";
+
 fn operation(route: &Route) -> Value {
-    let description = match route.path {
-        "/api/v1/im/message" | "/api/v1/im/messages" => Some(IM_OWNER_RULE),
+    let mut description = match route.path {
+        "/api/v1/im/message" | "/api/v1/im/messages" => Some(IM_OWNER_RULE.to_owned()),
         _ => None,
     };
+    if route.path.contains(":path}") {
+        description = Some(PATH_ID_RULE.to_owned());
+    }
     let mut op = json!({
         "operationId": operation_id(route),
         "summary": route.summary,
@@ -70,16 +192,29 @@ fn operation(route: &Route) -> Value {
     if let Some(description) = description {
         op["description"] = json!(description);
     }
-    let params = path_parameters(route);
+    if soft_errors(route) {
+        op["x-astrbot-200-errors"] = json!(true);
+    }
+    if not_found_is_400(route) {
+        op["x-astrbot-400-on-data"] = json!(true);
+    }
+    let mut params = path_parameters(route);
+    params.extend(params::query(route).into_iter().map(with_example));
     if !params.is_empty() {
         op["parameters"] = Value::Array(params);
     }
     if let Some(schema) = route.request {
         let media = if route.body == Body::Upload { "multipart/form-data" } else { "application/json" };
-        op["requestBody"] = json!({
-            "required": true,
-            "content": {media: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
-        });
+        let mut content = json!({"schema": {"$ref": format!("#/components/schemas/{schema}")}});
+        if route.body == Body::Upload {
+            // Any type is kept (and application/octet-stream sniffed); a JSON type would make
+            // the download claim JSON for bytes that may not be.
+            content["encoding"] = json!({"file": {"contentType": "application/octet-stream, image/png, image/jpeg, application/pdf, text/plain"}});
+        }
+        if let Some(example) = examples::request(route) {
+            content["example"] = example;
+        }
+        op["requestBody"] = json!({"required": !body_optional(route), "content": {media: content}});
     }
     op["security"] = match route.access {
         Access::Public => json!([]),
@@ -90,26 +225,31 @@ fn operation(route: &Route) -> Value {
 }
 
 /// The answers a route can give: its success, then the failures its body, its access and
-/// its own rules can produce, in the order the document has always listed them.
+/// its own rules can produce.
 fn responses(route: &Route) -> Map<String, Value> {
     let mut responses = Map::new();
     match route.response {
+        Some(schema) if soft_errors(route) => {
+            let either = json!({"oneOf": [envelope(schema), {"$ref": "#/components/schemas/ErrorEnvelope"}]});
+            responses.insert(
+                "200".into(),
+                json!({"description": "OK, or AstrBot's 200-error envelope (`status: error`)", "content": {"application/json": {"schema": either}}}),
+            );
+        }
         Some(schema) => {
             responses.insert(
                 "200".into(),
                 json!({"description": "OK", "content": {"application/json": {"schema": envelope(schema)}}}),
             );
         }
-        None => {
-            responses.insert("200".into(), plain_response(route));
-        }
+        None => plain_response(route, &mut responses),
     }
-    if route.body != Body::None || route.access != Access::Public {
-        responses.insert(
-            "400".into(),
-            error_response("Invalid request (bad JSON, wrong field type, a validation rule)"),
-        );
-    }
+    let bad = if not_found_is_400(route) {
+        "Invalid request (bad JSON, wrong field type, a validation rule), or refused for what is stored: AstrBot answers an unknown id with 400 (`... not found`, `... does not exist`), and a taken or ambiguous id or name (`... already exists`, `bot_id is ambiguous, use the profile id: x`) with 400 too"
+    } else {
+        "Invalid request (bad JSON, wrong field type, a validation rule), or a malformed HTTP request"
+    };
+    responses.insert("400".into(), error_response(bad));
     match route.access {
         Access::Public => {}
         Access::Scope(_) => {
@@ -135,7 +275,20 @@ fn responses(route: &Route) -> Map<String, Value> {
             responses.insert("401".into(), error_response("未授权 / Token 过期 / Token 无效"));
         }
     }
+    if route.path.starts_with("/api/v1/api-keys/{key_id}") && !not_found_is_400(route) {
+        responses.insert("404".into(), error_response("No such API key (or webhook delivery)"));
+    }
+    if route.method == "PATCH" && route.path == "/api/v1/api-keys/{key_id}" {
+        responses.insert("404".into(), error_response("No such API key"));
+    }
+    if route.path.ends_with(":path}") {
+        responses.insert(
+            "405".into(),
+            error_response("The id makes the path a fixed route's (`x/test`, `x/enabled`, `tree`, ...): that route's methods are in `Allow`"),
+        );
+    }
     if route.path == "/api/v1/chat" {
+        responses.insert("404".into(), error_response("Astroworld: no such bot"));
         responses.insert("503".into(), error_response("Too many chats in progress (see Retry-After)"));
     }
     if route.path == "/api/auth/login" {
@@ -149,8 +302,24 @@ fn responses(route: &Route) -> Map<String, Value> {
             error_response("Request body not received in time (slower than 1 KiB/s on average after 10 s)"),
         );
     }
+    for (status, name) in
+        [("408", "HeadTimeout"), ("431", "HeadTooLarge"), ("501", "NotImplemented"), ("503", "Busy")]
+    {
+        responses.entry(status).or_insert_with(|| json!({"$ref": format!("#/components/responses/{name}")}));
+    }
     responses.insert("500".into(), error_response("Internal server error"));
     responses
+}
+
+/// The transport's own answers (decision 13), possible on every route.
+fn common_responses() -> Value {
+    let e = |d: &str| error_response(d);
+    json!({
+        "HeadTimeout": e("The request head, or the body, did not arrive in time (the connection is closed)"),
+        "HeadTooLarge": e("A header line over 8 KiB, more than 100 fields, or a head over 64 KiB"),
+        "NotImplemented": e("A Transfer-Encoding other than exactly `chunked`"),
+        "Busy": e("More connections than --max-connections (the connection is closed)")
+    })
 }
 
 /// The path's `{name}` segments as required string parameters.
@@ -159,9 +328,23 @@ fn path_parameters(route: &Route) -> Vec<Value> {
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| name.trim_end_matches(":path"))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .map(|name| match name.strip_suffix(":path") {
+            Some(name) => json!({"name": name, "in": "path", "required": true, "description": "May contain `/`; see the operation's description",
+                                 "schema": {"type": "string", "minLength": 1}}),
+            None => json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}),
+        })
+        .map(with_example)
         .collect()
+}
+
+/// A parameter with its "try it" value.
+fn with_example(mut p: Value) -> Value {
+    if let Some(example) =
+        p["name"].as_str().and_then(|name| examples::param(name, p["in"].as_str().unwrap_or("")))
+    {
+        p["example"] = example;
+    }
+    p
 }
 
 fn operation_id(route: &Route) -> String {
@@ -193,6 +376,7 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas(),
+            "responses": common_responses(),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (abk_...) or an admin token (abt_...)"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -240,10 +424,32 @@ mod tests {
         assert_eq!(ops, ROUTES.len());
         let mut all = Vec::new();
         refs(&doc, &mut all);
-        let schemas = doc["components"]["schemas"].as_object().unwrap();
         for r in all {
-            let name = r.strip_prefix("#/components/schemas/").unwrap();
-            assert!(schemas.contains_key(name), "dangling $ref {r}");
+            let (kind, name) = r.strip_prefix("#/components/").unwrap().split_once('/').unwrap();
+            assert!(doc["components"][kind].get(name).is_some(), "dangling $ref {r}");
         }
+    }
+
+    #[test]
+    fn every_json_body_has_an_example_and_assets_their_types() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if let Some(media) = op["requestBody"]["content"].get("application/json") {
+                    assert!(media.get("example").is_some(), "{method} {path}: no example");
+                }
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["required"] == true {
+                        assert!(p.get("example").is_some(), "{method} {path}: {} has no example", p["name"]);
+                    }
+                }
+            }
+        }
+        let asset = &doc["paths"]["/static/{file}"]["get"]["responses"];
+        assert!(asset["200"]["content"].get("text/javascript; charset=utf-8").is_some());
+        assert!(asset["404"].is_object());
+        assert!(doc["paths"]["/docs/{page}"]["get"]["responses"]["404"].is_object());
+        let upload = &doc["paths"]["/api/v1/file"]["post"]["requestBody"]["content"];
+        assert!(upload.get("multipart/form-data").is_some());
     }
 }

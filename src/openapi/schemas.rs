@@ -7,6 +7,36 @@
 
 use serde_json::{Map, Value, json};
 
+/// The characters Rust's `str::trim` removes, as a regex class body: the handlers trim
+/// what they read with it, so "blank" and "an integer with spaces" mean what they mean there.
+pub const WS: &str =
+    "\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
+
+/// A pattern for a string that is not blank once trimmed.
+pub fn nonblank_pattern() -> String {
+    format!("[^{WS}]")
+}
+
+/// A pattern for an integer string as `str::trim` + `parse::<i64>` read it (up to 18 digits,
+/// which always fit).
+pub fn int_string_pattern() -> String {
+    format!("^[{WS}]*[+-]?[0-9]{{1,18}}[{WS}]*$")
+}
+
+/// A pattern for pydantic's lax boolean strings, trimmed and in any case.
+pub fn bool_string_pattern(allow_empty: bool) -> String {
+    let empty = if allow_empty { "|" } else { "" };
+    let words = "[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0|[Yy][Ee][Ss]|[Nn][Oo]|[Oo][Nn]|[Oo][Ff][Ff]|[Yy]|[Nn]|[Tt]|[Ff]";
+    format!("^({empty}[{WS}]*({words})[{WS}]*)$")
+}
+
+/// An optional integer field read by `opt_int` (a number, or a numeric string) within
+/// bounds; `string_pattern` spells the same bounds for the string form.
+fn lax_int_field(min: i64, max: i64, string_pattern: String, description: &str) -> Value {
+    json!({"anyOf": [{"type": "integer", "minimum": min, "maximum": max}, {"type": "string", "pattern": string_pattern}, {"type": "null"}],
+           "description": description})
+}
+
 /// Every component schema named by the route table, in the document's order.
 pub fn schemas() -> Value {
     let groups = [
@@ -49,7 +79,13 @@ fn common() -> Value {
             "type": "string",
             "enum": ["bot", "provider", "persona", "im", "config", "chat", "data", "file", "plugin", "mcp", "skill", "chat:admin", "config:edit_admin"]
         },
-        "Empty": {"type": "object", "properties": {}, "additionalProperties": false}
+        "Empty": {"type": "object", "properties": {}, "additionalProperties": false},
+        "LaxInt": {"description": "An integer, leniently as pydantic reads it: 5, 5.0 or \"5\" (surrounding spaces allowed)",
+                   "anyOf": [{"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX},
+                             {"type": "string", "pattern": int_string_pattern()}]},
+        "LaxBool": {"description": "A boolean, leniently as pydantic reads it: true/false, 1/0, or the strings true, false, 1, 0, yes, no, on, off, y, n, t, f in any case",
+                    "anyOf": [{"type": "boolean"}, {"enum": [0, 1]},
+                              {"type": "string", "pattern": bool_string_pattern(false)}]}
     })
 }
 
@@ -62,6 +98,30 @@ fn bots() -> Value {
             "properties": {"bot_ids": {"type": "array", "items": {"type": "string"}}}
         }
     })
+}
+
+/// A PATCH field: a blank string clears it, as null does.
+fn clearable(mut field: Value) -> Value {
+    if let Some(any) = field["anyOf"].as_array_mut() {
+        any.push(json!({"type": "string", "pattern": format!("^[{WS}]*$")}));
+    }
+    field
+}
+
+/// `expires_in_days`: 1 to 36500, as a number or a numeric string.
+fn expires() -> Value {
+    let days = "0*([1-9][0-9]{0,3}|[12][0-9]{4}|3[0-5][0-9]{3}|36[0-4][0-9]{2}|36500)";
+    lax_int_field(1, 36500, format!("^[{WS}]*[+]?{days}[{WS}]*$"), "Days from now, 1 to 36500; null: never")
+}
+
+/// `daily_limit`: 0 or more, as a number or a numeric string.
+fn daily_limit() -> Value {
+    lax_int_field(
+        0,
+        i64::MAX,
+        format!("^[{WS}]*[+]?[0-9]{{1,18}}[{WS}]*$"),
+        "Requests per UTC day; null: the server default (1000 for a bound key); 0: unlimited",
+    )
 }
 
 /// API keys: the key object, its list, the creation answer (the key object and the raw key) and the bodies.
@@ -115,12 +175,14 @@ fn keys() -> Value {
         "ApiKeyCreate": {
             "type": "object",
             "properties": {
-                "name": {"type": ["string", "null"], "description": "Trimmed; empty means \"Untitled API Key\"", "example": "my app"},
-                "scopes": {"type": ["array", "null"], "items": {"$ref": "#/components/schemas/Scope"}, "description": "Null means the 11 default scopes", "example": ["chat", "file"]},
-                "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "description": "Null means never", "example": 30},
-                "daily_limit": {"type": ["integer", "null"], "minimum": 0, "description": "Requests per UTC day; null: the server default (1000 for a bound key); 0: unlimited", "example": 1000},
+                "name": {"type": ["string", "null"], "maxLength": 255, "description": "Trimmed; empty means \"Untitled API Key\"; at most 255 characters", "example": "my app"},
+                "scopes": {"type": ["array", "null"], "minItems": 1, "items": {"$ref": "#/components/schemas/Scope"}, "description": "Null means the 11 default scopes; chat:admin needs chat beside it, config:edit_admin needs config", "example": ["chat", "file"],
+                           "allOf": [{"if": {"type": "array", "contains": {"const": "chat:admin"}}, "then": {"contains": {"const": "chat"}}},
+                                     {"if": {"type": "array", "contains": {"const": "config:edit_admin"}}, "then": {"contains": {"const": "config"}}}]},
+                "expires_in_days": expires(),
+                "daily_limit": daily_limit(),
                 "bot_id": {"type": ["string", "null"], "description": "Bind the key to a bot (a config profile id or name)"},
-                "webhook_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048, "description": "Mirror every request of the key to this http(s) URL; the answer then carries webhook_secret"}
+                "webhook_url": {"type": ["string", "null"], "pattern": "^(|[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?)$", "maxLength": 2048, "description": "Mirror every request of the key to this http(s) URL; the answer then carries webhook_secret"}
             }
         },
         "ApiKeyPatch": {
@@ -128,10 +190,10 @@ fn keys() -> Value {
             "description": "Each field present is changed; null clears it (the server default limit, no expiry, unbound, no webhook). Other fields are refused.",
             "properties": {
                 "name": {"type": ["string", "null"], "maxLength": 255},
-                "daily_limit": {"type": ["integer", "null"], "minimum": 0},
-                "expires_in_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 36500, "description": "From now"},
+                "daily_limit": clearable(daily_limit()),
+                "expires_in_days": clearable(expires()),
                 "bot_id": {"type": ["string", "null"], "description": "A config profile id or name; binding a key whose limit is the server default sets it to 1000"},
-                "webhook_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048, "description": "http or https; the first one makes the signing secret, returned once as webhook_secret"}
+                "webhook_url": {"type": ["string", "null"], "pattern": "^(|[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?)$", "maxLength": 2048, "description": "http or https; the first one makes the signing secret, returned once as webhook_secret"}
             }
         },
         "ApiKeyUpdated": updated,
@@ -146,7 +208,7 @@ fn keys() -> Value {
         "KeyIdBody": {
             "type": "object",
             "required": ["key_id"],
-            "properties": {"key_id": {"type": "string"}}
+            "properties": {"key_id": {"type": "string", "minLength": 1}}
         }
     })
 }
@@ -174,51 +236,132 @@ fn login() -> Value {
     })
 }
 
+/// A source id: a non-blank string, or a number (stored as its text).
+fn source_id_value() -> Value {
+    json!({"anyOf": [{"type": "string", "minLength": 1, "pattern": nonblank_pattern()}, {"type": "number"}]})
+}
+
+/// The typed fields of a provider source.
+fn source_fields() -> Value {
+    json!({
+        "id": {"example": "openai", "description": "A string (may contain `/` and `:`); a number is read as its text; in a request, another type is ignored (the id then comes from elsewhere)"},
+        "provider": {"type": ["string", "null"], "example": "openai"},
+        "type": {"anyOf": [{"enum": ["openai_chat_completion", "anthropic_chat_completion"]}, {"not": {"type": "string"}}], "description": "openai_chat_completion (the default, also for a value that is not a string) or anthropic_chat_completion"},
+        "provider_type": {"type": ["string", "null"], "example": "chat_completion", "description": "Default chat_completion"},
+        "enable": {"type": ["boolean", "null"]},
+        "key": {"type": ["array", "null"], "items": {"type": "string"}, "description": "API keys, rotated; $NAME or ${NAME} reads an environment variable whose name ends in _API_KEY or is listed in ASTRBOT_SECRET_ENV; shown masked; a masked key sent back is kept only while api_base (scheme, host, port) and proxy are unchanged"},
+        "api_base": {"type": ["string", "null"], "example": "https://api.openai.com/v1"},
+        "timeout": {"anyOf": [{"type": "integer", "minimum": i64::MIN, "maximum": u64::MAX}, {"type": "string", "pattern": int_string_pattern()}, {"type": "null"}],
+                    "description": "Seconds; a numeric string is stored as the integer", "example": 120},
+        "proxy": {"type": ["string", "null"]},
+        "custom_headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
+    })
+}
+
+/// A source body: a non-empty `config` object, or else the flat fields.
+fn source_body() -> Value {
+    let mut flat = source_fields();
+    flat["config"] = json!({"not": {"type": "object", "minProperties": 1}, "description": "Absent, empty or not an object: the flat fields count"});
+    json!({"type": "object", "description": "A ProviderSource, flat or under a non-empty `config` (then the flat fields are ignored); the id comes from `config.id`, else the top-level `id`, else the path's id (PUT /provider-sources/{source_id}) or `source_id` (PUT /by-id). POST needs an id.",
+    "properties": {"source_id": {"description": "PUT /by-id: the source to update"}},
+    "additionalProperties": true,
+    "anyOf": [
+        {"required": ["config"], "properties": {"config": {"type": "object", "minProperties": 1, "properties": source_fields(), "additionalProperties": true}}},
+        {"properties": flat}
+    ]})
+}
+
 /// Provider sources and providers, and their bodies.
 fn providers() -> Value {
     json!({
         "ProviderSource": {
             "type": "object",
-            "description": "A vendor connection (AstrBot's provider source). Vendor-specific keys are kept.",
+            "description": "A vendor connection (AstrBot's provider source). Vendor-specific keys are kept. The fields below are type-checked when saved, as AstrBot's config validation does (400 `格式校验未通过: [...]`); null stands for the type's empty value.",
             "required": ["id"],
-            "properties": {
-                "id": {"type": "string", "example": "openai"},
-                "provider": {"type": "string", "example": "openai"},
-                "type": {"enum": ["openai_chat_completion", "anthropic_chat_completion"]},
-                "provider_type": {"type": "string", "example": "chat_completion"},
-                "enable": {"type": "boolean"},
-                "key": {"type": "array", "items": {"type": "string"}, "description": "API keys, rotated; $NAME or ${NAME} reads an environment variable whose name ends in _API_KEY or is listed in ASTRBOT_SECRET_ENV; shown masked; a masked key sent back is kept only while api_base (scheme, host, port) and proxy are unchanged"},
-                "api_base": {"type": "string", "example": "https://api.openai.com/v1"},
-                "timeout": {"type": "integer", "example": 120},
-                "proxy": {"type": "string"},
-                "custom_headers": {"type": "object", "additionalProperties": {"type": "string"}}
-            },
-            "additionalProperties": true
+            "properties": source_fields(),
+            "additionalProperties": true,
+            "allOf": [{"properties": {"id": {"type": "string"}}}]
         },
-        "ProviderSourceBody": {"type": "object", "description": "A ProviderSource, flat or under `config`; `source_id` names the source to update on /by-id", "properties": {"source_id": {"type": "string"}, "config": {"$ref": "#/components/schemas/ProviderSource"}}, "additionalProperties": true},
+        "ProviderSourceBody": source_body(),
+        "ProviderSourceCreate": {"allOf": [{"$ref": "#/components/schemas/ProviderSourceBody"}], "anyOf": [
+            {"required": ["id"], "properties": {"id": source_id_value()}},
+            {"required": ["config"], "properties": {"config": {"type": "object", "required": ["id"], "properties": {"id": source_id_value()}}}}]},
+        "ProviderSourceUpdateById": {"allOf": [{"$ref": "#/components/schemas/ProviderSourceBody"}], "required": ["source_id"],
+            "properties": {"source_id": nonblank()}},
         "ProviderSourceList": {"type": "object", "properties": {"provider_sources": {"type": "array", "items": {"$ref": "#/components/schemas/ProviderSource"}}}},
         "ProviderSourceOne": {"type": "object", "properties": {"provider_source": {"$ref": "#/components/schemas/ProviderSource"}}},
         "Provider": {
             "type": "object",
-            "description": "A model on a source; listings show it merged with its source",
+            "description": "A model on a source; listings show it merged with its source. As in AstrBot, a provider's own fields are stored as given (no save-time type check): the types below are what the dashboard writes.",
             "required": ["id"],
             "properties": {
                 "id": {"type": "string", "example": "openai/gpt-4o-mini"},
-                "provider_source_id": {"type": "string", "example": "openai"},
-                "model": {"type": "string", "example": "gpt-4o-mini"},
-                "enable": {"type": "boolean"},
-                "provider_type": {"type": "string", "example": "chat_completion"},
-                "modalities": {"type": "array", "items": {"type": "string"}},
-                "custom_extra_body": {"type": "object"},
-                "max_context_tokens": {"type": "integer"}
+                "provider_source_id": {"example": "openai", "description": "A string"},
+                "model": {"example": "gpt-4o-mini", "description": "A string"},
+                "enable": {"description": "A boolean"},
+                "provider_type": {"example": "chat_completion", "description": "A string"},
+                "modalities": {"description": "A list of text, image, audio, tool_use"},
+                "custom_extra_body": {"description": "An object of extra request-body fields (temperature, top_p, max_tokens, ...)"},
+                "max_context_tokens": {"description": "An integer; 0: from the model's metadata"}
             },
             "additionalProperties": true
         },
-        "ProviderBody": {"type": "object", "description": "A Provider, flat or under `config`; `source_id`, `capability` (chat, agent, stt, tts, embedding, rerank) and `enabled` are mapped as AstrBot does", "properties": {"provider_id": {"type": "string"}, "source_id": {"type": "string"}, "capability": {"type": "string"}, "enabled": {"type": "boolean"}, "config": {"$ref": "#/components/schemas/Provider"}}, "additionalProperties": true},
+        "ProviderBody": {"type": "object", "description": "A Provider, flat or under a non-empty `config`; `source_id`, `capability` (chat, agent, stt, tts, embedding, rerank) and `enabled` are mapped as AstrBot does", "properties": {
+            "provider_id": {"type": "string"}, "source_id": {"type": ["string", "null"]}, "capability": {"type": ["string", "null"]},
+            "enabled": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]},
+            "enable": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]},
+            "config": {"description": "A Provider object; used when it is a non-empty object, else the flat fields are"}}, "additionalProperties": true},
         "ProviderList": {"type": "object", "properties": {"providers": {"type": "array", "items": {"$ref": "#/components/schemas/Provider"}}, "model_metadata": {"type": "object"}}},
         "ProviderOne": {"type": "object", "properties": {"provider": {"$ref": "#/components/schemas/Provider"}, "model_metadata": {"type": "object"}}},
-        "EnabledBody": {"type": "object", "properties": {"provider_id": {"type": "string"}, "enabled": {"type": "boolean"}}}
+        "EnabledBody": {"type": "object", "required": ["provider_id"], "properties": {"provider_id": nonblank(), "enabled": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}], "description": "Missing: false"}}},
+        "EnabledPathBody": {"type": "object", "required": ["enabled"], "properties": {"enabled": {"$ref": "#/components/schemas/LaxBool"}}},
+        "ProviderIdBody": {"type": "object", "required": ["provider_id"], "properties": {"provider_id": nonblank()}}
     })
+}
+
+/// A string that is not empty once trimmed.
+fn nonblank() -> Value {
+    json!({"type": "string", "minLength": 1, "pattern": nonblank_pattern()})
+}
+
+/// An optional integer in pydantic's lax forms.
+fn lax_int_or_null() -> Value {
+    json!({"anyOf": [{"$ref": "#/components/schemas/LaxInt"}, {"type": "null"}]})
+}
+
+/// JSON Schema has no "even length": the odd lengths up to `max`, to exclude.
+fn odd_lengths(max: usize) -> Vec<Value> {
+    (1..=max).step_by(2).map(|n| json!({"type": "array", "minItems": n, "maxItems": n})).collect()
+}
+
+/// A persona body whose `required` fields must be non-blank.
+fn persona_body(required: &[&str]) -> Value {
+    let id = if required.contains(&"persona_id") {
+        nonblank()
+    } else {
+        json!({"type": ["string", "null"], "minLength": 1, "pattern": nonblank_pattern(), "description": "Overrides the path's id"})
+    };
+    let prompt =
+        if required.contains(&"system_prompt") { nonblank() } else { json!({"type": ["string", "null"]}) };
+    let mut body = json!({"type": "object", "required": required, "properties": {
+        "persona_id": id,
+        "system_prompt": prompt,
+        "begin_dialogs": {"type": ["array", "null"], "items": {"description": "A turn; a non-string is stored as its JSON text"},
+                          "description": "Alternating user and assistant turns: an even number (AstrBot: 预设对话数量必须为偶数); the schema spells the rule out up to 63 turns",
+                          "not": {"anyOf": odd_lengths(63)}},
+        "tools": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: every tool"},
+        "skills": {"type": ["array", "null"], "items": {"type": "string"}, "description": "null: every skill"},
+        "custom_error_message": {"type": ["string", "null"]},
+        "folder_id": {"type": ["string", "null"], "description": "An existing folder; null or empty: the root"},
+        "sort_order": lax_int_or_null()
+    }});
+    if !required.contains(&"system_prompt") {
+        // An update reads neither: moving and ordering have their own routes.
+        body["properties"]["folder_id"] = json!({"description": "Ignored: use POST /api/v1/personas/move"});
+        body["properties"]["sort_order"] =
+            json!({"description": "Ignored: use POST /api/v1/personas/reorder"});
+    }
+    body
 }
 
 /// Personas and persona folders.
@@ -239,15 +382,20 @@ fn personas() -> Value {
                 "updated_at": {"type": "string"}
             }
         },
-        "PersonaBody": {"type": "object", "properties": {"persona_id": {"type": "string"}, "system_prompt": {"type": "string"}, "begin_dialogs": {"type": "array", "items": {"type": "string"}}, "tools": {"type": ["array", "null"], "items": {"type": "string"}}, "skills": {"type": ["array", "null"], "items": {"type": "string"}}, "custom_error_message": {"type": ["string", "null"]}, "folder_id": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}}},
+        "PersonaBody": persona_body(&["persona_id", "system_prompt"]),
+        "PersonaUpdateById": persona_body(&["persona_id"]),
+        "PersonaUpdate": persona_body(&[]),
         "PersonaList": {"type": "array", "items": {"$ref": "#/components/schemas/Persona"}},
         "PersonaCreated": {"type": "object", "properties": {"message": {"type": "string", "example": "人格创建成功"}, "persona": {"$ref": "#/components/schemas/Persona"}}},
         "PersonaTree": {"type": "object", "properties": {"folders": {"type": "array", "items": {"type": "object", "description": "A folder with `children` (folders) and `personas`"}}, "personas": {"$ref": "#/components/schemas/PersonaList"}}},
-        "PersonaMove": {"type": "object", "required": ["persona_id"], "properties": {"persona_id": {"type": "string"}, "folder_id": {"type": ["string", "null"]}}},
-        "PersonaReorder": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "type": {"enum": ["persona", "folder"]}, "sort_order": {"type": "integer"}}}}}},
+        "PersonaMove": {"type": "object", "required": ["persona_id"], "properties": {"persona_id": nonblank(), "folder_id": {"type": ["string", "null"], "description": "null or empty: the root; else an existing folder"}}},
+        "PersonaReorder": {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {
+            "type": "object", "required": ["id", "sort_order"],
+            "properties": {"id": {"type": "string"}, "type": {"enum": ["persona", "folder", null], "description": "Default persona"}, "sort_order": {"$ref": "#/components/schemas/LaxInt"}}}}}},
         "MessageOnly": {"type": "object", "properties": {"message": {"type": "string"}}},
         "Folder": {"type": "object", "properties": {"folder_id": {"type": "string"}, "name": {"type": "string"}, "parent_id": {"type": ["string", "null"]}, "description": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
-        "FolderBody": {"type": "object", "properties": {"name": {"type": "string"}, "parent_id": {"type": ["string", "null"]}, "description": {"type": ["string", "null"]}, "sort_order": {"type": "integer"}}},
+        "FolderBody": {"type": "object", "required": ["name"], "properties": {"name": nonblank(), "parent_id": {"type": ["string", "null"], "description": "An existing folder; null or empty: the root"}, "description": {"type": ["string", "null"]}, "sort_order": lax_int_or_null()}},
+        "FolderUpdate": {"type": ["object", "null"], "description": "Each field present is changed", "properties": {"name": {"type": ["string", "null"]}, "parent_id": {"type": ["string", "null"], "description": "An existing folder other than this one; null or empty: the root"}, "description": {"type": ["string", "null"]}, "sort_order": lax_int_or_null()}},
         "FolderList": {"type": "array", "items": {"$ref": "#/components/schemas/Folder"}},
         "FolderCreated": {"type": "object", "properties": {"message": {"type": "string"}, "folder": {"$ref": "#/components/schemas/Folder"}}}
     })
@@ -260,7 +408,7 @@ fn configs() -> Value {
         "SystemConfig": {"type": "object", "properties": {"config": {"$ref": "#/components/schemas/ConfigDocument"}, "metadata": {"type": "object"}, "server_utc_time": {"type": "string"}, "server_utc_offset_minutes": {"type": "integer"}}},
         "ConfigList": {"type": "object", "properties": {"configs": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "path": {"type": "string"}, "is_default": {"type": "boolean"}}}}}},
         "ProfileList": {"type": "object", "properties": {"info_list": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "path": {"type": "string"}}}}}},
-        "ProfileCreate": {"type": "object", "properties": {"name": {"type": "string"}, "config": {"$ref": "#/components/schemas/ConfigDocument"}}},
+        "ProfileCreate": {"type": "object", "properties": {"name": {"type": ["string", "null"], "description": "Blank: the first 8 characters of the new id"}, "config": {"anyOf": [{"$ref": "#/components/schemas/ConfigDocument"}, {"type": "null"}]}}},
         "ProfileCreated": {"type": "object", "properties": {"conf_id": {"type": "string"}}},
         "Profile": {"type": "object", "properties": {"config": {"$ref": "#/components/schemas/ConfigDocument"}, "metadata": {"type": "object"}}},
         "ProfileRename": {"type": "object", "properties": {"name": {"type": ["string", "null"]}}},
@@ -279,23 +427,50 @@ fn provider_test() -> Value {
 /// Proactive IM messages.
 fn im() -> Value {
     json!({
-        "ImMessage": {"type": "object", "required": ["umo", "message"], "properties": {"umo": {"type": "string", "example": "webchat:FriendMessage:webchat!alice!s1", "description": "platform:FriendMessage|GroupMessage|OtherMessage:session; webchat!<username>!<session_id> names the owner too"}, "message": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}}
+        "ImMessage": {"type": "object", "required": ["umo", "message"], "properties": {
+            "umo": {"type": "string", "pattern": "^webchat:(FriendMessage|GroupMessage|OtherMessage):.", "example": "webchat:FriendMessage:webchat!alice!s1",
+                    "description": "platform:FriendMessage|GroupMessage|OtherMessage:session; only the webchat platform runs here (another platform: 400 `Bot not found or not running for platform: x`); webchat!<username>!<session_id> names the owner too"},
+            "message": {"description": "Text, or up to 20 parts (plain {text}, reply {message_id}, image/record/file/video {attachment_id} of an existing attachment) of which one is not a reply; blank text counts as nothing", "oneOf": [
+                {"type": "string", "pattern": nonblank_pattern()},
+                {"type": "array", "minItems": 1, "maxItems": 20, "items": {"$ref": "#/components/schemas/MessagePart"},
+                 "contains": {"anyOf": [{"required": ["type", "text"], "properties": {"type": {"const": "plain"}, "text": {"anyOf": [{"type": "string", "minLength": 1}, {"not": {"type": ["string", "null"]}}]}}},
+                                        {"required": ["type"], "properties": {"type": {"enum": ["image", "record", "file", "video"]}}}]}}]}}},
+        "MessagePart": {"type": "object", "required": ["type"], "oneOf": [
+            {"properties": {"type": {"const": "plain"}, "text": {"description": "A string; another value is used as its JSON text"}}},
+            {"required": ["message_id"], "properties": {"type": {"const": "reply"}, "message_id": {"type": ["string", "integer"]}}},
+            {"required": ["attachment_id"], "properties": {"type": {"enum": ["image", "record", "file", "video"]}, "attachment_id": {"type": "string", "minLength": 1}}}]}
     })
 }
 
 /// The chat request and chat sessions.
 fn chat() -> Value {
     json!({
-        "ChatRequest": {"type": "object", "required": ["message"], "description": "AstrBot's shape needs username; with bot_id it is an Astroworld request: the answer is the bare AstroworldAnswer (SSE only with Accept: text/event-stream), username defaults to key:<key_id>, and errors keep real status codes (400, 401, 403, 404, 429)", "properties": {
-            "bot_id": {"type": "string", "description": "Astroworld: the bot, a config profile id or name (default: the default profile)"},
-            "username": {"type": "string", "description": "The sender and session owner; required without bot_id. key:<key_id> belongs to that key"},
-            "message": {"description": "A string, or parts: plain {text}, reply {message_id}, image/record/file/video {attachment_id}", "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
-            "session_id": {"type": "string", "description": "Omitted: a new UUID"},
+        "ChatRequest": {"type": "object", "required": ["message"], "description": "AstrBot's shape needs username; with bot_id it is an Astroworld request: the answer is the bare AstroworldAnswer (SSE only with Accept: text/event-stream), username defaults to key:<key_id>, and errors keep real status codes (400, 401, 403, 404, 429). Without bot_id, AstrBot reports most failures as a 200-error (`Missing key: username`, `config_id not found: x`, `Message content is empty ...`). Fields starting with `_` are ignored.", "properties": {
+            "bot_id": {"type": "string", "minLength": 1, "pattern": nonblank_pattern(), "description": "Astroworld: the bot, a config profile id or name (default: the default profile); blank is 400 `bot_id must be a non-empty string`"},
+            "username": {"type": "string", "minLength": 1, "pattern": nonblank_pattern(), "description": "The sender and session owner; required without bot_id. key:<key_id> belongs to that key; an administrator's id needs chat:admin"},
+            "message": {"description": "A non-empty string, or non-empty parts: plain {text}, reply {message_id}, image/record/file/video {attachment_id}; reply alone is refused", "oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": {"type": "object"}}]},
+            "session_id": {"type": "string", "description": "Omitted: a new UUID (Astroworld: api-<uuid>); trimmed"},
             "conversation_id": {"type": "string", "description": "Used only when session_id is absent"},
-            "config_id": {"type": "string"}, "config_name": {"type": "string"},
-            "enable_streaming": {"type": "boolean"},
-            "flags": {"type": "object", "properties": {"enable_streaming": {"type": "boolean"}}},
-            "selected_provider": {"type": "string"}, "selected_model": {"type": "string"}}},
+            "config_id": {"type": "string", "description": "A config profile id (unknown: the 200-error `config_id not found: <id>`)"},
+            "config_name": {"type": "string"},
+            "enable_streaming": {"$ref": "#/components/schemas/LaxBool"},
+            "flags": {"type": "object", "properties": {"enable_streaming": {"$ref": "#/components/schemas/LaxBool"}}},
+            "selected_provider": {"type": "string", "description": "A provider id, or `builtin` (the knowledge base, no LLM)"},
+            "selected_model": {"description": "Any JSON value: AstrBot accepts any type and uses a string"}}},
+        "ChatAnswer": {"type": "object", "required": ["response", "session_id", "message_id", "sources"], "description": "The whole reply, with Accept: application/json (beyond AstrBot)", "properties": {
+            "response": {"type": "string"}, "session_id": {"type": "string"}, "message_id": {"type": "string"},
+            "sources": {"type": "array", "items": {"type": "object", "properties": {"title": {"type": "string"}, "url": {"type": "string"}}}}}},
+        "ChatEvent": {"description": "One `data:` line of the chat stream, by `type`, in order: session_id, user_message_saved, run_started, plain (deltas, or one whole reply without streaming), agent_stats, complete (after deltas), message_saved, end; error if the reply could not be stored", "oneOf": [
+            {"type": "object", "required": ["type", "session_id"], "properties": {"type": {"const": "session_id"}, "data": {"type": "null"}, "session_id": {"type": "string"}}},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"enum": ["user_message_saved", "message_saved"]}, "data": {"type": "object", "properties": {"id": {"type": "integer"}, "created_at": {"type": "string"}, "llm_checkpoint_id": {"type": ["string", "null"]}}}}},
+            {"type": "object", "required": ["type", "data", "message_id"], "properties": {"type": {"const": "run_started"}, "data": {"type": "object", "properties": {"run_id": {"type": "string"}}}, "streaming": {"type": "boolean"}, "message_id": {"type": "string"}}},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "plain"}, "data": {"type": "string"}, "streaming": {"type": "boolean"}, "chain_type": {"type": "null"}, "message_id": {"type": "string"}, "sources": {"type": "array"}}},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "agent_stats"}, "data": {"type": "object", "description": "Token usage and times"}}},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "complete"}, "data": {"type": "string"}, "reasoning": {"type": "string"}, "streaming": {"type": "boolean"}, "message_id": {"type": "string"}, "sources": {"type": "array"}}},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"enum": ["image", "record", "file", "video"]}, "data": {"type": "string"}, "streaming": {"type": "boolean"}, "message_id": {"type": "string"}}, "description": "A proactive message's media part"},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "attachment_saved"}, "data": {"type": "object", "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}}},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "error"}, "data": {"type": "string"}}},
+            {"type": "object", "required": ["type"], "properties": {"type": {"const": "end"}, "data": {"const": ""}, "streaming": {"type": "boolean"}, "message_id": {"type": "string"}}}]},
         "AstroworldAnswer": {"type": "object", "required": ["response", "sources", "session_id"], "properties": {
             "response": {"type": "string", "example": "We are open Monday to Friday, 9 to 5."},
             "sources": {"type": "array", "items": {"type": "object", "properties": {"title": {"type": "string"}, "url": {"type": "string"}}}},
@@ -310,7 +485,7 @@ fn chat() -> Value {
 /// Attachments: the upload and its answer.
 fn files() -> Value {
     json!({
-        "Upload": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}},
+        "Upload": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary", "description": "The file; its part's Content-Type is kept (application/octet-stream: sniffed from the bytes)"}}, "additionalProperties": false},
         "Attachment": {"type": "object", "properties": {"attachment_id": {"type": "string"}, "filename": {"type": "string"}, "type": {"enum": ["image", "record", "video", "file"]}}},
         "AttachmentId": {"type": "object", "properties": {"attachment_id": {"type": "string"}}}
     })

@@ -25,6 +25,7 @@ mod providers;
 mod quota;
 mod readme;
 mod receiver;
+mod reference_examples;
 mod secrets;
 mod startup;
 mod support;

@@ -474,3 +474,68 @@ fn the_pong_probe_reports_availability() {
         "Provider fake/m not found",
     );
 }
+
+/// Regression: `{"timeout":"abc","custom_headers":{"X-A":{}}}` was stored, and the listing
+/// then broke its own schema. Sources are type-checked on save as AstrBot validates a
+/// config (numeric strings cast, nulls emptied), under `config` as well as flat.
+#[test]
+fn a_source_with_wrong_field_types_is_refused_and_not_stored() {
+    let (s, key) = setup();
+    let bad = json!({"id":"typed","timeout":"abc","custom_headers":{"X-A":{}}});
+    let message = "格式校验未通过: ['错误的类型 provider_sources.timeout: 期望是 int, 得到了 str', \
+                   '错误的类型 provider_sources.custom_headers.X-A: 期望是 string, 得到了 dict']";
+    s.expect_error(&call(&s, "POST", "/api/v1/provider-sources", &key, Some(bad.clone())), 400, message);
+    s.expect_error(
+        &call(
+            &s,
+            "PUT",
+            "/api/v1/provider-sources/by-id",
+            &key,
+            Some(json!({"source_id":"typed","config":bad})),
+        ),
+        400,
+        message,
+    );
+    s.expect_error(
+        &call(&s, "POST", "/api/v1/provider-sources", &key, Some(json!({"id":"k","key":["sk-1", 2]}))),
+        400,
+        "格式校验未通过: ['错误的类型 provider_sources.key[1]: 期望是 string, 得到了 int']",
+    );
+    let list = call(&s, "GET", "/api/v1/provider-sources", &key, None).json();
+    assert_eq!(list["data"]["provider_sources"], json!([]), "nothing stored: {list}");
+
+    // What AstrBot accepts is kept, cast: a numeric string timeout, a null proxy (kept only
+    // under `config`: a flat body drops its nulls).
+    let ok = json!({"config": {"id":"typed","timeout":" 30 ","proxy":null,"custom_headers":{"X-A":"1"}}});
+    s.expect(&call(&s, "POST", "/api/v1/provider-sources", &key, Some(ok)), 200);
+    let one = call(&s, "GET", "/api/v1/provider-sources/typed", &key, None).json();
+    assert_eq!(one["data"]["provider_source"]["timeout"], 30, "{one}");
+    assert_eq!(one["data"]["provider_source"]["proxy"], "", "{one}");
+}
+
+/// Regression: a method the `/test` suffix route does not take fell through to the
+/// `{provider_id}` route: `PUT /providers/x/test` answered "Provider ID x/test not found"
+/// and `DELETE` deleted a provider `x/test`. Fixed paths take precedence: 405 with Allow.
+#[test]
+fn fixed_suffixes_are_not_provider_ids() {
+    let (s, key) = setup();
+    add_dashboard_pair(&s, &key);
+    // A provider whose id ends in a suffix, reached with its `/` encoded.
+    let p = json!({"id":"openai/test","provider_source_id":"openai","model":"test"});
+    s.expect(&call(&s, "POST", "/api/v1/providers", &key, Some(p)), 200);
+    for method in ["PUT", "DELETE", "GET", "PATCH"] {
+        let r = call(&s, method, "/api/v1/providers/openai/test", &key, Some(json!({})));
+        s.expect_error(&r, 405, "Method Not Allowed");
+        assert_eq!(r.header("allow"), Some("POST"), "{method}");
+    }
+    let r = call(&s, "PUT", "/api/v1/providers/openai/gpt-4o-mini/enabled", &key, Some(json!({})));
+    s.expect_error(&r, 405, "Method Not Allowed");
+    assert_eq!(r.header("allow"), Some("PATCH"));
+    let r = call(&s, "PUT", "/api/v1/personas/tree", &key, Some(json!({})));
+    assert_eq!(r.status, 405);
+    // Still there, and reachable by its encoded id.
+    let one = call(&s, "GET", "/api/v1/providers/openai%2Ftest", &key, None);
+    s.expect(&one, 200);
+    assert_eq!(one.json()["data"]["provider"]["id"], "openai/test");
+    s.expect(&call(&s, "DELETE", "/api/v1/providers/openai%2Ftest", &key, None), 200);
+}

@@ -1,0 +1,104 @@
+//! The "try it" examples of the reference: a request body per operation and a value per
+//! parameter, each one that succeeds on a fresh server with a fresh key of the operation's
+//! scope (the admin token for `system`). They build on each other the way a first session
+//! does: the persona `tutor`, the provider source `example-source` and its provider
+//! `example-source/llama3.2`, the chat session `reference-example` of `alice`. Ids the
+//! server generates (a key, a folder, a config profile, an attachment, a webhook delivery)
+//! are written as `KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID` and `DELIVERY_ID`, to be
+//! replaced with the id an earlier answer gave; `tests/it/reference_examples.rs` sends
+//! every example this way.
+
+use serde_json::{Value, json};
+
+use crate::routes::Route;
+
+pub const SOURCE_ID: &str = "example-source";
+pub const PROVIDER_ID: &str = "example-source/llama3.2";
+pub const UMO: &str = "webchat:FriendMessage:webchat!alice!reference-example";
+
+/// The example value of a path or query parameter, by name and place.
+pub fn param(name: &str, place: &str) -> Option<Value> {
+    let v = match name {
+        "page" if place == "query" => json!("1"),
+        "page_size" => json!("20"),
+        "username" => json!("alice"),
+        "session_id" => json!("reference-example"),
+        "persona_id" => json!("tutor"),
+        "source_id" => json!(SOURCE_ID),
+        "provider_id" => json!(PROVIDER_ID),
+        "umo" => json!(UMO),
+        "filename" => json!("notes.txt"),
+        "key_id" => json!("KEY_ID"),
+        "delivery_id" => json!("DELIVERY_ID"),
+        "folder_id" => json!("FOLDER_ID"),
+        "config_id" => json!("CONF_ID"),
+        "attachment_id" => json!("ATTACHMENT_ID"),
+        "page" => json!("quickstart"),
+        "file" => json!("style.css"),
+        _ => return None,
+    };
+    Some(v)
+}
+
+fn source() -> Value {
+    json!({"id": SOURCE_ID, "provider": "ollama", "type": "openai_chat_completion", "provider_type": "chat_completion",
+           "key": ["ollama"], "api_base": "http://127.0.0.1:11434/v1", "timeout": 30, "custom_headers": {}})
+}
+
+fn provider() -> Value {
+    json!({"id": PROVIDER_ID, "provider_source_id": SOURCE_ID, "model": "llama3.2", "enable": true,
+           "modalities": ["text"], "custom_extra_body": {"temperature": 0.4}})
+}
+
+const PROMPT: &str = "You are a patient tutor. Answer in two sentences.";
+
+/// The example request body of `route`, if it takes one.
+pub fn request(route: &Route) -> Option<Value> {
+    let v = match (route.method, route.path) {
+        ("POST", "/api/v1/im/messages" | "/api/v1/im/message") => {
+            json!({"umo": UMO, "message": "Hello from the API reference"})
+        }
+        ("POST", "/api/v1/api-keys" | "/api/apikey/create") => {
+            json!({"name": "reference example", "scopes": ["chat"], "expires_in_days": 30})
+        }
+        ("PATCH", "/api/v1/api-keys/{key_id}") => {
+            json!({"name": "reference example (renamed)", "daily_limit": 1000})
+        }
+        ("POST", "/api/apikey/revoke" | "/api/apikey/delete") => json!({"key_id": "KEY_ID"}),
+        ("POST", "/api/v1/provider-sources") | ("PUT", "/api/v1/provider-sources/{source_id:path}") => {
+            source()
+        }
+        ("PUT", "/api/v1/provider-sources/by-id") => json!({"source_id": SOURCE_ID, "config": source()}),
+        ("POST", "/api/v1/providers") | ("PUT", "/api/v1/providers/{provider_id:path}") => provider(),
+        ("PUT", "/api/v1/providers/by-id") => json!({"provider_id": PROVIDER_ID, "config": provider()}),
+        ("POST", "/api/v1/providers/test") => json!({"provider_id": PROVIDER_ID}),
+        ("PATCH", "/api/v1/providers/enabled") => json!({"provider_id": PROVIDER_ID, "enabled": true}),
+        ("PATCH", "/api/v1/providers/{provider_id:path}/enabled") => json!({"enabled": true}),
+        ("POST", "/api/v1/personas") => json!({"persona_id": "tutor", "system_prompt": PROMPT,
+            "begin_dialogs": ["Hi!", "Hello! What shall we study today?"], "tools": null, "skills": null}),
+        ("PUT", "/api/v1/personas/by-id") => json!({"persona_id": "tutor", "system_prompt": PROMPT,
+            "begin_dialogs": ["Can you help me with fractions?", "Of course. Which part is hard?"]}),
+        ("PUT", "/api/v1/personas/{persona_id:path}") => {
+            json!({"system_prompt": PROMPT, "custom_error_message": "Sorry, try again in a minute."})
+        }
+        ("POST", "/api/v1/personas/move") => json!({"persona_id": "tutor", "folder_id": null}),
+        ("POST", "/api/v1/personas/reorder") => {
+            json!({"items": [{"id": "tutor", "type": "persona", "sort_order": 1}]})
+        }
+        ("POST", "/api/v1/persona-folders") => {
+            json!({"name": "Teaching", "description": "Tutoring personas"})
+        }
+        ("PUT", "/api/v1/persona-folders/{folder_id:path}") => json!({"name": "Teaching (renamed)"}),
+        ("PUT", "/api/v1/system-config") => json!({"timezone": "UTC"}),
+        ("POST", "/api/v1/config-profiles") => json!({"name": "support-bot"}),
+        ("PUT", "/api/v1/config-profiles/{config_id}") => json!({"timezone": "UTC"}),
+        ("PATCH", "/api/v1/config-profiles/{config_id}") => json!({"name": "support-bot (renamed)"}),
+        ("PUT", "/api/v1/config-routes") => json!({"routing": {UMO: "default"}}),
+        ("PUT", "/api/v1/config-routes/{umo:path}") => json!({"config_id": "default"}),
+        ("POST", "/api/v1/chat") => json!({"username": "alice", "session_id": "reference-example",
+            "message": "What can you do?", "selected_provider": "builtin", "enable_streaming": true}),
+        ("POST", "/api/auth/login") => json!({"username": "astrbot", "password": "your-admin-password"}),
+        _ => return None,
+    };
+    Some(v)
+}

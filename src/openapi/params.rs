@@ -1,0 +1,105 @@
+//! The query parameters each route reads, as the handlers in `api` read them: the
+//! `required_query` ones are required and non-blank (AstrBot's `Missing key: <name>`), the
+//! optional ones keep the handlers' lenient forms (pydantic-lax booleans, Python's `int()`).
+
+use serde_json::{Value, json};
+
+use super::schemas::{WS, bool_string_pattern, nonblank_pattern};
+use crate::routes::Route;
+
+/// A required, non-blank string (`required_query` trims it).
+fn required(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": true, "description": description,
+           "schema": {"type": "string", "minLength": 1, "pattern": nonblank_pattern()}})
+}
+
+fn optional(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+fn text() -> Value {
+    json!({"type": "string"})
+}
+
+/// Pydantic's lax booleans as the handlers read them (trimmed, any case); empty is absent.
+fn lax_bool() -> Value {
+    json!({"type": "string",
+           "pattern": bool_string_pattern(true),
+           "description": "A boolean in pydantic's lax forms, any case: true/false, 1/0, yes/no, on/off, y/n, t/f"})
+}
+
+/// Python's `int()`: digits with an optional sign, surrounding spaces and single `_`
+/// between digits; values beyond 64 bits read as the nearest bound.
+fn python_int() -> Value {
+    json!({"type": "string", "pattern": format!("^[{WS}]*[+-]?[0-9]+(_[0-9]+)*[{WS}]*$"), "description": "An integer as Python's int() reads it"})
+}
+
+/// The query parameters of `route`, beyond the credentials (`api_key`, a security scheme).
+pub fn query(route: &Route) -> Vec<Value> {
+    let username = || {
+        required(
+            "username",
+            "The session owner; an administrator's id needs the admin token or chat:admin, and `key:<key_id>` belongs to that key. Missing or blank: AstrBot's 200-error",
+        )
+    };
+    match (route.method, route.path) {
+        ("GET", "/api/v1/chat/sessions") => vec![
+            username(),
+            optional("page", "1-based page (default 1; below 1 reads as 1)", python_int()),
+            optional("page_size", "Sessions per page (default 20, clamped to 1..100)", python_int()),
+            optional("platform_id", "Only sessions of this platform (empty: all)", text()),
+        ],
+        ("GET" | "DELETE", "/api/v1/chat/sessions/{session_id}") => vec![username()],
+        ("GET", "/api/v1/file") => {
+            vec![required(
+                "attachment_id",
+                "The attachment; blank is AstrBot's 200-error `Missing key: attachment_id`",
+            )]
+        }
+        ("GET", "/api/v1/files/content") => vec![required(
+            "filename",
+            "A display name without a path (`a/b` or `..` is the 200-error `Invalid file path`); the newest attachment of that name",
+        )],
+        ("GET", "/api/v1/api-keys/{key_id}/webhook/deliveries") => vec![optional(
+            "limit",
+            "How many events, newest first (default 50)",
+            json!({"type": "string", "pattern": format!("^[{WS}]*[+]?0*([1-9][0-9]{{0,2}}|1000)[{WS}]*$"), "description": "An integer from 1 to 1000"}),
+        )],
+        ("GET", "/api/v1/personas") => {
+            vec![optional("folder_id", "Only the personas of this folder; empty: the root's", text())]
+        }
+        ("GET" | "DELETE", "/api/v1/personas/by-id") => vec![required("persona_id", "The persona")],
+        ("GET", "/api/v1/persona-folders") => {
+            vec![optional("parent_id", "The folders in this folder (default and empty: the root)", text())]
+        }
+        ("GET" | "DELETE", "/api/v1/provider-sources/by-id") => {
+            vec![required("source_id", "The provider source")]
+        }
+        ("GET", "/api/v1/providers") => vec![
+            optional(
+                "capability",
+                "chat, agent, stt, tts, embedding, rerank, or a provider_type as is",
+                text(),
+            ),
+            optional("source_id", "Only the providers of this source", text()),
+            optional("enabled", "Only enabled (true) or disabled (false) providers", lax_bool()),
+        ],
+        ("GET", "/api/v1/providers/by-id") => vec![
+            required("provider_id", "The provider"),
+            optional(
+                "merged",
+                "Merge the provider with its source when a lax true (true, 1, yes, on, ...); anything else reads false",
+                text(),
+            ),
+        ],
+        ("DELETE", "/api/v1/providers/by-id") => vec![required("provider_id", "The provider")],
+        ("GET", "/api/v1/providers/{provider_id:path}") => {
+            vec![optional(
+                "merged",
+                "Merge the provider with its source when a lax true (true, 1, yes, on, ...); anything else reads false",
+                text(),
+            )]
+        }
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,232 @@
+//! Every "try it" example of the interactive reference succeeds as shipped: each operation
+//! of the served `/api/v1/openapi.json` is sent with its request body `example` and its
+//! parameters' `example`s to a fresh server, with a fresh API key holding exactly the
+//! operation's `x-astrbot-scope` (the admin token for `system`, nothing for `none`), and
+//! must answer 2xx without `status: error` (nor an `error` event in a chat stream).
+//!
+//! How ids are found: the examples name the resources a first session makes (the persona
+//! `tutor`, the source `example-source` and its provider `example-source/llama3.2`),
+//! which this test creates again before every operation (an earlier DELETE example may
+//! have removed them). Ids the server generates are written in the examples as
+//! placeholders (`KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID`, `DELIVERY_ID`), as a
+//! reader of the reference would replace them; before each operation the test makes a
+//! new key, folder, config profile and attachment (`notes.txt`, the `filename` example)
+//! and substitutes their ids, and `DELIVERY_ID` is a webhook event of a key mirrored to a
+//! closed port. The login example's password is the test server's. Upload operations get
+//! a file in their multipart field, as the reference's file picker sends it.
+
+use serde_json::{Map, Value, json};
+
+use crate::support::{ADMIN_PASSWORD, Resp, Server, bearer, eventually, http, multipart};
+
+/// The ids generated for one operation, by placeholder.
+type Ids = Vec<(&'static str, String)>;
+
+fn substitute(v: &Value, ids: &Ids) -> Value {
+    match v {
+        Value::String(s) => match ids.iter().find(|(p, _)| p == s) {
+            Some((_, id)) => json!(id),
+            None if s == "your-admin-password" => json!(ADMIN_PASSWORD),
+            None => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(|i| substitute(i, ids)).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), substitute(v, ids))).collect()),
+        _ => v.clone(),
+    }
+}
+
+/// `encodeURIComponent`, as the reference writes path and query values.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'!'
+            | b'~'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn ok_data(s: &Server, r: &Resp, what: &str) -> Value {
+    assert!(r.status == 200 && r.json()["status"] == "ok", "{what}: {} {}\n{}", r.status, r.text(), s.log());
+    r.json()["data"].clone()
+}
+
+/// The fixtures every example may name, made again, and the generated ids.
+fn setup(s: &Server, admin: &str, doc: &Value, delivery: &str) -> Ids {
+    let example = |path: &str, method: &str| {
+        doc["paths"][path][method]["requestBody"]["content"]["application/json"]["example"].clone()
+    };
+    // Upserts, or refused as existing: either way the resource is there afterwards.
+    s.call("POST", "/api/v1/personas", admin, Some(example("/api/v1/personas", "post")));
+    s.call("POST", "/api/v1/provider-sources", admin, Some(example("/api/v1/provider-sources", "post")));
+    s.call("POST", "/api/v1/providers", admin, Some(example("/api/v1/providers", "post")));
+    let folder = ok_data(
+        s,
+        &s.call("POST", "/api/v1/persona-folders", admin, Some(json!({"name": "fixture"}))),
+        "folder",
+    );
+    let conf = ok_data(
+        s,
+        &s.call("POST", "/api/v1/config-profiles", admin, Some(json!({"name": "fixture"}))),
+        "profile",
+    );
+    let (ct, body) = multipart(&[("file", Some("notes.txt"), Some("text/plain"), b"reference example\n")]);
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/v1/file",
+        &[("Authorization", &bearer(admin)), ("Content-Type", &ct)],
+        Some(&body),
+    );
+    let attachment = ok_data(s, &r, "upload");
+    let (_, key_id) = s.create_key(admin, r#"{"name":"fixture","scopes":["chat"]}"#);
+    vec![
+        ("KEY_ID", key_id),
+        ("FOLDER_ID", folder["folder"]["folder_id"].as_str().unwrap().to_owned()),
+        ("CONF_ID", conf["conf_id"].as_str().unwrap().to_owned()),
+        ("ATTACHMENT_ID", attachment["attachment_id"].as_str().unwrap().to_owned()),
+        ("DELIVERY_ID", delivery.to_owned()),
+    ]
+}
+
+/// A webhook event of a key mirrored to a closed port: (key id, delivery id).
+fn a_delivery(s: &Server, admin: &str) -> (String, String) {
+    let (key, key_id) =
+        s.create_key(admin, r#"{"name":"mirrored","scopes":["im"],"webhook_url":"http://127.0.0.1:9/hook"}"#);
+    s.call("GET", "/api/v1/im/bots", &key, None);
+    let path = format!("/api/v1/api-keys/{key_id}/webhook/deliveries");
+    let mut id = None;
+    assert!(
+        eventually(10, || {
+            id = s.call("GET", &path, admin, None).json()["data"]["deliveries"][0]["id"].as_i64();
+            id.is_some()
+        }),
+        "no webhook delivery appeared\n{}",
+        s.log()
+    );
+    (key_id, id.unwrap().to_string())
+}
+
+/// The operations in document order, with those that sign the administrator out last:
+/// logout (it ends the token it is sent), then a password change when the document has one
+/// (it ends every token; its example's current password is the test server's).
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            ops.push((method.to_uppercase(), path.clone(), op.clone()));
+        }
+    }
+    ops.sort_by_key(|(_, path, _)| match path.as_str() {
+        "/api/auth/logout" => 1,
+        "/api/auth/password" => 2,
+        _ => 0,
+    });
+    ops
+}
+
+#[test]
+fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let doc = s.get("/api/v1/openapi.json", &[]).json();
+    let (mirrored, delivery) = a_delivery(&s, &admin);
+    let mut sent = 0;
+    for (method, path, op) in operations(&doc) {
+        let mut ids = setup(&s, &admin, &doc, &delivery);
+        if path.contains("{delivery_id}") {
+            // The delivery is the mirrored key's.
+            ids[0].1 = mirrored.clone();
+        }
+        // A create example runs where its resource does not exist yet, as on a fresh server.
+        match (method.as_str(), path.as_str()) {
+            ("POST", "/api/v1/personas") => {
+                s.call("DELETE", "/api/v1/personas/tutor", &admin, None);
+            }
+            ("POST", "/api/v1/providers") => {
+                s.call("DELETE", "/api/v1/providers/example-source%2Fllama3.2", &admin, None);
+            }
+            _ => {}
+        }
+        let credential = match op["x-astrbot-scope"].as_str().unwrap() {
+            "none" if path == "/api/auth/logout" => Some(s.admin_token()),
+            "none" => None,
+            "system" => Some(admin.clone()),
+            scope => Some(s.create_key(&admin, &json!({"name": "example", "scopes": [scope]}).to_string()).0),
+        };
+        let mut url = path.clone();
+        let mut query = Vec::new();
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            let name = p["name"].as_str().unwrap();
+            if p.get("example").is_none() && p["required"] != true {
+                continue;
+            }
+            let value = substitute(&p["example"], &ids);
+            let value = value.as_str().unwrap_or_else(|| panic!("{method} {path}: no example for {name}"));
+            match p["in"].as_str() {
+                Some("path") => url = url.replace(&format!("{{{name}}}"), &encode(value)),
+                _ => query.push(format!("{name}={}", encode(value))),
+            }
+        }
+        if !query.is_empty() {
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let auth = credential.as_deref().map(bearer);
+        let mut headers: Vec<(&str, &str)> =
+            auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+        let content = &op["requestBody"]["content"];
+        let body: Option<Vec<u8>>;
+        let upload_type;
+        if let Some(media) = content.get("multipart/form-data") {
+            assert!(media["schema"].is_object(), "{method} {path}: an upload without a schema");
+            let (ct, bytes) = multipart(&[(
+                "file",
+                Some("notes.txt"),
+                Some("text/plain"),
+                b"uploaded from the reference\n",
+            )]);
+            upload_type = ct;
+            headers.push(("Content-Type", &upload_type));
+            body = Some(bytes);
+        } else if let Some(media) = content.get("application/json") {
+            let example =
+                media.get("example").unwrap_or_else(|| panic!("{method} {path}: no request example"));
+            body = Some(substitute(example, &ids).to_string().into_bytes());
+            headers.push(("Content-Type", "application/json"));
+        } else {
+            body = None;
+        }
+        let r = http(s.addr, &method, &url, &headers, body.as_deref());
+        let text = r.text();
+        assert!(
+            (200..300).contains(&r.status),
+            "{method} {url}: {}\n{text}\n--- server log ---\n{}",
+            r.status,
+            s.log()
+        );
+        let json_answer = r.header("content-type").is_some_and(|t| t.starts_with("application/json"));
+        if json_answer {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_ne!(v["status"], "error", "{method} {url}: {text}");
+        }
+        if r.header("content-type").is_some_and(|t| t.starts_with("text/event-stream")) {
+            for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let event: Map<String, Value> = serde_json::from_str(line).unwrap();
+                assert_ne!(event.get("type"), Some(&json!("error")), "{method} {url}: {text}");
+            }
+            assert!(text.contains("\"type\": \"end\""), "{method} {url}: the stream did not end\n{text}");
+        }
+        sent += 1;
+    }
+    assert!(sent >= 80, "only {sent} operations in the document");
+}
