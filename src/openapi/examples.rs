@@ -35,6 +35,9 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "attachment_id" => json!("ATTACHMENT_ID"),
         "page" => json!("quickstart"),
         "file" => json!("style.css"),
+        "name" if place == "path" => json!("handbook"),
+        "limit" => json!("50"),
+        "level" => json!("info"),
         _ => return None,
     };
     Some(v)
@@ -98,6 +101,9 @@ pub fn request(route: &Route) -> Option<Value> {
         ("POST", "/api/v1/chat") => json!({"username": "alice", "session_id": "reference-example",
             "message": "What can you do?", "selected_provider": "builtin", "enable_streaming": true}),
         ("POST", "/api/auth/login") => json!({"username": "astrbot", "password": "your-admin-password"}),
+        ("POST", "/api/v1/auth/password") => {
+            json!({"current_password": "your-admin-password", "new_password": "a-new-strong-password"})
+        }
         _ => return None,
     };
     Some(v)

@@ -132,6 +132,12 @@ fn plain_response(route: &Route, responses: &mut Map<String, Value>) {
             ok("text/html; charset=utf-8", html)
         }
         "/api/v1/chat" => chat_response(),
+        "/api/v1/logs/live" => {
+            json!({"description": "New log lines until the client goes: `data: {LogLine}` events, and `: heartbeat` after each silent second",
+            "content": {"text/event-stream": {"schema": {"type": "object", "description": "One event (before OpenAPI 3.2, `schema` describes each event of a stream): a `data:` line holding one LogLine as JSON", "required": ["data"], "properties": {
+                "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"$ref": "#/components/schemas/LogLine"}}
+            }}}}})
+        }
         p if p.starts_with("/api/v1/file") => {
             download_responses(responses);
             return;

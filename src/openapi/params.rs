@@ -44,7 +44,11 @@ pub fn query(route: &Route) -> Vec<Value> {
     };
     match (route.method, route.path) {
         ("GET", "/api/v1/chat/sessions") => vec![
-            username(),
+            optional(
+                "username",
+                "The session owner; required for API keys (missing or blank: AstrBot's 200-error), an administrator's id needs the admin token or chat:admin, and `key:<key_id>` belongs to that key. The admin token may leave it out to list every session",
+                text(),
+            ),
             optional("page", "1-based page (default 1; below 1 reads as 1)", python_int()),
             optional("page_size", "Sessions per page (default 20, clamped to 1..100)", python_int()),
             optional("platform_id", "Only sessions of this platform (empty: all)", text()),
@@ -100,6 +104,24 @@ pub fn query(route: &Route) -> Vec<Value> {
                 text(),
             )]
         }
+        ("GET", "/api/v1/logs/history") => vec![
+            optional(
+                "limit",
+                "How many of the newest lines (default 100; any larger number reads as the buffer's size; 0 or not a number: 400)",
+                json!({"type": "string", "pattern": format!("^[{WS}]*[+]?0*[1-9][0-9]*[{WS}]*$")}),
+            ),
+            level(),
+        ],
+        ("GET", "/api/v1/logs/live") => vec![level()],
         _ => Vec::new(),
     }
+}
+
+/// The log level filter: that level and more severe; anything else is 400.
+fn level() -> Value {
+    optional(
+        "level",
+        "error, warn, info, debug or trace: that level and more severe (default: every line kept)",
+        json!({"enum": ["error", "warn", "info", "debug", "trace"]}),
+    )
 }

@@ -129,7 +129,7 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     }
     ops.sort_by_key(|(_, path, _)| match path.as_str() {
         "/api/auth/logout" => 1,
-        "/api/auth/password" => 2,
+        "/api/v1/auth/password" => 2,
         _ => 0,
     });
     ops
@@ -206,6 +206,12 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
         } else {
             body = None;
         }
+        if path == "/api/v1/logs/live" {
+            // A stream that ends only when its client goes: its head is the answer.
+            assert_stream_opens(&s, &url, &headers);
+            sent += 1;
+            continue;
+        }
         let r = http(s.addr, &method, &url, &headers, body.as_deref());
         let text = r.text();
         assert!(
@@ -229,4 +235,29 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
         sent += 1;
     }
     assert!(sent >= 80, "only {sent} operations in the document");
+}
+
+/// Opens a stream that never ends by itself and checks its head: 200 and SSE.
+fn assert_stream_opens(s: &Server, url: &str, headers: &[(&str, &str)]) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut head = format!("GET {url} HTTP/1.1\r\nHost: x\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    c.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(c);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        lines.push(line.trim().to_ascii_lowercase());
+    }
+    assert!(lines[0].starts_with("http/1.1 200"), "GET {url}: {lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("content-type: text/event-stream")), "GET {url}: {lines:?}");
 }
