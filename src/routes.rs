@@ -150,7 +150,7 @@ pub static ROUTES: &[Route] = &[
     route!("DELETE" "/api/v1/config-routes/{umo:path}",         Scope("config"), NoBody, api::configs::delete_route,   "Config", "Remove a UMO's route", None, Some("Empty")),
     // Chat and sessions.
     route!("POST" "/api/v1/chat",                          Scope("chat"), Json,   api::chat::chat,           "Chat", "Send a message; answers as an SSE stream (or JSON with Accept: application/json)", Some("ChatRequest"), None),
-    route!("GET" "/api/v1/chat/sessions",                  Scope("chat"), NoBody, api::chat::sessions,       "Chat", "A username's sessions, newest first (?username=&page=&page_size=&platform_id=)", None, Some("SessionPage")),
+    route!("GET" "/api/v1/chat/sessions",                  Scope("chat"), NoBody, api::chat::sessions,       "Chat", "A username's sessions, newest first (?username=&page=&page_size=&platform_id=); the admin token may leave username out to list every session", None, Some("SessionPage")),
     route!("GET" "/api/v1/chat/sessions/{session_id}",     Scope("chat"), NoBody, api::chat::session,        "Chat", "A session and its messages, oldest first (?username=)", None, Some("SessionDetail")),
     route!("DELETE" "/api/v1/chat/sessions/{session_id}",  Scope("chat"), NoBody, api::chat::delete_session, "Chat", "Delete a session and its history (?username=)", None, Some("SessionId")),
     // Attachments.

@@ -54,9 +54,11 @@ pub fn list(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// `DELETE /api/v1/kb/collections/{name}`
 pub fn delete(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let name = ctx.param(0).to_owned();
+    // The bundled guides are the server's own: a request that is well formed but not
+    // allowed (403), which a client listing the collections can still send.
     if name == "docs" {
-        return Err(ApiError::bad_request(
-            "collection docs holds the bundled guides and is rebuilt at every start",
+        return Err(ApiError::Forbidden(
+            "collection docs holds the bundled guides and is rebuilt at every start".into(),
         ));
     }
     let removed =

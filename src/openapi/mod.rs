@@ -67,7 +67,12 @@ fn not_found_is_400(route: &Route) -> bool {
                 | "/api/v1/im/message"
         )
         || (route.method == "DELETE" && route.path == "/api/v1/api-keys/{key_id}")
+        || route.path == KB_UPLOAD
 }
+
+/// The knowledge upload: its files are read by their names' extensions, which a multipart
+/// schema cannot state.
+const KB_UPLOAD: &str = "/api/v1/kb/collections/{name}/documents";
 
 /// Handlers that read a missing body as `{}`.
 fn body_optional(route: &Route) -> bool {
@@ -250,7 +255,9 @@ fn responses(route: &Route) -> Map<String, Value> {
         }
         None => plain_response(route, &mut responses),
     }
-    let bad = if not_found_is_400(route) {
+    let bad = if route.path == KB_UPLOAD {
+        "Invalid request: no Markdown, text or HTML file in the upload (read by the file name: .md, .markdown, .txt, .text, .html, .htm), a file that is not UTF-8, the collection `docs`, a bad collection name or base_url"
+    } else if not_found_is_400(route) {
         "Invalid request (bad JSON, wrong field type, a validation rule), or refused for what is stored: AstrBot answers an unknown id with 400 (`... not found`, `... does not exist`), and a taken or ambiguous id or name (`... already exists`, `bot_id is ambiguous, use the profile id: x`) with 400 too"
     } else {
         "Invalid request (bad JSON, wrong field type, a validation rule), or a malformed HTTP request"
@@ -283,6 +290,13 @@ fn responses(route: &Route) -> Map<String, Value> {
     }
     if route.path.starts_with("/api/v1/api-keys/{key_id}") && !not_found_is_400(route) {
         responses.insert("404".into(), error_response("No such API key (or webhook delivery)"));
+    }
+    if route.method == "DELETE" && route.path == "/api/v1/kb/collections/{name}" {
+        responses.insert("404".into(), error_response("No such collection"));
+        responses.insert(
+            "403".into(),
+            error_response("The collection `docs` holds the bundled guides and cannot be removed (or: API keys may not call admin routes)"),
+        );
     }
     if route.method == "PATCH" && route.path == "/api/v1/api-keys/{key_id}" {
         responses.insert("404".into(), error_response("No such API key"));
@@ -337,6 +351,9 @@ fn path_parameters(route: &Route) -> Vec<Value> {
         .map(|name| match name.strip_suffix(":path") {
             Some(name) => json!({"name": name, "in": "path", "required": true, "description": "May contain `/`; see the operation's description",
                                  "schema": {"type": "string", "minLength": 1}}),
+            None if name == "name" && route.path.starts_with("/api/v1/kb/") => json!({"name": name, "in": "path", "required": true,
+                "description": "1 to 64 of A-Z a-z 0-9 _ . - (not starting with a dot); `docs`, the bundled guides, is refused",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", "not": {"const": "docs"}}}),
             None => json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}),
         })
         .map(with_example)

@@ -108,7 +108,7 @@ pub fn query(route: &Route) -> Vec<Value> {
             optional(
                 "limit",
                 "How many of the newest lines (default 100; any larger number reads as the buffer's size; 0 or not a number: 400)",
-                json!({"type": "string", "pattern": format!("^[{WS}]*[+]?0*[1-9][0-9]*[{WS}]*$")}),
+                json!({"type": "string", "pattern": format!("^[{WS}]*([+]?0*[1-9][0-9]*[{WS}]*)?$"), "description": "A positive integer; empty reads as absent"}),
             ),
             level(),
         ],
@@ -121,7 +121,9 @@ pub fn query(route: &Route) -> Vec<Value> {
 fn level() -> Value {
     optional(
         "level",
-        "error, warn, info, debug or trace: that level and more severe (default: every line kept)",
-        json!({"enum": ["error", "warn", "info", "debug", "trace"]}),
+        "error, warn (or warning), info, debug or trace, any case: that level and more severe (default and empty: every line kept)",
+        json!({"type": "string", "pattern": format!(
+            "^[{WS}]*(([eE][rR][rR][oO][rR]|[wW][aA][rR][nN]([iI][nN][gG])?|[iI][nN][fF][oO]|[dD][eE][bB][uU][gG]|[tT][rR][aA][cC][eE])[{WS}]*)?$"
+        )}),
     )
 }

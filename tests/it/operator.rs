@@ -314,7 +314,7 @@ fn knowledge_collections_over_http_answer_chats_and_go_away() {
         "/api/v1/kb/collections/docs",
         &admin,
         None,
-        400,
+        403,
         "collection docs holds the bundled guides and is rebuilt at every start",
     );
 }
