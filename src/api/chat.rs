@@ -282,6 +282,9 @@ fn bound_to(bot: &str) -> ApiError {
     ApiError::Forbidden(format!("API key is bound to bot {bot}"))
 }
 
+/// The longest `bot_id` looked up (a profile's id or name).
+const MAX_BOT_ID: usize = 255;
+
 /// An Astroworld request's fields, checked in the order of its page (bot, message,
 /// session), with real status codes: 400 for the body, 403 for another's bot, username
 /// or session, 404 for an unknown bot.
@@ -289,6 +292,10 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
     let who = ctx.caller()?.clone();
     let bad = ApiError::bad_request;
     let bot_id = match body.get("bot_id") {
+        // A profile's id or name is short; a longer one names nothing and is not echoed back.
+        Some(Value::String(s)) if s.chars().count() > MAX_BOT_ID => {
+            return Err(bad("bot_id must be at most 255 characters"));
+        }
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => return Err(bad("bot_id must be a non-empty string")),
     };

@@ -446,7 +446,7 @@ fn im() -> Value {
 fn chat() -> Value {
     json!({
         "ChatRequest": {"type": "object", "required": ["message"], "description": "AstrBot's shape needs username; with bot_id it is an Astroworld request: the answer is the bare AstroworldAnswer (SSE only with Accept: text/event-stream), username defaults to key:<key_id>, and errors keep real status codes (400, 401, 403, 404, 429). Without bot_id, AstrBot reports most failures as a 200-error (`Missing key: username`, `config_id not found: x`, `Message content is empty ...`). Fields starting with `_` are ignored.", "properties": {
-            "bot_id": {"type": "string", "minLength": 1, "pattern": nonblank_pattern(), "description": "Astroworld: the bot, a config profile id or name (default: the default profile); blank is 400 `bot_id must be a non-empty string`"},
+            "bot_id": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": nonblank_pattern(), "description": "Astroworld: the bot, a config profile id or name (default: the default profile); blank is 400 `bot_id must be a non-empty string`, over 255 characters 400 too"},
             "username": {"type": "string", "minLength": 1, "pattern": nonblank_pattern(), "description": "The sender and session owner; required without bot_id. key:<key_id> belongs to that key; an administrator's id needs chat:admin"},
             "message": {"description": "A non-empty string, or non-empty parts: plain {text}, reply {message_id}, image/record/file/video {attachment_id}; reply alone is refused", "oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1, "items": {"type": "object"}}]},
             "session_id": {"type": "string", "description": "Omitted: a new UUID (Astroworld: api-<uuid>); trimmed"},

@@ -469,6 +469,14 @@ fn astroworld_errors_have_real_status_codes() {
         404,
         "Bot not found: nope",
     );
+    // A bot id of half a megabyte names nothing and is not echoed back.
+    let r = s.call(
+        "POST",
+        "/api/v1/chat",
+        &unbound,
+        Some(json!({"bot_id": "b".repeat(500_000), "message": QUESTION})),
+    );
+    s.expect_error(&r, 400, "bot_id must be at most 255 characters");
     s.check_error(
         "POST",
         "/api/v1/chat",
