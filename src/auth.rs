@@ -210,8 +210,13 @@ impl LoginThrottle {
 /// The rule for a new admin password, wherever one is set (the first start's
 /// `ASTRBOT_ADMIN_PASSWORD`, `astrbot admin password`).
 pub fn check_new_password(password: &str) -> Result<(), String> {
-    if password.chars().count() < 8 {
+    let n = password.chars().count();
+    if n < 8 {
         return Err("the password must be at least 8 characters".into());
+    }
+    // Every login hashes what it is sent with argon2: a bound keeps that cost small.
+    if n > 1024 {
+        return Err("the password must be at most 1024 characters".into());
     }
     Ok(())
 }
@@ -408,6 +413,8 @@ mod tests {
         assert!(check_new_password("1234567").is_err());
         assert!(check_new_password("密码密码密码密码").is_ok(), "characters, not bytes");
         assert!(check_new_password("12345678").is_ok());
+        assert!(check_new_password(&"x".repeat(1024)).is_ok());
+        assert!(check_new_password(&"x".repeat(1025)).is_err(), "every login hashes it");
     }
 
     #[test]

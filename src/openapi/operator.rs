@@ -95,7 +95,7 @@ pub fn schemas() -> Value {
             "required": ["current_password", "new_password"],
             "properties": {
                 "current_password": {"type": "string"},
-                "new_password": {"type": "string", "minLength": 8}
+                "new_password": {"type": "string", "minLength": 8, "maxLength": 1024}
             }
         },
         "PasswordChanged": {
