@@ -23,13 +23,20 @@ use crate::timefmt::{MICROS_PER_DAY, iso};
 pub const TOKEN_LIFETIME_MICROS: i64 = 7 * MICROS_PER_DAY;
 pub const THROTTLED_MESSAGE: &str = "验证尝试过于频繁，系统可能正在遭受暴力破解";
 
-/// `POST /api/auth/login`
-pub fn login(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+/// Counts a password attempt of the caller's address (login or password change), before
+/// any hash is computed: 429 with AstrBot's message once the address is over its limit.
+fn begin_attempt(ctx: &Ctx<'_, '_>) -> Result<(IpAddr, usize), ApiError> {
     let ip = ctx.req.remote.map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let attempts =
         ctx.app.login_throttle.lock().unwrap_or_else(|e| e.into_inner()).begin(ip, ctx.now).map_err(
             |retry_after| ApiError::TooManyRequests { message: THROTTLED_MESSAGE.into(), retry_after },
         )?;
+    Ok((ip, attempts))
+}
+
+/// `POST /api/auth/login`
+pub fn login(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let (ip, attempts) = begin_attempt(ctx)?;
     let body = ctx.req.json_object()?;
     let username = opt_string(body, "username")?.unwrap_or_default();
     let password = opt_string(body, "password")?.unwrap_or_default();
@@ -79,11 +86,7 @@ pub fn change_password(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let auth::Identity::Admin(username) = ctx.caller()?.clone() else {
         return Err(ApiError::Forbidden("Only the admin token may change the admin password".into()));
     };
-    let ip = ctx.req.remote.map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let attempts =
-        ctx.app.login_throttle.lock().unwrap_or_else(|e| e.into_inner()).begin(ip, ctx.now).map_err(
-            |retry_after| ApiError::TooManyRequests { message: THROTTLED_MESSAGE.into(), retry_after },
-        )?;
+    let (ip, attempts) = begin_attempt(ctx)?;
     let body = ctx.req.json_object()?;
     let current = opt_string(body, "current_password")?
         .ok_or_else(|| ApiError::bad_request("Missing key: current_password"))?;

@@ -125,6 +125,11 @@ fn lenient_parts(conn: &rusqlite::Connection, message: &Value) -> rusqlite::Resu
     Ok(parts)
 }
 
+/// The plain text of a message's parts, one part a line (for commands, search and the model).
+fn plain_text(parts: &[Value]) -> String {
+    parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n")
+}
+
 fn has_content(parts: &[Value]) -> bool {
     parts.iter().any(|p| {
         matches!(p["type"].as_str(), Some("plain" | "image" | "record" | "file" | "video"))
@@ -211,7 +216,7 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
     if !has_content(&parts) {
         return Err(soft("Message content is empty (reply only is not allowed)"));
     }
-    let text = parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n");
+    let text = plain_text(&parts);
     let pick = |field: &str| {
         body.get(field).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
     };
@@ -341,7 +346,7 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
     if !has_content(&parts) {
         return Err(bad("message is empty"));
     }
-    let text = parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n");
+    let text = plain_text(&parts);
     let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
     let message = UserMessage {
         username,
