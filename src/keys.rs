@@ -55,12 +55,13 @@ pub struct Saved {
     pub webhook_secret: Option<String>,
 }
 
+/// The name as stored: trimmed, `Untitled API Key` when empty. The length bound holds for
+/// the name as sent, as the document states it, so padding cannot stretch it.
 fn checked_name(name: Option<&str>) -> Result<String, ApiError> {
-    let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAME);
-    if name.chars().count() > 255 {
+    if name.is_some_and(|n| n.chars().count() > 255) {
         return Err(ApiError::bad_request("name must be at most 255 characters"));
     }
-    Ok(name.to_owned())
+    Ok(name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAME).to_owned())
 }
 
 /// The expiry `days` from `now`, checked so that no client number overflows the clock.
