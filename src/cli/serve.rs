@@ -106,6 +106,9 @@ fn init_logging(level: log::LevelFilter) {
     let config = simplelog::ConfigBuilder::new()
         .set_target_level(log::LevelFilter::Off)
         .set_thread_level(log::LevelFilter::Off)
+        // multipart logs every upload's boundary at info; our own lines say what was stored
+        // or why a body was refused.
+        .add_filter_ignore_str("multipart")
         .build();
     // stderr as before, and the in-memory buffer the operator's log routes read.
     let _ = simplelog::CombinedLogger::init(vec![

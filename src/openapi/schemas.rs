@@ -241,6 +241,11 @@ fn source_id_value() -> Value {
     json!({"anyOf": [{"type": "string", "minLength": 1, "pattern": nonblank_pattern()}, {"type": "number"}]})
 }
 
+/// A provider key as the save check reads it: a literal key (empty, or not starting with `$`)
+/// or a `$NAME` / `${NAME}` reference to a plain name ending in `_API_KEY`
+/// (`config::refs::secret_ref_allowed`).
+const SECRET_KEY_PATTERN: &str = r"^(|[^$][\s\S]*|\$[A-Za-z0-9_]*_API_KEY|\$\{[A-Za-z0-9_]*_API_KEY\})$";
+
 /// The typed fields of a provider source.
 fn source_fields() -> Value {
     json!({
@@ -249,7 +254,7 @@ fn source_fields() -> Value {
         "type": {"anyOf": [{"enum": ["openai_chat_completion", "anthropic_chat_completion"]}, {"not": {"type": "string"}}], "description": "openai_chat_completion (the default, also for a value that is not a string) or anthropic_chat_completion"},
         "provider_type": {"type": ["string", "null"], "example": "chat_completion", "description": "Default chat_completion"},
         "enable": {"type": ["boolean", "null"]},
-        "key": {"type": ["array", "null"], "items": {"type": "string"}, "description": "API keys, rotated; $NAME or ${NAME} reads an environment variable whose name ends in _API_KEY or is listed in ASTRBOT_SECRET_ENV; shown masked; a masked key sent back is kept only while api_base (scheme, host, port) and proxy are unchanged"},
+        "key": {"type": ["array", "null"], "items": {"type": "string", "pattern": SECRET_KEY_PATTERN}, "description": "API keys, rotated; $NAME or ${NAME} reads an environment variable whose name ends in _API_KEY or is listed in ASTRBOT_SECRET_ENV (the pattern spells the first rule; a name listed there is accepted too); shown masked; a masked key sent back is kept only while api_base (scheme, host, port) and proxy are unchanged"},
         "api_base": {"type": ["string", "null"], "example": "https://api.openai.com/v1"},
         "timeout": {"anyOf": [{"type": "integer", "minimum": i64::MIN, "maximum": u64::MAX}, {"type": "string", "pattern": int_string_pattern()}, {"type": "null"}],
                     "description": "Seconds; a numeric string is stored as the integer", "example": 120},
