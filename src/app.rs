@@ -16,6 +16,7 @@ use crate::db::{self, Db};
 use crate::error::ApiError;
 use crate::http::Request;
 use crate::mirror::Draft;
+use crate::platforms::registry::Platforms;
 use crate::quota::DailyQuota;
 use crate::secrets::{self, MacKey};
 use crate::webhooks::Outbox;
@@ -46,6 +47,8 @@ pub struct App {
     pub streams: LiveStreams,
     /// The webhook mirror's outbox: keyed requests become events here (a memory push).
     pub outbox: Arc<Outbox>,
+    /// The running IM platform adapters, by bot id.
+    pub platforms: Platforms,
     keys_generation: AtomicI64,
 }
 
@@ -66,6 +69,7 @@ impl App {
             openapi_json: std::sync::OnceLock::new(),
             streams: LiveStreams::default(),
             outbox,
+            platforms: Platforms::default(),
             keys_generation: AtomicI64::new(generation),
         })
     }

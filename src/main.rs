@@ -5,6 +5,7 @@
 
 mod api;
 mod app;
+mod attachments;
 mod auth;
 mod chat;
 mod cli;
@@ -20,6 +21,8 @@ mod markdown;
 mod mirror;
 mod openapi;
 mod pipeline;
+#[allow(dead_code)] // being built on this branch (issue 11)
+mod platforms;
 mod quota;
 mod routes;
 mod secrets;

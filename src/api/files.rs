@@ -19,13 +19,14 @@
 //! (`nosniff` comes from `pipeline`).
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use serde_json::json;
 
 use super::required_query;
 use crate::app::Ctx;
+use crate::attachments;
 use crate::db::resources::{self, Attachment};
 use crate::error::ApiError;
 use crate::http::Response;
@@ -34,90 +35,6 @@ use crate::timefmt::http_date;
 
 fn attachments_dir(ctx: &Ctx<'_, '_>) -> PathBuf {
     ctx.app.settings.data_dir.join("attachments")
-}
-
-/// AstrBot's `sanitize_upload_filename`: the last path component (backslashes are
-/// separators), NULs removed, trimmed; nothing usable gives a generated name.
-pub fn sanitize_filename(raw: Option<&str>, now: i64) -> String {
-    let name = raw
-        .map(|r| r.replace('\\', "/"))
-        .and_then(|r| r.rsplit('/').next().map(|s| s.replace('\0', "").trim().to_owned()))
-        .filter(|n| !n.is_empty() && n != "." && n != "..");
-    let name = name.unwrap_or_else(|| {
-        // AstrBot's generated id: YYYYMMDDHHMMSSmmm, `_`, 4 hex digits (here in UTC).
-        let iso = crate::timefmt::iso(now - now.rem_euclid(1000) + 1);
-        let digits: String = iso.chars().filter(char::is_ascii_digit).take(17).collect();
-        let [a, b] = crate::secrets::random_bytes::<2>();
-        format!("{digits}_{a:02x}{b:02x}")
-    });
-    // Control characters have no place in a name shown back in headers and JSON.
-    name.chars().filter(|c| !c.is_control()).take(255).collect()
-}
-
-/// The media type of a file from its first bytes, if it is one we know.
-pub fn sniff(head: &[u8]) -> Option<(&'static str, &'static str)> {
-    let at = |i: usize, magic: &[u8]| head.len() >= i + magic.len() && &head[i..i + magic.len()] == magic;
-    Some(if at(0, b"\x89PNG\r\n\x1a\n") {
-        ("image/png", ".png")
-    } else if at(0, b"\xff\xd8\xff") {
-        ("image/jpeg", ".jpg")
-    } else if at(0, b"GIF87a") || at(0, b"GIF89a") {
-        ("image/gif", ".gif")
-    } else if at(0, b"RIFF") && at(8, b"WEBP") {
-        ("image/webp", ".webp")
-    } else if at(0, b"BM") && head.len() > 14 {
-        ("image/bmp", ".bmp")
-    } else if at(0, b"II*\0") || at(0, b"MM\0*") {
-        ("image/tiff", ".tiff")
-    } else if at(4, b"ftypavif") {
-        ("image/avif", ".avif")
-    } else if at(0, b"RIFF") && at(8, b"WAVE") {
-        ("audio/wav", ".wav")
-    } else if at(0, b"ID3") || (head.len() > 1 && head[0] == 0xff && head[1] & 0xe0 == 0xe0) {
-        ("audio/mpeg", ".mp3")
-    } else if at(0, b"OggS") {
-        ("audio/ogg", ".ogg")
-    } else if at(0, b"fLaC") {
-        ("audio/flac", ".flac")
-    } else if at(4, b"ftypM4A") {
-        ("audio/mp4", ".m4a")
-    } else if at(4, b"ftyp") {
-        ("video/mp4", ".mp4")
-    } else if at(0, b"\x1a\x45\xdf\xa3") {
-        ("video/webm", ".webm")
-    } else if at(0, b"%PDF-") {
-        ("application/pdf", ".pdf")
-    } else {
-        return None;
-    })
-}
-
-/// AstrBot's attachment type from a MIME type.
-fn kind_of(mime: &str) -> &'static str {
-    if mime.starts_with("image") {
-        "image"
-    } else if mime.starts_with("audio") {
-        "record"
-    } else if mime.starts_with("video") {
-        "video"
-    } else {
-        "file"
-    }
-}
-
-/// Gives an image the canonical extension of its detected format (`photo.jpeg` holding a
-/// PNG is `photo.png`), as AstrBot renames the stored file.
-fn canonical_name(name: &str, ext: &str) -> String {
-    let stem = match name.rsplit_once('.') {
-        Some((stem, old)) if !stem.is_empty() => {
-            if format!(".{}", old.to_ascii_lowercase()) == ext {
-                return name.to_owned();
-            }
-            stem
-        }
-        _ => name,
-    };
-    format!("{stem}{ext}")
 }
 
 /// `POST /api/v1/file` and `POST /api/v1/files`
@@ -146,26 +63,11 @@ pub fn upload(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         return Err(ApiError::bad_request("Missing key: file (a multipart file part named file)"));
     };
     let id = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-    let mut filename = sanitize_filename(Some(&raw_name), now);
-    let declared = declared.filter(|d| !d.is_empty()).unwrap_or_else(|| "application/octet-stream".into());
-    let sniffed = sniff(&head);
-    let mime = match sniffed {
-        // Decision 10: an unspecific type is replaced by what the bytes say.
-        Some((m, _)) if declared == "application/octet-stream" => m.to_owned(),
-        // AstrBot sniffs declared images and keeps the detected format.
-        Some((m, _)) if declared.starts_with("image") && m.starts_with("image") => m.to_owned(),
-        _ => declared,
-    };
-    if let Some((m, ext)) = sniffed
-        && m == mime
-        && m.starts_with("image")
-    {
-        filename = canonical_name(&filename, ext);
-    }
+    let (filename, mime) = attachments::classify(Some(&raw_name), declared, &head, now);
     let attachment = Attachment {
         attachment_id: id.clone(),
         filename,
-        kind: kind_of(&mime).to_owned(),
+        kind: attachments::kind_of(&mime).to_owned(),
         mime_type: mime,
         size: size as i64,
         created_at: now,
@@ -218,7 +120,7 @@ fn read_file_part(
             continue;
         }
         let path = dir.join(uuid::Uuid::new_v4().to_string());
-        match write_part(&mut entry.data, &path) {
+        match attachments::write_file(&mut entry.data, &path) {
             Ok((size, head)) => {
                 let part = (
                     path,
@@ -237,28 +139,6 @@ fn read_file_part(
             }
         }
     }
-}
-
-/// Copies a part's data to a new file at `path`, synced before it counts as stored; says
-/// how many bytes it wrote and what the first 64 were (for [`sniff`]).
-fn write_part(data: &mut dyn Read, path: &std::path::Path) -> io::Result<(usize, Vec<u8>)> {
-    let mut file = File::create(path)?;
-    let mut head = Vec::new();
-    let mut size = 0usize;
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = data.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if head.len() < 64 {
-            head.extend_from_slice(&buf[..n.min(64 - head.len())]);
-        }
-        size += n;
-        file.write_all(&buf[..n])?;
-    }
-    file.sync_all()?;
-    Ok((size, head))
 }
 
 /// `GET /api/v1/file?attachment_id=
@@ -437,32 +317,6 @@ pub fn delete(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filenames_are_sanitised_like_astrbot() {
-        assert_eq!(sanitize_filename(Some("../../etc/evil.txt"), 0), "evil.txt");
-        assert_eq!(sanitize_filename(Some("C:\\dir\\win.txt"), 0), "win.txt");
-        assert_eq!(sanitize_filename(Some("a\0b.png"), 0), "ab.png");
-        let generated = sanitize_filename(Some(".."), 1_795_332_585_123_456);
-        assert!(generated.starts_with("20261122072945123_"), "{generated}");
-        assert!(
-            generated.len() == 22 && generated[18..].chars().all(|c| c.is_ascii_hexdigit()),
-            "{generated}"
-        );
-        assert_ne!(sanitize_filename(None, 0), "");
-    }
-
-    #[test]
-    fn magic_bytes_and_canonical_names() {
-        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(("image/png", ".png")));
-        assert_eq!(sniff(b"\xff\xd8\xff\xe0"), Some(("image/jpeg", ".jpg")));
-        assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), Some(("audio/wav", ".wav")));
-        assert_eq!(sniff(b"hello world"), None);
-        assert_eq!(canonical_name("photo.jpeg", ".png"), "photo.png");
-        assert_eq!(canonical_name("photo.PNG", ".png"), "photo.PNG");
-        assert_eq!(canonical_name("photo", ".png"), "photo.png");
-        assert_eq!(kind_of("audio/wav"), "record");
-    }
 
     #[test]
     fn stored_xss_only_raster_images_audio_and_video_are_inline() {

@@ -102,7 +102,7 @@ pub fn upload(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     if let Some(bad) = form.not_text.first() {
         return Err(ApiError::bad_request(format!(
             "{} is not UTF-8 text; upload Markdown, text or HTML",
-            crate::api::files::sanitize_filename(Some(bad), ctx.now)
+            crate::attachments::sanitize_filename(Some(bad), ctx.now)
         )));
     }
     let base_url = form.base_url.as_deref().map(str::trim).filter(|b| !b.is_empty());
@@ -149,7 +149,7 @@ fn read_form(body: &mut dyn Read, boundary: String) -> Result<Form, String> {
         entry.data.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
         match entry.headers.filename.clone() {
             Some(raw) => {
-                let file_name = crate::api::files::sanitize_filename(Some(&raw), 0);
+                let file_name = crate::attachments::sanitize_filename(Some(&raw), 0);
                 match String::from_utf8(bytes) {
                     Ok(text) => form.documents.push((file_name, text)),
                     Err(_) if crate::kb::readable(&file_name) => form.not_text.push(file_name),

@@ -191,6 +191,8 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         Err(e) => log::error!("cannot index the bundled docs: {e}"),
     }
     log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), data.display());
+    // The configured IM bots start receiving once the server can answer.
+    crate::platforms::manager::start_all(&app);
 
     server
         .run(|| {
@@ -200,6 +202,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
             crate::logbuf::close();
         })
         .map_err(|e| e.to_string())?;
+    crate::platforms::manager::stop_all(&app);
     app.flush_usage()?;
     // Streams still running when the server stops have no event yet; everything queued is
     // written, so it is delivered after the next start.

@@ -433,3 +433,58 @@ pub fn bot_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
 }
+
+#[allow(dead_code)] // used by the bots API being built (issue 11)
+/// A stored bot: its id and its whole config (AstrBot's platform dict), in order.
+#[derive(Debug, Clone)]
+pub struct Bot {
+    pub id: String,
+    pub config: Value,
+}
+
+/// Every bot, in configuration order.
+pub fn bots(conn: &Connection) -> rusqlite::Result<Vec<Bot>> {
+    let mut stmt = conn.prepare_cached("SELECT id, config FROM bots ORDER BY position, id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|row| {
+        let (id, config) = row?;
+        Ok(Bot {
+            id,
+            config: serde_json::from_str(&config).unwrap_or_else(|_| Value::Object(Default::default())),
+        })
+    })
+    .collect()
+}
+
+#[allow(dead_code)]
+pub fn bot(conn: &Connection, id: &str) -> rusqlite::Result<Option<Bot>> {
+    conn.prepare_cached("SELECT id, config FROM bots WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .optional()
+        .map(|row| {
+            row.map(|(id, config)| Bot {
+                id,
+                config: serde_json::from_str(&config).unwrap_or_else(|_| Value::Object(Default::default())),
+            })
+        })
+}
+
+/// Adds a bot at the end, or replaces one in place; `type` and `enable` are kept beside
+/// the document for the listing's filters.
+#[allow(dead_code)]
+pub fn put_bot(tx: &Transaction<'_>, id: &str, config: &Value, now: i64) -> rusqlite::Result<()> {
+    let kind = config["type"].as_str().unwrap_or_default();
+    let enable = config["enable"].as_bool().unwrap_or(false);
+    tx.execute(
+        "INSERT INTO bots (id, position, type, enable, config, created_at)
+         VALUES (?1, (SELECT COALESCE(MAX(position), -1) + 1 FROM bots), ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET type = excluded.type, enable = excluded.enable, config = excluded.config",
+        params![id, kind, enable, config.to_string(), now],
+    )?;
+    Ok(())
+}
+
+#[allow(dead_code)]
+pub fn delete_bot(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
+    Ok(tx.execute("DELETE FROM bots WHERE id = ?1", [id])? > 0)
+}
