@@ -229,7 +229,7 @@ fn wait_readable(tcp: &TcpStream, waker: Option<&UnixStream>, timeout: Duration)
 
 /// How the handshake ended.
 pub enum Handshake {
-    Open(tungstenite::WebSocket<Sock>, Peer),
+    Open(Box<tungstenite::WebSocket<Sock>>, Peer),
     /// Refused (the answer was written) or broken; the text says why, for the log.
     Refused(String),
 }
@@ -243,6 +243,8 @@ pub fn handshake(tcp: TcpStream, token: &str) -> Handshake {
     let sock = Sock { tcp, waker: None, deadline: Some(Instant::now() + HANDSHAKE_TIME) };
     let mut peer = None;
     let mut why = String::new();
+    // tungstenite's callback type fixes the large error variant.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| match check_request(req, token) {
         Ok(p) => {
             peer = Some(p);
@@ -261,7 +263,7 @@ pub fn handshake(tcp: TcpStream, token: &str) -> Handshake {
         .max_frame_size(Some(MAX_MESSAGE));
     match tungstenite::accept_hdr_with_config(sock, callback, Some(config)) {
         Ok(ws) => match peer {
-            Some(p) => Handshake::Open(ws, p),
+            Some(p) => Handshake::Open(Box::new(ws), p),
             None => Handshake::Refused("no peer".into()),
         },
         Err(HandshakeError::Failure(WsError::Http(_))) => Handshake::Refused(why),
@@ -297,7 +299,7 @@ pub trait Handler {
 /// Runs an open connection until the peer goes, it goes silent, or the bot stops.
 /// Returns why it ended, for the log.
 pub fn serve(
-    mut ws: tungstenite::WebSocket<Sock>,
+    mut ws: Box<tungstenite::WebSocket<Sock>>,
     waker: UnixStream,
     outbox: Receiver<String>,
     handler: &dyn Handler,

@@ -704,3 +704,245 @@ mod tests {
         assert_eq!(scrub("error for http://h/x?k=1 here"), "error for <url> here");
     }
 }
+
+/// The fake OneBot of the integration tests, shared with the loopback tests below.
+#[cfg(test)]
+#[path = "../../../tests/it/fake_onebot.rs"]
+#[allow(dead_code)]
+mod fake_onebot;
+
+/// The adapter against the fake OneBot of the integration tests, with a hub whose sink is
+/// a channel: the wire, the routing and the stop, without the server around them.
+#[cfg(test)]
+mod loopback {
+    use std::sync::mpsc::{Receiver, channel};
+    use std::time::Instant;
+
+    use super::super::adapter::StateCell;
+    use super::super::{Inbound, Media};
+    use super::fake_onebot::{self, connect};
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    struct Running {
+        adapter: Arc<OneBot>,
+        stop: Arc<AtomicBool>,
+        inbound: Receiver<Inbound>,
+        thread: std::thread::JoinHandle<Result<(), RunError>>,
+        port: u16,
+    }
+
+    fn start(token: &str) -> Running {
+        let port = free_port();
+        let config =
+            json!({"ws_reverse_host": "127.0.0.1", "ws_reverse_port": port, "ws_reverse_token": token});
+        let adapter = Arc::new(OneBot::new("qq", &config).unwrap());
+        let (tx, inbound) = channel();
+        let tx = Mutex::new(tx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let hub = Hub {
+            bot_id: "qq".into(),
+            config,
+            adapter: adapter.clone(),
+            stop: stop.clone(),
+            state: Arc::new(StateCell::new("qq")),
+            sink: Arc::new(move |m| {
+                let _ = lock(&tx).send(m);
+            }),
+            media: Arc::new(
+                |kind: &str, name: Option<&str>, mime: Option<&str>, data: &mut dyn Read, max: u64| {
+                    let mut bytes = Vec::new();
+                    data.take(max + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+                    Ok(Media {
+                        kind: kind.into(),
+                        attachment_id: format!("{}", bytes.len()),
+                        path: std::path::PathBuf::new(),
+                        filename: name.unwrap_or_default().into(),
+                        mime: mime.unwrap_or_default().into(),
+                    })
+                },
+            ),
+        };
+        let runner = adapter.clone();
+        let thread = std::thread::spawn(move || runner.run(&hub));
+        Running { adapter, stop, inbound, thread, port }
+    }
+
+    fn wait_listening(port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the adapter never listened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_connection_is_checked_answered_routed_and_stopped() {
+        let r = start("secret-t");
+        wait_listening(r.port);
+        assert_eq!(connect(r.port, "10001", None).err(), Some(401));
+        assert_eq!(connect(r.port, "10001", Some("nope")).err(), Some(403));
+        assert_eq!(
+            fake_onebot::connect_with(r.port, "/other", "10001", Some("Bearer secret-t")).err(),
+            Some(404)
+        );
+        let fake = connect(r.port, "10001", Some("secret-t")).expect("the right token opens");
+        assert!(fake.wait_call("get_login_info", 0, Duration::from_secs(5)).is_some());
+        assert_eq!(r.adapter.test()["connected"], json!(["10001"]));
+
+        // A private message is delivered; the reply goes out as one call whose echo matches.
+        fake.push_event(fake.private_message(30003, 7, json!([{"type": "text", "data": {"text": "hello"}}])));
+        let m = r.inbound.recv_timeout(Duration::from_secs(5)).expect("delivered");
+        assert_eq!((m.session_id.as_str(), m.text.as_str(), m.self_id.as_str()), ("30003", "hello", "10001"));
+        let target = Target { group: false, chat: m.reply_to.clone(), self_id: Some(m.self_id.clone()) };
+        let started = Instant::now();
+        r.adapter.send(&target, &[OutPart::Text("hi there".into())]).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "a call goes out at once: {:?}",
+            started.elapsed()
+        );
+        let sent = fake.calls_of("send_private_msg");
+        assert_eq!(
+            sent[0].params,
+            json!({"user_id": 30003, "message": [{"type": "text", "data": {"text": "hi there"}}]})
+        );
+        assert!(sent[0].echo["seq"].is_u64());
+
+        // A group message's mentions are looked up on the same connection.
+        fake.push_event(fake.group_message(
+            20002,
+            30003,
+            8,
+            json!([{"type": "at", "data": {"qq": "40004"}},
+            {"type": "at", "data": {"qq": "10001"}}, {"type": "text", "data": {"text": " yo"}}]),
+        ));
+        let m = r.inbound.recv_timeout(Duration::from_secs(5)).expect("delivered");
+        assert!(m.mentions_bot && m.first_mention_other && m.group);
+        assert_eq!(m.text, "@card40004(40004) yo");
+        assert_eq!(fake.calls_of("get_group_member_info")[0].params["user_id"], 40004);
+
+        // A failed call is an error with its retcode; an unknown echo is ignored.
+        fake.set_responder(|action, _| {
+            (action == "send_group_msg")
+                .then(|| json!({"status": "failed", "retcode": 100, "data": null, "message": "no group"}))
+        });
+        fake.push_raw(r#"{"status":"ok","retcode":0,"data":null,"echo":{"seq":999999}}"#);
+        let e = r.adapter.send(
+            &Target { group: true, chat: "1_20002".into(), self_id: None },
+            &[OutPart::Text("x".into())],
+        );
+        assert_eq!(
+            e,
+            Err(SendError::Failed("ActionFailed: retcode=100, message=no group, wording=None".into()))
+        );
+        assert_eq!(fake.calls_of("send_group_msg")[0].params["group_id"], 20002);
+
+        // Two accounts: a proactive send cannot choose; a reply goes to its account.
+        let other = connect(r.port, "10002", Some("secret-t")).unwrap();
+        assert!(other.wait_call("get_login_info", 0, Duration::from_secs(5)).is_some());
+        let proactive = r
+            .adapter
+            .send(&Target { group: false, chat: "5".into(), self_id: None }, &[OutPart::Text("x".into())]);
+        assert_eq!(
+            proactive,
+            Err(SendError::Failed("ApiNotAvailable: several OneBot connections; cannot choose".into()))
+        );
+        r.adapter
+            .send(
+                &Target { group: false, chat: "5".into(), self_id: Some("10002".into()) },
+                &[OutPart::Text("x".into())],
+            )
+            .unwrap();
+        assert_eq!(other.calls_of("send_private_msg").len(), 1);
+        other.close();
+        assert!(fake_onebot_eventually(|| r.adapter.test()["connected"] == json!(["10001"])));
+
+        // Stopping closes the socket within a second and frees the port.
+        let started = Instant::now();
+        r.stop.store(true, Ordering::SeqCst);
+        r.adapter.stop();
+        assert!(fake.wait_closed(Duration::from_secs(1)), "the socket dropped");
+        assert_eq!(r.thread.join().unwrap(), Ok(()));
+        assert!(started.elapsed() < Duration::from_secs(1), "stopped in {:?}", started.elapsed());
+        assert!(TcpStream::connect(("127.0.0.1", r.port)).is_err(), "nothing listens any more");
+    }
+
+    #[test]
+    fn a_dropped_connection_fails_its_calls_at_once_and_a_reconnect_works() {
+        let r = start("");
+        wait_listening(r.port);
+        let fake = connect(r.port, "10001", None).unwrap();
+        fake.set_responder(|action, _| {
+            if action == "send_private_msg" {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            None
+        });
+        let sender = {
+            let adapter = r.adapter.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let result = adapter.send(
+                    &Target { group: false, chat: "5".into(), self_id: None },
+                    &[OutPart::Text("x".into())],
+                );
+                (result, started.elapsed())
+            })
+        };
+        assert!(fake_onebot_eventually(|| !lock(&r.adapter.shared.pending).is_empty()));
+        fake.abort();
+        let (result, took) = sender.join().unwrap();
+        assert!(matches!(result, Err(SendError::Failed(_))), "{result:?}");
+        assert!(took < Duration::from_secs(1), "failed after {took:?}");
+        let again = connect(r.port, "10001", None).expect("a reconnect opens");
+        again.push_event(again.private_message(
+            30003,
+            9,
+            json!([{"type": "text", "data": {"text": "back"}}]),
+        ));
+        assert_eq!(r.inbound.recv_timeout(Duration::from_secs(5)).unwrap().text, "back");
+        r.stop.store(true, Ordering::SeqCst);
+        r.adapter.stop();
+        assert_eq!(r.thread.join().unwrap(), Ok(()));
+    }
+
+    #[test]
+    fn a_port_in_use_is_fatal() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let adapter =
+            OneBot::new("qq", &json!({"ws_reverse_host": "127.0.0.1", "ws_reverse_port": port})).unwrap();
+        let hub = Hub {
+            bot_id: "qq".into(),
+            config: json!({}),
+            adapter: Arc::new(OneBot::new("qq", &json!({})).unwrap()),
+            stop: Arc::new(AtomicBool::new(false)),
+            state: Arc::new(StateCell::new("qq")),
+            sink: Arc::new(|_| {}),
+            media: Arc::new(|_: &str, _: Option<&str>, _: Option<&str>, _: &mut dyn Read, _: u64| {
+                Err("no".to_string())
+            }),
+        };
+        match adapter.run(&hub) {
+            Err(RunError::Fatal(e)) => {
+                assert!(e.starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn fake_onebot_eventually(f: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
