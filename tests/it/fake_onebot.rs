@@ -41,7 +41,6 @@ struct State {
     /// The connection ended (closed by either side, or broken).
     closed: bool,
     next_message_id: i64,
-    pings: usize,
 }
 
 type Shared = Arc<(Mutex<State>, Condvar)>;
@@ -195,15 +194,6 @@ impl FakeOneBot {
         true
     }
 
-    pub fn is_closed(&self) -> bool {
-        lock(&self.state).closed
-    }
-
-    /// Pings received from the server.
-    pub fn pings(&self) -> usize {
-        lock(&self.state).pings
-    }
-
     /// Breaks the connection at once (an abrupt TCP close, as a crashed implementation).
     pub fn abort(&self) {
         if let Some(raw) = &self.raw {
@@ -278,7 +268,6 @@ fn serve(
                 }
             }
             Ok(Message::Ping(_)) => {
-                lock(state).pings += 1;
                 // tungstenite queued the Pong; send it now.
                 let _ = ws.flush();
             }

@@ -230,8 +230,10 @@ fn wait_readable(tcp: &TcpStream, waker: Option<&UnixStream>, timeout: Duration)
 /// How the handshake ended.
 pub enum Handshake {
     Open(Box<tungstenite::WebSocket<Sock>>, Peer),
-    /// Refused (the answer was written) or broken; the text says why, for the log.
+    /// Refused with an HTTP answer; the text says why, for the log.
     Refused(String),
+    /// Not a WebSocket request, or the peer went before finishing it (a port probe).
+    Broken(String),
 }
 
 /// Performs the server handshake on an accepted socket.
@@ -264,7 +266,7 @@ pub fn handshake(tcp: TcpStream, token: &str) -> Handshake {
     match tungstenite::accept_hdr_with_config(sock, callback, Some(config)) {
         Ok(ws) => match peer {
             Some(p) => Handshake::Open(Box::new(ws), p),
-            None => Handshake::Refused("no peer".into()),
+            None => Handshake::Broken("no peer".into()),
         },
         Err(HandshakeError::Failure(WsError::Http(_))) => Handshake::Refused(why),
         Err(HandshakeError::Failure(e)) => {
@@ -280,9 +282,9 @@ pub fn handshake(tcp: TcpStream, token: &str) -> Handshake {
             if let (Some(status), Ok(mut raw)) = (status, raw) {
                 let _ = write!(raw, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
-            Handshake::Refused(e.to_string())
+            Handshake::Broken(e.to_string())
         }
-        Err(HandshakeError::Interrupted(_)) => Handshake::Refused("the handshake was interrupted".into()),
+        Err(HandshakeError::Interrupted(_)) => Handshake::Broken("the handshake was interrupted".into()),
     }
 }
 

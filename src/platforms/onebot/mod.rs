@@ -293,17 +293,6 @@ impl OneBot {
         }
     }
 
-    /// Calls the OneBot API (see [`Shared::call`]).
-    pub fn call(
-        &self,
-        self_id: Option<&str>,
-        action: &str,
-        params: Value,
-        timeout: Duration,
-    ) -> Result<Value, String> {
-        self.shared.call(self_id, action, params, timeout).map_err(|e| e.to_string())
-    }
-
     /// Admits an accepted socket: registered (for `stop`) and served on a thread of its
     /// own, or refused with 503 past the cap.
     fn admit<'s>(&'s self, scope: &'s std::thread::Scope<'s, '_>, hub: &'s Hub, stream: TcpStream) {
@@ -354,6 +343,11 @@ impl OneBot {
             Handshake::Open(ws, peer) => (ws, peer),
             Handshake::Refused(why) => {
                 log::info!("bot {bot}: a OneBot connection from {from} was refused: {why}");
+                self.shared.forget(id);
+                return;
+            }
+            Handshake::Broken(why) => {
+                log::debug!("bot {bot}: a connection from {from} was not a OneBot handshake: {why}");
                 self.shared.forget(id);
                 return;
             }
