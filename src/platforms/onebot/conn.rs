@@ -27,10 +27,17 @@ use tungstenite::{Error as WsError, Message};
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 /// How long one wait for data lasts before the loop checks the stop flag and its timers.
 const TICK: Duration = Duration::from_millis(200);
-/// A Ping this often keeps NAT entries alive and proves the peer is there.
-const PING_EVERY: Duration = Duration::from_secs(30);
-/// A connection silent this long (no event, heartbeat, result or Pong) is dead.
+/// A connection silent this long (no event, heartbeat, result or Pong) is dead; sooner
+/// when the implementation announces heartbeats: three missed ones, but at least
+/// [`MIN_DEAD_AFTER`]. We ping three times within it (every 30 s at most), so a live peer
+/// always answers in time even if its heartbeats stop.
 const DEAD_AFTER: Duration = Duration::from_secs(90);
+const MIN_DEAD_AFTER: Duration = Duration::from_secs(15);
+
+/// How long silence means death after a heartbeat announcing `interval_ms`.
+pub fn dead_after(interval_ms: u64) -> Duration {
+    Duration::from_millis(interval_ms.saturating_mul(3)).clamp(MIN_DEAD_AFTER, DEAD_AFTER)
+}
 /// A write that cannot finish within this means a peer that stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frame and message cap (a `get_msg` result or a forwarded message can be large).
@@ -317,6 +324,7 @@ pub fn serve(
     }
     let mut last_frame = Instant::now();
     let mut last_ping = Instant::now();
+    let mut silence = DEAD_AFTER;
     loop {
         if handler.stopping() {
             let _ = ws.close(None);
@@ -330,7 +338,7 @@ pub fn serve(
             }
             wrote = true;
         }
-        if last_ping.elapsed() >= PING_EVERY {
+        if last_ping.elapsed() >= silence / 3 {
             last_ping = Instant::now();
             if let Err(e) = ws.write(Message::Ping(Default::default())) {
                 return format!("cannot send a ping: {e}");
@@ -340,8 +348,8 @@ pub fn serve(
         if wrote && let Err(e) = ws.flush() {
             return format!("cannot send: {e}");
         }
-        if last_frame.elapsed() >= DEAD_AFTER {
-            return format!("nothing received for {} s", DEAD_AFTER.as_secs());
+        if last_frame.elapsed() >= silence {
+            return format!("nothing received for {} s", silence.as_secs());
         }
         match ws.read() {
             Ok(msg) => {
@@ -356,7 +364,9 @@ pub fn serve(
                     // the next read reports the end.
                     _ => continue,
                 };
-                dispatch(&text, handler);
+                if let Some(interval) = dispatch(&text, handler) {
+                    silence = dead_after(interval);
+                }
             }
             Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => return "closed by the peer".into(),
@@ -368,18 +378,23 @@ pub fn serve(
     }
 }
 
-/// Routes one text frame: an event, a result, or nothing we know.
-fn dispatch(text: &str, handler: &dyn Handler) {
+/// Routes one text frame: an event, a result, or nothing we know. Returns the interval
+/// (ms) a heartbeat announces.
+fn dispatch(text: &str, handler: &dyn Handler) -> Option<u64> {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         log::debug!("a OneBot frame that is not JSON was dropped");
-        return;
+        return None;
     };
     if v.get("post_type").is_some() {
+        let heartbeat = (v["meta_event_type"] == "heartbeat").then(|| v["interval"].as_u64()).flatten();
         handler.on_event(v);
+        heartbeat
     } else if v.get("echo").is_some() {
         handler.on_result(v);
+        None
     } else {
         log::debug!("a OneBot frame without post_type or echo was dropped");
+        None
     }
 }
 
@@ -417,6 +432,14 @@ mod tests {
         assert_eq!(event.role, Role::Event);
         assert_eq!(check_request(&req("/ws", &[id, ("X-Client-Role", "API")]), "").unwrap().role, Role::Api);
         assert_eq!(check_request(&req("/ws", &[id, ("X-Client-Role", "x")]), "").unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn heartbeats_shorten_the_silence_allowed_within_bounds() {
+        assert_eq!(dead_after(5_000), Duration::from_secs(15));
+        assert_eq!(dead_after(10_000), Duration::from_secs(30));
+        assert_eq!(dead_after(1), MIN_DEAD_AFTER);
+        assert_eq!(dead_after(u64::MAX), DEAD_AFTER);
     }
 
     #[test]
