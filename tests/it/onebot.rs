@@ -267,3 +267,45 @@ fn frames_it_cannot_use_are_dropped_and_a_broken_connection_fails_a_send_at_once
     s.expect_error(&r, 400, "Failed to send message: the OneBot connection closed");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
+
+/// Serves `body` as `image/png` to every GET, on a loopback port (QQ's media CDN).
+fn media_server(body: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_received_image_is_downloaded_into_an_attachment_the_model_sees() {
+    let (s, _admin, llm, port) = setup("Nice picture");
+    let fake = online(&s, port);
+    let cdn = media_server(PNG);
+    let image = json!({"type": "image", "data": {"file": "ABCD.png",
+        "url": format!("http://127.0.0.1:{cdn}/download?appid=1407&rkey=one-time-key")}});
+    fake.push_event(fake.private_message(30003, 901, json!([text("look"), image])));
+    let reply =
+        fake.wait_call("send_private_msg", 0, WAIT).unwrap_or_else(|| panic!("no reply\n{}", s.log()));
+    assert_eq!(sent_text(&reply.params), "Nice picture");
+    let stored: Vec<_> = std::fs::read_dir(s.data.path().join("attachments")).unwrap().flatten().collect();
+    assert_eq!(stored.len(), 1, "one attachment");
+    assert_eq!(std::fs::read(stored[0].path()).unwrap(), PNG);
+    let asked = llm.last().messages().last().unwrap()["content"].to_string();
+    assert!(
+        asked.contains("data:image/png;base64,") && asked.contains("look"),
+        "the model saw no image: {asked}"
+    );
+    assert!(!s.log().contains("one-time-key"), "a media URL's key is in the log");
+}

@@ -905,6 +905,33 @@ mod loopback {
     }
 
     #[test]
+    fn connections_past_the_cap_get_503() {
+        let r = start("");
+        wait_listening(r.port);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // wait_listening's probe may still hold a slot: wait until it is gone.
+        while !lock(&r.adapter.shared.conns).is_empty() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let open: Vec<TcpStream> =
+            (0..MAX_CONNECTIONS).map(|_| TcpStream::connect(("127.0.0.1", r.port)).unwrap()).collect();
+        while lock(&r.adapter.shared.conns).len() < MAX_CONNECTIONS {
+            assert!(Instant::now() < deadline, "the connections were not accepted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut extra = TcpStream::connect(("127.0.0.1", r.port)).unwrap();
+        extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        let _ = extra.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        drop(open);
+        r.stop.store(true, Ordering::SeqCst);
+        r.adapter.stop();
+        assert_eq!(r.thread.join().unwrap(), Ok(()));
+    }
+
+    #[test]
     fn a_port_in_use_is_fatal() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
