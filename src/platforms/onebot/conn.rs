@@ -183,7 +183,17 @@ impl Read for Sock {
             Ready::Waker => {
                 if let Some(w) = &mut self.waker {
                     let mut sink = [0u8; 64];
-                    while matches!(w.read(&mut sink), Ok(n) if n > 0) {}
+                    loop {
+                        match w.read(&mut sink) {
+                            Ok(0) => {
+                                // The adapter let go of this connection: end it rather
+                                // than wake up for ever.
+                                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the waker closed"));
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
                 }
                 Err(io::ErrorKind::WouldBlock.into())
             }
@@ -354,17 +364,14 @@ pub fn serve(
         match ws.read() {
             Ok(msg) => {
                 last_frame = Instant::now();
-                let text = match msg {
-                    Message::Text(t) => t.as_str().to_owned(),
-                    Message::Binary(b) => match String::from_utf8(b.to_vec()) {
-                        Ok(t) => t,
-                        Err(_) => continue,
-                    },
+                let heartbeat = match &msg {
+                    Message::Text(t) => dispatch(t.as_bytes(), handler),
+                    Message::Binary(b) => dispatch(b, handler),
                     // Pings are answered by tungstenite; a Close is answered by it too, and
                     // the next read reports the end.
-                    _ => continue,
+                    _ => None,
                 };
-                if let Some(interval) = dispatch(&text, handler) {
+                if let Some(interval) = heartbeat {
                     silence = dead_after(interval);
                 }
             }
@@ -380,8 +387,8 @@ pub fn serve(
 
 /// Routes one text frame: an event, a result, or nothing we know. Returns the interval
 /// (ms) a heartbeat announces.
-fn dispatch(text: &str, handler: &dyn Handler) -> Option<u64> {
-    let Ok(v) = serde_json::from_str::<Value>(text) else {
+fn dispatch(frame: &[u8], handler: &dyn Handler) -> Option<u64> {
+    let Ok(v) = serde_json::from_slice::<Value>(frame) else {
         log::debug!("a OneBot frame that is not JSON was dropped");
         return None;
     };
