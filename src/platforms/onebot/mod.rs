@@ -792,14 +792,19 @@ mod loopback {
         let m = r.inbound.recv_timeout(Duration::from_secs(5)).expect("delivered");
         assert_eq!((m.session_id.as_str(), m.text.as_str(), m.self_id.as_str()), ("30003", "hello", "10001"));
         let target = Target { group: false, chat: m.reply_to.clone(), self_id: Some(m.self_id.clone()) };
+        // Each call goes out at once, not at the loop's next tick (200 ms): five in a row,
+        // each right after the loop went back to waiting, take far less than five ticks.
         let started = Instant::now();
-        r.adapter.send(&target, &[OutPart::Text("hi there".into())]).unwrap();
+        for _ in 0..5 {
+            r.adapter.send(&target, &[OutPart::Text("hi there".into())]).unwrap();
+        }
         assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "a call goes out at once: {:?}",
+            started.elapsed() < Duration::from_millis(500),
+            "calls wait for a tick: {:?}",
             started.elapsed()
         );
         let sent = fake.calls_of("send_private_msg");
+        assert_eq!(sent.len(), 5);
         assert_eq!(
             sent[0].params,
             json!({"user_id": 30003, "message": [{"type": "text", "data": {"text": "hi there"}}]})
@@ -870,6 +875,7 @@ mod loopback {
         let r = start("");
         wait_listening(r.port);
         let fake = connect(r.port, "10001", None).unwrap();
+        assert!(fake.wait_call("get_login_info", 0, Duration::from_secs(5)).is_some(), "registered");
         fake.set_responder(|action, _| {
             if action == "send_private_msg" {
                 std::thread::sleep(Duration::from_secs(2));
@@ -909,15 +915,21 @@ mod loopback {
         let r = start("");
         wait_listening(r.port);
         let deadline = Instant::now() + Duration::from_secs(5);
-        // wait_listening's probe may still hold a slot: wait until it is gone.
-        while !lock(&r.adapter.shared.conns).is_empty() {
+        // wait_listening's probe takes a slot once accepted: wait until it came and went.
+        while r.adapter.shared.conn_ids.load(Ordering::SeqCst) == 0
+            || !lock(&r.adapter.shared.conns).is_empty()
+        {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(10));
         }
         let open: Vec<TcpStream> =
             (0..MAX_CONNECTIONS).map(|_| TcpStream::connect(("127.0.0.1", r.port)).unwrap()).collect();
         while lock(&r.adapter.shared.conns).len() < MAX_CONNECTIONS {
-            assert!(Instant::now() < deadline, "the connections were not accepted");
+            assert!(
+                Instant::now() < deadline,
+                "{} connections accepted",
+                lock(&r.adapter.shared.conns).len()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         let mut extra = TcpStream::connect(("127.0.0.1", r.port)).unwrap();
