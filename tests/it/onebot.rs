@@ -309,3 +309,25 @@ fn a_received_image_is_downloaded_into_an_attachment_the_model_sees() {
     );
     assert!(!s.log().contains("one-time-key"), "a media URL's key is in the log");
 }
+
+#[test]
+fn a_changed_token_restarts_the_bot_on_the_same_port() {
+    let (s, admin, _llm, port) = setup("unused");
+    let fake = online(&s, port);
+    let bot = json!({"id": "qq", "type": "aiocqhttp", "ws_reverse_host": "127.0.0.1",
+        "ws_reverse_port": port, "ws_reverse_token": "new-secret"});
+    s.check("PUT", "/api/v1/bots/qq", &admin, Some(bot), 200, json!({"status": "ok"}));
+    assert!(fake.wait_closed(WAIT), "the old connection stayed\n{}", s.log());
+    let deadline = Instant::now() + WAIT;
+    // The new adapter binds the same port; until it does, connects are refused (0).
+    let refused = loop {
+        match connect(port, "10001", Some(TOKEN)) {
+            Err(0) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => break other.err(),
+        }
+    };
+    assert_eq!(refused, Some(403), "the old token still works\n{}", s.log());
+    let again = connect(port, "10001", Some("new-secret")).expect("the new token opens");
+    assert!(again.wait_call("get_login_info", 0, WAIT).is_some());
+    assert!(!s.log().contains("new-secret"), "the token is in the log");
+}
