@@ -230,7 +230,7 @@ pub fn create(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     })?;
     drop(conn);
     log::info!("bot {id} ({}) created", stored["type"].as_str().unwrap_or_default());
-    manager::apply(ctx.app, &id, Some(&stored));
+    manager::apply(ctx.app, &id);
     Ok(Response::ok_with_message(json!({}), "新增平台配置成功~"))
 }
 
@@ -248,15 +248,15 @@ fn update(ctx: &Ctx<'_, '_>, id: &str, config: Map<String, Value>) -> Result<Res
     }
     let mut conn = ctx.app.db.conn()?;
     let now = ctx.now;
-    let stored = write_tx(&mut conn, |tx| {
+    write_tx(&mut conn, |tx| {
         let old = resources::bot(tx, id)?.ok_or_else(|| not_found(id))?;
         let config = checked(tx, id, config, Some(&old.config))?;
         resources::put_bot(tx, id, &config, now)?;
-        Ok::<_, ApiError>(config)
+        Ok::<_, ApiError>(())
     })?;
     drop(conn);
     log::info!("bot {id} updated");
-    manager::apply(ctx.app, id, Some(&stored));
+    manager::apply(ctx.app, id);
     Ok(Response::ok_with_message(json!({}), "更新平台配置成功~"))
 }
 
@@ -285,7 +285,7 @@ fn delete_by(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
         return Err(not_found(id));
     }
     log::info!("bot {id} deleted");
-    manager::apply(ctx.app, id, None);
+    manager::apply(ctx.app, id);
     Ok(Response::ok_with_message(json!({}), "删除平台配置成功~"))
 }
 
@@ -304,16 +304,15 @@ pub fn delete(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 fn set_enabled(ctx: &Ctx<'_, '_>, id: &str, enabled: bool) -> Result<Response, ApiError> {
     let mut conn = ctx.app.db.conn()?;
     let now = ctx.now;
-    let stored = write_tx(&mut conn, |tx| {
-        let old = resources::bot(tx, id)?.ok_or_else(|| not_found(id))?;
-        let mut config = old.config.clone();
+    write_tx(&mut conn, |tx| {
+        let mut config = resources::bot(tx, id)?.ok_or_else(|| not_found(id))?.config;
         config["enable"] = json!(enabled);
         resources::put_bot(tx, id, &config, now)?;
-        Ok::<_, ApiError>(config)
+        Ok::<_, ApiError>(())
     })?;
     drop(conn);
     log::info!("bot {id} {}", if enabled { "enabled" } else { "disabled" });
-    manager::apply(ctx.app, id, Some(&stored));
+    manager::apply(ctx.app, id);
     Ok(Response::ok_with_message(json!({}), "更新平台配置成功~"))
 }
 

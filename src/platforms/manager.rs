@@ -32,32 +32,48 @@ const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Starts every enabled stored bot (at server start).
 pub fn start_all(app: &Arc<App>) {
-    let bots = match app.db.conn().and_then(|c| crate::db::resources::bots(&c)) {
-        Ok(bots) => bots,
+    let ids = match app.db.conn().and_then(|c| crate::db::resources::bot_ids(&c)) {
+        Ok(ids) => ids,
         Err(e) => {
             log::error!("cannot read the bots: {e}");
             return;
         }
     };
-    for bot in bots {
-        apply(app, &bot.id, Some(&bot.config));
+    for id in ids {
+        apply(app, &id);
     }
 }
 
 /// Stops every bot (server shutdown).
 pub fn stop_all(app: &App) {
+    let _changing = app.platforms.changing();
     for (id, running) in app.platforms.drain() {
         stop(&id, running);
     }
 }
 
-/// Makes bot `id` run as `config` says (`None`: deleted): stops what runs now, then
-/// starts the new adapter when the bot is enabled.
-pub fn apply(app: &Arc<App>, id: &str, config: Option<&Value>) {
+/// Makes bot `id` run as it is stored now (a deleted bot stops): whatever runs is stopped,
+/// then the stored bot's adapter started when it is enabled. Read under the registry's
+/// change lock, so concurrent saves of one bot end with the adapter of the last one.
+pub fn apply(app: &Arc<App>, id: &str) {
+    let _changing = app.platforms.changing();
+    let stored = match app.db.conn().and_then(|c| crate::db::resources::bot(&c, id)) {
+        Ok(bot) => bot.map(|b| b.config),
+        Err(e) => {
+            log::error!("bot {id}: cannot read its config: {e}");
+            return;
+        }
+    };
     if let Some(old) = app.platforms.remove(id) {
         stop(id, old);
     }
-    let Some(config) = config else { return };
+    if let Some(config) = stored {
+        start(app, id, &config);
+    }
+}
+
+/// Starts bot `id` as `config` says (nothing runs for it now).
+fn start(app: &Arc<App>, id: &str, config: &Value) {
     let kind = config["type"].as_str().unwrap_or_default().to_owned();
     let state = Arc::new(StateCell::new(id));
     let stop_flag = Arc::new(AtomicBool::new(false));
