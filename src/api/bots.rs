@@ -57,11 +57,12 @@ fn dashboard_config(
 ) -> Result<Map<String, Value>, ApiError> {
     let mut config = match body.get("config") {
         Some(Value::Object(c)) if !c.is_empty() => c.clone(),
-        _ => body
+        None | Some(Value::Null | Value::Object(_)) => body
             .iter()
             .filter(|(k, v)| !matches!(k.as_str(), "bot_id" | "config" | "enabled") && !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        Some(_) => return Err(bad("config must be an object")),
     };
     config.remove("state");
     if config.get("id").is_none_or(Value::is_null) {
@@ -407,6 +408,7 @@ mod tests {
         assert_eq!(config_id(&map(json!({"id": "a:b!c"}))).unwrap(), "a_b_c");
         assert!(config_id(&map(json!({"id": " "}))).is_err());
         assert!(config_id(&map(json!({"id": "x".repeat(129)}))).is_err());
+        assert!(dashboard_config(&map(json!({"id": "x", "type": "webchat", "config": "no"})), None).is_err());
     }
 
     #[test]
