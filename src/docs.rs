@@ -12,6 +12,8 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("files", include_str!("../static/docs/files.md")),
     ("knowledge", include_str!("../static/docs/knowledge.md")),
     ("website-chatbots", include_str!("../static/docs/website-chatbots.md")),
+    ("telegram", include_str!("../static/docs/telegram.md")),
+    ("onebot", include_str!("../static/docs/onebot.md")),
     ("configuration", include_str!("../static/docs/configuration.md")),
     ("systemd", include_str!("../static/docs/systemd.md")),
     ("operator", include_str!("../static/docs/operator.md")),

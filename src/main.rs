@@ -21,7 +21,6 @@ mod markdown;
 mod mirror;
 mod openapi;
 mod pipeline;
-#[allow(dead_code)] // being built on this branch (issue 11)
 mod platforms;
 mod quota;
 mod routes;

@@ -221,6 +221,7 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         body.get(field).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
     };
     let message = UserMessage {
+        sender_name: username.clone(),
         username,
         session_id,
         umo,
@@ -230,6 +231,8 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         selected_provider: pick("selected_provider"),
         selected_model: pick("selected_model"),
         is_admin: is_admin_id,
+        platform_id: "webchat".into(),
+        is_group: false,
     };
     Ok(Prepared { message, profile })
 }
@@ -349,6 +352,7 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
     let text = plain_text(&parts);
     let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
     let message = UserMessage {
+        sender_name: username.clone(),
         username,
         session_id,
         umo,
@@ -358,6 +362,8 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
         selected_provider: None,
         selected_model: None,
         is_admin,
+        platform_id: "webchat".into(),
+        is_group: false,
     };
     Ok(Prepared { message, profile: Some(profile) })
 }

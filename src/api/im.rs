@@ -27,6 +27,7 @@ use crate::db::chat as store;
 use crate::db::resources::{self, Attachment};
 use crate::error::ApiError;
 use crate::http::Response;
+use crate::platforms::{self, Media, OutPart, SendError};
 
 /// `GET /api/v1/im/bots`
 pub fn list_bots(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
@@ -135,10 +136,12 @@ fn strict_parts(
                         }
                     }
                     "reply" => {
-                        if obj.get("message_id").is_none_or(Value::is_null) {
+                        let Some(id) = obj.get("message_id").filter(|v| !v.is_null()) else {
                             return Err(bad("reply part missing message_id"));
-                        }
-                        // Accepted, then dropped: webchat stores no replies.
+                        };
+                        // Kept for IM platforms (a quote); webchat stores no replies.
+                        let id = id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string());
+                        parts.push((json!({"type": "reply", "message_id": id}), None));
                     }
                     "image" | "record" | "file" | "video" => {
                         let id = obj.get("attachment_id").and_then(Value::as_str).filter(|s| !s.is_empty());
@@ -158,7 +161,7 @@ fn strict_parts(
         }
         _ => return Err(bad("message must be a string or list")),
     }
-    if parts.is_empty() {
+    if parts.iter().all(|(p, _)| p["type"] == "reply") {
         return Err(bad("Message content is empty (reply only is not allowed)"));
     }
     Ok(parts)
@@ -244,15 +247,16 @@ pub fn send_message(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(bad("umo must be a string")),
     };
-    let (platform, _, session) = parse_umo(&umo).map_err(|e| bad(format!("Invalid umo: {e}")))?;
+    let (platform, message_type, session) = parse_umo(&umo).map_err(|e| bad(format!("Invalid umo: {e}")))?;
     if platform != "webchat" {
-        return Err(bad(format!("Bot not found or not running for platform: {platform}")));
+        return send_to_bot(ctx, &body, &platform, &message_type, &session);
     }
     let target = target(&session).map_err(|e| bad(format!("Invalid umo: {e}")))?;
     let message = body.get("message").cloned().unwrap_or_else(|| json!({}));
     let data_dir = ctx.app.settings.data_dir.clone();
     let mut conn = ctx.app.db.conn()?;
-    let parts = strict_parts(&conn, &data_dir, &message)?;
+    let mut parts = strict_parts(&conn, &data_dir, &message)?;
+    parts.retain(|(p, _)| p["type"] != "reply");
     let cid = target.conversation();
     let now = ctx.now;
     let (saved_id, stored_parts) = store_message(&mut conn, &data_dir, &target, &parts, ctx.now)?;
@@ -261,6 +265,55 @@ pub fn send_message(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     ctx.app.streams.deliver_proactive(cid, target.owner(), &stored_parts, saved_id, now);
     log::info!("proactive message delivered to webchat conversation {cid}");
     Ok(Response::ok(Value::Null))
+}
+
+/// A proactive message to a running IM bot: the parts checked as for webchat, then sent
+/// by its adapter on this thread (Telegram's pacing may make it wait). Nothing is stored:
+/// the platform keeps the message, as AstrBot leaves it to the platform.
+fn send_to_bot(
+    ctx: &Ctx<'_, '_>,
+    body: &Map<String, Value>,
+    platform: &str,
+    message_type: &str,
+    session: &str,
+) -> Result<Response, ApiError> {
+    let adapter = ctx
+        .app
+        .platforms
+        .adapter(platform)
+        .ok_or_else(|| bad(format!("Bot not found or not running for platform: {platform}")))?;
+    let message = body.get("message").cloned().unwrap_or_else(|| json!({}));
+    let data_dir = ctx.app.settings.data_dir.clone();
+    let parts = strict_parts(&*ctx.app.db.conn()?, &data_dir, &message)?;
+    let out: Vec<OutPart> = parts
+        .into_iter()
+        .map(|(part, att)| match att {
+            Some(a) => OutPart::Media(Media {
+                kind: a.kind,
+                path: data_dir.join("attachments").join(&a.attachment_id),
+                attachment_id: a.attachment_id,
+                filename: a.filename,
+                mime: a.mime_type,
+            }),
+            None if part["type"] == "reply" => {
+                OutPart::Reply { message_id: part["message_id"].as_str().unwrap_or_default().to_owned() }
+            }
+            None => OutPart::Text(part["text"].as_str().unwrap_or_default().to_owned()),
+        })
+        .collect();
+    let target =
+        platforms::Target { group: message_type == "GroupMessage", chat: session.to_owned(), self_id: None };
+    match adapter.send(&target, &out) {
+        Ok(()) => {
+            log::info!("proactive message sent by bot {platform} to {message_type}:{session}");
+            Ok(Response::ok(Value::Null))
+        }
+        Err(SendError::Invalid(e)) => Err(bad(e)),
+        Err(SendError::Failed(e)) => {
+            log::warn!("proactive message by bot {platform} to {message_type}:{session} failed: {e}");
+            Err(bad(format!("Failed to send message: {e}")))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! names the field (`expires_in_days must be an integer`), never a framework's 422.
 
 pub mod admin;
+pub mod bots;
 pub mod chat;
 pub mod configs;
 pub mod files;

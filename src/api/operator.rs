@@ -94,5 +94,11 @@ pub fn stats(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         "upstream_errors": crate::chat::run::upstream_errors(),
         "outbox_pending": pending,
         "outbox_dropped": dropped,
+        "bots": ctx.app.platforms.states().into_iter().map(|(id, kind, state)| {
+            let mut v = state.to_json();
+            v["id"] = json!(id);
+            v["type"] = json!(kind);
+            v
+        }).collect::<Vec<_>>(),
     })))
 }

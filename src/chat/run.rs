@@ -47,6 +47,12 @@ pub struct UserMessage {
     pub selected_model: Option<String>,
     /// The sender may use administrator commands.
     pub is_admin: bool,
+    /// `webchat`, or the id of the IM bot the message came through.
+    pub platform_id: String,
+    /// A group chat of an IM bot.
+    pub is_group: bool,
+    /// Who sent it, as the history shows them (the username on webchat; an IM user's name).
+    pub sender_name: String,
 }
 
 /// Chat runs at once; each holds a thread (and a stream's writer another), so beyond this
@@ -108,8 +114,15 @@ pub fn save_user_message(
 ) -> Result<i64, ApiError> {
     let first_text: String = msg.text.chars().take(40).collect();
     write_tx(conn, |tx| {
-        let session = store::ensure_session(tx, &msg.session_id, &msg.username, now)
-            .map_err(|e| soft(format!("Failed to create session: {e}")))?;
+        let session = store::ensure_platform_session(
+            tx,
+            &msg.session_id,
+            &msg.username,
+            &msg.platform_id,
+            msg.is_group,
+            now,
+        )
+        .map_err(|e| soft(format!("Failed to create session: {e}")))?;
         if session.creator != msg.username {
             return Err(soft("session_id belongs to another username"));
         }
@@ -128,7 +141,7 @@ pub fn save_user_message(
             tx,
             &msg.session_id,
             "user",
-            &msg.username,
+            &msg.sender_name,
             &json!({"type": "user", "message": msg.parts}),
             Some(checkpoint),
             now,

@@ -39,7 +39,7 @@ pub fn system_config(conn: &Connection) -> rusqlite::Result<Value> {
     let mut config = with_defaults(&stored);
     config["provider_sources"] = Value::Array(resources::docs(conn, Docs::ProviderSources)?);
     config["provider"] = Value::Array(resources::docs(conn, Docs::Providers)?);
-    config["platform"] = json!([]);
+    config["platform"] = Value::Array(resources::bots(conn)?.into_iter().map(|b| b.config).collect());
     Ok(config)
 }
 

@@ -29,8 +29,8 @@ pub use defaults::{
 };
 pub use documents::{BotLookup, all_admin_ids, find_bot, profile_config, system_config};
 pub use effective::{Effective, ProviderChoice, SessionChoice, effective};
-pub use masking::{redact, restore_secrets};
+pub use masking::{mask, redact, restore_secrets};
 pub use providers::{check_inheriting_providers, merged_provider, provider_type_of};
 pub use refs::{check_secret_refs, process_env, refused_ref, secret_ref, secret_ref_allowed};
-pub use target::target_change;
+pub use target::{same_url_endpoint, target_change};
 pub use validate::{validate, validate_source};

@@ -42,6 +42,12 @@ fn same_endpoint(a: &str, b: &str, parse: fn(&str) -> Option<Endpoint>) -> bool 
     a == b || parse(a).is_some_and(|x| parse(b) == Some(x))
 }
 
+/// Whether two URLs name the same scheme, host and port (as the HTTP client reads them):
+/// where a secret carried in or with the URL would go.
+pub fn same_url_endpoint(a: &str, b: &str) -> bool {
+    same_endpoint(a, b, url_endpoint)
+}
+
 /// What moved between two provider configs (each merged with its source): `api_base`
 /// when the URL the adapter posts to has another scheme, host or port (a missing
 /// `api_base` is the adapter's default, so a changed `type` can move it too), `proxy`

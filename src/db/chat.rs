@@ -50,10 +50,23 @@ pub fn session(conn: &Connection, id: &str) -> rusqlite::Result<Option<Session>>
 /// concurrent delete cannot come between the insert and the read inside the transaction;
 /// should the row vanish anyway (a trigger), that is an error here rather than a panic.
 pub fn ensure_session(tx: &Transaction<'_>, id: &str, creator: &str, now: i64) -> rusqlite::Result<Session> {
+    ensure_platform_session(tx, id, creator, "webchat", false, now)
+}
+
+/// [`ensure_session`] for a conversation of an IM bot: its platform id is the bot's id,
+/// and a group chat is marked as one.
+pub fn ensure_platform_session(
+    tx: &Transaction<'_>,
+    id: &str,
+    creator: &str,
+    platform_id: &str,
+    is_group: bool,
+    now: i64,
+) -> rusqlite::Result<Session> {
     tx.execute(
-        "INSERT INTO chat_sessions (session_id, platform_id, creator, created_at, updated_at)
-         VALUES (?1, 'webchat', ?2, ?3, ?3) ON CONFLICT (session_id) DO NOTHING",
-        params![id, creator, now],
+        "INSERT INTO chat_sessions (session_id, platform_id, creator, is_group, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (session_id) DO NOTHING",
+        params![id, platform_id, creator, is_group, now],
     )?;
     session(tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }

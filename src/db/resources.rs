@@ -434,7 +434,6 @@ pub fn bot_ids(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-#[allow(dead_code)] // used by the bots API being built (issue 11)
 /// A stored bot: its id and its whole config (AstrBot's platform dict), in order.
 #[derive(Debug, Clone)]
 pub struct Bot {
@@ -456,7 +455,6 @@ pub fn bots(conn: &Connection) -> rusqlite::Result<Vec<Bot>> {
     .collect()
 }
 
-#[allow(dead_code)]
 pub fn bot(conn: &Connection, id: &str) -> rusqlite::Result<Option<Bot>> {
     conn.prepare_cached("SELECT id, config FROM bots WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
@@ -471,7 +469,6 @@ pub fn bot(conn: &Connection, id: &str) -> rusqlite::Result<Option<Bot>> {
 
 /// Adds a bot at the end, or replaces one in place; `type` and `enable` are kept beside
 /// the document for the listing's filters.
-#[allow(dead_code)]
 pub fn put_bot(tx: &Transaction<'_>, id: &str, config: &Value, now: i64) -> rusqlite::Result<()> {
     let kind = config["type"].as_str().unwrap_or_default();
     let enable = config["enable"].as_bool().unwrap_or(false);
@@ -484,7 +481,6 @@ pub fn put_bot(tx: &Transaction<'_>, id: &str, config: &Value, now: i64) -> rusq
     Ok(())
 }
 
-#[allow(dead_code)]
 pub fn delete_bot(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
     Ok(tx.execute("DELETE FROM bots WHERE id = ?1", [id])? > 0)
 }

@@ -14,6 +14,9 @@ use crate::routes::Route;
 
 pub const SOURCE_ID: &str = "example-source";
 pub const PROVIDER_ID: &str = "example-source/llama3.2";
+/// The examples' bot: a OneBot v11 reverse WebSocket on loopback (it only listens, so
+/// trying the examples never reaches out to a platform).
+pub const BOT_ID: &str = "qq";
 pub const UMO: &str = "webchat:FriendMessage:webchat!alice!reference-example";
 
 /// The example value of a path or query parameter, by name and place.
@@ -24,6 +27,7 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "username" => json!("alice"),
         "session_id" => json!("reference-example"),
         "persona_id" => json!("tutor"),
+        "bot_id" => json!(BOT_ID),
         "source_id" => json!(SOURCE_ID),
         "provider_id" => json!(PROVIDER_ID),
         "umo" => json!(UMO),
@@ -41,6 +45,11 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         _ => return None,
     };
     Some(v)
+}
+
+fn bot() -> Value {
+    json!({"id": BOT_ID, "type": "aiocqhttp", "ws_reverse_host": "127.0.0.1", "ws_reverse_port": 6199,
+           "ws_reverse_token": "change-me"})
 }
 
 fn source() -> Value {
@@ -68,6 +77,11 @@ pub fn request(route: &Route) -> Option<Value> {
             json!({"name": "reference example (renamed)", "daily_limit": 1000})
         }
         ("POST", "/api/apikey/revoke" | "/api/apikey/delete") => json!({"key_id": "KEY_ID"}),
+        ("POST", "/api/v1/bots") | ("PUT", "/api/v1/bots/{bot_id:path}") => bot(),
+        ("PUT", "/api/v1/bots/by-id") => json!({"bot_id": BOT_ID, "config": bot()}),
+        ("PATCH", "/api/v1/bots/enabled") => json!({"bot_id": BOT_ID, "enabled": true}),
+        ("PATCH", "/api/v1/bots/{bot_id:path}/enabled") => json!({"enabled": true}),
+        ("POST", "/api/v1/bots/test") => json!({"bot_id": BOT_ID}),
         ("POST", "/api/v1/provider-sources") | ("PUT", "/api/v1/provider-sources/{source_id:path}") => {
             source()
         }

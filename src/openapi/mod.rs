@@ -45,6 +45,8 @@ fn soft_errors(route: &Route) -> bool {
 /// too. An Astroworld chat (`bot_id`) names a bot that may be ambiguous.
 fn not_found_is_400(route: &Route) -> bool {
     (route.method == "POST" && route.path == "/api/v1/chat")
+        || (route.tag == "Bots" && route.method != "GET")
+        || (route.tag == "Bots" && (route.path.contains('{') || route.path.ends_with("/by-id")))
         || matches!(route.tag, "Providers" | "Personas" | "Config")
             && (route.path.contains('{')
                 || route.path.ends_with("/by-id")
@@ -81,6 +83,8 @@ fn body_optional(route: &Route) -> bool {
         ("PUT", "/api/v1/persona-folders/{folder_id:path}")
             | ("PATCH", "/api/v1/providers/enabled" | "/api/v1/providers/{provider_id:path}/enabled")
             | ("POST", "/api/v1/providers/test")
+            | ("PATCH", "/api/v1/bots/enabled" | "/api/v1/bots/{bot_id:path}/enabled")
+            | ("POST", "/api/v1/bots/test" | "/api/v1/bots/{bot_id:path}/test")
     )
 }
 

@@ -31,7 +31,7 @@ pub fn schemas() -> Value {
         },
         "Stats": {
             "type": "object",
-            "required": ["version", "uptime_secs", "requests_today", "requests_today_total", "active_streams", "chat_runs", "upstream_errors", "outbox_pending", "outbox_dropped"],
+            "required": ["version", "uptime_secs", "requests_today", "requests_today_total", "active_streams", "chat_runs", "upstream_errors", "outbox_pending", "outbox_dropped", "bots"],
             "properties": {
                 "version": {"type": "string"},
                 "uptime_secs": {"type": "integer", "minimum": 0},
@@ -49,7 +49,9 @@ pub fn schemas() -> Value {
                 "chat_runs": {"type": "integer", "minimum": 0, "description": "Chat runs in progress now"},
                 "upstream_errors": {"type": "integer", "minimum": 0, "description": "LLM requests that failed since the server started"},
                 "outbox_pending": {"type": "integer", "minimum": 0, "description": "Webhook events waiting for delivery, over every key"},
-                "outbox_dropped": {"type": "integer", "minimum": 0, "description": "Webhook events dropped because a key's outbox was full, over every key"}
+                "outbox_dropped": {"type": "integer", "minimum": 0, "description": "Webhook events dropped because a key's outbox was full, over every key"},
+                "bots": {"type": "array", "description": "Each configured bot's adapter: id, type and its state (running, starting, stopped, error with the last error and since when)",
+                    "items": {"allOf": [{"$ref": "#/components/schemas/BotState"}], "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}}
             }
         },
         "KbCollections": {

@@ -69,6 +69,11 @@ pub fn query(route: &Route) -> Vec<Value> {
             "How many events, newest first (default 50)",
             json!({"type": "string", "pattern": format!("^[{WS}]*[+]?0*([1-9][0-9]{{0,2}}|1000)[{WS}]*$"), "description": "An integer from 1 to 1000"}),
         )],
+        ("GET", "/api/v1/bots") => vec![
+            optional("enabled", "Only enabled (true) or disabled (false) bots", lax_bool()),
+            optional("type", "Only bots of this type (webchat, telegram, aiocqhttp)", text()),
+        ],
+        ("GET" | "DELETE", "/api/v1/bots/by-id") => vec![required("bot_id", "The bot")],
         ("GET", "/api/v1/personas") => {
             vec![optional("folder_id", "Only the personas of this folder; empty: the root's", text())]
         }

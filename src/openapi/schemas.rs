@@ -91,11 +91,72 @@ fn common() -> Value {
 
 /// IM bots.
 fn bots() -> Value {
+    let lax_or_null = json!({"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]});
     json!({
         "BotIds": {
             "type": "object",
             "required": ["bot_ids"],
             "properties": {"bot_ids": {"type": "array", "items": {"type": "string"}}}
+        },
+        "Bot": {
+            "type": "object",
+            "description": "A bot (AstrBot's platform config): id, type, enable and the type's fields (GET /api/v1/bot-types lists them with their defaults). Tokens are masked in every answer; `state` is the adapter's, never stored.",
+            "required": ["id", "type"],
+            "properties": {
+                "id": {"type": "string", "example": "telegram"},
+                "type": {"enum": crate::platforms::types::TYPES},
+                "enable": {"type": "boolean"},
+                "telegram_token": {"type": "string", "description": "Masked"},
+                "ws_reverse_token": {"type": "string", "description": "Masked"},
+                "state": {"$ref": "#/components/schemas/BotState"}
+            },
+            "additionalProperties": true
+        },
+        "BotState": {
+            "type": "object",
+            "description": "The adapter's state (beyond AstrBot): running, starting (connecting or restarting), stopped (disabled) or error, with the last error and since when",
+            "properties": {
+                "status": {"enum": ["starting", "running", "stopped", "error"]},
+                "error": {"type": ["string", "null"]},
+                "since": {"type": "string"},
+                "restarts": {"type": "integer"}
+            }
+        },
+        "BotBody": {
+            "type": "object",
+            "description": "A bot config, flat or under a non-empty `config` (then the flat fields other than `id`, `type`, `enabled` and `enable` are ignored). The id comes from the config, else the path (PUT) or the body's `id`; `:` and `!` become `_`. `enabled` (else `enable`) sets enable, which defaults to true. Checked whole before it is stored: `type` is webchat, telegram or aiocqhttp; telegram needs `telegram_token` shaped `<digits>:<letters, digits, - and _>` and http(s) base URLs; aiocqhttp needs `ws_reverse_host` (an address or host name) and `ws_reverse_port` (1-65535, not another bot's); numbers may be sent as strings. A PUT replaces the whole bot (no merge). A masked token sent back keeps the stored one (a Telegram token only while telegram_api_base_url and telegram_file_base_url keep their scheme, host and port). At most 64 bots.",
+            "properties": {
+                "id": {"type": ["string", "number", "null"]},
+                "type": {"anyOf": [{"enum": crate::platforms::types::TYPES}, {"type": "null"}]},
+                "enabled": lax_or_null,
+                "enable": lax_or_null,
+                "config": {"type": ["object", "null"], "description": "The bot config, used when it is a non-empty object"}
+            },
+            "additionalProperties": true
+        },
+        "BotUpdateById": {"allOf": [{"$ref": "#/components/schemas/BotBody"}], "required": ["bot_id"], "properties": {"bot_id": nonblank()}},
+        "BotList": {"type": "object", "properties": {"bots": {"type": "array", "items": {"$ref": "#/components/schemas/Bot"}}}},
+        "BotOne": {"type": "object", "properties": {"bot": {"$ref": "#/components/schemas/Bot"}}},
+        "BotIdBody": {"type": "object", "required": ["bot_id"], "properties": {"bot_id": nonblank()}},
+        "BotEnabledBody": {"type": "object", "required": ["bot_id"], "properties": {"bot_id": nonblank(), "enabled": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}], "description": "Missing: false"}}},
+        "BotTest": {
+            "type": "object",
+            "description": "A live check: Telegram calls getMe; OneBot lists the connected accounts",
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"enum": ["ok", "error"]},
+                "message": {"type": "string"},
+                "state": {"$ref": "#/components/schemas/BotState"}
+            },
+            "additionalProperties": true
+        },
+        "BotTypes": {
+            "type": "object",
+            "properties": {"bot_types": {"type": "array", "items": {"type": "object", "properties": {
+                "type": {"type": "string"}, "id": {"type": "string"}, "description": {"type": "string"},
+                "display_name": {"type": "string"}, "default_config": {"type": ["object", "null"]},
+                "schema": {"type": "object"}, "support_streaming_message": {"type": "boolean"},
+                "support_proactive_message": {"type": "boolean"}}}}}
         }
     })
 }

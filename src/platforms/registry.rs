@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::adapter::{Adapter, State, StateCell, Status};
+use super::adapter::{Adapter, State, StateCell};
 
 /// One started bot.
 pub struct Running {
@@ -64,10 +64,5 @@ impl Platforms {
             self.lock().iter().map(|(id, r)| (id.clone(), r.kind.clone(), r.state.get())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
-    }
-
-    /// How many bots are in each status.
-    pub fn count(&self, status: Status) -> usize {
-        self.lock().values().filter(|r| r.state.get().status == status).count()
     }
 }

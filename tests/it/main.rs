@@ -3,6 +3,7 @@
 mod admin;
 mod astroworld;
 mod auth;
+mod bots;
 mod chat;
 mod cli;
 mod configs;

@@ -70,6 +70,7 @@ fn setup(s: &Server, admin: &str, doc: &Value, delivery: &str) -> Ids {
     s.call("POST", "/api/v1/personas", admin, Some(example("/api/v1/personas", "post")));
     s.call("POST", "/api/v1/provider-sources", admin, Some(example("/api/v1/provider-sources", "post")));
     s.call("POST", "/api/v1/providers", admin, Some(example("/api/v1/providers", "post")));
+    s.call("POST", "/api/v1/bots", admin, Some(example("/api/v1/bots", "post")));
     let folder = ok_data(
         s,
         &s.call("POST", "/api/v1/persona-folders", admin, Some(json!({"name": "fixture"}))),
@@ -155,6 +156,9 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
             }
             ("POST", "/api/v1/providers") => {
                 s.call("DELETE", "/api/v1/providers/example-source%2Fllama3.2", &admin, None);
+            }
+            ("POST", "/api/v1/bots") => {
+                s.call("DELETE", "/api/v1/bots/qq", &admin, None);
             }
             _ => {}
         }
