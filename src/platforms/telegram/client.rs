@@ -178,10 +178,7 @@ impl Client {
 fn transport_text(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Timeout(_) => "Telegram did not answer in time".into(),
-        ureq::Error::ConnectionFailed | ureq::Error::Io(_) | ureq::Error::HostNotFound => {
-            format!("cannot reach Telegram: {e}")
-        }
-        other => format!("request to Telegram failed: {other}"),
+        other => format!("cannot reach Telegram: {other}"),
     }
 }
 
