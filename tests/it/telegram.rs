@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::fake_llm::{FakeLlm, Script, connect};
 use crate::fake_telegram::{BOT_ID, BOT_NAME, Call, FakeTelegram, Scripted, TOKEN};
-use crate::support::{PNG, Server, eventually, upload_file};
+use crate::support::{PNG, Server, eventually, http, upload_file};
 
 const SCOPES: &str = r#"{"scopes":["bot","im","provider","file","chat","config"]}"#;
 const WAIT: Duration = Duration::from_secs(20);
@@ -258,6 +258,14 @@ fn flood_control_and_a_webhook_are_waited_out() {
     let conflicts = t.tg.calls_of("getUpdates").iter().filter(|c| !c.ok).count();
     assert!(conflicts >= 1);
 
+    // Another program polling with the token: shown in the state, and polling goes on.
+    let other =
+        "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running";
+    t.tg.script("getUpdates", Scripted::error(409, other));
+    t.wait_status("error");
+    assert!(t.state()["error"].as_str().unwrap().starts_with("another program is polling"), "{}", t.state());
+    t.wait_status("running");
+
     // Flood control on the poll itself.
     t.tg.script("getUpdates", Scripted::retry_after(1));
     t.tg.push(private(4242, 3, "and now?"));
@@ -301,21 +309,53 @@ fn a_refused_token_stops_the_bot_with_a_clear_error_and_never_shows_the_token() 
 }
 
 #[test]
-fn disabling_the_bot_stops_polling_at_once() {
+fn disabling_the_bot_stops_polling_at_once_and_a_restart_resumes_where_it_stopped() {
     let t = setup("-");
-    assert!(t.tg.wait_for(WAIT, |c| c.iter().filter(|c| c.is("getUpdates")).count() >= 2));
+    t.tg.push(private(4242, 1, "first"));
+    t.tg.wait_sent(1, WAIT);
     let r = t.s.call("PATCH", "/api/v1/bots/tg/enabled", &t.key, Some(json!({"enabled": false})));
     t.s.expect(&r, 200);
     let stopped = Instant::now();
     assert_eq!(t.state()["status"], "stopped");
     let late = |c: &[Call]| c.iter().any(|c| c.is("getUpdates") && c.at > stopped);
     assert!(!t.tg.wait_for(Duration::from_secs(2), late), "{:#?}", t.tg.calls_of("getUpdates"));
-    // Messages pushed now wait for the next start.
-    t.tg.push(private(4242, 1, "anyone?"));
-    assert!(t.tg.sent().is_empty());
+    // A message pushed now waits for the next start, which does not answer the first
+    // one again (its offset was confirmed when the bot stopped).
+    t.tg.push(private(4242, 2, "anyone?"));
     let r = t.s.call("PATCH", "/api/v1/bots/tg/enabled", &t.key, Some(json!({"enabled": true})));
     t.s.expect(&r, 200);
-    t.tg.wait_sent(1, WAIT);
+    t.tg.wait_sent(2, WAIT);
+    t.wait_status("running");
+    assert_eq!(t.prompts(), ["first", "anyone?"]);
+}
+
+#[test]
+fn the_fake_reads_every_parameter_encoding() {
+    let tg = FakeTelegram::start();
+    let path = |query: &str| format!("/bot{TOKEN}/sendMessage{query}");
+    let ok = |r: crate::support::Resp| assert_eq!(r.status, 200, "{}", r.text());
+    ok(http(tg.addr, "POST", &path("?chat_id=-5&text=a%20b+c"), &[], None));
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let reply = r#"reply_parameters=%7B%22message_id%22%3A3%7D"#;
+    ok(http(tg.addr, "POST", &path(""), &form, Some(format!("chat_id=7&text=hi&{reply}").as_bytes())));
+    let json = [("Content-Type", "application/json")];
+    ok(http(tg.addr, "POST", &path(""), &json, Some(br#"{"chat_id":"@chan","text":"j"}"#)));
+    let sent = tg.sent();
+    assert_eq!((sent[0].chat(), sent[0].text()), ("-5".to_owned(), "a b c"));
+    assert_eq!(sent[1].params["reply_parameters"], json!({"message_id": 3}));
+    assert_eq!(sent[2].chat(), "@chan");
+    let r = http(
+        tg.addr,
+        "POST",
+        &path(""),
+        &json,
+        Some(format!(r#"{{"chat_id":1,"text":"{}"}}"#, "x".repeat(4097)).as_bytes()),
+    );
+    assert_eq!((r.status, r.json()["description"].clone()), (400, json!("Bad Request: message is too long")));
+    let r = http(tg.addr, "GET", "/bot1:wrong/getMe", &[], None);
+    assert_eq!((r.status, r.json()["description"].clone()), (401, json!("Unauthorized")));
+    let r = http(tg.addr, "GET", &format!("/bot{TOKEN}/noSuchMethod"), &[], None);
+    assert_eq!((r.status, r.json()["description"].clone()), (404, json!("Not Found: method not found")));
 }
 
 #[test]

@@ -62,6 +62,8 @@ const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much longer than the long poll the HTTP call may take.
 const POLL_SLACK: Duration = Duration::from_secs(15);
+/// The least time an empty poll takes (see the poll loop).
+const MIN_EMPTY_POLL: Duration = Duration::from_millis(200);
 /// Retries of one send after a 429.
 const SEND_RETRIES: u32 = 3;
 /// The longest `retry_after` honoured as given.
@@ -162,7 +164,11 @@ impl Telegram {
             let params =
                 json!({"offset": offset, "timeout": self.poll_timeout, "allowed_updates": ["message"]});
             let timeout = Duration::from_secs(self.poll_timeout) + POLL_SLACK;
-            let result = self.client.call("getUpdates", &params, timeout);
+            let asked = Instant::now();
+            let result = self.client.call("getUpdates", &params, timeout).and_then(|v| match v {
+                Value::Array(updates) => Ok(updates),
+                _ => Err(CallError::Transport("Telegram's getUpdates answer is not a list".into())),
+            });
             if hub.stopping() {
                 // What just came is not handled: Telegram gives it again to the next run.
                 self.confirm();
@@ -172,7 +178,12 @@ impl Telegram {
                 Ok(updates) => {
                     failures = 0;
                     hub.running();
-                    for update in updates.as_array().map(Vec::as_slice).unwrap_or_default() {
+                    // A server that answers an empty long poll at once (not Telegram)
+                    // must not be polled in a tight loop.
+                    if updates.is_empty() && asked.elapsed() < MIN_EMPTY_POLL && hub.sleep(MIN_EMPTY_POLL) {
+                        continue;
+                    }
+                    for update in &updates {
                         if hub.stopping() {
                             break;
                         }
