@@ -45,13 +45,15 @@ impl CallError {
     }
 }
 
-/// One file part of a multipart upload.
+/// One file part of a multipart upload, streamed from its file.
 pub struct Upload<'a> {
     /// The parameter name (`photo`, `document`, `voice`, `video`, `animation`).
     pub field: &'a str,
     pub filename: &'a str,
     pub mime: &'a str,
-    pub data: &'a [u8],
+    pub path: &'a std::path::Path,
+    /// The file's size, checked against Telegram's limits by the caller.
+    pub len: u64,
 }
 
 pub struct Client {
@@ -100,7 +102,8 @@ impl Client {
     }
 
     /// Calls `method` with `fields` as form fields and one uploaded file, as
-    /// multipart/form-data.
+    /// multipart/form-data. The file is streamed (with a Content-Length, which every
+    /// server takes), never held in memory.
     pub fn upload(
         &self,
         method: &str,
@@ -110,7 +113,12 @@ impl Client {
     ) -> Result<Value, CallError> {
         let url = format!("{}{}/{method}", self.api_base, self.token);
         let boundary = format!("astrbot-{}", uuid::Uuid::new_v4().simple());
-        let body = multipart_body(&boundary, fields, file);
+        let head = multipart_head(&boundary, fields, file);
+        let tail = multipart_tail(&boundary);
+        let opened = std::fs::File::open(file.path)
+            .map_err(|e| CallError::Transport(format!("cannot read the attachment: {e}")))?;
+        let len = (head.len() as u64).saturating_add(file.len).saturating_add(tail.len() as u64);
+        let body = std::io::Cursor::new(head).chain(opened.take(file.len)).chain(std::io::Cursor::new(tail));
         let sent = self
             .agent
             .post(&url)
@@ -118,7 +126,8 @@ impl Client {
             .timeout_global(Some(timeout))
             .build()
             .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-            .send(&body[..]);
+            .header("content-length", len.to_string())
+            .send(ureq::SendBody::from_owned_reader(body));
         self.answer(sent)
     }
 
@@ -229,9 +238,10 @@ fn file_path_ok(p: &str) -> bool {
         && p.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'\\' | b'%'))
 }
 
-/// A multipart/form-data body: the fields, then the file part.
-pub fn multipart_body(boundary: &str, fields: &[(&str, String)], file: &Upload<'_>) -> Vec<u8> {
-    let mut body = Vec::with_capacity(file.data.len() + 512);
+/// The start of a multipart/form-data body: the fields, then the file part's head. The
+/// file's bytes follow, then [`multipart_tail`].
+pub fn multipart_head(boundary: &str, fields: &[(&str, String)], file: &Upload<'_>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(512);
     for (name, value) in fields {
         body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
         body.extend_from_slice(
@@ -250,9 +260,11 @@ pub fn multipart_body(boundary: &str, fields: &[(&str, String)], file: &Upload<'
         )
         .as_bytes(),
     );
-    body.extend_from_slice(file.data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     body
+}
+
+pub fn multipart_tail(boundary: &str) -> Vec<u8> {
+    format!("\r\n--{boundary}--\r\n").into_bytes()
 }
 
 /// A value safe inside a quoted header parameter: no quote, backslash or control character.
@@ -299,9 +311,11 @@ mod tests {
 
     #[test]
     fn multipart_body_has_fields_then_the_file() {
-        let file =
-            Upload { field: "photo", filename: "a\"b\r\n.png", mime: "image/png", data: b"\x89PNG\0\xff" };
-        let body = multipart_body("XYZ", &[("chat_id", "42".into()), ("caption", "hi".into())], &file);
+        let path = std::path::Path::new("/unused");
+        let file = Upload { field: "photo", filename: "a\"b\r\n.png", mime: "image/png", path, len: 6 };
+        let mut body = multipart_head("XYZ", &[("chat_id", "42".into()), ("caption", "hi".into())], &file);
+        body.extend_from_slice(b"\x89PNG\0\xff");
+        body.extend_from_slice(&multipart_tail("XYZ"));
         let mut expected = b"--XYZ\r\nContent-Disposition: form-data; name=\"chat_id\"\r\n\r\n42\r\n\
 --XYZ\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\nhi\r\n\
 --XYZ\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a_b__.png\"\r\nContent-Type: image/png\r\n\r\n"

@@ -334,14 +334,20 @@ impl Telegram {
     }
 
     fn send_media(&self, dest: &Dest, media: &Media, reply: Option<i64>) -> Result<(), SendError> {
-        let data = read_capped(&media.path, MAX_UPLOAD)?;
+        let (len, magic) = inspect(&media.path)?;
+        if len > MAX_UPLOAD {
+            return Err(SendError::Failed(format!(
+                "the file is larger than Telegram's {} MB upload limit",
+                MAX_UPLOAD / (1024 * 1024)
+            )));
+        }
         let gif = media.mime == "image/gif"
             || media.filename.to_ascii_lowercase().ends_with(".gif")
-            || data.starts_with(b"GIF8");
+            || magic.starts_with(b"GIF8");
         let (method, field) = match media.kind.as_str() {
             "image" if gif => ("sendAnimation", "animation"),
             // Telegram takes photos up to 10 MB; a larger picture goes as a file.
-            "image" if data.len() as u64 <= MAX_PHOTO_UPLOAD => ("sendPhoto", "photo"),
+            "image" if len <= MAX_PHOTO_UPLOAD => ("sendPhoto", "photo"),
             "record" => ("sendVoice", "voice"),
             "video" => ("sendVideo", "video"),
             _ => ("sendDocument", "document"),
@@ -352,7 +358,7 @@ impl Telegram {
         }
         let filename = if media.filename.is_empty() { media.attachment_id.as_str() } else { &media.filename };
         let upload = |method: &str, field: &str| {
-            let file = Upload { field, filename, mime: &media.mime, data: &data };
+            let file = Upload { field, filename, mime: &media.mime, path: &media.path, len };
             self.paced(dest, || self.client.upload(method, &fields, &file, UPLOAD_TIMEOUT))
         };
         match upload(method, field) {
@@ -540,21 +546,15 @@ fn reply_parameters(message_id: i64) -> Value {
     json!({"message_id": message_id, "allow_sending_without_reply": true})
 }
 
-fn read_capped(path: &std::path::Path, max: u64) -> Result<Vec<u8>, SendError> {
+/// An attachment's size and first bytes (for a GIF's signature).
+fn inspect(path: &std::path::Path) -> Result<(u64, Vec<u8>), SendError> {
     use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| SendError::Failed(format!("cannot read the attachment: {e}")))?;
-    let mut data = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| SendError::Failed(format!("cannot read the attachment: {e}")))?;
-    if data.len() as u64 > max {
-        return Err(SendError::Failed(format!(
-            "the file is larger than Telegram's {} MB upload limit",
-            max / (1024 * 1024)
-        )));
-    }
-    Ok(data)
+    let unreadable = |e: std::io::Error| SendError::Failed(format!("cannot read the attachment: {e}"));
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    let mut magic = Vec::with_capacity(4);
+    file.take(4).read_to_end(&mut magic).map_err(unreadable)?;
+    Ok((len, magic))
 }
 
 fn failed(e: CallError) -> SendError {
