@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::adapter::{Hub, Media, RunError, StateCell, Status};
 use super::registry::Running;
-use super::{inbound, types};
+use super::{Adapter, inbound, onebot, telegram, types};
 use crate::app::App;
 use crate::timefmt::now_micros;
 
@@ -89,7 +89,7 @@ fn start(app: &Arc<App>, id: &str, config: &Value) {
         app.platforms.insert(id, idle(state, Arc::new(AtomicBool::new(true))));
         return;
     }
-    let adapter = match types::build(id, config) {
+    let adapter = match build(id, config) {
         Ok(Some(adapter)) => adapter,
         Ok(None) => {
             // webchat: served by the chat routes, nothing to run.
@@ -132,6 +132,17 @@ fn start(app: &Arc<App>, id: &str, config: &Value) {
         }
     };
     app.platforms.insert(id, Running { kind, adapter: Some(adapter), stop: stop_flag, state, done });
+}
+
+/// The adapter of a bot: `None` for webchat (served by the chat routes).
+pub fn build(id: &str, config: &Value) -> Result<Option<Arc<dyn Adapter>>, String> {
+    let config = types::with_defaults(config);
+    match config["type"].as_str().unwrap_or_default() {
+        "webchat" => Ok(None),
+        "telegram" => Ok(Some(Arc::new(telegram::Telegram::new(id, &config)?))),
+        "aiocqhttp" => Ok(Some(Arc::new(onebot::OneBot::new(id, &config)?))),
+        other => Err(format!("Unsupported bot type: {other}")),
+    }
 }
 
 /// A thread name's part for a bot id (Linux keeps 15 bytes of a name).
