@@ -69,6 +69,8 @@ const MIN_EMPTY_POLL: Duration = Duration::from_millis(200);
 const SEND_RETRIES: u32 = 3;
 /// The longest wait between polls while the Bot API cannot be reached at all.
 const MAX_UNREACHABLE_WAIT: Duration = Duration::from_secs(5);
+/// The longest a send waits for its turn under the pacing before it is refused.
+const MAX_QUEUED_WAIT: Duration = Duration::from_secs(30);
 /// The longest `retry_after` honoured as given.
 const MAX_RETRY_AFTER: u64 = 60;
 
@@ -314,7 +316,14 @@ impl Telegram {
     fn paced(&self, dest: &Dest, attempt: impl Fn() -> Result<Value, CallError>) -> Result<Value, CallError> {
         let mut retries = 0;
         loop {
-            let slot = lock(&self.limiter).chat(&dest.key, dest.group, Instant::now());
+            let now = Instant::now();
+            let booked = lock(&self.limiter).chat(&dest.key, dest.group, now, MAX_QUEUED_WAIT);
+            let slot = booked.map_err(|at| {
+                CallError::Transport(format!(
+                    "too many messages waiting for this chat (Telegram allows about one a second, twenty a minute in a group); try again in {} s",
+                    at.saturating_duration_since(now).as_secs().max(1)
+                ))
+            })?;
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
             let slot = lock(&self.limiter).global(Instant::now());
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
