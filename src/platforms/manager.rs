@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,8 +47,13 @@ pub fn start_all(app: &Arc<App>) {
 /// Stops every bot (server shutdown).
 pub fn stop_all(app: &App) {
     let _changing = app.platforms.changing();
-    for (id, running) in app.platforms.drain() {
-        stop(&id, running);
+    // Every bot is told at once and given the same two seconds, so a shutdown never waits
+    // two seconds per bot.
+    let signalled: Vec<(String, Running)> =
+        app.platforms.drain().into_iter().map(|(id, running)| (id, signal(running))).collect();
+    let deadline = Instant::now() + STOP_WAIT;
+    for (id, running) in signalled {
+        finish(&id, running, deadline);
     }
 }
 
@@ -150,15 +155,25 @@ fn short(id: &str) -> String {
 }
 
 fn stop(id: &str, running: Running) {
+    let deadline = Instant::now() + STOP_WAIT;
+    finish(id, signal(running), deadline);
+}
+
+/// Tells a bot to stop (its flag, and the adapter's own wake-up), without waiting.
+fn signal(running: Running) -> Running {
     running.stop.store(true, Ordering::SeqCst);
     if let Some(adapter) = &running.adapter {
         adapter.stop();
     }
+    running
+}
+
+/// Waits until `deadline` for a signalled bot's thread to end, and marks it stopped.
+fn finish(id: &str, running: Running, deadline: Instant) {
     if let Some(done) = running.done {
-        let started = Instant::now();
-        // Disconnected when the thread ends; nothing is ever sent.
-        let _ = done.recv_timeout(STOP_WAIT);
-        if started.elapsed() >= STOP_WAIT {
+        // Nothing is ever sent: the channel disconnects when the thread ends.
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if let Err(RecvTimeoutError::Timeout) = done.recv_timeout(wait) {
             log::warn!("bot {id}: the adapter is still busy; it ends when its current call returns");
         }
     }

@@ -381,3 +381,51 @@ fn proactive_messages_need_a_running_bot() {
         json!({"umo": "tg:FriendMessage:4242", "message": [{"type": "image", "attachment_id": "nope"}]});
     s.check_error("POST", "/api/v1/im/message", &im, Some(missing), 400, "attachment not found: nope");
 }
+
+#[test]
+fn a_bot_stuck_on_a_hanging_bot_api_neither_blocks_a_change_nor_the_shutdown() {
+    let (s, key) = setup();
+    // A Bot API that accepts connections and never answers: every call hangs.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hanging.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in hanging.incoming().take(16) {
+            conns.push(c);
+        }
+    });
+    let bot = json!({"id": "tg", "type": "telegram", "telegram_token": TG_TOKEN,
+        "telegram_api_base_url": format!("http://127.0.0.1:{port}/bot"), "telegram_poll_timeout": 25});
+    s.check("POST", "/api/v1/bots", &key, Some(bot), 200, json!({"status": "ok"}));
+    let started = std::time::Instant::now();
+    s.check(
+        "PATCH",
+        "/api/v1/bots/tg/enabled",
+        &key,
+        Some(json!({"enabled": false})),
+        200,
+        json!({"status": "ok"}),
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the change waited {:?}",
+        started.elapsed()
+    );
+    s.check(
+        "PATCH",
+        "/api/v1/bots/tg/enabled",
+        &key,
+        Some(json!({"enabled": true})),
+        200,
+        json!({"status": "ok"}),
+    );
+    let started = std::time::Instant::now();
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "the shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
