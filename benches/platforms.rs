@@ -267,7 +267,8 @@ fn fake_model() -> SocketAddr {
         // A streaming call (not expected with the settings used here): the answer in one delta.
         let mut body = String::new();
         for data in [
-            json!({"choices": [{"index": 0, "delta": {"content": ANSWER}, "finish_reason": null}]}).to_string(),
+            json!({"choices": [{"index": 0, "delta": {"content": ANSWER}, "finish_reason": null}]})
+                .to_string(),
             json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5}}).to_string(),
             "[DONE]".to_owned(),
         ] {
@@ -335,7 +336,8 @@ impl FakeTelegram {
         st.next_update_id += 1;
         let message_id = st.next_message_id;
         st.next_message_id += 1;
-        let user = json!({"id": chat, "is_bot": false, "first_name": "Bench", "username": format!("u{chat}")});
+        let user =
+            json!({"id": chat, "is_bot": false, "first_name": "Bench", "username": format!("u{chat}")});
         st.pending.push_back(json!({"update_id": id, "message": {
             "message_id": message_id, "date": unix_now(), "text": text, "from": user,
             "chat": {"id": chat, "type": "private", "first_name": "Bench", "username": format!("u{chat}")}}}));
@@ -416,7 +418,12 @@ fn param_i64(p: &Map<String, Value>, name: &str) -> Option<i64> {
 
 fn tg_handle(shared: &TgShared, req: &Request, w: &mut TcpStream) -> std::io::Result<()> {
     let ok = |w: &mut TcpStream, result: Value| {
-        write_response(w, 200, "application/json", json!({"ok": true, "result": result}).to_string().as_bytes())
+        write_response(
+            w,
+            200,
+            "application/json",
+            json!({"ok": true, "result": result}).to_string().as_bytes(),
+        )
     };
     let path = req.target.split('?').next().unwrap_or("");
     let Some((token, method)) = path.strip_prefix("/bot").and_then(|rest| rest.split_once('/')) else {
@@ -521,11 +528,11 @@ impl FakeOneBot {
         let ws = loop {
             match ob_handshake(port) {
                 Ok(ws) => break ws,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(50));
+                // Not listening yet: the adapter starts on its own thread.
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => {
+                    panic!("the fake OneBot cannot connect to 127.0.0.1:{port}/ws within {WAIT:?}: {e}")
                 }
-                Err(e) => panic!("the fake OneBot cannot connect to 127.0.0.1:{port}/ws within {WAIT:?}: {e}"),
             }
         };
         let shared = Arc::new(ObShared { state: Mutex::new(ObState::default()), changed: Condvar::new() });
@@ -727,7 +734,8 @@ impl Astrbot {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let mut server = Astrbot { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log: Arc::default(), data };
+        let mut server =
+            Astrbot { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), log: Arc::default(), data };
         let log = server.log.clone();
         if let Some(stderr) = stderr {
             std::thread::spawn(move || {
@@ -754,7 +762,9 @@ impl Astrbot {
         let first = match rx.recv_timeout(WAIT) {
             Ok(Ok(line)) => line,
             Ok(Err(e)) => panic!("reading astrbot's stdout: {e}\nlog:\n{}", server.log_text()),
-            Err(_) => panic!("astrbot printed no `listening on` line within {WAIT:?}\nlog:\n{}", server.log_text()),
+            Err(_) => {
+                panic!("astrbot printed no `listening on` line within {WAIT:?}\nlog:\n{}", server.log_text())
+            }
         };
         let addr = first.trim().strip_prefix("listening on http://").unwrap_or_else(|| {
             panic!("unexpected first line from astrbot: {first:?}\nlog:\n{}", server.log_text())
@@ -813,7 +823,9 @@ fn http_call(
         req.push_str(&format!("Accept: {a}\r\n"));
     }
     match body {
-        Some(b) => req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+        Some(b) => {
+            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()))
+        }
         None => req.push_str("\r\n"),
     }
     let mut w = s.try_clone().map_err(|e| e.to_string())?;
@@ -840,7 +852,9 @@ fn http_call(
         if let Some((k, v)) = l.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse::<usize>().ok();
-            } else if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+            } else if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+            {
                 chunked = true;
             }
         }
@@ -889,19 +903,14 @@ fn wait_running(server: &Astrbot, token: &str, ids: &[&str]) {
     loop {
         let v = server.call("GET", "/api/v1/bots", token, None);
         let bots = v["data"]["bots"].as_array().cloned().unwrap_or_default();
-        let state = |id: &str| {
-            bots.iter().find(|b| b["id"] == id).map_or(json!(null), |b| b["state"].clone())
-        };
+        let state =
+            |id: &str| bots.iter().find(|b| b["id"] == id).map_or(json!(null), |b| b["state"].clone());
         if ids.iter().all(|id| state(id)["status"] == "running") {
             return;
         }
         if Instant::now() >= deadline {
             let states: Vec<String> = ids.iter().map(|id| format!("{id}: {}", state(id))).collect();
-            panic!(
-                "bots not running within {WAIT:?}: {}\nlog:\n{}",
-                states.join("; "),
-                server.log_text()
-            );
+            panic!("bots not running within {WAIT:?}: {}\nlog:\n{}", states.join("; "), server.log_text());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -911,8 +920,9 @@ fn wait_running(server: &Astrbot, token: &str, ids: &[&str]) {
 // The rounds.
 
 fn webchat_round(server: &Astrbot, token: &str, session: &str) -> Duration {
-    let body = json!({"username": "bench", "session_id": session, "message": "hi", "enable_streaming": false})
-        .to_string();
+    let body =
+        json!({"username": "bench", "session_id": session, "message": "hi", "enable_streaming": false})
+            .to_string();
     let (status, text, took) =
         http_call(server.addr, "POST", "/api/v1/chat", token, Some(&body), Some("application/json"))
             .unwrap_or_else(|e| panic!("webchat round {session}: {e}"));
@@ -981,7 +991,9 @@ fn main() {
     let gap = Duration::from_millis(env_num("BENCH_GAP_MS", 50));
     let bin_override = std::env::var("ASTRBOT_BENCH_BIN").ok().filter(|b| !b.is_empty());
     let bin = bin_override.as_deref().unwrap_or(env!("CARGO_BIN_EXE_astrbot"));
-    println!("platforms bench: {rounds} rounds per path after {warmup} warm-up, settle {settle:?}, gap {gap:?}");
+    println!(
+        "platforms bench: {rounds} rounds per path after {warmup} warm-up, settle {settle:?}, gap {gap:?}"
+    );
     println!("binary: {bin}");
     println!("load average before: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
 
@@ -1024,7 +1036,9 @@ fn main() {
     server.call("POST", "/api/v1/bots", &token, Some(ob_bot));
     wait_running(&server, &token, &["tg", "qq"]);
     let ob = FakeOneBot::connect(ws_port);
-    if !ob.wait(WAIT, |st| st.calls.contains_key("get_login_info") || st.ended.is_some()) || ob.ended().is_some() {
+    if !ob.wait(WAIT, |st| st.calls.contains_key("get_login_info") || st.ended.is_some())
+        || ob.ended().is_some()
+    {
         panic!(
             "the OneBot bot made no get_login_info call within {WAIT:?} (connection: {})\nlog:\n{}",
             ob.ended().unwrap_or_else(|| "open".into()),
@@ -1077,7 +1091,11 @@ fn main() {
 
     println!();
     println!("idle RSS (VmRSS after {settle:?} idle; target: under 12 MB with both bots)");
-    println!("  no bots (baseline)                       {:>10}   threads {}", mb(rss_none), threads_none.unwrap_or(0));
+    println!(
+        "  no bots (baseline)                       {:>10}   threads {}",
+        mb(rss_none),
+        threads_none.unwrap_or(0)
+    );
     println!(
         "  one Telegram + one OneBot bot running    {:>10}   threads {}   (+{:.2} MB){}",
         mb(rss_bots),
