@@ -1137,6 +1137,18 @@ fn main() {
         pct(&tele, 0.9) - pct(&web, 0.9),
         pct(&onebot, 0.9) - pct(&web, 0.9)
     );
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    let worst = (pct(&tele, 0.5) - web_p50).max(pct(&onebot, 0.5) - web_p50);
+    println!();
+    println!(
+        "summary: idle RSS with both bots {} (target under 12 MB: {}); inbound over webchat at the median \
+         Telegram {:+.2} ms, OneBot {:+.2} ms (target at most 5 ms: {})",
+        mb(rss_bots),
+        verdict(rss_bots.is_some_and(|kb| kb < 12 * 1024)),
+        pct(&tele, 0.5) - web_p50,
+        pct(&onebot, 0.5) - web_p50,
+        verdict(worst <= 5.0)
+    );
     println!();
     println!("fake Telegram calls: {:?}", tg.calls());
     println!("fake OneBot calls: {:?}", ob.calls());
