@@ -57,11 +57,12 @@ fn dashboard_config(
 ) -> Result<Map<String, Value>, ApiError> {
     let mut config = match body.get("config") {
         Some(Value::Object(c)) if !c.is_empty() => c.clone(),
-        _ => body
+        None | Some(Value::Null | Value::Object(_)) => body
             .iter()
             .filter(|(k, v)| !matches!(k.as_str(), "bot_id" | "config" | "enabled") && !v.is_null())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        Some(_) => return Err(bad("config must be an object")),
     };
     config.remove("state");
     if config.get("id").is_none_or(Value::is_null) {
@@ -230,7 +231,7 @@ pub fn create(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     })?;
     drop(conn);
     log::info!("bot {id} ({}) created", stored["type"].as_str().unwrap_or_default());
-    manager::apply(ctx.app, &id, Some(&stored));
+    manager::apply(ctx.app, &id);
     Ok(Response::ok_with_message(json!({}), "新增平台配置成功~"))
 }
 
@@ -248,15 +249,15 @@ fn update(ctx: &Ctx<'_, '_>, id: &str, config: Map<String, Value>) -> Result<Res
     }
     let mut conn = ctx.app.db.conn()?;
     let now = ctx.now;
-    let stored = write_tx(&mut conn, |tx| {
+    write_tx(&mut conn, |tx| {
         let old = resources::bot(tx, id)?.ok_or_else(|| not_found(id))?;
         let config = checked(tx, id, config, Some(&old.config))?;
         resources::put_bot(tx, id, &config, now)?;
-        Ok::<_, ApiError>(config)
+        Ok::<_, ApiError>(())
     })?;
     drop(conn);
     log::info!("bot {id} updated");
-    manager::apply(ctx.app, id, Some(&stored));
+    manager::apply(ctx.app, id);
     Ok(Response::ok_with_message(json!({}), "更新平台配置成功~"))
 }
 
@@ -285,7 +286,7 @@ fn delete_by(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
         return Err(not_found(id));
     }
     log::info!("bot {id} deleted");
-    manager::apply(ctx.app, id, None);
+    manager::apply(ctx.app, id);
     Ok(Response::ok_with_message(json!({}), "删除平台配置成功~"))
 }
 
@@ -304,16 +305,15 @@ pub fn delete(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 fn set_enabled(ctx: &Ctx<'_, '_>, id: &str, enabled: bool) -> Result<Response, ApiError> {
     let mut conn = ctx.app.db.conn()?;
     let now = ctx.now;
-    let stored = write_tx(&mut conn, |tx| {
-        let old = resources::bot(tx, id)?.ok_or_else(|| not_found(id))?;
-        let mut config = old.config.clone();
+    write_tx(&mut conn, |tx| {
+        let mut config = resources::bot(tx, id)?.ok_or_else(|| not_found(id))?.config;
         config["enable"] = json!(enabled);
         resources::put_bot(tx, id, &config, now)?;
-        Ok::<_, ApiError>(config)
+        Ok::<_, ApiError>(())
     })?;
     drop(conn);
     log::info!("bot {id} {}", if enabled { "enabled" } else { "disabled" });
-    manager::apply(ctx.app, id, Some(&stored));
+    manager::apply(ctx.app, id);
     Ok(Response::ok_with_message(json!({}), "更新平台配置成功~"))
 }
 
@@ -408,6 +408,7 @@ mod tests {
         assert_eq!(config_id(&map(json!({"id": "a:b!c"}))).unwrap(), "a_b_c");
         assert!(config_id(&map(json!({"id": " "}))).is_err());
         assert!(config_id(&map(json!({"id": "x".repeat(129)}))).is_err());
+        assert!(dashboard_config(&map(json!({"id": "x", "type": "webchat", "config": "no"})), None).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::adapter::{Hub, Media, RunError, StateCell, Status};
 use super::registry::Running;
-use super::{inbound, types};
+use super::{Adapter, inbound, onebot, telegram, types};
 use crate::app::App;
 use crate::timefmt::now_micros;
 
@@ -32,32 +32,48 @@ const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Starts every enabled stored bot (at server start).
 pub fn start_all(app: &Arc<App>) {
-    let bots = match app.db.conn().and_then(|c| crate::db::resources::bots(&c)) {
-        Ok(bots) => bots,
+    let ids = match app.db.conn().and_then(|c| crate::db::resources::bot_ids(&c)) {
+        Ok(ids) => ids,
         Err(e) => {
             log::error!("cannot read the bots: {e}");
             return;
         }
     };
-    for bot in bots {
-        apply(app, &bot.id, Some(&bot.config));
+    for id in ids {
+        apply(app, &id);
     }
 }
 
 /// Stops every bot (server shutdown).
 pub fn stop_all(app: &App) {
+    let _changing = app.platforms.changing();
     for (id, running) in app.platforms.drain() {
         stop(&id, running);
     }
 }
 
-/// Makes bot `id` run as `config` says (`None`: deleted): stops what runs now, then
-/// starts the new adapter when the bot is enabled.
-pub fn apply(app: &Arc<App>, id: &str, config: Option<&Value>) {
+/// Makes bot `id` run as it is stored now (a deleted bot stops): whatever runs is stopped,
+/// then the stored bot's adapter started when it is enabled. Read under the registry's
+/// change lock, so concurrent saves of one bot end with the adapter of the last one.
+pub fn apply(app: &Arc<App>, id: &str) {
+    let _changing = app.platforms.changing();
+    let stored = match app.db.conn().and_then(|c| crate::db::resources::bot(&c, id)) {
+        Ok(bot) => bot.map(|b| b.config),
+        Err(e) => {
+            log::error!("bot {id}: cannot read its config: {e}");
+            return;
+        }
+    };
     if let Some(old) = app.platforms.remove(id) {
         stop(id, old);
     }
-    let Some(config) = config else { return };
+    if let Some(config) = stored {
+        start(app, id, &config);
+    }
+}
+
+/// Starts bot `id` as `config` says (nothing runs for it now).
+fn start(app: &Arc<App>, id: &str, config: &Value) {
     let kind = config["type"].as_str().unwrap_or_default().to_owned();
     let state = Arc::new(StateCell::new(id));
     let stop_flag = Arc::new(AtomicBool::new(false));
@@ -73,7 +89,7 @@ pub fn apply(app: &Arc<App>, id: &str, config: Option<&Value>) {
         app.platforms.insert(id, idle(state, Arc::new(AtomicBool::new(true))));
         return;
     }
-    let adapter = match types::build(id, config) {
+    let adapter = match build(id, config) {
         Ok(Some(adapter)) => adapter,
         Ok(None) => {
             // webchat: served by the chat routes, nothing to run.
@@ -116,6 +132,17 @@ pub fn apply(app: &Arc<App>, id: &str, config: Option<&Value>) {
         }
     };
     app.platforms.insert(id, Running { kind, adapter: Some(adapter), stop: stop_flag, state, done });
+}
+
+/// The adapter of a bot: `None` for webchat (served by the chat routes).
+pub fn build(id: &str, config: &Value) -> Result<Option<Arc<dyn Adapter>>, String> {
+    let config = types::with_defaults(config);
+    match config["type"].as_str().unwrap_or_default() {
+        "webchat" => Ok(None),
+        "telegram" => Ok(Some(Arc::new(telegram::Telegram::new(id, &config)?))),
+        "aiocqhttp" => Ok(Some(Arc::new(onebot::OneBot::new(id, &config)?))),
+        other => Err(format!("Unsupported bot type: {other}")),
+    }
 }
 
 /// A thread name's part for a bot id (Linux keeps 15 bytes of a name).

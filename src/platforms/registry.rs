@@ -24,11 +24,19 @@ pub struct Running {
 #[derive(Default)]
 pub struct Platforms {
     running: Mutex<HashMap<String, Running>>,
+    /// Held while a bot is stopped and started, so two saves of one bot (or a save and
+    /// the shutdown) never leave two adapters, or one the database no longer describes.
+    changing: Mutex<()>,
 }
 
 impl Platforms {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Taken by whoever stops or starts bots, for the whole change.
+    pub fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn insert(&self, id: &str, running: Running) {

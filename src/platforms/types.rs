@@ -7,11 +7,7 @@
 //! A Telegram token goes into the path of every URL the adapter calls, so it must look like
 //! one (`<digits>:<letters, digits, - and _>`): anything else could re-point those URLs.
 
-use std::sync::Arc;
-
 use serde_json::{Map, Value, json};
-
-use super::Adapter;
 
 /// The types, in the listing's order.
 pub const TYPES: [&str; 3] = ["webchat", "telegram", "aiocqhttp"];
@@ -294,17 +290,6 @@ fn article(ty: &str) -> &'static str {
         "boolean" => "a boolean",
         "integer" => "an integer",
         _ => "a number",
-    }
-}
-
-/// The adapter of a bot: `None` for webchat (served by the chat routes).
-pub fn build(id: &str, config: &Value) -> Result<Option<Arc<dyn Adapter>>, String> {
-    let config = with_defaults(config);
-    match config["type"].as_str().unwrap_or_default() {
-        "webchat" => Ok(None),
-        "telegram" => Ok(Some(Arc::new(super::telegram::Telegram::new(id, &config)?))),
-        "aiocqhttp" => Ok(Some(Arc::new(super::onebot::OneBot::new(id, &config)?))),
-        other => Err(format!("Unsupported bot type: {other}")),
     }
 }
 

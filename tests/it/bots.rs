@@ -333,3 +333,51 @@ fn a_failing_adapter_shows_its_error_and_the_test_route_says_so() {
     assert_eq!(stats["data"]["bots"][0]["id"], "tg");
     assert_eq!(stats["data"]["bots"][0]["type"], "telegram");
 }
+
+#[test]
+fn proactive_messages_need_a_running_bot() {
+    let (s, key) = setup();
+    let (im, _) = s.create_key(&s.admin_token(), r#"{"scopes":["im"]}"#);
+    let mut disabled = telegram("tg");
+    disabled["enable"] = json!(false);
+    s.check("POST", "/api/v1/bots", &key, Some(disabled), 200, json!({"status": "ok"}));
+    let body = json!({"umo": "tg:FriendMessage:4242", "message": "hi"});
+    s.check_error(
+        "POST",
+        "/api/v1/im/message",
+        &im,
+        Some(body.clone()),
+        400,
+        "Bot not found or not running for platform: tg",
+    );
+    s.check_error(
+        "POST",
+        "/api/v1/im/messages",
+        &im,
+        Some(json!({"umo": "ghost:FriendMessage:1", "message": "hi"})),
+        400,
+        "Bot not found or not running for platform: ghost",
+    );
+    // The parts are checked as for webchat before anything is sent.
+    s.check(
+        "PATCH",
+        "/api/v1/bots/tg/enabled",
+        &key,
+        Some(json!({"enabled": true})),
+        200,
+        json!({"status": "ok"}),
+    );
+    let reply_only =
+        json!({"umo": "tg:FriendMessage:4242", "message": [{"type": "reply", "message_id": "1"}]});
+    s.check_error(
+        "POST",
+        "/api/v1/im/message",
+        &im,
+        Some(reply_only),
+        400,
+        "Message content is empty (reply only is not allowed)",
+    );
+    let missing =
+        json!({"umo": "tg:FriendMessage:4242", "message": [{"type": "image", "attachment_id": "nope"}]});
+    s.check_error("POST", "/api/v1/im/message", &im, Some(missing), 400, "attachment not found: nope");
+}
