@@ -151,8 +151,6 @@ pub type MediaStore = Arc<
 /// What an adapter sees of the server while it runs.
 pub struct Hub {
     pub bot_id: String,
-    /// The bot's stored config (type-specific fields, defaults filled).
-    pub config: Value,
     pub(crate) adapter: Arc<dyn Adapter>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) state: Arc<StateCell>,

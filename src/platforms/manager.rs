@@ -110,7 +110,6 @@ fn start(app: &Arc<App>, id: &str, config: &Value) {
     let media_app = app.clone();
     let hub = Hub {
         bot_id: id.to_owned(),
-        config: types::with_defaults(config),
         adapter: adapter.clone(),
         stop: stop_flag.clone(),
         state: state.clone(),

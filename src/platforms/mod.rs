@@ -21,7 +21,6 @@
 //! [`OutPart`]s to a [`Target`]. Adapters never see the chat layer, and the pipeline never
 //! sees a platform's wire format.
 
-#[allow(dead_code)] // what the adapters use, until they land (issue 11)
 pub mod adapter;
 pub mod inbound;
 pub mod manager;

@@ -24,6 +24,7 @@ mod lifecycle;
 mod onebot;
 mod operator;
 mod personas;
+mod pipeline;
 mod proactive;
 mod providers;
 mod quota;

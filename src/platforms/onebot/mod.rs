@@ -739,7 +739,6 @@ mod loopback {
         let stop = Arc::new(AtomicBool::new(false));
         let hub = Hub {
             bot_id: "qq".into(),
-            config,
             adapter: adapter.clone(),
             stop: stop.clone(),
             state: Arc::new(StateCell::new("qq")),
@@ -951,7 +950,6 @@ mod loopback {
             OneBot::new("qq", &json!({"ws_reverse_host": "127.0.0.1", "ws_reverse_port": port})).unwrap();
         let hub = Hub {
             bot_id: "qq".into(),
-            config: json!({}),
             adapter: Arc::new(OneBot::new("qq", &json!({})).unwrap()),
             stop: Arc::new(AtomicBool::new(false)),
             state: Arc::new(StateCell::new("qq")),

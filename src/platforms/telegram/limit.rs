@@ -31,7 +31,17 @@ pub struct Limiter {
 impl Limiter {
     /// Books a send to `chat` (a group when `group`) and returns when it may go, by the
     /// chat's own limits. Then, at that time, [`Limiter::global`] is booked.
-    pub fn chat(&mut self, chat: &str, group: bool, now: Instant) -> Instant {
+    ///
+    /// A send that would have to wait longer than `max_wait` is not booked: `Err` says when
+    /// it could go, so a flood of messages to one chat is refused rather than queued for
+    /// minutes on the callers' threads.
+    pub fn chat(
+        &mut self,
+        chat: &str,
+        group: bool,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Instant, Instant> {
         // Forget chats whose last send left every window: the map stays as small as the
         // last minute's traffic.
         self.chats.retain(|_, times| times.back().is_some_and(|t| *t + GROUP_WINDOW > now));
@@ -43,11 +53,14 @@ impl Limiter {
         if group && times.len() >= GROUP_PER_WINDOW {
             at = at.max(times[times.len() - GROUP_PER_WINDOW] + GROUP_WINDOW);
         }
+        if at.saturating_duration_since(now) > max_wait {
+            return Err(at);
+        }
         times.push_back(at);
         while times.len() > GROUP_PER_WINDOW {
             times.pop_front();
         }
-        at
+        Ok(at)
     }
 
     /// Books a send in the whole bot's bucket and returns when it may go. Booked only
@@ -71,17 +84,18 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const W: Duration = Duration::from_secs(3600);
 
     #[test]
     fn one_chat_gets_one_send_a_second_and_other_chats_are_not_held() {
         let t0 = Instant::now();
         let mut l = Limiter::default();
-        assert_eq!(l.chat("42", false, t0), t0);
-        assert_eq!(l.chat("42", false, t0), t0 + S);
-        assert_eq!(l.chat("42", false, t0), t0 + 2 * S);
-        assert_eq!(l.chat("43", false, t0), t0);
+        assert_eq!(l.chat("42", false, t0, W).unwrap(), t0);
+        assert_eq!(l.chat("42", false, t0, W).unwrap(), t0 + S);
+        assert_eq!(l.chat("42", false, t0, W).unwrap(), t0 + 2 * S);
+        assert_eq!(l.chat("43", false, t0, W).unwrap(), t0);
         // Later than the spacing: at once.
-        assert_eq!(l.chat("43", false, t0 + 5 * S), t0 + 5 * S);
+        assert_eq!(l.chat("43", false, t0 + 5 * S, W).unwrap(), t0 + 5 * S);
     }
 
     #[test]
@@ -90,13 +104,13 @@ mod tests {
         let mut l = Limiter::default();
         let mut slots = Vec::new();
         for _ in 0..21 {
-            slots.push(l.chat("-100123", true, t0));
+            slots.push(l.chat("-100123", true, t0, W).unwrap());
         }
         assert_eq!(slots[19], t0 + 19 * S);
         assert_eq!(slots[20], t0 + 60 * S, "the 21st waits for the first to leave the window");
         // A private chat with as many sends is only spaced.
         let mut l = Limiter::default();
-        let last = (0..21).map(|_| l.chat("42", false, t0)).last().unwrap();
+        let last = (0..21).map(|_| l.chat("42", false, t0, W).unwrap()).last().unwrap();
         assert_eq!(last, t0 + 20 * S);
     }
 
@@ -114,13 +128,25 @@ mod tests {
     }
 
     #[test]
+    fn a_send_that_would_wait_too_long_is_not_booked() {
+        let t0 = Instant::now();
+        let mut l = Limiter::default();
+        let max = Duration::from_secs(2);
+        for i in 0..3 {
+            assert_eq!(l.chat("42", false, t0, max), Ok(t0 + i * S));
+        }
+        assert_eq!(l.chat("42", false, t0, max), Err(t0 + 3 * S), "refused, not booked");
+        assert_eq!(l.chat("42", false, t0 + S, max), Ok(t0 + 3 * S));
+    }
+
+    #[test]
     fn idle_chats_are_forgotten() {
         let t0 = Instant::now();
         let mut l = Limiter::default();
         for i in 0..100 {
-            l.chat(&i.to_string(), false, t0);
+            l.chat(&i.to_string(), false, t0, W).unwrap();
         }
-        l.chat("x", false, t0 + 61 * S);
+        l.chat("x", false, t0 + 61 * S, W).unwrap();
         assert_eq!(l.chats.len(), 1);
     }
 }

@@ -11,7 +11,8 @@
 //! stops the bot for good; 409 "webhook is active" deletes the webhook and polls again;
 //! 409 "terminated by other getUpdates" (another program polls with this token) and
 //! network errors or 5xx are shown in the bot's state and retried after a backoff of 1 s
-//! growing ×1.5 to 30 s; a 429 waits `retry_after` + 0.5 s. The bot is `running` again as
+//! growing ×1.5 to 30 s (to 5 s while nothing answers at all, so the bot is back within
+//! seconds of the Bot API); a 429 waits `retry_after` + 0.5 s. The bot is `running` again as
 //! soon as a poll succeeds, so it survives the Bot API being unreachable for a while.
 //! Failures before the first `getMe` succeeds wait `telegram_polling_restart_delay`.
 //! After every poll the stop flag is checked: a stopping bot drops the batch it just got
@@ -66,6 +67,10 @@ const POLL_SLACK: Duration = Duration::from_secs(15);
 const MIN_EMPTY_POLL: Duration = Duration::from_millis(200);
 /// Retries of one send after a 429.
 const SEND_RETRIES: u32 = 3;
+/// The longest wait between polls while the Bot API cannot be reached at all.
+const MAX_UNREACHABLE_WAIT: Duration = Duration::from_secs(5);
+/// The longest a send waits for its turn under the pacing before it is refused.
+const MAX_QUEUED_WAIT: Duration = Duration::from_secs(30);
 /// The longest `retry_after` honoured as given.
 const MAX_RETRY_AFTER: u64 = 60;
 
@@ -224,6 +229,12 @@ impl Telegram {
                     hub.trouble(&describe(&e));
                     retry_wait(*retry_after)
                 }
+                // Unreachable (refused, reset, timed out): retried at least every few
+                // seconds, so the bot answers soon after the Bot API is back.
+                CallError::Transport(_) => {
+                    hub.trouble(&describe(&e));
+                    backoff(failures).min(MAX_UNREACHABLE_WAIT)
+                }
                 _ => {
                     hub.trouble(&describe(&e));
                     backoff(failures)
@@ -305,7 +316,14 @@ impl Telegram {
     fn paced(&self, dest: &Dest, attempt: impl Fn() -> Result<Value, CallError>) -> Result<Value, CallError> {
         let mut retries = 0;
         loop {
-            let slot = lock(&self.limiter).chat(&dest.key, dest.group, Instant::now());
+            let now = Instant::now();
+            let booked = lock(&self.limiter).chat(&dest.key, dest.group, now, MAX_QUEUED_WAIT);
+            let slot = booked.map_err(|at| {
+                CallError::Transport(format!(
+                    "too many messages waiting for this chat (Telegram allows about one a second, twenty a minute in a group); try again in {} s",
+                    at.saturating_duration_since(now).as_secs().max(1)
+                ))
+            })?;
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
             let slot = lock(&self.limiter).global(Instant::now());
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
