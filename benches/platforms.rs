@@ -7,13 +7,16 @@
 //!    long-polling a fake Bot API, then with one OneBot bot too, a fake implementation
 //!    connected over the reverse WebSocket. Target: under 12 MB with both bots running.
 //!    `RssAnon` and `RssFile` are printed beside it: most of `RssFile` is the binary's own
-//!    pages (shared and reclaimable), so `anon` is what the bots really cost.
+//!    pages (shared and reclaimable), so `anon` is what the bots really cost. Every stage is
+//!    after the admin login and with the fake model connected as the provider. The fake Bot
+//!    API is plain HTTP: against api.telegram.org the adapter's TLS adds to these figures.
 //! 2. **Inbound latency**: with a fake OpenAI-compatible model that answers at once, rounds
 //!    alternate (their order rotating) between
 //!    - webchat (baseline): `POST /api/v1/chat` with `Accept: application/json` and
 //!      `enable_streaming: false`, from writing the request to the end of the answer's body;
 //!    - Telegram: a private message put into the fake's `getUpdates` while the bot's long
-//!      poll is parked there, until its `sendMessage` has arrived at the fake;
+//!      poll is parked there, until its `sendMessage` has arrived at the fake (the adapter's
+//!      `sendChatAction` before it is part of the time);
 //!    - OneBot: a private message event written to the socket, until the
 //!      `send_private_msg` call has arrived at the fake.
 //!
