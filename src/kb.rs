@@ -297,15 +297,33 @@ pub fn search(
     store::search_substrings(conn, &short, collections, limit)
 }
 
-/// Rebuilds collection `docs` from the bundled guides.
-pub fn index_bundled_docs(conn: &mut Connection) -> rusqlite::Result<usize> {
+/// The `meta` row holding the fingerprint of the guides collection `docs` was built from.
+const DOCS_FINGERPRINT: &str = "bundled_docs_fingerprint";
+
+/// Builds collection `docs` from the bundled guides, unless it already holds exactly these
+/// guides (the same binary starting again): splitting and indexing them touches code and
+/// memory that an idle appliance then carries for nothing. Returns the passages and
+/// whether they were rebuilt.
+pub fn index_bundled_docs(conn: &mut Connection) -> rusqlite::Result<(usize, bool)> {
+    use std::hash::{Hash, Hasher};
+    // The same within one build, which is all that matters: another binary rebuilds.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    crate::docs::GUIDES.hash(&mut hasher);
+    let fingerprint = hasher.finish() as i64;
+    let indexed = store::count(conn, "docs")?;
+    if indexed > 0 && store::fingerprint(conn, DOCS_FINGERPRINT)? == Some(fingerprint) {
+        return Ok((indexed as usize, false));
+    }
     let mut passages = Vec::new();
     for (slug, source) in crate::docs::GUIDES {
         let title = markdown::title(source).unwrap_or(slug);
         passages.extend(split_markdown(source, title, &format!("/docs/{slug}")));
     }
-    crate::db::write_tx(conn, |tx| store::replace_collection(tx, "docs", &passages))?;
-    Ok(passages.len())
+    crate::db::write_tx(conn, |tx| {
+        store::replace_collection(tx, "docs", &passages)?;
+        store::set_fingerprint(tx, DOCS_FINGERPRINT, fingerprint)
+    })?;
+    Ok((passages.len(), true))
 }
 
 #[cfg(test)]

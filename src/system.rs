@@ -25,6 +25,17 @@ pub fn return_large_frees_to_the_os() {
     }
 }
 
+/// Gives the memory glibc holds freed back to the OS (`malloc_trim`): after start-up's
+/// one-off work, and now and then from the upkeep thread, so an idle server's resident
+/// size is what it uses, not what a burst once needed.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of glibc's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Lifts the soft open-files limit to the hard limit and returns the soft limit in force.
 pub fn raise_nofile_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

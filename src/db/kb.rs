@@ -27,6 +27,26 @@ pub fn replace_collection(
     Ok(())
 }
 
+/// The passages of one collection.
+pub fn count(conn: &Connection, collection: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM kb_chunks WHERE collection = ?1")?
+        .query_row([collection], |r| r.get(0))
+}
+
+/// A fingerprint kept in `meta` (`name`), e.g. of the documents a collection was built from.
+pub fn fingerprint(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")?.query_row([name], |r| r.get(0)).optional()
+}
+
+pub fn set_fingerprint(tx: &Transaction<'_>, name: &str, value: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        params![name, value],
+    )?;
+    Ok(())
+}
+
 /// Collections and their passage counts.
 pub fn collections(conn: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut stmt =

@@ -138,3 +138,20 @@ fn ask_default(s: &Server, token: &str, question: &str) -> Value {
     s.expect(&r, 200);
     r.json()
 }
+
+#[test]
+fn the_bundled_guides_are_indexed_once_and_searched_after_a_restart() {
+    let s = Server::start();
+    let built = || s.log().lines().any(|l| l.ends_with("passages from the bundled docs"));
+    assert!(crate::support::eventually(5, built), "{}", s.log());
+    let data = s.data.clone();
+    s.terminate();
+    let again = Server::start_with(data, &[]);
+    assert!(
+        crate::support::eventually(5, || again.log().contains("passages from the bundled docs (unchanged)")),
+        "{}",
+        again.log()
+    );
+    let a = ask(&again, &again.admin_token(), "How do I create an API key?");
+    assert!(a["sources"][0]["url"].as_str().unwrap().starts_with("/docs/"), "{a}");
+}
