@@ -78,12 +78,30 @@ pub fn dispatch(app: &Arc<App>, bot_id: &str, bot: &Value, adapter: &Arc<dyn Ada
         adapter.clone(),
     );
     let spawned = std::thread::Builder::new().name("bot-message".into()).spawn(move || {
+        let _queued = Queued;
         handle(&app, &bot_id, &kind, adapter.as_ref(), msg);
-        lanes().queued -= 1;
     });
     if let Err(e) = spawned {
         lanes().queued -= 1;
         log::error!("cannot start a thread for a received message: {e}");
+    }
+}
+
+/// A message's place among those in flight, given back when its thread ends, panic or not.
+struct Queued;
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        lanes().queued -= 1;
+    }
+}
+
+/// A message's turn in its UMO's lane, left when it is answered, panic or not.
+struct InLane(String);
+
+impl Drop for InLane {
+    fn drop(&mut self) {
+        leave_lane(&self.0);
     }
 }
 
@@ -274,15 +292,13 @@ fn handle(app: &Arc<App>, bot_id: &str, kind: &str, adapter: &dyn Adapter, msg: 
         return;
     }
     let order = lane(&umo);
-    {
-        let _turn = order.lock().unwrap_or_else(|e| e.into_inner());
-        if rate_limit(&umo, &profile) {
-            answer(app, bot_id, adapter, &msg, &umo, woken, is_admin, &profile, started);
-        } else {
-            log::info!("bot {bot_id}: {umo} is over its rate limit; message {} dropped", msg.message_id);
-        }
+    let _in_lane = InLane(umo.clone());
+    let _turn = order.lock().unwrap_or_else(|e| e.into_inner());
+    if rate_limit(&umo, &profile) {
+        answer(app, bot_id, adapter, &msg, &umo, woken, is_admin, &profile, started);
+    } else {
+        log::info!("bot {bot_id}: {umo} is over its rate limit; message {} dropped", msg.message_id);
     }
-    leave_lane(&umo);
 }
 
 /// Runs the chat for a woken message and sends the reply.
