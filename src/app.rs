@@ -49,6 +49,9 @@ pub struct App {
     pub outbox: Arc<Outbox>,
     /// The running IM platform adapters, by bot id.
     pub platforms: Platforms,
+    /// The running MCP servers and their tools.
+    #[allow(dead_code)] // read by the chat's tool loop, being built (issue 12)
+    pub mcp: crate::mcp::registry::Registry,
     keys_generation: AtomicI64,
 }
 
@@ -70,6 +73,7 @@ impl App {
             streams: LiveStreams::default(),
             outbox,
             platforms: Platforms::default(),
+            mcp: Default::default(),
             keys_generation: AtomicI64::new(generation),
         })
     }

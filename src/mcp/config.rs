@@ -1,0 +1,1 @@
+//! (being written: the MCP API helper) AstrBot's MCP server configs and their checks.
