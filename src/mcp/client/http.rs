@@ -7,8 +7,8 @@
 //! come, replies to the server's requests POSTed back). The session id from the
 //! `initialize` answer and the negotiated version go on every later request; a 404 (or a
 //! 400 naming the session) on an established session means it is gone, and the manager
-//! reconnects. `close` sends DELETE. No standalone GET stream is opened, so notifications a
-//! server sends only there (server-everything's `list_changed`) are not seen, as in AstrBot.
+//! reconnects. `close` sends DELETE. Once connected, a thread holds the optional standalone
+//! GET stream, as AstrBot's SDK does, for what the server sends outside our requests.
 //!
 //! Legacy HTTP+SSE: a reader thread holds the GET stream, whose first `endpoint` event names
 //! (relative to the SSE URL, and on the same origin, or it is refused) where our messages
@@ -67,8 +67,18 @@ fn content_type(resp: &ureq::http::Response<ureq::Body>) -> String {
 }
 
 /// Streamable HTTP: every message a POST to one URL.
+/// The link: the state is shared with the standalone GET stream's thread.
+pub(super) struct StreamableLink(Arc<Streamable>);
+
+impl StreamableLink {
+    pub fn new(config: &RemoteConfig) -> StreamableLink {
+        StreamableLink(Arc::new(Streamable::new(config)))
+    }
+}
+
 pub(super) struct Streamable {
     agent: ureq::Agent,
+    sse_read_timeout: Duration,
     url: String,
     headers: Vec<(String, String)>,
     session: Mutex<Option<String>>,
@@ -81,6 +91,7 @@ impl Streamable {
     pub fn new(config: &RemoteConfig) -> Streamable {
         Streamable {
             agent: agent(),
+            sse_read_timeout: config.sse_read_timeout,
             url: config.url.clone(),
             headers: config.headers.clone(),
             session: Mutex::new(None),
@@ -90,29 +101,35 @@ impl Streamable {
         }
     }
 
+    /// Adds the configured headers, the session id and the negotiated version.
+    fn with_headers<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(sid) = lock(&self.session).as_deref() {
+            req = req.header("mcp-session-id", sid);
+        }
+        if let Some(v) = lock(&self.version).as_deref() {
+            req = req.header("mcp-protocol-version", v);
+        }
+        req
+    }
+
     fn post(&self, core: &Core, msg: &Value, deadline: Instant) -> Result<(), SendError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(SendError::Timeout);
         }
         let session = lock(&self.session).clone();
-        let mut req = self
-            .agent
-            .post(&self.url)
-            .config()
-            .timeout_global(Some(remaining))
-            .build()
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json");
-        for (k, v) in &self.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if let Some(sid) = &session {
-            req = req.header("mcp-session-id", sid.as_str());
-        }
-        if let Some(v) = lock(&self.version).as_deref() {
-            req = req.header("mcp-protocol-version", v);
-        }
+        let req = self.with_headers(
+            self.agent
+                .post(&self.url)
+                .config()
+                .timeout_global(Some(remaining))
+                .build()
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json"),
+        );
         let mut resp = req.send(msg.to_string()).map_err(transport_error)?;
         let status = resp.status().as_u16();
         if session.is_none() && msg["method"] == "initialize" {
@@ -139,7 +156,7 @@ impl Streamable {
         if ctype.starts_with("text/event-stream") {
             let mut reader = BufReader::new(resp.into_body().into_reader());
             let mut answered = false;
-            let read = read_events(&mut reader, |event| {
+            let read = read_events(&mut reader, None, |event| {
                 if event.event != "message" || event.data.trim().is_empty() {
                     return true;
                 }
@@ -154,8 +171,12 @@ impl Streamable {
             return match read {
                 Err(_) if Instant::now() >= deadline => Err(SendError::Timeout),
                 Err(e) => Err(SendError::Failed(e)),
-                // A stream that ended without our answer: the caller's wait times out,
-                // unless the answer was delivered elsewhere.
+                // Resuming a stream (2025-11-25 polling, `Last-Event-ID`) is not supported:
+                // failing now beats waiting out the caller's timeout for an answer that
+                // will not come on this exchange.
+                Ok(()) if our_id.is_some() && !answered => {
+                    Err(SendError::Failed("the server ended its answer stream without an answer".into()))
+                }
                 Ok(()) => Ok(()),
             };
         }
@@ -187,28 +208,62 @@ impl Streamable {
     }
 }
 
-impl Link for Streamable {
+impl Streamable {
+    fn usable(&self) -> bool {
+        !self.gone.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+    }
+
+    /// The standalone GET stream: the server's notifications and requests that belong to no
+    /// request of ours (server-everything's `list_changed` and log messages come only there).
+    /// It is optional: a server that answers otherwise (405) simply has none. It ends when
+    /// the DELETE of `close` makes the server end it, when it ends or fails by itself, or
+    /// after `sse_read_timeout` of silence; a failure does not end the session.
+    fn listen(&self, core: &Core) {
+        let req = self.with_headers(
+            self.agent
+                .get(&self.url)
+                .config()
+                .timeout_recv_response(Some(Duration::from_secs(10)))
+                .timeout_per_read(Some(self.sse_read_timeout))
+                .build()
+                .header("accept", "text/event-stream"),
+        );
+        let resp = match req.call() {
+            Ok(resp) => resp,
+            Err(e) => return log::debug!("MCP server {}: no standalone stream: {e}", core.name),
+        };
+        let status = resp.status().as_u16();
+        if status != 200 || !content_type(&resp).starts_with("text/event-stream") {
+            return log::debug!("MCP server {}: no standalone stream (HTTP {status})", core.name);
+        }
+        let mut reader = BufReader::new(resp.into_body().into_reader());
+        let read = read_events(&mut reader, Some(&self.closed), |event| {
+            if event.event == "message" {
+                for m in messages(&event.data).unwrap_or_default() {
+                    self.deliver(core, m, Instant::now() + Duration::from_secs(5));
+                }
+            }
+            true
+        });
+        log::debug!("MCP server {}: the standalone stream ended ({read:?})", core.name);
+    }
+}
+
+impl Link for StreamableLink {
     fn cancel(&self, _core: &Core, msg: &Value) {
-        if !self.alive() {
+        if !self.0.usable() {
             return;
         }
-        let mut req = self
-            .agent
-            .post(&self.url)
-            .config()
-            .timeout_global(Some(CANCEL_TIMEOUT))
-            .build()
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json");
-        for (k, v) in &self.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if let Some(sid) = lock(&self.session).as_deref() {
-            req = req.header("mcp-session-id", sid);
-        }
-        if let Some(v) = lock(&self.version).as_deref() {
-            req = req.header("mcp-protocol-version", v);
-        }
+        let req = self.0.with_headers(
+            self.0
+                .agent
+                .post(&self.0.url)
+                .config()
+                .timeout_global(Some(CANCEL_TIMEOUT))
+                .build()
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json"),
+        );
         let body = msg.to_string();
         let _ = thread::Builder::new().name("mcp-cancel".into()).spawn(move || {
             if let Ok(mut resp) = req.send(body) {
@@ -219,38 +274,36 @@ impl Link for Streamable {
     }
 
     fn send(&self, core: &Core, msg: &Value, deadline: Instant) -> Result<(), SendError> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.0.closed.load(Ordering::Acquire) {
             return Err(SendError::Failed("the connection was closed".into()));
         }
-        self.post(core, msg, deadline)
+        self.0.post(core, msg, deadline)
     }
 
     fn negotiated(&self, version: &str) {
-        *lock(&self.version) = Some(version.to_owned());
+        *lock(&self.0.version) = Some(version.to_owned());
+    }
+
+    fn started(&self, core: &Arc<Core>) {
+        let (link, core) = (Arc::clone(&self.0), Arc::clone(core));
+        let name = format!("mcp-get-{}", core.name);
+        let _ = thread::Builder::new().name(name).spawn(move || link.listen(&core));
     }
 
     fn alive(&self) -> bool {
-        !self.gone.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+        self.0.usable()
     }
 
     fn close(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) || self.gone.load(Ordering::Acquire) {
+        if self.0.closed.swap(true, Ordering::AcqRel) || self.0.gone.load(Ordering::Acquire) {
             return;
         }
-        let Some(sid) = lock(&self.session).clone() else { return };
-        let mut req = self
-            .agent
-            .delete(&self.url)
-            .config()
-            .timeout_global(Some(Duration::from_secs(2)))
-            .build()
-            .header("mcp-session-id", sid.as_str());
-        for (k, v) in &self.headers {
-            req = req.header(k.as_str(), v.as_str());
+        if lock(&self.0.session).is_none() {
+            return;
         }
-        if let Some(v) = lock(&self.version).as_deref() {
-            req = req.header("mcp-protocol-version", v);
-        }
+        let req = self.0.with_headers(
+            self.0.agent.delete(&self.0.url).config().timeout_global(Some(Duration::from_secs(2))).build(),
+        );
         // 200, 405 (not allowed) or an error: the session is left either way.
         let _ = req.call();
     }
@@ -306,6 +359,7 @@ impl Legacy {
         let mut req = agent
             .get(&config.url)
             .config()
+            .timeout_connect(Some(remaining.min(CONNECT_TIMEOUT)))
             .timeout_recv_response(Some(remaining))
             .timeout_per_read(Some(config.sse_read_timeout))
             .build()
@@ -343,10 +397,7 @@ impl Legacy {
             .spawn(move || {
                 let mut reader = BufReader::new(body.into_reader());
                 let mut endpoint_sent = false;
-                let read = read_events(&mut reader, |event| {
-                    if cl.load(Ordering::Acquire) {
-                        return false;
-                    }
+                let read = read_events(&mut reader, Some(&cl), |event| {
                     match event.event.as_str() {
                         "endpoint" if !endpoint_sent => {
                             endpoint_sent = true;

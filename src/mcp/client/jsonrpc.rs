@@ -307,14 +307,19 @@ impl SseParser {
     }
 }
 
-/// Reads events from `r` and gives each to `on_event` until it returns false, the stream
-/// ends (Ok), or it fails (Err).
+/// Reads events from `r` and gives each to `on_event` until it returns false, `stop` is set
+/// (checked after every line, keep-alive comments included), the stream ends (Ok), or it
+/// fails (Err).
 pub(crate) fn read_events(
     r: &mut impl BufRead,
+    stop: Option<&AtomicBool>,
     mut on_event: impl FnMut(SseEvent) -> bool,
 ) -> Result<(), String> {
     let mut parser = SseParser::default();
     loop {
+        if stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+            return Ok(());
+        }
         let line = match read_line(r, MAX_MESSAGE).map_err(|e| format!("the event stream failed: {e}"))? {
             Line::Eof => return Ok(()),
             Line::TooLong => {
@@ -407,7 +412,7 @@ mod tests {
     fn sse_events_are_parsed() {
         let text = ": keep-alive\nevent: endpoint\ndata: /messages/?session_id=1\n\nid: 9\ndata: {\"a\":\ndata: 1}\n\nid: prime\ndata:\n\n";
         let mut events = Vec::new();
-        read_events(&mut io::Cursor::new(text.as_bytes().to_vec()), |e| {
+        read_events(&mut io::Cursor::new(text.as_bytes().to_vec()), None, |e| {
             events.push(e);
             true
         })
@@ -422,12 +427,18 @@ mod tests {
         );
         // Stops when asked.
         let mut seen = 0;
-        read_events(&mut io::Cursor::new(text.as_bytes().to_vec()), |_| {
+        read_events(&mut io::Cursor::new(text.as_bytes().to_vec()), None, |_| {
             seen += 1;
             false
         })
         .unwrap();
         assert_eq!(seen, 1);
+        // And when told to stop.
+        let stop = AtomicBool::new(true);
+        read_events(&mut io::Cursor::new(text.as_bytes().to_vec()), Some(&stop), |_| {
+            panic!("read after stop")
+        })
+        .unwrap();
     }
 
     #[test]

@@ -54,6 +54,8 @@ trait Link: Send + Sync {
     }
     /// The negotiated protocol version (HTTP sends it on every later request).
     fn negotiated(&self, _version: &str) {}
+    /// The handshake is complete (Streamable HTTP opens its standalone stream).
+    fn started(&self, _core: &Arc<Core>) {}
     fn alive(&self) -> bool;
     /// Ends the connection; idempotent.
     fn close(&self);
@@ -406,7 +408,7 @@ impl Client {
         let core = Arc::new(Core::new(name));
         let link: Box<dyn Link> = match config {
             Config::Stdio(c) => Box::new(stdio::Stdio::start(&core, &c).map_err(fail)?),
-            Config::Remote(c) if c.streamable => Box::new(http::Streamable::new(&c)),
+            Config::Remote(c) if c.streamable => Box::new(http::StreamableLink::new(&c)),
             Config::Remote(c) => Box::new(http::Legacy::open(&core, &c, deadline).map_err(fail)?),
         };
         let session = Session { core, link, tools: Mutex::new(Vec::new()), relisting: Mutex::new(()) };
@@ -415,6 +417,7 @@ impl Client {
             session.core.fail_all("the connection was closed");
             return Err(fail(e));
         }
+        session.link.started(&session.core);
         log::debug!("MCP server {name}: connected, {} tools", lock(&session.tools).len());
         Ok(Client { name: name.to_owned(), session })
     }

@@ -247,8 +247,9 @@ fn streamable_http_everything() {
     let mut server = HttpServer::everything(&index, "streamableHttp");
     let config =
         json!({"url": server.url("/mcp"), "transport": "streamable_http", "headers": {"X-Test": "1"}});
-    let client = Client::connect("everything-http", &config, CONNECT).unwrap();
+    let client = Client::connect("eh", &config, CONNECT).unwrap();
     assert!(names(&client).contains(&"get-sum".to_owned()));
+    assert!(wait_for(Duration::from_secs(5), || threads_of("eh") == 1), "the standalone stream is held");
     let sum = client.call("get-sum", &json!({"a": 7, "b": 8}), CALL).unwrap();
     assert!(sum.text.contains("15"), "{sum:?}");
     assert!(client.alive());
@@ -262,6 +263,7 @@ fn streamable_http_everything() {
     let err = client.call("get-sum", &json!({"a": 1, "b": 1}), CALL).unwrap_err();
     assert!(err.contains("ended the session"), "{err}");
     assert!(!client.alive());
+    assert!(wait_for(Duration::from_secs(5), || threads_of("eh") == 0), "the stream ended with its server");
 }
 
 #[test]
@@ -269,7 +271,8 @@ fn streamable_http_python_with_a_timeout() {
     let Some(python) = python() else { return };
     let server = HttpServer::fastmcp(&python, "streamable-http");
     let config = json!({"url": server.url("/mcp"), "transport": "streamable_http"});
-    let client = Client::connect("py-http", &config, CONNECT).unwrap();
+    let client = Client::connect("ph", &config, CONNECT).unwrap();
+    assert!(wait_for(Duration::from_secs(5), || threads_of("ph") == 1), "the standalone stream is held");
     assert_eq!(client.call("add", &json!({"a": 1, "b": 2}), CALL).unwrap().text, "3");
     let started = Instant::now();
     let err = client.call("slow", &json!({"seconds": 5}), Duration::from_secs(1)).unwrap_err();
@@ -278,6 +281,7 @@ fn streamable_http_python_with_a_timeout() {
     assert_eq!(client.call("add", &json!({"a": 2, "b": 2}), CALL).unwrap().text, "4");
     client.close();
     assert!(!client.alive());
+    assert!(wait_for(Duration::from_secs(5), || threads_of("ph") == 0), "DELETE ends the standalone stream");
 }
 
 #[test]
@@ -425,4 +429,157 @@ sleep 30
     drop(client);
     assert!(!running(pid), "drop closes");
     assert!(wait_for(Duration::from_secs(5), || threads_of("zq") == 0), "the threads end");
+}
+
+/// One request a [`fake_http`] server received.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What a [`fake_http`] server answers: status, headers, body (the connection then closes).
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
+/// A scripted HTTP/1.1 server on loopback, one connection at a time; returns its port and
+/// what it received.
+fn fake_http(answer: impl Fn(&Seen) -> Answer + Send + 'static) -> (u16, Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let method = line.split(' ').next().unwrap_or("").to_owned();
+            let mut headers = Vec::new();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.trim_end().split_once(':') {
+                    headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                }
+            }
+            let len = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0usize);
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let req = Seen { method, headers, body: String::from_utf8_lossy(&body).into_owned() };
+            let (status, extra, text) = answer(&req);
+            log.lock().unwrap().push(req);
+            let mut head =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", text.len());
+            for (k, v) in extra {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            let _ = stream.write_all(format!("{head}\r\n{text}").as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+fn sse_answer(messages: &[Value]) -> Answer {
+    let body: String = messages.iter().map(|m| format!("event: message\ndata: {m}\n\n")).collect();
+    (200, vec![("Content-Type", "text/event-stream".into())], format!(": priming\n\n{body}"))
+}
+
+#[test]
+fn streamable_http_on_the_wire() {
+    let (port, seen) = fake_http(|req| {
+        let msg = req.json();
+        let id = msg["id"].clone();
+        match (req.method.as_str(), msg["method"].as_str()) {
+            ("POST", Some("initialize")) => (
+                200,
+                vec![("Content-Type", "application/json".into()), ("Mcp-Session-Id", "sess-1".into())],
+                json!({"jsonrpc": "2.0", "id": id, "result": {"protocolVersion": "2025-03-26", "capabilities": {}}})
+                    .to_string(),
+            ),
+            ("POST", Some("tools/list")) => sse_answer(&[
+                json!({"jsonrpc": "2.0", "id": "srv-1", "method": "ping"}),
+                json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "error", "data": "disk full"}}),
+                json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [{"name": "t"}]}}),
+            ]),
+            ("POST", Some("tools/call")) => (
+                200,
+                vec![("Content-Type", "application/json; charset=utf-8".into())],
+                json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "hi"}], "isError": true}})
+                    .to_string(),
+            ),
+            ("POST", _) => (202, vec![], String::new()),
+            ("GET", _) => (405, vec![], String::new()),
+            _ => (200, vec![], String::new()),
+        }
+    });
+    let config = json!({"url": format!("http://127.0.0.1:{port}/mcp"), "transport": "streamable_http",
+        "headers": {"X-Api-Key": "k-123"}});
+    let client = Client::connect("fake", &config, CONNECT).unwrap();
+    assert_eq!(names(&client), vec!["t".to_owned()]);
+    assert_eq!(client.errlogs(), vec!["[ERROR] disk full".to_owned()]);
+    let r = client.call("t", &json!({"x": 1}), CALL).unwrap();
+    assert!(r.is_error && r.text == "hi", "{r:?}");
+    client.close();
+    assert!(wait_for(Duration::from_secs(5), || seen.lock().unwrap().iter().any(|s| s.method == "DELETE")));
+    let seen = seen.lock().unwrap().clone();
+    let posts: Vec<Value> = seen.iter().filter(|s| s.method == "POST").map(Seen::json).collect();
+    let methods: Vec<&str> = posts.iter().map(|m| m["method"].as_str().unwrap_or("(response)")).collect();
+    assert_eq!(
+        methods,
+        ["initialize", "notifications/initialized", "tools/list", "(response)", "tools/call"],
+        "{posts:?}"
+    );
+    assert_eq!(posts[3], json!({"jsonrpc": "2.0", "id": "srv-1", "result": {}}), "the ping is answered");
+    assert_eq!(posts[0]["params"]["clientInfo"]["name"], "astrbot");
+    assert_eq!(posts[0]["params"]["protocolVersion"], "2025-11-25");
+    for s in &seen {
+        assert_eq!(s.header("x-api-key"), Some("k-123"), "{s:?}");
+        if s.json()["method"] != "initialize" {
+            assert_eq!(s.header("mcp-session-id"), Some("sess-1"), "{s:?}");
+            assert_eq!(s.header("mcp-protocol-version"), Some("2025-03-26"), "{s:?}");
+        }
+        if s.method == "POST" {
+            assert_eq!(s.header("accept"), Some("application/json, text/event-stream"));
+            assert_eq!(s.header("content-type"), Some("application/json"));
+        }
+    }
+}
+
+#[test]
+fn a_legacy_endpoint_on_another_origin_is_refused() {
+    let (port, seen) = fake_http(|req| match req.method.as_str() {
+        "GET" => (
+            200,
+            vec![("Content-Type", "text/event-stream".into())],
+            "event: endpoint\ndata: http://evil.example/messages?s=1\n\n".into(),
+        ),
+        _ => (202, vec![], String::new()),
+    });
+    let err = Client::connect("evil", &json!({"url": format!("http://127.0.0.1:{port}/sse")}), CONNECT)
+        .err()
+        .unwrap();
+    assert!(err.contains("another origin"), "{err}");
+    assert!(seen.lock().unwrap().iter().all(|s| s.method == "GET"), "nothing was posted");
 }
