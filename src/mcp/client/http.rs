@@ -215,10 +215,21 @@ impl Streamable {
 
     /// The standalone GET stream: the server's notifications and requests that belong to no
     /// request of ours (server-everything's `list_changed` and log messages come only there).
-    /// It is optional: a server that answers otherwise (405) simply has none. It ends when
-    /// the DELETE of `close` makes the server end it, when it ends or fails by itself, or
-    /// after `sse_read_timeout` of silence; a failure does not end the session.
+    /// It is optional: a server that refuses it (405, an error) simply has none. When it ends
+    /// (or `sse_read_timeout` passes in silence) it is opened again, a second later, for as
+    /// long as the session lasts; the DELETE of `close` makes the server end it. Its failures
+    /// never end the session.
     fn listen(&self, core: &Core) {
+        while self.usable() && self.listen_once(core) {
+            let resume = Instant::now() + Duration::from_secs(1);
+            while self.usable() && Instant::now() < resume {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Holds the GET stream until it ends; false when it could not be opened.
+    fn listen_once(&self, core: &Core) -> bool {
         let req = self.with_headers(
             self.agent
                 .get(&self.url)
@@ -230,11 +241,15 @@ impl Streamable {
         );
         let resp = match req.call() {
             Ok(resp) => resp,
-            Err(e) => return log::debug!("MCP server {}: no standalone stream: {e}", core.name),
+            Err(e) => {
+                log::debug!("MCP server {}: no standalone stream: {e}", core.name);
+                return false;
+            }
         };
         let status = resp.status().as_u16();
         if status != 200 || !content_type(&resp).starts_with("text/event-stream") {
-            return log::debug!("MCP server {}: no standalone stream (HTTP {status})", core.name);
+            log::debug!("MCP server {}: no standalone stream (HTTP {status})", core.name);
+            return false;
         }
         let mut reader = BufReader::new(resp.into_body().into_reader());
         let read = read_events(&mut reader, Some(&self.closed), |event| {
@@ -246,6 +261,7 @@ impl Streamable {
             true
         });
         log::debug!("MCP server {}: the standalone stream ended ({read:?})", core.name);
+        true
     }
 }
 
