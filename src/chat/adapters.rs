@@ -7,8 +7,15 @@
 //! (`$NAME` and `${NAME}` entries are read from the environment here, when used, under
 //! the rule of [`config::secret_ref_allowed`]); 429, 5xx and timeouts are retried
 //! `request_max_retries` times with a growing pause. Errors are returned as text for the
-//! chat to show, never as a failed request. The agent loop and tool calls will wrap
-//! [`generate`], not the adapters.
+//! chat to show, never as a failed request.
+//!
+//! [`request`] is one step of the agent loop (`chat::run`): the conversation as
+//! [`Message`]s, the tools offered ([`Offer`]), and back the text, the usage and the tool
+//! calls the model asked for, assembled from streamed fragments by [`CallAssembler`].
+//! Each wire format has its own translation of the calls and their results (OpenAI:
+//! `tool_calls` and `role: tool` messages; Anthropic: `tool_use` and `tool_result`
+//! blocks). A request that offers no tools ([`generate`], or a persona without tools) sends
+//! exactly the body it always did, so a chat without tools costs what it did.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -17,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::provider::{Adapter, Provider, Turn, Usage};
+use super::provider::{Adapter, Message, Offer, Provider, Step, ToolCall, ToolSpec, Turn, Usage};
 use crate::config;
 
 /// An upstream SSE line longer than this is cut: one line must not grow memory unbounded.
@@ -26,6 +33,12 @@ const MAX_LINE: u64 = 1 << 20;
 /// is tens of kilobytes and a few minutes).
 const MAX_STREAM_BYTES: usize = 2 << 20;
 const MAX_STREAM_TIME: std::time::Duration = std::time::Duration::from_secs(600);
+/// Tool calls one answer may ask for; more are dropped (a model asking for hundreds at once
+/// is broken or abused, and each call costs a tool run).
+pub const MAX_CALLS_PER_STEP: usize = 32;
+/// The arguments of one call, as streamed; beyond this the call's arguments are cut (and
+/// then fail to parse, which the model is told).
+const MAX_ARGUMENTS: usize = 256 << 10;
 
 /// A key from the source's list: a literal key (`None` when empty), or `$NAME` / `${NAME}`
 /// read through `env` (the process environment, or a test's map). A reference outside
@@ -95,7 +108,7 @@ fn build_agent(provider: &Provider) -> Result<ureq::Agent, String> {
     Ok(config.build().into())
 }
 
-/// Sends one request to the provider, streaming deltas to `on_delta`.
+/// Sends one request without tools to the provider, streaming deltas to `on_delta`.
 pub fn generate(
     provider: &Provider,
     model_override: Option<&str>,
@@ -104,6 +117,21 @@ pub fn generate(
     retries: u32,
     on_delta: &mut dyn FnMut(&str),
 ) -> Result<Usage, String> {
+    let messages: Vec<Message> = turns.iter().cloned().map(Message::Turn).collect();
+    request(provider, model_override, &messages, Offer::None, stream, retries, on_delta).map(|s| s.usage)
+}
+
+/// Sends one request (one step of an agent) to the provider, streaming text deltas to
+/// `on_delta`, and returns the usage, the whole text and the tool calls asked for.
+pub fn request(
+    provider: &Provider,
+    model_override: Option<&str>,
+    messages: &[Message],
+    offer: Offer<'_>,
+    stream: bool,
+    retries: u32,
+    on_delta: &mut dyn FnMut(&str),
+) -> Result<Step, String> {
     let model = model_override.unwrap_or(&provider.model);
     let keys = resolve_keys(&provider.keys, &config::process_env)?;
     let agent = agent(provider)?;
@@ -114,20 +142,21 @@ pub fn generate(
     let mut attempt = 0u32;
     loop {
         let key = keys.get(key_index % keys.len().max(1)).map(String::as_str);
-        let mut delivered = false;
+        let mut text = String::new();
         let mut sink = |d: &str| {
-            delivered = true;
+            text.push_str(d);
             on_delta(d);
         };
-        let call = Call { agent: &agent, provider, model, key, turns, stream };
+        let call = Call { agent: &agent, provider, model, key, messages, offer, stream };
         let result = match provider.adapter {
             Adapter::Anthropic => anthropic(&call, &mut sink),
             Adapter::OpenAi => openai(&call, &mut sink),
         };
+        let delivered = !text.is_empty();
         match result {
-            Ok(usage) => {
+            Ok((usage, calls)) => {
                 next_key(source, Some(key_index));
-                return Ok(usage);
+                return Ok(Step { usage, text, calls });
             }
             Err(Failure::Fatal(m)) => return Err(m),
             // Once text has reached the client a retry would repeat it.
@@ -150,8 +179,72 @@ struct Call<'a> {
     provider: &'a Provider,
     model: &'a str,
     key: Option<&'a str>,
-    turns: &'a [Turn],
+    messages: &'a [Message],
+    offer: Offer<'a>,
     stream: bool,
+}
+
+/// Assembles the tool calls of one answer from their fragments, keyed by the stream's
+/// index (OpenAI's `tool_calls[].index`, Anthropic's block `index`), in the order they
+/// started. The id and name are taken from the first fragment that has them (a provider
+/// that repeats them on every fragment must not double them); only the arguments are
+/// concatenated. Bounded: [`MAX_CALLS_PER_STEP`] calls, [`MAX_ARGUMENTS`] bytes each.
+#[derive(Debug, Default)]
+pub struct CallAssembler {
+    calls: Vec<(i64, ToolCall)>,
+}
+
+impl CallAssembler {
+    fn slot(&mut self, key: i64) -> Option<&mut ToolCall> {
+        let pos = match self.calls.iter().position(|(k, _)| *k == key) {
+            Some(pos) => pos,
+            None if self.calls.len() < MAX_CALLS_PER_STEP => {
+                self.calls.push((key, ToolCall::default()));
+                self.calls.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.calls[pos].1)
+    }
+
+    /// A fragment of call `key`: its id and name if it has them, a piece of its arguments.
+    pub fn fragment(&mut self, key: i64, id: Option<&str>, name: Option<&str>, arguments: Option<&str>) {
+        let Some(call) = self.slot(key) else { return };
+        if let Some(id) = id.filter(|v| !v.is_empty() && call.id.is_empty()) {
+            call.id = id.to_owned();
+        }
+        if let Some(name) = name.filter(|v| !v.is_empty() && call.name.is_empty()) {
+            call.name = name.to_owned();
+        }
+        if let Some(piece) = arguments {
+            let room = MAX_ARGUMENTS.saturating_sub(call.arguments.len());
+            let mut end = piece.len().min(room);
+            while !piece.is_char_boundary(end) {
+                end -= 1;
+            }
+            call.arguments.push_str(&piece[..end]);
+        }
+    }
+
+    /// One OpenAI `delta.tool_calls[]` entry at `position` in its array (the key when a
+    /// provider leaves `index` out, as AstrBot does).
+    pub fn openai(&mut self, position: usize, entry: &Value) {
+        let key = entry["index"].as_i64().unwrap_or(position as i64);
+        let f = &entry["function"];
+        self.fragment(key, entry["id"].as_str(), f["name"].as_str(), f["arguments"].as_str());
+    }
+
+    /// The calls in the order they started; a call without an id gets one (`call_<n>`), as
+    /// results are matched to calls by id.
+    pub fn finish(self) -> Vec<ToolCall> {
+        let mut out: Vec<ToolCall> = self.calls.into_iter().map(|(_, c)| c).collect();
+        for (i, call) in out.iter_mut().enumerate() {
+            if call.id.is_empty() {
+                call.id = format!("call_{i}");
+            }
+        }
+        out
+    }
 }
 
 /// The remembered key position of a source; `Some(i)` records one that worked.
@@ -264,31 +357,101 @@ fn openai_usage(u: &Value) -> Usage {
     }
 }
 
-fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, Failure> {
-    let messages: Vec<Value> =
-        call.turns.iter().map(|t| json!({"role": t.role, "content": t.content})).collect();
-    let mut body = json!({"model": call.model, "messages": messages, "stream": call.stream});
+/// The conversation in OpenAI's format: the model's calls as one assistant message with
+/// `tool_calls` (content `null` when it said nothing), then one `role: tool` message per
+/// result.
+pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m {
+            Message::Turn(t) => out.push(json!({"role": t.role, "content": t.content})),
+            Message::Calls { text, calls } => {
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                    .collect();
+                let content = if text.is_empty() { Value::Null } else { json!(text) };
+                out.push(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+            }
+            Message::Results(results) => out.extend(
+                results
+                    .iter()
+                    .map(|(id, content)| json!({"role": "tool", "tool_call_id": id, "content": content})),
+            ),
+        }
+    }
+    out
+}
+
+/// Tools in OpenAI's format (`description` left out when empty, as AstrBot does).
+pub fn openai_tools(tools: &[ToolSpec]) -> Value {
+    Value::Array(
+        tools
+            .iter()
+            .map(|t| {
+                let mut f = json!({"name": t.name});
+                if !t.description.is_empty() {
+                    f["description"] = json!(t.description);
+                }
+                f["parameters"] = t.parameters.clone();
+                json!({"type": "function", "function": f})
+            })
+            .collect(),
+    )
+}
+
+fn openai_body(call: &Call<'_>) -> Value {
+    let mut body =
+        json!({"model": call.model, "messages": openai_messages(call.messages), "stream": call.stream});
     if call.stream {
         body["stream_options"] = json!({"include_usage": true});
     }
+    // The forced final answer offers nothing: OpenAI takes the earlier calls and results in
+    // the conversation without a `tools` list.
+    if let Offer::Auto(tools) = call.offer
+        && !tools.is_empty()
+    {
+        body["tools"] = openai_tools(tools);
+        body["tool_choice"] = json!("auto");
+    }
+    body
+}
+
+/// A whole OpenAI completion's tool calls (`message.tool_calls`).
+fn openai_calls(message: &Value) -> Vec<ToolCall> {
+    let mut calls = CallAssembler::default();
+    for (i, c) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
+        let f = &c["function"];
+        calls.fragment(i as i64, c["id"].as_str(), f["name"].as_str(), f["arguments"].as_str());
+    }
+    calls.finish()
+}
+
+fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call);
     if let Some(k) = call.key {
         req = req.header("Authorization", format!("Bearer {k}"));
     }
-    let body = send(req, call.provider, body)?;
+    let body = send(req, call.provider, openai_body(call))?;
     if !call.stream {
         let v = read_json(body)?;
-        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        let message = &v["choices"][0]["message"];
+        let text = message["content"].as_str().unwrap_or_default();
         if !text.is_empty() {
             on_delta(text);
         }
-        return Ok(openai_usage(&v["usage"]));
+        return Ok((openai_usage(&v["usage"]), openai_calls(message)));
     }
     let mut usage = Usage::default();
+    let mut calls = CallAssembler::default();
     sse_lines(body.into_reader(), |data| {
         if let Ok(v) = serde_json::from_str::<Value>(data) {
-            if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
+            let delta = &v["choices"][0]["delta"];
+            if let Some(d) = delta["content"].as_str().filter(|d| !d.is_empty()) {
                 on_delta(d);
+            }
+            if let Some(fragments) = delta["tool_calls"].as_array() {
+                fragments.iter().enumerate().for_each(|(i, f)| calls.openai(i, f));
             }
             if v["usage"].is_object() {
                 usage = openai_usage(&v["usage"]);
@@ -296,19 +459,14 @@ fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, Fail
         }
         true
     })?;
-    Ok(usage)
+    // Decided by the calls assembled, not `finish_reason`: some compatible servers say
+    // `stop` after tool calls.
+    Ok((usage, calls.finish()))
 }
 
-/// The Messages API's body: system turns joined into `system`, image data URLs as base64
-/// image blocks.
-fn anthropic_body(call: &Call<'_>) -> Value {
-    let system: Vec<String> = call
-        .turns
-        .iter()
-        .filter(|t| t.role == "system")
-        .filter_map(|t| t.content.as_str().map(str::to_owned))
-        .collect();
-    let block = |p: &Value| match p["type"].as_str() {
+/// An OpenAI-style content part as an Anthropic block: image data URLs as base64 images.
+fn anthropic_block(p: &Value) -> Value {
+    match p["type"].as_str() {
         Some("image_url") => {
             let url = p["image_url"]["url"].as_str().unwrap_or_default();
             let (meta, data) = url.split_once(',').unwrap_or(("", ""));
@@ -316,23 +474,112 @@ fn anthropic_body(call: &Call<'_>) -> Value {
             json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
         }
         _ => json!({"type": "text", "text": p["text"]}),
-    };
-    let messages: Vec<Value> = call
-        .turns
-        .iter()
-        .filter(|t| t.role != "system")
-        .map(|t| {
-            let content = match &t.content {
-                Value::Array(parts) => Value::Array(parts.iter().map(block).collect()),
-                other => other.clone(),
-            };
-            json!({"role": t.role, "content": content})
-        })
-        .collect();
+    }
+}
+
+/// The conversation in Anthropic's format, and the joined system turns. The model's calls
+/// are an assistant message of `tool_use` blocks (after its text, if any), their results
+/// one user message of `tool_result` blocks; a user turn right after results joins that
+/// message as a text block (the API wants the roles to alternate, results first).
+pub fn anthropic_messages(messages: &[Message]) -> (Vec<Value>, Vec<String>) {
+    let mut system = Vec::new();
+    let mut out: Vec<Value> = Vec::with_capacity(messages.len());
+    let mut after_results = false;
+    for m in messages {
+        match m {
+            Message::Turn(t) if t.role == "system" => {
+                system.extend(t.content.as_str().map(str::to_owned));
+                continue;
+            }
+            Message::Turn(t) => {
+                let content = match &t.content {
+                    Value::Array(parts) => Value::Array(parts.iter().map(anthropic_block).collect()),
+                    other => other.clone(),
+                };
+                let previous = out.last_mut().filter(|_| after_results && t.role == "user");
+                if let Some(Value::Array(blocks)) = previous.map(|p| &mut p["content"]) {
+                    match content {
+                        Value::Array(more) => blocks.extend(more),
+                        text => blocks.push(json!({"type": "text", "text": text})),
+                    }
+                } else {
+                    out.push(json!({"role": t.role, "content": content}));
+                }
+            }
+            Message::Calls { text, calls } => {
+                let mut blocks = Vec::with_capacity(calls.len() + 1);
+                if !text.is_empty() {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                for c in calls {
+                    // The input must be an object; arguments the model garbled were answered
+                    // with an error result, and stand as `{}` here.
+                    let input = serde_json::from_str::<Value>(&c.arguments)
+                        .ok()
+                        .filter(Value::is_object)
+                        .unwrap_or_else(|| json!({}));
+                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
+                }
+                out.push(json!({"role": "assistant", "content": blocks}));
+            }
+            Message::Results(results) => {
+                let blocks: Vec<Value> = results
+                    .iter()
+                    .map(|(id, content)| {
+                        let content = if content.is_empty() { "<empty response>" } else { content.as_str() };
+                        json!({"type": "tool_result", "tool_use_id": id, "content": content})
+                    })
+                    .collect();
+                out.push(json!({"role": "user", "content": blocks}));
+                after_results = true;
+                continue;
+            }
+        }
+        after_results = false;
+    }
+    (out, system)
+}
+
+/// Tools in Anthropic's format: only the schema's `properties` and `required` survive,
+/// under `type: object`, as AstrBot sends them.
+pub fn anthropic_tools(tools: &[ToolSpec]) -> Value {
+    Value::Array(
+        tools
+            .iter()
+            .map(|t| {
+                let mut schema = json!({"type": "object", "properties": t.parameters.get("properties").cloned().unwrap_or_else(|| json!({}))});
+                if let Some(required) = t.parameters.get("required").filter(|r| r.is_array()) {
+                    schema["required"] = required.clone();
+                }
+                let mut tool = json!({"name": t.name});
+                if !t.description.is_empty() {
+                    tool["description"] = json!(t.description);
+                }
+                tool["input_schema"] = schema;
+                tool
+            })
+            .collect(),
+    )
+}
+
+/// The Messages API's body: system turns joined into `system`, image data URLs as base64
+/// image blocks, the tools when offered.
+fn anthropic_body(call: &Call<'_>) -> Value {
+    let (messages, system) = anthropic_messages(call.messages);
     let mut body =
         json!({"model": call.model, "max_tokens": 4096, "messages": messages, "stream": call.stream});
     if !system.is_empty() {
         body["system"] = json!(system.join("\n\n"));
+    }
+    match call.offer {
+        Offer::Auto(tools) if !tools.is_empty() => body["tools"] = anthropic_tools(tools),
+        // A conversation holding `tool_use` blocks must define its tools: the final answer
+        // lists them and forbids their use.
+        Offer::Final(tools) if !tools.is_empty() => {
+            body["tools"] = anthropic_tools(tools);
+            body["tool_choice"] = json!({"type": "none"});
+        }
+        _ => {}
     }
     body
 }
@@ -351,7 +598,7 @@ fn anthropic_usage(u: &Value, usage: &mut Usage) {
     }
 }
 
-fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, Failure> {
+fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call).header("anthropic-version", "2023-06-01");
     if let Some(k) = call.key {
         req = req.header("x-api-key", k);
@@ -360,23 +607,44 @@ fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, F
     let mut usage = Usage::default();
     if !call.stream {
         let v = read_json(body)?;
+        let blocks = v["content"].as_array().map(Vec::as_slice).unwrap_or_default();
         let text: String =
-            v["content"].as_array().into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
+            blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
         if !text.is_empty() {
             on_delta(&text);
         }
+        let mut calls = CallAssembler::default();
+        for (i, b) in blocks.iter().enumerate().filter(|(_, b)| b["type"] == "tool_use") {
+            let input = if b["input"].is_null() { String::new() } else { b["input"].to_string() };
+            calls.fragment(i as i64, b["id"].as_str(), b["name"].as_str(), Some(&input));
+        }
         anthropic_usage(&v["usage"], &mut usage);
-        return Ok(usage);
+        return Ok((usage, calls.finish()));
     }
     let mut error = None;
+    let mut calls = CallAssembler::default();
     sse_lines(body.into_reader(), |data| {
         let Ok(v) = serde_json::from_str::<Value>(data) else { return true };
         match v["type"].as_str() {
-            Some("content_block_delta") => {
-                if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
-                    on_delta(d);
-                }
+            Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
+                let b = &v["content_block"];
+                let key = v["index"].as_i64().unwrap_or(-1);
+                calls.fragment(key, b["id"].as_str(), b["name"].as_str(), None);
             }
+            Some("content_block_delta") => match v["delta"]["type"].as_str() {
+                Some("input_json_delta") => {
+                    let key = v["index"].as_i64().unwrap_or(-1);
+                    // Only a block that started as `tool_use` takes arguments.
+                    if calls.calls.iter().any(|(k, _)| *k == key) {
+                        calls.fragment(key, None, None, v["delta"]["partial_json"].as_str());
+                    }
+                }
+                _ => {
+                    if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
+                        on_delta(d);
+                    }
+                }
+            },
             Some("message_start") => anthropic_usage(&v["message"]["usage"], &mut usage),
             Some("message_delta") => anthropic_usage(&v["usage"], &mut usage),
             Some("message_stop") => return false,
@@ -390,7 +658,7 @@ fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, F
     })?;
     match error {
         Some(e) => Err(Failure::Fatal(e)),
-        None => Ok(usage),
+        None => Ok((usage, calls.finish())),
     }
 }
 

@@ -130,6 +130,67 @@ pub struct Usage {
     pub cached: u64,
 }
 
+impl Usage {
+    /// Adds another request's counts (an agent's steps are summed), saturating.
+    pub fn add(&mut self, other: Usage) {
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cached = self.cached.saturating_add(other.cached);
+    }
+}
+
+/// A tool as a model is offered it: the name it calls, what it is for, and the JSON
+/// schema of its arguments (an object schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+/// A tool call a model asked for: its id (the model's), the tool's name and the arguments
+/// as the model wrote them (JSON text, parsed only when the call runs: a model may write
+/// invalid JSON).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One message of an agent's exchange, in either wire format: a plain turn, the model's
+/// own turn that asked for tools, or the results of those tools (in call order).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Turn(Turn),
+    /// The model's text before its calls (often empty) and the calls.
+    Calls {
+        text: String,
+        calls: Vec<ToolCall>,
+    },
+    /// `(tool call id, result text)` for every call of the preceding [`Message::Calls`].
+    Results(Vec<(String, String)>),
+}
+
+/// What one request to a model gave: its usage, its text and the tools it asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    pub usage: Usage,
+    pub text: String,
+    pub calls: Vec<ToolCall>,
+}
+
+/// How a request offers tools: none (the body has no `tools` key at all), offered for the
+/// model to choose, or listed but not to be used (the forced final answer after the step
+/// limit: Anthropic refuses `tool_use` blocks in a conversation whose request defines no
+/// tools, so there they stay listed with `tool_choice: none`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Offer<'a> {
+    None,
+    Auto(&'a [ToolSpec]),
+    Final(&'a [ToolSpec]),
+}
+
 /// A field of the wrong type counts as missing.
 fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(d: D) -> Result<T, D::Error> {
     Ok(serde_json::from_value(Value::deserialize(d)?).unwrap_or_default())
