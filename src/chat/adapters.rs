@@ -442,26 +442,79 @@ fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec
         }
         return Ok((openai_usage(&v["usage"]), openai_calls(message)));
     }
-    let mut usage = Usage::default();
-    let mut calls = CallAssembler::default();
+    let mut state = Streamed::default();
     sse_lines(body.into_reader(), |data| {
         if let Ok(v) = serde_json::from_str::<Value>(data) {
-            let delta = &v["choices"][0]["delta"];
-            if let Some(d) = delta["content"].as_str().filter(|d| !d.is_empty()) {
-                on_delta(d);
-            }
-            if let Some(fragments) = delta["tool_calls"].as_array() {
-                fragments.iter().enumerate().for_each(|(i, f)| calls.openai(i, f));
-            }
-            if v["usage"].is_object() {
-                usage = openai_usage(&v["usage"]);
-            }
+            state.openai_chunk(&v, on_delta);
         }
         true
     })?;
     // Decided by the calls assembled, not `finish_reason`: some compatible servers say
     // `stop` after tool calls.
-    Ok((usage, calls.finish()))
+    Ok((state.usage, state.calls.finish()))
+}
+
+/// What a streamed answer has said so far, besides its text (delivered as it comes).
+#[derive(Debug, Default)]
+struct Streamed {
+    usage: Usage,
+    calls: CallAssembler,
+    error: Option<String>,
+}
+
+impl Streamed {
+    /// One OpenAI chunk: text, tool-call fragments, usage.
+    fn openai_chunk(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) {
+        let delta = &v["choices"][0]["delta"];
+        if let Some(d) = delta["content"].as_str().filter(|d| !d.is_empty()) {
+            on_delta(d);
+        }
+        if let Some(fragments) = delta["tool_calls"].as_array() {
+            fragments.iter().enumerate().for_each(|(i, f)| self.calls.openai(i, f));
+        }
+        if v["usage"].is_object() {
+            self.usage = openai_usage(&v["usage"]);
+        }
+    }
+
+    /// One Anthropic event; `false` when the stream is over (`message_stop`, `error`).
+    fn anthropic_event(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) -> bool {
+        match v["type"].as_str() {
+            Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
+                let b = &v["content_block"];
+                // Anthropic starts with `input: {}` and streams the input; a compatible
+                // server that sends it whole here is taken at its word.
+                let whole = b["input"].as_object().filter(|i| !i.is_empty()).map(|_| b["input"].to_string());
+                let key = v["index"].as_i64().unwrap_or(-1);
+                self.calls.fragment(key, b["id"].as_str(), b["name"].as_str(), whole.as_deref());
+            }
+            Some("content_block_delta") => match v["delta"]["type"].as_str() {
+                Some("input_json_delta") => {
+                    let key = v["index"].as_i64().unwrap_or(-1);
+                    // Only a block that started as `tool_use` takes arguments.
+                    if self.calls.calls.iter().any(|(k, _)| *k == key) {
+                        self.calls.fragment(key, None, None, v["delta"]["partial_json"].as_str());
+                    }
+                }
+                // Text only: thinking and signature deltas are not the reply.
+                Some("text_delta") | None => {
+                    if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
+                        on_delta(d);
+                    }
+                }
+                _ => {}
+            },
+            Some("message_start") => anthropic_usage(&v["message"]["usage"], &mut self.usage),
+            Some("message_delta") => anthropic_usage(&v["usage"], &mut self.usage),
+            Some("message_stop") => return false,
+            Some("error") => {
+                self.error = Some(v["error"]["message"].as_str().unwrap_or("stream error").to_owned());
+                return false;
+            }
+            _ => {}
+        }
+        true
+    }
 }
 
 /// An OpenAI-style content part as an Anthropic block: image data URLs as base64 images.
@@ -621,44 +674,14 @@ fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, 
         anthropic_usage(&v["usage"], &mut usage);
         return Ok((usage, calls.finish()));
     }
-    let mut error = None;
-    let mut calls = CallAssembler::default();
-    sse_lines(body.into_reader(), |data| {
-        let Ok(v) = serde_json::from_str::<Value>(data) else { return true };
-        match v["type"].as_str() {
-            Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
-                let b = &v["content_block"];
-                let key = v["index"].as_i64().unwrap_or(-1);
-                calls.fragment(key, b["id"].as_str(), b["name"].as_str(), None);
-            }
-            Some("content_block_delta") => match v["delta"]["type"].as_str() {
-                Some("input_json_delta") => {
-                    let key = v["index"].as_i64().unwrap_or(-1);
-                    // Only a block that started as `tool_use` takes arguments.
-                    if calls.calls.iter().any(|(k, _)| *k == key) {
-                        calls.fragment(key, None, None, v["delta"]["partial_json"].as_str());
-                    }
-                }
-                _ => {
-                    if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
-                        on_delta(d);
-                    }
-                }
-            },
-            Some("message_start") => anthropic_usage(&v["message"]["usage"], &mut usage),
-            Some("message_delta") => anthropic_usage(&v["usage"], &mut usage),
-            Some("message_stop") => return false,
-            Some("error") => {
-                error = Some(v["error"]["message"].as_str().unwrap_or("stream error").to_owned());
-                return false;
-            }
-            _ => {}
-        }
-        true
+    let mut state = Streamed::default();
+    sse_lines(body.into_reader(), |data| match serde_json::from_str::<Value>(data) {
+        Ok(v) => state.anthropic_event(&v, on_delta),
+        Err(_) => true,
     })?;
-    match error {
+    match state.error {
         Some(e) => Err(Failure::Fatal(e)),
-        None => Ok((usage, calls.finish())),
+        None => Ok((state.usage, state.calls.finish())),
     }
 }
 
@@ -699,6 +722,224 @@ mod tests {
         assert_eq!(
             resolve_keys(&unset.keys, &env),
             Err("environment variable UNSET_API_KEY is not set".into())
+        );
+    }
+
+    fn turn(role: &'static str, content: Value) -> Message {
+        Message::Turn(Turn { role, content })
+    }
+
+    fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
+        ToolCall { id: id.into(), name: name.into(), arguments: arguments.into() }
+    }
+
+    fn spec(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: format!("{name} does it"),
+            parameters: json!({"type": "object", "$schema": "x", "properties": {"a": {"type": "number"}}, "required": ["a"]}),
+        }
+    }
+
+    #[test]
+    fn openai_tool_call_fragments_assemble_by_index() {
+        // The reference's two parallel calls (mcp.md §3.1), then a provider that repeats the
+        // id and name on every fragment, and one that leaves `index` out.
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_A", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_B", "type": "function", "function": {"name": "get_time", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_B", "function": {"name": "get_time", "arguments": "{}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}}),
+        ];
+        let mut state = Streamed::default();
+        let mut text = String::new();
+        for c in &chunks {
+            state.openai_chunk(c, &mut |d| text.push_str(d));
+        }
+        assert_eq!(text, "");
+        assert_eq!(state.usage, Usage { input: 9, output: 4, cached: 0 });
+        assert_eq!(
+            state.calls.finish(),
+            [call("call_A", "get_weather", "{\"city\":\"Paris\"}"), call("call_B", "get_time", "{}")]
+        );
+
+        let mut no_index = CallAssembler::default();
+        no_index.openai(0, &json!({"function": {"name": "a", "arguments": "{}"}}));
+        no_index.openai(1, &json!({"id": "x", "function": {"name": "b", "arguments": "{\"k\":1}"}}));
+        assert_eq!(no_index.finish(), [call("call_0", "a", "{}"), call("x", "b", "{\"k\":1}")]);
+    }
+
+    #[test]
+    fn the_assembler_is_bounded() {
+        let mut many = CallAssembler::default();
+        for i in 0..100 {
+            many.fragment(i, Some("id"), Some("t"), Some("{}"));
+        }
+        assert_eq!(many.finish().len(), MAX_CALLS_PER_STEP);
+        let mut long = CallAssembler::default();
+        let piece = "é".repeat(1000);
+        for _ in 0..200 {
+            long.fragment(0, None, Some("t"), Some(&piece));
+        }
+        let args = &long.finish()[0].arguments;
+        assert!(args.len() <= MAX_ARGUMENTS && args.len() > MAX_ARGUMENTS - 4, "{}", args.len());
+    }
+
+    #[test]
+    fn anthropic_tool_use_blocks_assemble_from_partial_json() {
+        let events = [
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 12, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Pa"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "ris\"}"}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "stray"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_02", "name": "now", "input": {}}}),
+            json!({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_03", "name": "whole", "input": {"q": 1}}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}}),
+        ];
+        let mut state = Streamed::default();
+        let mut text = String::new();
+        for e in &events {
+            assert!(state.anthropic_event(e, &mut |d| text.push_str(d)));
+        }
+        assert!(!state.anthropic_event(&json!({"type": "message_stop"}), &mut |_| {}));
+        assert_eq!(text, "Let me check.");
+        assert_eq!(state.usage, Usage { input: 12, output: 30, cached: 0 });
+        assert_eq!(
+            state.calls.finish(),
+            [
+                call("toolu_01", "get_weather", "{\"city\": \"Paris\"}"),
+                call("toolu_02", "now", ""),
+                call("toolu_03", "whole", "{\"q\":1}")
+            ]
+        );
+    }
+
+    #[test]
+    fn calls_and_results_in_openai_format() {
+        let messages = [
+            turn("system", json!("sys")),
+            turn("user", json!("hi")),
+            Message::Calls {
+                text: String::new(),
+                calls: vec![call("c1", "f", "{\"a\":1}"), call("c2", "g", "")],
+            },
+            Message::Results(vec![("c1".into(), "one".into()), ("c2".into(), "two".into())]),
+            Message::Calls { text: "thinking aloud".into(), calls: vec![call("c3", "f", "{}")] },
+        ];
+        let out = openai_messages(&messages);
+        assert_eq!(out[1], json!({"role": "user", "content": "hi"}));
+        assert_eq!(
+            out[2],
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}]})
+        );
+        assert_eq!(out[3], json!({"role": "tool", "tool_call_id": "c1", "content": "one"}));
+        assert_eq!(out[4], json!({"role": "tool", "tool_call_id": "c2", "content": "two"}));
+        assert_eq!(out[5]["content"], "thinking aloud");
+        assert_eq!(
+            openai_tools(&[spec("f"), ToolSpec { description: String::new(), ..spec("g") }]),
+            json!([
+                {"type": "function", "function": {"name": "f", "description": "f does it", "parameters": spec("f").parameters}},
+                {"type": "function", "function": {"name": "g", "parameters": spec("g").parameters}}
+            ])
+        );
+    }
+
+    #[test]
+    fn calls_and_results_in_anthropic_format() {
+        let messages = [
+            turn("system", json!("sys")),
+            turn("user", json!("hi")),
+            Message::Calls {
+                text: "Checking.".into(),
+                calls: vec![call("t1", "f", "{\"a\":1}"), call("t2", "g", "not json")],
+            },
+            Message::Results(vec![("t1".into(), "one".into()), ("t2".into(), String::new())]),
+            turn("user", json!("now answer")),
+        ];
+        let (out, system) = anthropic_messages(&messages);
+        assert_eq!(system, ["sys"]);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(
+            out[1],
+            json!({"role": "assistant", "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+                {"type": "tool_use", "id": "t2", "name": "g", "input": {}}]})
+        );
+        assert_eq!(
+            out[2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "one"},
+                {"type": "tool_result", "tool_use_id": "t2", "content": "<empty response>"},
+                {"type": "text", "text": "now answer"}]})
+        );
+        assert_eq!(
+            anthropic_tools(&[spec("f")]),
+            json!([{"name": "f", "description": "f does it",
+                    "input_schema": {"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]}}])
+        );
+    }
+
+    #[test]
+    fn a_request_without_tools_is_the_plain_body() {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let messages = [turn("system", json!("s")), turn("user", json!("hi"))];
+        let tools = [spec("f")];
+        let provider = Provider::default();
+        let body = |adapter: Adapter, offer: Offer<'_>| {
+            let provider = Provider { adapter, ..provider.clone() };
+            let call = Call {
+                agent: &agent,
+                provider: &provider,
+                model: "m",
+                key: None,
+                messages: &messages,
+                offer,
+                stream: true,
+            };
+            match adapter {
+                Adapter::OpenAi => openai_body(&call),
+                Adapter::Anthropic => anthropic_body(&call),
+            }
+        };
+        let keys = |v: Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(body(Adapter::OpenAi, Offer::None)),
+            ["model", "messages", "stream", "stream_options"]
+        );
+        assert_eq!(
+            keys(body(Adapter::OpenAi, Offer::Auto(&[]))),
+            ["model", "messages", "stream", "stream_options"]
+        );
+        assert_eq!(
+            keys(body(Adapter::OpenAi, Offer::Final(&tools))),
+            ["model", "messages", "stream", "stream_options"]
+        );
+        let auto = body(Adapter::OpenAi, Offer::Auto(&tools));
+        assert_eq!(
+            (auto["tools"][0]["function"]["name"].as_str(), auto["tool_choice"].as_str()),
+            (Some("f"), Some("auto"))
+        );
+        assert_eq!(
+            keys(body(Adapter::Anthropic, Offer::None)),
+            ["model", "max_tokens", "messages", "stream", "system"]
+        );
+        let auto = body(Adapter::Anthropic, Offer::Auto(&tools));
+        assert_eq!((auto["tools"][0]["name"].as_str(), auto.get("tool_choice")), (Some("f"), None));
+        let last = body(Adapter::Anthropic, Offer::Final(&tools));
+        assert_eq!(
+            (last["tools"][0]["name"].as_str(), &last["tool_choice"]),
+            (Some("f"), &json!({"type": "none"}))
         );
     }
 }

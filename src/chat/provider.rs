@@ -58,6 +58,9 @@ pub struct Provider {
     /// Fields set on every request body, over the adapter's own.
     #[serde(deserialize_with = "lenient")]
     pub custom_extra_body: Map<String, Value>,
+    /// What the model takes (`text`, `image`, `audio`, `tool_use`); `None` when unset.
+    #[serde(deserialize_with = "lenient")]
+    pub modalities: Option<Vec<String>>,
 }
 
 impl Default for Provider {
@@ -73,6 +76,7 @@ impl Default for Provider {
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             custom_headers: Vec::new(),
             custom_extra_body: Map::new(),
+            modalities: None,
         }
     }
 }
@@ -98,6 +102,12 @@ impl Provider {
         };
         let base = self.api_base.as_deref().unwrap_or(default).trim_end_matches('/');
         format!("{base}/{path}")
+    }
+
+    /// Whether the model may be offered tools: AstrBot sends none to a provider whose
+    /// `modalities` list leaves out `tool_use` (mcp.md §2.6, 7); unset means yes.
+    pub fn takes_tools(&self) -> bool {
+        self.modalities.as_ref().is_none_or(|m| m.iter().any(|x| x == "tool_use"))
     }
 
     /// The name under which the key that last worked is remembered: the source's id, else
@@ -266,6 +276,10 @@ mod tests {
         assert_eq!(p.proxy, "");
         assert_eq!(p.timeout, Duration::from_secs(120));
         assert!(p.custom_headers.is_empty() && p.custom_extra_body.is_empty());
+        assert!(p.takes_tools());
+        assert!(Provider::parse(&json!({"modalities": ["text", "tool_use"]})).takes_tools());
+        assert!(!Provider::parse(&json!({"modalities": ["text", "image"]})).takes_tools());
+        assert!(Provider::parse(&json!({"modalities": "text"})).takes_tools(), "not a list: unset");
         assert_eq!(Provider::parse(&json!(["anthropic_chat_completion"])), Provider::default());
         assert_eq!(Provider::parse(&json!({"timeout": 0})).timeout, Duration::from_secs(1));
         assert_eq!(Provider::parse(&json!({"timeout": 99999})).timeout, Duration::from_secs(3600));

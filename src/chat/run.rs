@@ -15,15 +15,18 @@
 //! (`tool_call`), run ([`tools::execute`]) and answered (`tool_call_result`), and the
 //! calls and results go back to the model, for at most `provider_settings.max_agent_step`
 //! steps (default 30). Then one last request offers no tools and asks the model, in
-//! AstrBot's words, to answer with what it has. The loop also ends early, the same way,
-//! when [`AGENT_BUDGET`] of wall-clock time is spent (a tool call never waits past it) or
-//! the results fed back reach [`MAX_FED_BACK`] bytes. Every path takes the loop: the SSE
-//! stream (events live), `Accept: application/json`, the Astroworld answers and the IM
-//! platforms (events to no one). The reply (`complete`, the JSON answer, the stored
-//! message) is the text of the last request; text a model wrote before its tool calls is
-//! streamed but not part of it. The stored message keeps each call, with its result, as
-//! AstrBot's `tool_call` part before the text; the history the model sees next time has
-//! only the text (as AstrBot's does).
+//! AstrBot's (English) words, to answer with what it has. The loop also ends early, the
+//! same way, when [`AGENT_BUDGET`] of wall-clock time is spent (a tool call never waits
+//! past it) or the results fed back reach [`MAX_FED_BACK`] bytes. A provider whose
+//! `modalities` leave out `tool_use` is offered no tools (as in AstrBot), and a model that
+//! refuses them with a 4xx naming tools is asked again without.
+//!
+//! Every path takes the loop: the SSE stream (events live), `Accept: application/json`,
+//! the Astroworld answers and the IM platforms (events to no one). The reply (`complete`,
+//! the JSON answer, the stored message) is the text of the last request; text a model
+//! wrote before its tool calls is streamed but not part of it. The stored message keeps
+//! each call, with its result, as AstrBot's `tool_call` part before the text; the history
+//! the model sees next time has only the text (as AstrBot's does).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -356,7 +359,8 @@ fn compose(app: &App, msg: &UserMessage, ev: &Events, started: i64) -> Reply {
             sources = passages;
         }
         Answer::Llm(request) => {
-            let done = agent(app, msg, ev, &request, &mut out, started);
+            let mut request = request;
+            let done = agent(app, msg, ev, &mut request, &mut out, started);
             (usage, context_tokens, tool_parts, final_from) =
                 (done.usage, done.context, done.parts, done.final_from);
             sources = request.sources;
@@ -379,9 +383,10 @@ pub const AGENT_BUDGET: Duration = Duration::from_secs(600);
 pub const MAX_FED_BACK: usize = 1 << 20;
 /// A stored `tool_call` part keeps this much of each result (the model got all of it).
 const STORED_RESULT: usize = 8 << 10;
-/// AstrBot's message for the forced final answer (`run_agent`): "the tool-call limit is
-/// reached; stop using tools, summarise what you found and answer the user".
-const LIMIT_PROMPT: &str = "工具调用次数已达到上限，请停止使用工具，并根据已经收集到的信息，对你的任务和发现进行总结，然后直接回复用户。";
+/// AstrBot's message for the forced final answer (`MAX_STEPS_REACHED_PROMPT`, the English
+/// one of its `step_until_done`; its webchat pipeline says the same in Chinese): a prompt
+/// to the model, never shown to the user.
+const LIMIT_PROMPT: &str = "Maximum tool call limit reached. Stop calling tools, and based on the information you have gathered, summarize your task and findings, and reply to the user directly.";
 
 /// What the agent loop left: the usage summed over its requests, the last request's input
 /// tokens, the stored tool parts, and where the last request's text starts in the reply.
@@ -401,13 +406,16 @@ fn agent(
     app: &App,
     msg: &UserMessage,
     ev: &Events,
-    request: &LlmRequest,
+    request: &mut LlmRequest,
     out: &mut Collector<'_>,
     started: i64,
 ) -> Agent {
     let clock = Instant::now();
     let mut done = Agent { usage: Usage::default(), context: 0, parts: Vec::new(), final_from: 0 };
-    let mut messages: Vec<Message> = request.turns.iter().cloned().map(Message::Turn).collect();
+    // The turns move (they may hold images as data URLs): the request needs them no more.
+    let mut messages: Vec<Message> =
+        std::mem::take(&mut request.turns).into_iter().map(Message::Turn).collect();
+    let request = &*request;
     let env = tools::Env {
         app,
         run_id: &ev.run_id,
@@ -418,9 +426,10 @@ fn agent(
     let specs = &request.tools.specs;
     let mut steps = 0u32;
     let mut fed_back = 0usize;
+    let mut no_tools = false;
     loop {
         let spent = clock.elapsed() >= AGENT_BUDGET || fed_back >= MAX_FED_BACK;
-        let offer = if specs.is_empty() || request.max_steps == 0 {
+        let offer = if specs.is_empty() || request.max_steps == 0 || no_tools {
             Offer::None
         } else if steps >= request.max_steps || spent {
             if steps > 0 {
@@ -442,6 +451,21 @@ fn agent(
         );
         let step = match result {
             Ok(step) => step,
+            // A model or server that takes no tools says so with a 4xx naming them (Ollama's
+            // "does not support tools", vLLM's tool-choice flags): the chat goes on without.
+            Err(e)
+                if steps == 0
+                    && matches!(offer, Offer::Auto(_))
+                    && refuses_tools(&e)
+                    && out.text.is_empty() =>
+            {
+                log::warn!(
+                    "chat run {}: the model refused the tools ({e}); asking again without tools",
+                    ev.run_id
+                );
+                no_tools = true;
+                continue;
+            }
             Err(e) => {
                 UPSTREAM_ERRORS.fetch_add(1, Ordering::Relaxed);
                 // The persona's own error message replaces the technical one, as in AstrBot.
@@ -485,6 +509,14 @@ fn agent(
         messages.push(Message::Calls { text: step.text, calls: step.calls });
         messages.push(Message::Results(results));
     }
+}
+
+/// An upstream error that refuses the tools offered: a 4xx (never retried) naming them.
+fn refuses_tools(error: &str) -> bool {
+    let status_4xx = error
+        .strip_prefix("Error code: 4")
+        .is_some_and(|r| !r.starts_with("01") && !r.starts_with("03") && !r.starts_with("29"));
+    status_4xx && error.to_ascii_lowercase().contains("tool")
 }
 
 /// A result as the history keeps it: at most [`STORED_RESULT`] bytes, with a note.
@@ -637,7 +669,10 @@ fn llm_request(
     );
     let model = msg.selected_model.clone().or_else(|| session.and_then(|s| s.selected_model.clone()));
     let custom_error = effective.persona.custom_error_message.clone();
-    let tools = tools::Toolbox::offered(app, effective.persona.tools.as_deref());
+    let tools = match provider.takes_tools() {
+        true => tools::Toolbox::offered(app, effective.persona.tools.as_deref()),
+        false => tools::Toolbox::default(),
+    };
     // AstrBot falls back to 30 for anything but a number (a bool too); 0 offers no tools.
     let max_steps = settings["max_agent_step"].as_u64().unwrap_or(30).min(MAX_AGENT_STEPS) as u32;
     let timeout_secs = settings["tool_call_timeout"]
@@ -666,6 +701,25 @@ const MAX_AGENT_STEPS: u64 = 200;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_4xx_naming_tools_is_a_refusal_of_tools() {
+        assert!(refuses_tools(
+            "Error code: 400 - registry.ollama.ai/library/gemma:2b does not support tools"
+        ));
+        assert!(refuses_tools("Error code: 422 - \"auto\" tool choice requires --enable-auto-tool-choice"));
+        assert!(!refuses_tools("Error code: 400 - model not found"));
+        assert!(!refuses_tools("Error code: 429 - too many tool requests"));
+        assert!(!refuses_tools("Error code: 500 - tool crashed"));
+        assert!(!refuses_tools("request failed: tool"));
+    }
+
+    #[test]
+    fn stored_results_are_cut() {
+        assert_eq!(stored_result("short"), "short");
+        let long = "x".repeat(STORED_RESULT + 5);
+        assert!(stored_result(&long).ends_with(&format!("\n[stored cut at 8 KiB of {} bytes]", long.len())));
+    }
 
     #[test]
     fn deltas_keep_every_character() {

@@ -11,7 +11,7 @@ use crate::support::{Server, cli, eventually, upload_file};
 
 const ALL_SCOPES: &str = r#"{"scopes":["chat","provider","persona","config","file"]}"#;
 const BUILTINS: [&str; 3] = ["current_time", "knowledge_search", "read_attachment"];
-const LIMIT_PROMPT: &str = "工具调用次数已达到上限，请停止使用工具，并根据已经收集到的信息，对你的任务和发现进行总结，然后直接回复用户。";
+const LIMIT_PROMPT: &str = "Maximum tool call limit reached. Stop calling tools, and based on the information you have gathered, summarize your task and findings, and reply to the user directly.";
 
 /// A server connected to a fake model of `kind` that answers `steps` in order, then "done".
 fn with_fake(kind: &str, steps: Vec<Step>) -> (Server, String, FakeLlm) {
@@ -430,6 +430,12 @@ fn read_attachment_reads_this_sessions_text_files_only() {
     let ev = chat(&s, &k, json!({"username": "alice", "session_id": "other", "message": "read theirs"}));
     let (result, _) = &tool_events(&ev, "tool_call_result")[0];
     assert_eq!(result["result"], format!("error: no attachment {txt} in this conversation"));
+
+    // Later in its own session the model is told the file's id, to read it again.
+    chat(&s, &k, json!({"username": "alice", "session_id": "mine", "message": "and now?"}));
+    let named = format!("see files\n[File: notes.txt, attachment_id: {txt}]");
+    let msgs = fake.last().messages();
+    assert!(msgs.iter().any(|m| m["role"] == "user" && m["content"] == named.as_str()), "{msgs:?}");
 }
 
 #[test]
@@ -464,4 +470,25 @@ fn a_persona_without_tools_never_runs_one() {
     assert!(tool_events(&ev, "tool_call").is_empty());
     assert_eq!(complete(&ev), "Plain text.");
     assert_eq!(fake.requests().len(), 1);
+}
+
+#[test]
+fn a_provider_without_tool_use_in_its_modalities_gets_no_tools() {
+    let s = Server::start();
+    let (k, _) = s.create_key(&s.admin_token(), ALL_SCOPES);
+    let fake = FakeLlm::start(Script::reply(&["plain"]));
+    let source =
+        json!({"id": "fake", "type": "openai_chat_completion", "key": ["sk-1"], "api_base": fake.base()});
+    s.expect(&s.call("POST", "/api/v1/provider-sources", &k, Some(source)), 200);
+    let provider =
+        json!({"id": "fake/m", "provider_source_id": "fake", "model": "m", "modalities": ["text", "image"]});
+    s.expect(&s.call("POST", "/api/v1/providers", &k, Some(provider)), 200);
+    let ev = chat(&s, &k, json!({"username": "alice", "message": "hi"}));
+    assert_eq!(complete(&ev), "plain");
+    assert!(fake.last().body.get("tools").is_none(), "{}", fake.last().body);
+    // With `tool_use` listed, the tools are offered.
+    let provider = json!({"id": "fake/m", "provider_source_id": "fake", "model": "m", "modalities": ["text", "tool_use"]});
+    s.expect(&s.call("PUT", "/api/v1/providers/fake/m", &k, Some(provider)), 200);
+    chat(&s, &k, json!({"username": "alice", "message": "hi"}));
+    assert_eq!(tool_names(&fake.last(), false), BUILTINS);
 }
