@@ -234,14 +234,18 @@ impl CallAssembler {
         self.fragment(key, entry["id"].as_str(), f["name"].as_str(), f["arguments"].as_str());
     }
 
-    /// The calls in the order they started; a call without an id gets one (`call_<n>`), as
-    /// results are matched to calls by id.
+    /// The calls in the order they started. Results are matched to calls by id, so a call
+    /// without an id gets one (`call_<n>`) and a repeated id is made unique (`<id>_<n>`).
     pub fn finish(self) -> Vec<ToolCall> {
-        let mut out: Vec<ToolCall> = self.calls.into_iter().map(|(_, c)| c).collect();
-        for (i, call) in out.iter_mut().enumerate() {
+        let mut out: Vec<ToolCall> = Vec::with_capacity(self.calls.len());
+        for (i, (_, mut call)) in self.calls.into_iter().enumerate() {
             if call.id.is_empty() {
                 call.id = format!("call_{i}");
             }
+            if out.iter().any(|c| c.id == call.id) {
+                call.id = format!("{}_{i}", call.id);
+            }
+            out.push(call);
         }
         out
     }
@@ -769,7 +773,11 @@ mod tests {
         let mut no_index = CallAssembler::default();
         no_index.openai(0, &json!({"function": {"name": "a", "arguments": "{}"}}));
         no_index.openai(1, &json!({"id": "x", "function": {"name": "b", "arguments": "{\"k\":1}"}}));
-        assert_eq!(no_index.finish(), [call("call_0", "a", "{}"), call("x", "b", "{\"k\":1}")]);
+        no_index.openai(2, &json!({"id": "x", "function": {"name": "c"}}));
+        assert_eq!(
+            no_index.finish(),
+            [call("call_0", "a", "{}"), call("x", "b", "{\"k\":1}"), call("x_2", "c", "")]
+        );
     }
 
     #[test]

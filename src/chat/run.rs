@@ -506,7 +506,16 @@ fn agent(
             }]}));
             results.push((call.id.clone(), text));
         }
-        messages.push(Message::Calls { text: step.text, calls: step.calls });
+        // Arguments go back as the model wrote them, except text that is not a JSON object
+        // (or none): that stands as `{}`, as AstrBot sends it, since servers that render
+        // the history through a chat template parse it (the error result told the model).
+        let mut calls = step.calls;
+        for call in &mut calls {
+            if tools::parse_arguments(&call.arguments).is_err() || call.arguments.trim().is_empty() {
+                call.arguments = "{}".into();
+            }
+        }
+        messages.push(Message::Calls { text: step.text, calls });
         messages.push(Message::Results(results));
     }
 }

@@ -14,6 +14,7 @@
 //! duration, never with its arguments.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -30,6 +31,17 @@ const SEARCH_LIMIT: i64 = 5;
 /// `read_attachment` looks for the attachment among this many of the session's latest
 /// messages.
 const ATTACHMENT_LOOKBACK: i64 = 1000;
+
+/// Calls of the built-in tools since the server started, and how many failed (the MCP
+/// registry counts the MCP calls).
+static BUILTIN_CALLS: AtomicU64 = AtomicU64::new(0);
+static BUILTIN_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// `(calls, errors)` of the built-in tools since the server started, for the statistics.
+#[allow(dead_code, reason = "for GET /api/v1/stats, next to the MCP registry's counts (api::operator)")]
+pub fn builtin_stats() -> (u64, u64) {
+    (BUILTIN_CALLS.load(Ordering::Relaxed), BUILTIN_ERRORS.load(Ordering::Relaxed))
+}
 
 pub const CURRENT_TIME: &str = "current_time";
 pub const KNOWLEDGE_SEARCH: &str = "knowledge_search";
@@ -184,10 +196,16 @@ pub fn execute(env: &Env<'_>, tools: &Toolbox, call: &ToolCall, timeout: Duratio
         Some(origin) => match parse_arguments(&call.arguments) {
             Err(e) => (format!("error: {e}"), false),
             Ok(args) => match origin {
-                Origin::Builtin => match builtin(env, &call.name, &args) {
-                    Ok(text) => (text, true),
-                    Err(e) => (format!("error: {e}"), false),
-                },
+                Origin::Builtin => {
+                    BUILTIN_CALLS.fetch_add(1, Ordering::Relaxed);
+                    match builtin(env, &call.name, &args) {
+                        Ok(text) => (text, true),
+                        Err(e) => {
+                            BUILTIN_ERRORS.fetch_add(1, Ordering::Relaxed);
+                            (format!("error: {e}"), false)
+                        }
+                    }
+                }
                 Origin::Mcp => match env.app.mcp.call(&call.name, &args, timeout) {
                     // AstrBot passes a tool's own error text on unchanged (`isError` is
                     // ignored, mcp.md §2.7); it counts as an error in the log.
@@ -199,10 +217,12 @@ pub fn execute(env: &Env<'_>, tools: &Toolbox, call: &ToolCall, timeout: Duratio
             },
         },
     };
+    // The name is the model's: a line of the log, never more.
+    let name: String = call.name.chars().take(80).map(|c| if c.is_control() { '?' } else { c }).collect();
     log::info!(
         "chat run {}: tool {} {} ms {}",
         env.run_id,
-        call.name,
+        name,
         started.elapsed().as_millis(),
         if ok { "ok" } else { "error" }
     );

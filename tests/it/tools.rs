@@ -283,11 +283,16 @@ fn tool_errors_are_reported_to_the_model_not_the_client() {
     let (bad, _) = &tool_events(&ev, "tool_call")[1];
     assert_eq!(bad["args"], r#"{"query": "#, "unparsable arguments are shown as the model wrote them");
     let msgs = fake.last().messages();
+    let asked: Vec<&Value> =
+        msgs.iter().flat_map(|m| m["tool_calls"].as_array().into_iter().flatten()).collect();
+    assert_eq!(asked[1]["function"]["arguments"], "{}", "garbled arguments go back as {{}}");
+    assert_eq!(asked[2]["function"]["arguments"], "{}");
     let fed: Vec<&str> =
         msgs.iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap()).collect();
     assert_eq!(fed, results.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(complete(&ev), "Sorry.");
-    assert!(s.log().contains(": tool nope ") && s.log().contains(" ms error"), "{}", s.log());
+    let logged = |l: String| l.lines().any(|l| l.contains(": tool nope ") && l.ends_with(" ms error"));
+    assert!(eventually(5, || logged(s.log())), "{}", s.log());
 }
 
 #[test]
