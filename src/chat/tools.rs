@@ -28,6 +28,9 @@ use crate::timefmt;
 pub const MAX_RESULT: usize = 64 << 10;
 /// `knowledge_search` returns at most this many passages.
 const SEARCH_LIMIT: i64 = 5;
+/// A passage `knowledge_search` returns is cut at this many characters (its page has the
+/// rest), so five of them stay well within a model's context.
+const PASSAGE_CHARS: usize = 3000;
 /// `read_attachment` looks for the attachment among this many of the session's latest
 /// messages.
 const ATTACHMENT_LOOKBACK: i64 = 1000;
@@ -271,11 +274,14 @@ fn knowledge_search(conn: &Connection, query: &str, kb_names: &[String]) -> Resu
     if found.is_empty() {
         return Ok(format!("No passages in the knowledge base match \"{query}\"."));
     }
-    Ok(found
-        .iter()
-        .map(|p| format!("### {}\nURL: {}\n\n{}", p.title, p.url, p.body))
-        .collect::<Vec<_>>()
-        .join("\n\n"))
+    let passage = |p: &crate::db::kb::Passage| {
+        let body = match p.body.char_indices().nth(PASSAGE_CHARS) {
+            Some((end, _)) => format!("{} […]", &p.body[..end]),
+            None => p.body.clone(),
+        };
+        format!("### {}\nURL: {}\n\n{body}", p.title, p.url)
+    };
+    Ok(found.iter().map(passage).collect::<Vec<_>>().join("\n\n"))
 }
 
 /// An attachment of this session (a part of one of its stored messages), if it is text.

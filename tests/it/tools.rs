@@ -497,3 +497,26 @@ fn a_provider_without_tool_use_in_its_modalities_gets_no_tools() {
     chat(&s, &k, json!({"username": "alice", "message": "hi"}));
     assert_eq!(tool_names(&fake.last(), false), BUILTINS);
 }
+
+#[test]
+fn anthropic_without_streaming_reads_whole_tool_use_blocks() {
+    let (s, k, fake) = with_fake(
+        "anthropic_chat_completion",
+        vec![
+            Step::calls("", &[("toolu_9", "knowledge_search", r#"{"query": "zzqqxxjj"}"#)]),
+            Step::text(&["Nothing found."]),
+        ],
+    );
+    let ev = chat(&s, &k, json!({"username": "alice", "message": "find", "enable_streaming": false}));
+    assert_eq!(fake.requests()[0].body["stream"], false);
+    let (call, _) = &tool_events(&ev, "tool_call")[0];
+    assert_eq!(call["args"], json!({"query": "zzqqxxjj"}));
+    let (result, _) = &tool_events(&ev, "tool_call_result")[0];
+    assert!(
+        result["result"].as_str().unwrap().starts_with("No passages in the knowledge base match"),
+        "{result}"
+    );
+    let msgs = fake.last().messages();
+    assert_eq!(msgs.last().unwrap()["content"][0]["tool_use_id"], "toolu_9");
+    assert_eq!(ev.iter().rev().find(|e| e["type"] == "plain").unwrap()["data"], "Nothing found.");
+}
