@@ -520,3 +520,38 @@ fn anthropic_without_streaming_reads_whole_tool_use_blocks() {
     assert_eq!(msgs.last().unwrap()["content"][0]["tool_use_id"], "toolu_9");
     assert_eq!(ev.iter().rev().find(|e| e["type"] == "plain").unwrap()["data"], "Nothing found.");
 }
+
+#[test]
+fn an_im_bots_reply_runs_the_tools_too() {
+    // A OneBot bot: the run has no stream, the events go to no one, the reply is the answer.
+    let (s, admin, fake) = {
+        let s = Server::start();
+        let admin = s.admin_token();
+        let fake = FakeLlm::start(Script::reply(&["done"]));
+        fake.set(|sc| {
+            sc.steps =
+                vec![Step::calls("", &[("c1", "current_time", "{}")]), Step::text(&["It is late."])].into()
+        });
+        connect(&s, &admin, &fake, "openai_chat_completion", &["sk-x"], json!({}));
+        (s, admin, fake)
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bot = json!({"id": "qq", "type": "aiocqhttp", "ws_reverse_host": "127.0.0.1",
+        "ws_reverse_port": port, "ws_reverse_token": "tok"});
+    s.check("POST", "/api/v1/bots", &admin, Some(bot), 200, json!({"status": "ok"}));
+    assert!(eventually(5, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "{}", s.log());
+    let qq =
+        crate::fake_onebot::connect(port, "10001", Some("tok")).unwrap_or_else(|c| panic!("refused: {c}"));
+    let wait = std::time::Duration::from_secs(10);
+    assert!(qq.wait_call("get_login_info", 0, wait).is_some(), "{}", s.log());
+    qq.push_event(qq.private_message(30003, 501, json!([{"type": "text", "data": {"text": "time?"}}])));
+    let reply = qq.wait_call("send_private_msg", 0, wait).unwrap_or_else(|| panic!("no reply\n{}", s.log()));
+    let text: String = reply.params["message"]
+        .as_array()
+        .map(|segs| segs.iter().filter_map(|s| s["data"]["text"].as_str()).collect())
+        .unwrap_or_else(|| reply.params["message"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(text, "It is late.");
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].messages().last().unwrap()["tool_call_id"], "c1");
+}
