@@ -209,14 +209,7 @@ pub fn execute(env: &Env<'_>, tools: &Toolbox, call: &ToolCall, timeout: Duratio
                         }
                     }
                 }
-                Origin::Mcp => match env.app.mcp.call(&call.name, &args, timeout) {
-                    // AstrBot passes a tool's own error text on unchanged (`isError` is
-                    // ignored, mcp.md §2.7); it counts as an error in the log.
-                    Ok(r) if r.is_error => (r.text, false),
-                    Ok(r) if r.text.is_empty() => ("The tool returned no content.".into(), true),
-                    Ok(r) => (r.text, true),
-                    Err(e) => (format!("error: {e}"), false),
-                },
+                Origin::Mcp => mcp_result(env.app.mcp.call(&call.name, &args, timeout)),
             },
         },
     };
@@ -230,6 +223,19 @@ pub fn execute(env: &Env<'_>, tools: &Toolbox, call: &ToolCall, timeout: Duratio
         if ok { "ok" } else { "error" }
     );
     (cut(text), ok)
+}
+
+/// An MCP call's outcome as the model gets it, and whether it succeeded: AstrBot passes a
+/// tool's own error text on unchanged (`isError` is ignored, mcp.md §2.7; it counts as an
+/// error in the log), says so when there is no content, and reports a failed call (the
+/// server's JSON-RPC error, a timeout, a dead server) as `error: <message>`.
+fn mcp_result(outcome: Result<crate::mcp::CallResult, String>) -> (String, bool) {
+    match outcome {
+        Ok(r) if r.is_error => (r.text, false),
+        Ok(r) if r.text.is_empty() => ("The tool returned no content.".into(), true),
+        Ok(r) => (r.text, true),
+        Err(e) => (format!("error: {e}"), false),
+    }
 }
 
 fn builtin(env: &Env<'_>, name: &str, args: &Value) -> Result<String, String> {
@@ -365,6 +371,25 @@ mod tests {
         let odd = crate::mcp::Tool { input_schema: json!(null), ..mcp_tool("odd") };
         let t = Toolbox::from_parts(vec![], vec![odd], None);
         assert_eq!(t.specs[0].parameters, json!({"type": "object", "properties": {}}));
+    }
+
+    #[test]
+    fn mcp_outcomes_as_the_model_gets_them() {
+        use crate::mcp::CallResult;
+        let ok = |text: &str, is_error| Ok(CallResult { text: text.into(), is_error });
+        assert_eq!(mcp_result(ok("3", false)), ("3".into(), true));
+        assert_eq!(mcp_result(ok("", false)), ("The tool returned no content.".into(), true));
+        assert_eq!(mcp_result(ok("bad input", true)), ("bad input".into(), false));
+        assert_eq!(
+            mcp_result(Err(
+                "Timed out while waiting for response to CallToolRequest. Waited 120.0 seconds.".into()
+            )),
+            (
+                "error: Timed out while waiting for response to CallToolRequest. Waited 120.0 seconds."
+                    .into(),
+                false
+            )
+        );
     }
 
     #[test]
