@@ -8,8 +8,9 @@
 //! the server's own and their behaviour is part of its contract).
 //!
 //! A call never fails the chat: whatever goes wrong (unknown tool, arguments that are not
-//! a JSON object, a tool's error, a timeout) becomes a result text starting with
-//! `error: `, as AstrBot reports it to the model. Every result is cut at
+//! a JSON object, a failed call, a timeout) becomes a result text starting with
+//! `error: `, as AstrBot reports it to the model; an MCP tool's own error result
+//! (`isError`) reaches the model unchanged, as in AstrBot. Every result is cut at
 //! [`MAX_RESULT`] bytes with a note saying so, and every call is logged with its
 //! duration, never with its arguments.
 
