@@ -7,8 +7,15 @@
 //! (`$NAME` and `${NAME}` entries are read from the environment here, when used, under
 //! the rule of [`config::secret_ref_allowed`]); 429, 5xx and timeouts are retried
 //! `request_max_retries` times with a growing pause. Errors are returned as text for the
-//! chat to show, never as a failed request. The agent loop and tool calls will wrap
-//! [`generate`], not the adapters.
+//! chat to show, never as a failed request.
+//!
+//! [`request`] is one step of the agent loop (`chat::run`): the conversation as
+//! [`Message`]s, the tools offered ([`Offer`]), and back the text, the usage and the tool
+//! calls the model asked for, assembled from streamed fragments by [`CallAssembler`].
+//! Each wire format has its own translation of the calls and their results (OpenAI:
+//! `tool_calls` and `role: tool` messages; Anthropic: `tool_use` and `tool_result`
+//! blocks). A request that offers no tools ([`generate`], or a persona without tools) sends
+//! exactly the body it always did, so a chat without tools costs what it did.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -17,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::provider::{Adapter, Provider, Turn, Usage};
+use super::provider::{Adapter, Message, Offer, Provider, Step, ToolCall, ToolSpec, Turn, Usage};
 use crate::config;
 
 /// An upstream SSE line longer than this is cut: one line must not grow memory unbounded.
@@ -26,6 +33,12 @@ const MAX_LINE: u64 = 1 << 20;
 /// is tens of kilobytes and a few minutes).
 const MAX_STREAM_BYTES: usize = 2 << 20;
 const MAX_STREAM_TIME: std::time::Duration = std::time::Duration::from_secs(600);
+/// Tool calls one answer may ask for; more are dropped (a model asking for hundreds at once
+/// is broken or abused, and each call costs a tool run).
+pub const MAX_CALLS_PER_STEP: usize = 32;
+/// The arguments of one call, as streamed; beyond this the call's arguments are cut (and
+/// then fail to parse, which the model is told).
+const MAX_ARGUMENTS: usize = 256 << 10;
 
 /// A key from the source's list: a literal key (`None` when empty), or `$NAME` / `${NAME}`
 /// read through `env` (the process environment, or a test's map). A reference outside
@@ -95,7 +108,7 @@ fn build_agent(provider: &Provider) -> Result<ureq::Agent, String> {
     Ok(config.build().into())
 }
 
-/// Sends one request to the provider, streaming deltas to `on_delta`.
+/// Sends one request without tools to the provider, streaming deltas to `on_delta`.
 pub fn generate(
     provider: &Provider,
     model_override: Option<&str>,
@@ -104,6 +117,21 @@ pub fn generate(
     retries: u32,
     on_delta: &mut dyn FnMut(&str),
 ) -> Result<Usage, String> {
+    let messages: Vec<Message> = turns.iter().cloned().map(Message::Turn).collect();
+    request(provider, model_override, &messages, Offer::None, stream, retries, on_delta).map(|s| s.usage)
+}
+
+/// Sends one request (one step of an agent) to the provider, streaming text deltas to
+/// `on_delta`, and returns the usage, the whole text and the tool calls asked for.
+pub fn request(
+    provider: &Provider,
+    model_override: Option<&str>,
+    messages: &[Message],
+    offer: Offer<'_>,
+    stream: bool,
+    retries: u32,
+    on_delta: &mut dyn FnMut(&str),
+) -> Result<Step, String> {
     let model = model_override.unwrap_or(&provider.model);
     let keys = resolve_keys(&provider.keys, &config::process_env)?;
     let agent = agent(provider)?;
@@ -114,20 +142,21 @@ pub fn generate(
     let mut attempt = 0u32;
     loop {
         let key = keys.get(key_index % keys.len().max(1)).map(String::as_str);
-        let mut delivered = false;
+        let mut text = String::new();
         let mut sink = |d: &str| {
-            delivered = true;
+            text.push_str(d);
             on_delta(d);
         };
-        let call = Call { agent: &agent, provider, model, key, turns, stream };
+        let call = Call { agent: &agent, provider, model, key, messages, offer, stream };
         let result = match provider.adapter {
             Adapter::Anthropic => anthropic(&call, &mut sink),
             Adapter::OpenAi => openai(&call, &mut sink),
         };
+        let delivered = !text.is_empty();
         match result {
-            Ok(usage) => {
+            Ok((usage, calls)) => {
                 next_key(source, Some(key_index));
-                return Ok(usage);
+                return Ok(Step { usage, text, calls });
             }
             Err(Failure::Fatal(m)) => return Err(m),
             // Once text has reached the client a retry would repeat it.
@@ -150,8 +179,76 @@ struct Call<'a> {
     provider: &'a Provider,
     model: &'a str,
     key: Option<&'a str>,
-    turns: &'a [Turn],
+    messages: &'a [Message],
+    offer: Offer<'a>,
     stream: bool,
+}
+
+/// Assembles the tool calls of one answer from their fragments, keyed by the stream's
+/// index (OpenAI's `tool_calls[].index`, Anthropic's block `index`), in the order they
+/// started. The id and name are taken from the first fragment that has them (a provider
+/// that repeats them on every fragment must not double them); only the arguments are
+/// concatenated. Bounded: [`MAX_CALLS_PER_STEP`] calls, [`MAX_ARGUMENTS`] bytes each.
+#[derive(Debug, Default)]
+pub struct CallAssembler {
+    calls: Vec<(i64, ToolCall)>,
+}
+
+impl CallAssembler {
+    fn slot(&mut self, key: i64) -> Option<&mut ToolCall> {
+        let pos = match self.calls.iter().position(|(k, _)| *k == key) {
+            Some(pos) => pos,
+            None if self.calls.len() < MAX_CALLS_PER_STEP => {
+                self.calls.push((key, ToolCall::default()));
+                self.calls.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.calls[pos].1)
+    }
+
+    /// A fragment of call `key`: its id and name if it has them, a piece of its arguments.
+    pub fn fragment(&mut self, key: i64, id: Option<&str>, name: Option<&str>, arguments: Option<&str>) {
+        let Some(call) = self.slot(key) else { return };
+        if let Some(id) = id.filter(|v| !v.is_empty() && call.id.is_empty()) {
+            call.id = id.to_owned();
+        }
+        if let Some(name) = name.filter(|v| !v.is_empty() && call.name.is_empty()) {
+            call.name = name.to_owned();
+        }
+        if let Some(piece) = arguments {
+            let room = MAX_ARGUMENTS.saturating_sub(call.arguments.len());
+            let mut end = piece.len().min(room);
+            while !piece.is_char_boundary(end) {
+                end -= 1;
+            }
+            call.arguments.push_str(&piece[..end]);
+        }
+    }
+
+    /// One OpenAI `delta.tool_calls[]` entry at `position` in its array (the key when a
+    /// provider leaves `index` out, as AstrBot does).
+    pub fn openai(&mut self, position: usize, entry: &Value) {
+        let key = entry["index"].as_i64().unwrap_or(position as i64);
+        let f = &entry["function"];
+        self.fragment(key, entry["id"].as_str(), f["name"].as_str(), f["arguments"].as_str());
+    }
+
+    /// The calls in the order they started. Results are matched to calls by id, so a call
+    /// without an id gets one (`call_<n>`) and a repeated id is made unique (`<id>_<n>`).
+    pub fn finish(self) -> Vec<ToolCall> {
+        let mut out: Vec<ToolCall> = Vec::with_capacity(self.calls.len());
+        for (i, (_, mut call)) in self.calls.into_iter().enumerate() {
+            if call.id.is_empty() {
+                call.id = format!("call_{i}");
+            }
+            if out.iter().any(|c| c.id == call.id) {
+                call.id = format!("{}_{i}", call.id);
+            }
+            out.push(call);
+        }
+        out
+    }
 }
 
 /// The remembered key position of a source; `Some(i)` records one that worked.
@@ -264,51 +361,169 @@ fn openai_usage(u: &Value) -> Usage {
     }
 }
 
-fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, Failure> {
-    let messages: Vec<Value> =
-        call.turns.iter().map(|t| json!({"role": t.role, "content": t.content})).collect();
-    let mut body = json!({"model": call.model, "messages": messages, "stream": call.stream});
+/// The conversation in OpenAI's format: the model's calls as one assistant message with
+/// `tool_calls` (content `null` when it said nothing), then one `role: tool` message per
+/// result.
+pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m {
+            Message::Turn(t) => out.push(json!({"role": t.role, "content": t.content})),
+            Message::Calls { text, calls } => {
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                    .collect();
+                let content = if text.is_empty() { Value::Null } else { json!(text) };
+                out.push(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+            }
+            Message::Results(results) => out.extend(
+                results
+                    .iter()
+                    .map(|(id, content)| json!({"role": "tool", "tool_call_id": id, "content": content})),
+            ),
+        }
+    }
+    out
+}
+
+/// Tools in OpenAI's format (`description` left out when empty, as AstrBot does).
+pub fn openai_tools(tools: &[ToolSpec]) -> Value {
+    Value::Array(
+        tools
+            .iter()
+            .map(|t| {
+                let mut f = json!({"name": t.name});
+                if !t.description.is_empty() {
+                    f["description"] = json!(t.description);
+                }
+                f["parameters"] = t.parameters.clone();
+                json!({"type": "function", "function": f})
+            })
+            .collect(),
+    )
+}
+
+fn openai_body(call: &Call<'_>) -> Value {
+    let mut body =
+        json!({"model": call.model, "messages": openai_messages(call.messages), "stream": call.stream});
     if call.stream {
         body["stream_options"] = json!({"include_usage": true});
     }
+    // The forced final answer offers nothing: OpenAI takes the earlier calls and results in
+    // the conversation without a `tools` list.
+    if let Offer::Auto(tools) = call.offer
+        && !tools.is_empty()
+    {
+        body["tools"] = openai_tools(tools);
+        body["tool_choice"] = json!("auto");
+    }
+    body
+}
+
+/// A whole OpenAI completion's tool calls (`message.tool_calls`).
+fn openai_calls(message: &Value) -> Vec<ToolCall> {
+    let mut calls = CallAssembler::default();
+    for (i, c) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
+        let f = &c["function"];
+        calls.fragment(i as i64, c["id"].as_str(), f["name"].as_str(), f["arguments"].as_str());
+    }
+    calls.finish()
+}
+
+fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call);
     if let Some(k) = call.key {
         req = req.header("Authorization", format!("Bearer {k}"));
     }
-    let body = send(req, call.provider, body)?;
+    let body = send(req, call.provider, openai_body(call))?;
     if !call.stream {
         let v = read_json(body)?;
-        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        let message = &v["choices"][0]["message"];
+        let text = message["content"].as_str().unwrap_or_default();
         if !text.is_empty() {
             on_delta(text);
         }
-        return Ok(openai_usage(&v["usage"]));
+        return Ok((openai_usage(&v["usage"]), openai_calls(message)));
     }
-    let mut usage = Usage::default();
+    let mut state = Streamed::default();
     sse_lines(body.into_reader(), |data| {
         if let Ok(v) = serde_json::from_str::<Value>(data) {
-            if let Some(d) = v["choices"][0]["delta"]["content"].as_str().filter(|d| !d.is_empty()) {
-                on_delta(d);
-            }
-            if v["usage"].is_object() {
-                usage = openai_usage(&v["usage"]);
-            }
+            state.openai_chunk(&v, on_delta);
         }
         true
     })?;
-    Ok(usage)
+    // Decided by the calls assembled, not `finish_reason`: some compatible servers say
+    // `stop` after tool calls.
+    Ok((state.usage, state.calls.finish()))
 }
 
-/// The Messages API's body: system turns joined into `system`, image data URLs as base64
-/// image blocks.
-fn anthropic_body(call: &Call<'_>) -> Value {
-    let system: Vec<String> = call
-        .turns
-        .iter()
-        .filter(|t| t.role == "system")
-        .filter_map(|t| t.content.as_str().map(str::to_owned))
-        .collect();
-    let block = |p: &Value| match p["type"].as_str() {
+/// What a streamed answer has said so far, besides its text (delivered as it comes).
+#[derive(Debug, Default)]
+struct Streamed {
+    usage: Usage,
+    calls: CallAssembler,
+    error: Option<String>,
+}
+
+impl Streamed {
+    /// One OpenAI chunk: text, tool-call fragments, usage.
+    fn openai_chunk(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) {
+        let delta = &v["choices"][0]["delta"];
+        if let Some(d) = delta["content"].as_str().filter(|d| !d.is_empty()) {
+            on_delta(d);
+        }
+        if let Some(fragments) = delta["tool_calls"].as_array() {
+            fragments.iter().enumerate().for_each(|(i, f)| self.calls.openai(i, f));
+        }
+        if v["usage"].is_object() {
+            self.usage = openai_usage(&v["usage"]);
+        }
+    }
+
+    /// One Anthropic event; `false` when the stream is over (`message_stop`, `error`).
+    fn anthropic_event(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) -> bool {
+        match v["type"].as_str() {
+            Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
+                let b = &v["content_block"];
+                // Anthropic starts with `input: {}` and streams the input; a compatible
+                // server that sends it whole here is taken at its word.
+                let whole = b["input"].as_object().filter(|i| !i.is_empty()).map(|_| b["input"].to_string());
+                let key = v["index"].as_i64().unwrap_or(-1);
+                self.calls.fragment(key, b["id"].as_str(), b["name"].as_str(), whole.as_deref());
+            }
+            Some("content_block_delta") => match v["delta"]["type"].as_str() {
+                Some("input_json_delta") => {
+                    let key = v["index"].as_i64().unwrap_or(-1);
+                    // Only a block that started as `tool_use` takes arguments.
+                    if self.calls.calls.iter().any(|(k, _)| *k == key) {
+                        self.calls.fragment(key, None, None, v["delta"]["partial_json"].as_str());
+                    }
+                }
+                // Text only: thinking and signature deltas are not the reply.
+                Some("text_delta") | None => {
+                    if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
+                        on_delta(d);
+                    }
+                }
+                _ => {}
+            },
+            Some("message_start") => anthropic_usage(&v["message"]["usage"], &mut self.usage),
+            Some("message_delta") => anthropic_usage(&v["usage"], &mut self.usage),
+            Some("message_stop") => return false,
+            Some("error") => {
+                self.error = Some(v["error"]["message"].as_str().unwrap_or("stream error").to_owned());
+                return false;
+            }
+            _ => {}
+        }
+        true
+    }
+}
+
+/// An OpenAI-style content part as an Anthropic block: image data URLs as base64 images.
+fn anthropic_block(p: &Value) -> Value {
+    match p["type"].as_str() {
         Some("image_url") => {
             let url = p["image_url"]["url"].as_str().unwrap_or_default();
             let (meta, data) = url.split_once(',').unwrap_or(("", ""));
@@ -316,23 +531,112 @@ fn anthropic_body(call: &Call<'_>) -> Value {
             json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
         }
         _ => json!({"type": "text", "text": p["text"]}),
-    };
-    let messages: Vec<Value> = call
-        .turns
-        .iter()
-        .filter(|t| t.role != "system")
-        .map(|t| {
-            let content = match &t.content {
-                Value::Array(parts) => Value::Array(parts.iter().map(block).collect()),
-                other => other.clone(),
-            };
-            json!({"role": t.role, "content": content})
-        })
-        .collect();
+    }
+}
+
+/// The conversation in Anthropic's format, and the joined system turns. The model's calls
+/// are an assistant message of `tool_use` blocks (after its text, if any), their results
+/// one user message of `tool_result` blocks; a user turn right after results joins that
+/// message as a text block (the API wants the roles to alternate, results first).
+pub fn anthropic_messages(messages: &[Message]) -> (Vec<Value>, Vec<String>) {
+    let mut system = Vec::new();
+    let mut out: Vec<Value> = Vec::with_capacity(messages.len());
+    let mut after_results = false;
+    for m in messages {
+        match m {
+            Message::Turn(t) if t.role == "system" => {
+                system.extend(t.content.as_str().map(str::to_owned));
+                continue;
+            }
+            Message::Turn(t) => {
+                let content = match &t.content {
+                    Value::Array(parts) => Value::Array(parts.iter().map(anthropic_block).collect()),
+                    other => other.clone(),
+                };
+                let previous = out.last_mut().filter(|_| after_results && t.role == "user");
+                if let Some(Value::Array(blocks)) = previous.map(|p| &mut p["content"]) {
+                    match content {
+                        Value::Array(more) => blocks.extend(more),
+                        text => blocks.push(json!({"type": "text", "text": text})),
+                    }
+                } else {
+                    out.push(json!({"role": t.role, "content": content}));
+                }
+            }
+            Message::Calls { text, calls } => {
+                let mut blocks = Vec::with_capacity(calls.len() + 1);
+                if !text.is_empty() {
+                    blocks.push(json!({"type": "text", "text": text}));
+                }
+                for c in calls {
+                    // The input must be an object; arguments the model garbled were answered
+                    // with an error result, and stand as `{}` here.
+                    let input = serde_json::from_str::<Value>(&c.arguments)
+                        .ok()
+                        .filter(Value::is_object)
+                        .unwrap_or_else(|| json!({}));
+                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
+                }
+                out.push(json!({"role": "assistant", "content": blocks}));
+            }
+            Message::Results(results) => {
+                let blocks: Vec<Value> = results
+                    .iter()
+                    .map(|(id, content)| {
+                        let content = if content.is_empty() { "<empty response>" } else { content.as_str() };
+                        json!({"type": "tool_result", "tool_use_id": id, "content": content})
+                    })
+                    .collect();
+                out.push(json!({"role": "user", "content": blocks}));
+                after_results = true;
+                continue;
+            }
+        }
+        after_results = false;
+    }
+    (out, system)
+}
+
+/// Tools in Anthropic's format: only the schema's `properties` and `required` survive,
+/// under `type: object`, as AstrBot sends them.
+pub fn anthropic_tools(tools: &[ToolSpec]) -> Value {
+    Value::Array(
+        tools
+            .iter()
+            .map(|t| {
+                let mut schema = json!({"type": "object", "properties": t.parameters.get("properties").cloned().unwrap_or_else(|| json!({}))});
+                if let Some(required) = t.parameters.get("required").filter(|r| r.is_array()) {
+                    schema["required"] = required.clone();
+                }
+                let mut tool = json!({"name": t.name});
+                if !t.description.is_empty() {
+                    tool["description"] = json!(t.description);
+                }
+                tool["input_schema"] = schema;
+                tool
+            })
+            .collect(),
+    )
+}
+
+/// The Messages API's body: system turns joined into `system`, image data URLs as base64
+/// image blocks, the tools when offered.
+fn anthropic_body(call: &Call<'_>) -> Value {
+    let (messages, system) = anthropic_messages(call.messages);
     let mut body =
         json!({"model": call.model, "max_tokens": 4096, "messages": messages, "stream": call.stream});
     if !system.is_empty() {
         body["system"] = json!(system.join("\n\n"));
+    }
+    match call.offer {
+        Offer::Auto(tools) if !tools.is_empty() => body["tools"] = anthropic_tools(tools),
+        // A conversation holding `tool_use` blocks must define its tools: the final answer
+        // lists them and forbids their use.
+        Offer::Final(tools) if !tools.is_empty() => {
+            body["tools"] = anthropic_tools(tools);
+            body["tool_choice"] = json!({"type": "none"});
+        }
+        _ => {}
     }
     body
 }
@@ -351,7 +655,7 @@ fn anthropic_usage(u: &Value, usage: &mut Usage) {
     }
 }
 
-fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, Failure> {
+fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call).header("anthropic-version", "2023-06-01");
     if let Some(k) = call.key {
         req = req.header("x-api-key", k);
@@ -360,37 +664,28 @@ fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<Usage, F
     let mut usage = Usage::default();
     if !call.stream {
         let v = read_json(body)?;
+        let blocks = v["content"].as_array().map(Vec::as_slice).unwrap_or_default();
         let text: String =
-            v["content"].as_array().into_iter().flatten().filter_map(|b| b["text"].as_str()).collect();
+            blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
         if !text.is_empty() {
             on_delta(&text);
         }
-        anthropic_usage(&v["usage"], &mut usage);
-        return Ok(usage);
-    }
-    let mut error = None;
-    sse_lines(body.into_reader(), |data| {
-        let Ok(v) = serde_json::from_str::<Value>(data) else { return true };
-        match v["type"].as_str() {
-            Some("content_block_delta") => {
-                if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
-                    on_delta(d);
-                }
-            }
-            Some("message_start") => anthropic_usage(&v["message"]["usage"], &mut usage),
-            Some("message_delta") => anthropic_usage(&v["usage"], &mut usage),
-            Some("message_stop") => return false,
-            Some("error") => {
-                error = Some(v["error"]["message"].as_str().unwrap_or("stream error").to_owned());
-                return false;
-            }
-            _ => {}
+        let mut calls = CallAssembler::default();
+        for (i, b) in blocks.iter().enumerate().filter(|(_, b)| b["type"] == "tool_use") {
+            let input = if b["input"].is_null() { String::new() } else { b["input"].to_string() };
+            calls.fragment(i as i64, b["id"].as_str(), b["name"].as_str(), Some(&input));
         }
-        true
+        anthropic_usage(&v["usage"], &mut usage);
+        return Ok((usage, calls.finish()));
+    }
+    let mut state = Streamed::default();
+    sse_lines(body.into_reader(), |data| match serde_json::from_str::<Value>(data) {
+        Ok(v) => state.anthropic_event(&v, on_delta),
+        Err(_) => true,
     })?;
-    match error {
+    match state.error {
         Some(e) => Err(Failure::Fatal(e)),
-        None => Ok(usage),
+        None => Ok((state.usage, state.calls.finish())),
     }
 }
 
@@ -431,6 +726,228 @@ mod tests {
         assert_eq!(
             resolve_keys(&unset.keys, &env),
             Err("environment variable UNSET_API_KEY is not set".into())
+        );
+    }
+
+    fn turn(role: &'static str, content: Value) -> Message {
+        Message::Turn(Turn { role, content })
+    }
+
+    fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
+        ToolCall { id: id.into(), name: name.into(), arguments: arguments.into() }
+    }
+
+    fn spec(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.into(),
+            description: format!("{name} does it"),
+            parameters: json!({"type": "object", "$schema": "x", "properties": {"a": {"type": "number"}}, "required": ["a"]}),
+        }
+    }
+
+    #[test]
+    fn openai_tool_call_fragments_assemble_by_index() {
+        // The reference's two parallel calls (mcp.md §3.1), then a provider that repeats the
+        // id and name on every fragment, and one that leaves `index` out.
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_A", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_B", "type": "function", "function": {"name": "get_time", "arguments": ""}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 1, "id": "call_B", "function": {"name": "get_time", "arguments": "{}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}}),
+        ];
+        let mut state = Streamed::default();
+        let mut text = String::new();
+        for c in &chunks {
+            state.openai_chunk(c, &mut |d| text.push_str(d));
+        }
+        assert_eq!(text, "");
+        assert_eq!(state.usage, Usage { input: 9, output: 4, cached: 0 });
+        assert_eq!(
+            state.calls.finish(),
+            [call("call_A", "get_weather", "{\"city\":\"Paris\"}"), call("call_B", "get_time", "{}")]
+        );
+
+        let mut no_index = CallAssembler::default();
+        no_index.openai(0, &json!({"function": {"name": "a", "arguments": "{}"}}));
+        no_index.openai(1, &json!({"id": "x", "function": {"name": "b", "arguments": "{\"k\":1}"}}));
+        no_index.openai(2, &json!({"id": "x", "function": {"name": "c"}}));
+        assert_eq!(
+            no_index.finish(),
+            [call("call_0", "a", "{}"), call("x", "b", "{\"k\":1}"), call("x_2", "c", "")]
+        );
+    }
+
+    #[test]
+    fn the_assembler_is_bounded() {
+        let mut many = CallAssembler::default();
+        for i in 0..100 {
+            many.fragment(i, Some("id"), Some("t"), Some("{}"));
+        }
+        assert_eq!(many.finish().len(), MAX_CALLS_PER_STEP);
+        let mut long = CallAssembler::default();
+        let piece = "é".repeat(1000);
+        for _ in 0..200 {
+            long.fragment(0, None, Some("t"), Some(&piece));
+        }
+        let args = &long.finish()[0].arguments;
+        assert!(args.len() <= MAX_ARGUMENTS && args.len() > MAX_ARGUMENTS - 4, "{}", args.len());
+    }
+
+    #[test]
+    fn anthropic_tool_use_blocks_assemble_from_partial_json() {
+        let events = [
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 12, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Pa"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "ris\"}"}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "stray"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_02", "name": "now", "input": {}}}),
+            json!({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_03", "name": "whole", "input": {"q": 1}}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}}),
+        ];
+        let mut state = Streamed::default();
+        let mut text = String::new();
+        for e in &events {
+            assert!(state.anthropic_event(e, &mut |d| text.push_str(d)));
+        }
+        assert!(!state.anthropic_event(&json!({"type": "message_stop"}), &mut |_| {}));
+        assert_eq!(text, "Let me check.");
+        assert_eq!(state.usage, Usage { input: 12, output: 30, cached: 0 });
+        assert_eq!(
+            state.calls.finish(),
+            [
+                call("toolu_01", "get_weather", "{\"city\": \"Paris\"}"),
+                call("toolu_02", "now", ""),
+                call("toolu_03", "whole", "{\"q\":1}")
+            ]
+        );
+    }
+
+    #[test]
+    fn calls_and_results_in_openai_format() {
+        let messages = [
+            turn("system", json!("sys")),
+            turn("user", json!("hi")),
+            Message::Calls {
+                text: String::new(),
+                calls: vec![call("c1", "f", "{\"a\":1}"), call("c2", "g", "")],
+            },
+            Message::Results(vec![("c1".into(), "one".into()), ("c2".into(), "two".into())]),
+            Message::Calls { text: "thinking aloud".into(), calls: vec![call("c3", "f", "{}")] },
+        ];
+        let out = openai_messages(&messages);
+        assert_eq!(out[1], json!({"role": "user", "content": "hi"}));
+        assert_eq!(
+            out[2],
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}]})
+        );
+        assert_eq!(out[3], json!({"role": "tool", "tool_call_id": "c1", "content": "one"}));
+        assert_eq!(out[4], json!({"role": "tool", "tool_call_id": "c2", "content": "two"}));
+        assert_eq!(out[5]["content"], "thinking aloud");
+        assert_eq!(
+            openai_tools(&[spec("f"), ToolSpec { description: String::new(), ..spec("g") }]),
+            json!([
+                {"type": "function", "function": {"name": "f", "description": "f does it", "parameters": spec("f").parameters}},
+                {"type": "function", "function": {"name": "g", "parameters": spec("g").parameters}}
+            ])
+        );
+    }
+
+    #[test]
+    fn calls_and_results_in_anthropic_format() {
+        let messages = [
+            turn("system", json!("sys")),
+            turn("user", json!("hi")),
+            Message::Calls {
+                text: "Checking.".into(),
+                calls: vec![call("t1", "f", "{\"a\":1}"), call("t2", "g", "not json")],
+            },
+            Message::Results(vec![("t1".into(), "one".into()), ("t2".into(), String::new())]),
+            turn("user", json!("now answer")),
+        ];
+        let (out, system) = anthropic_messages(&messages);
+        assert_eq!(system, ["sys"]);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(
+            out[1],
+            json!({"role": "assistant", "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+                {"type": "tool_use", "id": "t2", "name": "g", "input": {}}]})
+        );
+        assert_eq!(
+            out[2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "one"},
+                {"type": "tool_result", "tool_use_id": "t2", "content": "<empty response>"},
+                {"type": "text", "text": "now answer"}]})
+        );
+        assert_eq!(
+            anthropic_tools(&[spec("f")]),
+            json!([{"name": "f", "description": "f does it",
+                    "input_schema": {"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]}}])
+        );
+    }
+
+    #[test]
+    fn a_request_without_tools_is_the_plain_body() {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let messages = [turn("system", json!("s")), turn("user", json!("hi"))];
+        let tools = [spec("f")];
+        let provider = Provider::default();
+        let body = |adapter: Adapter, offer: Offer<'_>| {
+            let provider = Provider { adapter, ..provider.clone() };
+            let call = Call {
+                agent: &agent,
+                provider: &provider,
+                model: "m",
+                key: None,
+                messages: &messages,
+                offer,
+                stream: true,
+            };
+            match adapter {
+                Adapter::OpenAi => openai_body(&call),
+                Adapter::Anthropic => anthropic_body(&call),
+            }
+        };
+        let keys = |v: Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(body(Adapter::OpenAi, Offer::None)),
+            ["model", "messages", "stream", "stream_options"]
+        );
+        assert_eq!(
+            keys(body(Adapter::OpenAi, Offer::Auto(&[]))),
+            ["model", "messages", "stream", "stream_options"]
+        );
+        assert_eq!(
+            keys(body(Adapter::OpenAi, Offer::Final(&tools))),
+            ["model", "messages", "stream", "stream_options"]
+        );
+        let auto = body(Adapter::OpenAi, Offer::Auto(&tools));
+        assert_eq!(
+            (auto["tools"][0]["function"]["name"].as_str(), auto["tool_choice"].as_str()),
+            (Some("f"), Some("auto"))
+        );
+        assert_eq!(
+            keys(body(Adapter::Anthropic, Offer::None)),
+            ["model", "max_tokens", "messages", "stream", "system"]
+        );
+        let auto = body(Adapter::Anthropic, Offer::Auto(&tools));
+        assert_eq!((auto["tools"][0]["name"].as_str(), auto.get("tool_choice")), (Some("f"), None));
+        let last = body(Adapter::Anthropic, Offer::Final(&tools));
+        assert_eq!(
+            (last["tools"][0]["name"].as_str(), &last["tool_choice"]),
+            (Some("f"), &json!({"type": "none"}))
         );
     }
 }

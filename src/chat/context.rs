@@ -31,10 +31,19 @@ fn standard_base64(bytes: &[u8]) -> String {
         }
 }
 
+/// A stored message's text; its files are named with their ids (so the model can read a
+/// text file of an earlier message with `read_attachment`).
 fn text_of(content: &Value) -> String {
+    let line = |p: &Value| match (p["type"].as_str(), p["text"].as_str()) {
+        (_, Some(text)) => Some(text.to_owned()),
+        (Some("file"), None) => p["attachment_id"]
+            .as_str()
+            .map(|id| format!("[File: {}, attachment_id: {id}]", p["filename"].as_str().unwrap_or_default())),
+        _ => None,
+    };
     content["message"]
         .as_array()
-        .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+        .map(|parts| parts.iter().filter_map(line).collect::<Vec<_>>().join("\n"))
         .unwrap_or_default()
 }
 
@@ -62,7 +71,8 @@ fn user_content(data_dir: &Path, conn: &Connection, parts: &[Value]) -> Value {
                 let inline = textual && att.size as u64 <= INLINE_TEXT_LIMIT;
                 match std::fs::read_to_string(&path).ok().filter(|_| inline) {
                     Some(text) => out.push(json!({"type": "text", "text": format!("[File: {}]\n{text}", att.filename)})),
-                    None => out.push(json!({"type": "text", "text": format!("[File: {} ({}, {} bytes)]", att.filename, att.mime_type, att.size)})),
+                    // Named with its id, which the `read_attachment` tool takes.
+                    None => out.push(json!({"type": "text", "text": format!("[File: {} ({}, {} bytes), attachment_id: {}]", att.filename, att.mime_type, att.size, att.attachment_id)})),
                 }
             }
             _ => {}
@@ -162,6 +172,16 @@ pub fn context(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_names_files_with_their_ids() {
+        let content = json!({"type": "user", "message": [
+            {"type": "plain", "text": "see"},
+            {"type": "file", "attachment_id": "a1", "filename": "notes.txt"},
+            {"type": "image", "attachment_id": "a2", "filename": "x.png"},
+            {"type": "tool_call", "tool_calls": []}]});
+        assert_eq!(text_of(&content), "see\n[File: notes.txt, attachment_id: a1]");
+    }
 
     #[test]
     fn standard_base64_pads_and_uses_plus_and_slash() {

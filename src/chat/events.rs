@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::provider::Usage;
 use crate::db::kb::Passage;
+use crate::sse::python_json;
 use crate::timefmt::iso;
 
 /// The first event of a chat: the session the message went to.
@@ -30,12 +31,27 @@ pub fn plain(text: &str, streaming: bool, run_id: &str) -> Value {
     json!({"type": "plain", "data": text, "streaming": streaming, "chain_type": null, "message_id": run_id})
 }
 
-/// A run's statistics, sent as `agent_stats` and stored with the reply. Times are in
+/// A model's call of a tool, before it runs: `data` is the JSON text of
+/// `{"id", "name", "args", "ts"}` (Python's separators, as AstrBot's `json.dumps`), `args`
+/// the parsed arguments (the raw text when they are not JSON), `ts` Unix seconds.
+pub fn tool_call(id: &str, name: &str, args: &Value, ts: f64, run_id: &str) -> Value {
+    let data = python_json(&json!({"id": id, "name": name, "args": args, "ts": ts}));
+    json!({"type": "plain", "data": data, "streaming": false, "chain_type": "tool_call", "message_id": run_id})
+}
+
+/// A tool's result, as the model gets it: `data` is the JSON text of `{"id", "ts", "result"}`.
+pub fn tool_call_result(id: &str, ts: f64, result: &str, run_id: &str) -> Value {
+    let data = python_json(&json!({"id": id, "ts": ts, "result": result}));
+    json!({"type": "plain", "data": data, "streaming": false, "chain_type": "tool_call_result", "message_id": run_id})
+}
+
+/// A run's statistics, sent as `agent_stats` and stored with the reply. `usage` is summed
+/// over the run's requests, `context` the input tokens of the last one. Times are in
 /// microseconds; `first_token` is seconds from the start, if any text came.
-pub fn stats(usage: Usage, started: i64, ended: i64, first_token: Option<f64>) -> Value {
+pub fn stats(usage: Usage, context: u64, started: i64, ended: i64, first_token: Option<f64>) -> Value {
     json!({
         "token_usage": {"input_other": usage.input, "input_cached": usage.cached, "output": usage.output},
-        "current_context_tokens": usage.input.saturating_add(usage.cached),
+        "current_context_tokens": context,
         "start_time": started as f64 / 1e6,
         "end_time": ended as f64 / 1e6,
         "time_to_first_token": first_token.unwrap_or(0.0),
@@ -134,6 +150,18 @@ mod tests {
                 "data: {\"type\": \"message_saved\", \"data\": {\"id\": 7, \"created_at\": \"1970-01-01T00:00:00+00:00\", \"llm_checkpoint_id\": null}}\n\n",
             ]
         );
+    }
+
+    #[test]
+    fn tool_events_read_as_astrbot_sends_them() {
+        assert_eq!(
+            frame(&tool_call("call_abc", "add", &json!({"a": 1, "b": 2}), 1795332693.812, "r")),
+            "data: {\"type\": \"plain\", \"data\": \"{\\\"id\\\": \\\"call_abc\\\", \\\"name\\\": \\\"add\\\", \\\"args\\\": {\\\"a\\\": 1, \\\"b\\\": 2}, \\\"ts\\\": 1795332693.812}\", \"streaming\": false, \"chain_type\": \"tool_call\", \"message_id\": \"r\"}\n\n"
+        );
+        let result = tool_call_result("call_abc", 1795332693.95, "3", "r");
+        assert_eq!(result["data"], "{\"id\": \"call_abc\", \"ts\": 1795332693.95, \"result\": \"3\"}");
+        assert_eq!(result["chain_type"], "tool_call_result");
+        assert_eq!(result["streaming"], false);
     }
 
     #[test]

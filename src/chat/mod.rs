@@ -17,6 +17,7 @@
 //! - [`provider`]: the typed provider settings, parsed once from the stored documents;
 //! - [`adapters`]: the OpenAI-compatible and Anthropic adapters, retries and key rotation;
 //! - [`streams`]: the live streams of running chats, each registered by a guard;
+//! - [`tools`]: the tools an agent may call (built-in and MCP) and how a call runs;
 //! - [`events`]: every SSE event the chat and proactive delivery send.
 
 pub mod adapters;
@@ -26,3 +27,4 @@ pub mod events;
 pub mod provider;
 pub mod run;
 pub mod streams;
+pub mod tools;

@@ -58,6 +58,9 @@ pub struct Provider {
     /// Fields set on every request body, over the adapter's own.
     #[serde(deserialize_with = "lenient")]
     pub custom_extra_body: Map<String, Value>,
+    /// What the model takes (`text`, `image`, `audio`, `tool_use`); `None` when unset.
+    #[serde(deserialize_with = "lenient")]
+    pub modalities: Option<Vec<String>>,
 }
 
 impl Default for Provider {
@@ -73,6 +76,7 @@ impl Default for Provider {
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             custom_headers: Vec::new(),
             custom_extra_body: Map::new(),
+            modalities: None,
         }
     }
 }
@@ -98,6 +102,12 @@ impl Provider {
         };
         let base = self.api_base.as_deref().unwrap_or(default).trim_end_matches('/');
         format!("{base}/{path}")
+    }
+
+    /// Whether the model may be offered tools: AstrBot sends none to a provider whose
+    /// `modalities` list leaves out `tool_use` (mcp.md §2.6, 7); unset means yes.
+    pub fn takes_tools(&self) -> bool {
+        self.modalities.as_ref().is_none_or(|m| m.iter().any(|x| x == "tool_use"))
     }
 
     /// The name under which the key that last worked is remembered: the source's id, else
@@ -128,6 +138,67 @@ pub struct Usage {
     pub input: u64,
     pub output: u64,
     pub cached: u64,
+}
+
+impl Usage {
+    /// Adds another request's counts (an agent's steps are summed), saturating.
+    pub fn add(&mut self, other: Usage) {
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cached = self.cached.saturating_add(other.cached);
+    }
+}
+
+/// A tool as a model is offered it: the name it calls, what it is for, and the JSON
+/// schema of its arguments (an object schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+/// A tool call a model asked for: its id (the model's), the tool's name and the arguments
+/// as the model wrote them (JSON text, parsed only when the call runs: a model may write
+/// invalid JSON).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One message of an agent's exchange, in either wire format: a plain turn, the model's
+/// own turn that asked for tools, or the results of those tools (in call order).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Turn(Turn),
+    /// The model's text before its calls (often empty) and the calls.
+    Calls {
+        text: String,
+        calls: Vec<ToolCall>,
+    },
+    /// `(tool call id, result text)` for every call of the preceding [`Message::Calls`].
+    Results(Vec<(String, String)>),
+}
+
+/// What one request to a model gave: its usage, its text and the tools it asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    pub usage: Usage,
+    pub text: String,
+    pub calls: Vec<ToolCall>,
+}
+
+/// How a request offers tools: none (the body has no `tools` key at all), offered for the
+/// model to choose, or listed but not to be used (the forced final answer after the step
+/// limit: Anthropic refuses `tool_use` blocks in a conversation whose request defines no
+/// tools, so there they stay listed with `tool_choice: none`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Offer<'a> {
+    None,
+    Auto(&'a [ToolSpec]),
+    Final(&'a [ToolSpec]),
 }
 
 /// A field of the wrong type counts as missing.
@@ -205,6 +276,10 @@ mod tests {
         assert_eq!(p.proxy, "");
         assert_eq!(p.timeout, Duration::from_secs(120));
         assert!(p.custom_headers.is_empty() && p.custom_extra_body.is_empty());
+        assert!(p.takes_tools());
+        assert!(Provider::parse(&json!({"modalities": ["text", "tool_use"]})).takes_tools());
+        assert!(!Provider::parse(&json!({"modalities": ["text", "image"]})).takes_tools());
+        assert!(Provider::parse(&json!({"modalities": "text"})).takes_tools(), "not a list: unset");
         assert_eq!(Provider::parse(&json!(["anthropic_chat_completion"])), Provider::default());
         assert_eq!(Provider::parse(&json!({"timeout": 0})).timeout, Duration::from_secs(1));
         assert_eq!(Provider::parse(&json!({"timeout": 99999})).timeout, Duration::from_secs(3600));

@@ -9,18 +9,36 @@
 //! anyone still listens. [`spawn`] gives a run a thread of its own, detached from the
 //! connection (the only thread a request starts); a [`RunSlot`] bounds how many run at
 //! once. Upstream errors become the reply's text: a run never fails its request.
+//!
+//! An LLM answer is an agent loop (AstrBot's `run_agent`, mcp.md §2.6): the model is
+//! offered the chat's [`tools::Toolbox`]; when it asks for tools, each call is announced
+//! (`tool_call`), run ([`tools::execute`]) and answered (`tool_call_result`), and the
+//! calls and results go back to the model, for at most `provider_settings.max_agent_step`
+//! steps (default 30). Then one last request offers no tools and asks the model, in
+//! AstrBot's (English) words, to answer with what it has. The loop also ends early, the
+//! same way, when [`AGENT_BUDGET`] of wall-clock time is spent (a tool call never waits
+//! past it) or the results fed back reach [`MAX_FED_BACK`] bytes. A provider whose
+//! `modalities` leave out `tool_use` is offered no tools (as in AstrBot), and a model that
+//! refuses them with a 4xx naming tools is asked again without.
+//!
+//! Every path takes the loop: the SSE stream (events live), `Accept: application/json`,
+//! the Astroworld answers and the IM platforms (events to no one). The reply (`complete`,
+//! the JSON answer, the stored message) is the text of the last request; text a model
+//! wrote before its tool calls is streamed but not part of it. The stored message keeps
+//! each call, with its result, as AstrBot's `tool_call` part before the text; the history
+//! the model sees next time has only the text (as AstrBot's does).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::commands::{self, Scope};
-use super::provider::{Provider, Turn, Usage};
-use super::{adapters, context, events};
+use super::provider::{Message, Offer, Provider, Turn, Usage};
+use super::{adapters, context, events, tools};
 use crate::app::App;
 use crate::config::{self, Effective, ProviderChoice, SessionChoice};
 use crate::db::chat::{self as store, Session};
@@ -213,13 +231,15 @@ pub fn run(app: &App, msg: UserMessage, checkpoint: String, tx: Option<Sender<St
     let ev = Events { tx, run_id: run_id.clone() };
     ev.send(events::run_started(&run_id));
     let started = now_micros();
-    let reply = compose(app, &msg, &ev);
+    let reply = compose(app, &msg, &ev, started);
     let ended = now_micros();
-    let stats = events::stats(reply.usage, started, ended, reply.first_token);
+    let stats = events::stats(reply.usage, reply.context_tokens, started, ended, reply.first_token);
     ev.send(events::agent_stats(&stats));
     let refs = events::refs(&reply.sources);
     ev.send(events::reply(&reply.text, msg.streaming, &run_id, &refs));
-    let mut content = json!({"type": "bot", "message": [{"type": "plain", "text": reply.text}], "agent_stats": stats, "refs": refs});
+    let mut parts = reply.tool_parts;
+    parts.push(json!({"type": "plain", "text": reply.text}));
+    let mut content = json!({"type": "bot", "message": parts, "agent_stats": stats, "refs": refs});
     if reply.command {
         // A command's exchange stays in the history but never reaches the model.
         content["command"] = json!(true);
@@ -279,10 +299,14 @@ struct Reply {
     text: String,
     sources: Vec<Passage>,
     usage: Usage,
+    /// The input tokens of the last request.
+    context_tokens: u64,
     /// A command's reply (kept from the model's context).
     command: bool,
     /// Seconds from the start to the first text.
     first_token: Option<f64>,
+    /// The tool calls made, as stored parts (AstrBot's `tool_call` parts).
+    tool_parts: Vec<Value>,
 }
 
 /// Collects a reply's text as it comes, streaming each delta when the client asked.
@@ -307,7 +331,7 @@ impl Collector<'_> {
 }
 
 /// Produces the reply's text from the [`answer`], delivering it as it comes.
-fn compose(app: &App, msg: &UserMessage, ev: &Events) -> Reply {
+fn compose(app: &App, msg: &UserMessage, ev: &Events, started: i64) -> Reply {
     let mut out = Collector {
         ev,
         streaming: msg.streaming,
@@ -317,7 +341,10 @@ fn compose(app: &App, msg: &UserMessage, ev: &Events) -> Reply {
     };
     let mut sources = Vec::new();
     let mut usage = Usage::default();
+    let mut context_tokens = 0;
     let mut command = false;
+    let mut tool_parts = Vec::new();
+    let mut final_from = 0;
     match answer(app, msg) {
         Answer::Text(reply) => {
             command = true;
@@ -332,28 +359,185 @@ fn compose(app: &App, msg: &UserMessage, ev: &Events) -> Reply {
             sources = passages;
         }
         Answer::Llm(request) => {
-            let result = adapters::generate(
-                &request.provider,
-                request.model.as_deref(),
-                &request.turns,
-                msg.streaming,
-                request.retries,
-                &mut |d| out.deliver(d),
-            );
-            match result {
-                Ok(u) => usage = u,
-                Err(e) => {
-                    UPSTREAM_ERRORS.fetch_add(1, Ordering::Relaxed);
-                    // The persona's own error message replaces the technical one, as in AstrBot.
-                    let message = request.custom_error.unwrap_or_else(|| format!("LLM 响应错误: {e}"));
-                    log::warn!("chat run {}: {e}", ev.run_id);
-                    out.deliver(&message);
-                }
-            }
+            let mut request = request;
+            let done = agent(app, msg, ev, &mut request, &mut out, started);
+            (usage, context_tokens, tool_parts, final_from) =
+                (done.usage, done.context, done.parts, done.final_from);
             sources = request.sources;
         }
     }
-    Reply { text: out.text, sources, usage, command, first_token: out.first_token }
+    // `final_from` is a position the collector reached, so a character boundary.
+    let text = match final_from {
+        0 => out.text,
+        from => out.text.get(from..).unwrap_or_default().to_owned(),
+    };
+    Reply { text, sources, usage, context_tokens, command, first_token: out.first_token, tool_parts }
+}
+
+/// The wall-clock budget of one chat's agent loop: past it, no tool runs and the next
+/// request is the final one without tools. A tool call's timeout is cut to what is left.
+/// (One request to the model is bounded on its own by the adapters' stream limits.)
+pub const AGENT_BUDGET: Duration = Duration::from_secs(600);
+/// The tool results fed back to the model in one chat, in bytes; past it the next request
+/// is the final one, so a chatty tool cannot grow a request without bound.
+pub const MAX_FED_BACK: usize = 1 << 20;
+/// A stored `tool_call` part keeps this much of each result (the model got all of it).
+const STORED_RESULT: usize = 8 << 10;
+/// AstrBot's message for the forced final answer (`MAX_STEPS_REACHED_PROMPT`, the English
+/// one of its `step_until_done`; its webchat pipeline says the same in Chinese): a prompt
+/// to the model, never shown to the user.
+const LIMIT_PROMPT: &str = "Maximum tool call limit reached. Stop calling tools, and based on the information you have gathered, summarize your task and findings, and reply to the user directly.";
+
+/// What the agent loop left: the usage summed over its requests, the last request's input
+/// tokens, the stored tool parts, and where the last request's text starts in the reply.
+struct Agent {
+    usage: Usage,
+    context: u64,
+    parts: Vec<Value>,
+    final_from: usize,
+}
+
+fn unix_secs() -> f64 {
+    now_micros() as f64 / 1e6
+}
+
+/// The agent loop: requests to the model, and the tools it asks for between them.
+fn agent(
+    app: &App,
+    msg: &UserMessage,
+    ev: &Events,
+    request: &mut LlmRequest,
+    out: &mut Collector<'_>,
+    started: i64,
+) -> Agent {
+    let clock = Instant::now();
+    let mut done = Agent { usage: Usage::default(), context: 0, parts: Vec::new(), final_from: 0 };
+    // The turns move (they may hold images as data URLs): the request needs them no more.
+    let mut messages: Vec<Message> =
+        std::mem::take(&mut request.turns).into_iter().map(Message::Turn).collect();
+    let request = &*request;
+    let env = tools::Env {
+        app,
+        run_id: &ev.run_id,
+        session_id: &msg.session_id,
+        timezone: request.timezone.clone(),
+        kb_names: request.kb_names.clone(),
+    };
+    let specs = &request.tools.specs;
+    let mut steps = 0u32;
+    let mut fed_back = 0usize;
+    let mut no_tools = false;
+    loop {
+        let spent = clock.elapsed() >= AGENT_BUDGET || fed_back >= MAX_FED_BACK;
+        let offer = if specs.is_empty() || request.max_steps == 0 || no_tools {
+            Offer::None
+        } else if steps >= request.max_steps || spent {
+            if steps > 0 {
+                messages.push(Message::Turn(Turn { role: "user", content: json!(LIMIT_PROMPT) }));
+            }
+            Offer::Final(specs)
+        } else {
+            Offer::Auto(specs)
+        };
+        done.final_from = out.text.len();
+        let result = adapters::request(
+            &request.provider,
+            request.model.as_deref(),
+            &messages,
+            offer,
+            msg.streaming,
+            request.retries,
+            &mut |d| out.deliver(d),
+        );
+        let step = match result {
+            Ok(step) => step,
+            // A model or server that takes no tools says so with a 4xx naming them (Ollama's
+            // "does not support tools", vLLM's tool-choice flags): the chat goes on without.
+            Err(e)
+                if steps == 0
+                    && matches!(offer, Offer::Auto(_))
+                    && refuses_tools(&e)
+                    && out.text.is_empty() =>
+            {
+                log::warn!(
+                    "chat run {}: the model refused the tools ({e}); asking again without tools",
+                    ev.run_id
+                );
+                no_tools = true;
+                continue;
+            }
+            Err(e) => {
+                UPSTREAM_ERRORS.fetch_add(1, Ordering::Relaxed);
+                // The persona's own error message replaces the technical one, as in AstrBot.
+                let message = request.custom_error.clone().unwrap_or_else(|| format!("LLM 响应错误: {e}"));
+                log::warn!("chat run {}: {e}", ev.run_id);
+                out.deliver(&message);
+                return done;
+            }
+        };
+        done.usage.add(step.usage);
+        done.context = step.usage.input.saturating_add(step.usage.cached);
+        // Calls asked for in the final request are not run: it offered none.
+        if step.calls.is_empty() || !matches!(offer, Offer::Auto(_)) {
+            return done;
+        }
+        steps += 1;
+        // AstrBot's order in a step: the request's statistics (cumulative), then each call
+        // and its result.
+        let stats = events::stats(done.usage, done.context, started, now_micros(), out.first_token);
+        ev.send(events::agent_stats(&stats));
+        let mut results = Vec::with_capacity(step.calls.len());
+        for call in &step.calls {
+            let args = tools::parse_arguments(&call.arguments).unwrap_or_else(|_| json!(call.arguments));
+            let ts = unix_secs();
+            ev.send(events::tool_call(&call.id, &call.name, &args, ts, &ev.run_id));
+            let left = AGENT_BUDGET.saturating_sub(clock.elapsed());
+            let text = if left.is_zero() {
+                format!("error: the chat's time budget of {} s is spent", AGENT_BUDGET.as_secs())
+            } else {
+                tools::execute(&env, &request.tools, call, request.tool_timeout.min(left)).0
+            };
+            let finished = unix_secs();
+            ev.send(events::tool_call_result(&call.id, finished, &text, &ev.run_id));
+            fed_back = fed_back.saturating_add(text.len());
+            done.parts.push(json!({"type": "tool_call", "tool_calls": [{
+                "id": call.id, "name": call.name, "args": args, "ts": ts,
+                "result": stored_result(&text), "finished_ts": finished,
+            }]}));
+            results.push((call.id.clone(), text));
+        }
+        // Arguments go back as the model wrote them, except text that is not a JSON object
+        // (or none): that stands as `{}`, as AstrBot sends it, since servers that render
+        // the history through a chat template parse it (the error result told the model).
+        let mut calls = step.calls;
+        for call in &mut calls {
+            if tools::parse_arguments(&call.arguments).is_err() || call.arguments.trim().is_empty() {
+                call.arguments = "{}".into();
+            }
+        }
+        messages.push(Message::Calls { text: step.text, calls });
+        messages.push(Message::Results(results));
+    }
+}
+
+/// An upstream error that refuses the tools offered: a 4xx (never retried) naming them.
+fn refuses_tools(error: &str) -> bool {
+    let status_4xx = error
+        .strip_prefix("Error code: 4")
+        .is_some_and(|r| !r.starts_with("01") && !r.starts_with("03") && !r.starts_with("29"));
+    status_4xx && error.to_ascii_lowercase().contains("tool")
+}
+
+/// A result as the history keeps it: at most [`STORED_RESULT`] bytes, with a note.
+fn stored_result(text: &str) -> String {
+    if text.len() <= STORED_RESULT {
+        return text.to_owned();
+    }
+    let mut end = STORED_RESULT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[stored cut at 8 KiB of {} bytes]", &text[..end], text.len())
 }
 
 /// Splits a text into deltas of a few words, keeping every character.
@@ -401,6 +585,15 @@ pub struct LlmRequest {
     pub sources: Vec<Passage>,
     /// The persona's message for a failed request.
     pub custom_error: Option<String>,
+    /// The tools offered (none: the request is exactly a chat without tools).
+    pub tools: tools::Toolbox,
+    /// `provider_settings.max_agent_step`: requests that may offer tools.
+    pub max_steps: u32,
+    /// `provider_settings.tool_call_timeout`: the longest one tool call may take.
+    pub tool_timeout: Duration,
+    /// The profile's `timezone` and `kb_names`, for the built-in tools.
+    pub timezone: String,
+    pub kb_names: Vec<String>,
 }
 
 const NO_MATCH: &str = "I could not find anything about that in the knowledge base. \
@@ -485,12 +678,57 @@ fn llm_request(
     );
     let model = msg.selected_model.clone().or_else(|| session.and_then(|s| s.selected_model.clone()));
     let custom_error = effective.persona.custom_error_message.clone();
-    LlmRequest { provider, turns, model, retries, sources, custom_error }
+    let tools = match provider.takes_tools() {
+        true => tools::Toolbox::offered(app, effective.persona.tools.as_deref()),
+        false => tools::Toolbox::default(),
+    };
+    // AstrBot falls back to 30 for anything but a number (a bool too); 0 offers no tools.
+    let max_steps = settings["max_agent_step"].as_u64().unwrap_or(30).min(MAX_AGENT_STEPS) as u32;
+    let timeout_secs = settings["tool_call_timeout"]
+        .as_f64()
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .unwrap_or(120.0)
+        .clamp(1.0, AGENT_BUDGET.as_secs_f64());
+    LlmRequest {
+        provider,
+        turns,
+        model,
+        retries,
+        sources,
+        custom_error,
+        tools,
+        max_steps,
+        tool_timeout: Duration::from_secs_f64(timeout_secs),
+        timezone: effective.config["timezone"].as_str().unwrap_or_default().to_owned(),
+        kb_names,
+    }
 }
+
+/// `max_agent_step` is held to this: each step is a request to a paid model.
+const MAX_AGENT_STEPS: u64 = 200;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_4xx_naming_tools_is_a_refusal_of_tools() {
+        assert!(refuses_tools(
+            "Error code: 400 - registry.ollama.ai/library/gemma:2b does not support tools"
+        ));
+        assert!(refuses_tools("Error code: 422 - \"auto\" tool choice requires --enable-auto-tool-choice"));
+        assert!(!refuses_tools("Error code: 400 - model not found"));
+        assert!(!refuses_tools("Error code: 429 - too many tool requests"));
+        assert!(!refuses_tools("Error code: 500 - tool crashed"));
+        assert!(!refuses_tools("request failed: tool"));
+    }
+
+    #[test]
+    fn stored_results_are_cut() {
+        assert_eq!(stored_result("short"), "short");
+        let long = "x".repeat(STORED_RESULT + 5);
+        assert!(stored_result(&long).ends_with(&format!("\n[stored cut at 8 KiB of {} bytes]", long.len())));
+    }
 
     #[test]
     fn deltas_keep_every_character() {

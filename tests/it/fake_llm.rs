@@ -9,6 +9,14 @@
 //! `x-api-key` listed in `reject_keys` gets 401, then each status in `failures` is answered
 //! once, in order, before the script succeeds. The listener is bound before `start`
 //! returns, so a test never waits for readiness; dropping the fake stops its accept loop.
+//!
+//! For the agent loop a script may also hold `steps`: each successful request takes the
+//! next one (text and/or tool calls), and once they are used up the fake answers
+//! `deltas`. Tool calls go out in the request's format: OpenAI `delta.tool_calls[]`
+//! fragments by index (id and name first, then the arguments in pieces) and
+//! `finish_reason: tool_calls`, or Anthropic `tool_use` blocks with `input_json_delta`
+//! pieces and `stop_reason: tool_use`; whole `tool_calls` / `tool_use` content when the
+//! request does not stream.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -70,6 +78,37 @@ pub struct Script {
     pub reject_keys: Vec<String>,
     /// Stream without chunked framing: the body ends when the connection closes.
     pub close_delimited: bool,
+    /// Answers for the next successful requests, in order, before `deltas`.
+    pub steps: VecDeque<Step>,
+}
+
+/// One scripted answer of the agent loop: text deltas, then tool calls.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    pub deltas: Vec<String>,
+    /// `(id, name, arguments as JSON text)`.
+    pub calls: Vec<(String, String, String)>,
+}
+
+impl Step {
+    /// An answer that asks for `calls` (`(id, name, arguments)`), after `text` (if any).
+    pub fn calls(text: &str, calls: &[(&str, &str, &str)]) -> Step {
+        Step {
+            deltas: if text.is_empty() { vec![] } else { vec![text.to_owned()] },
+            calls: calls.iter().map(|(i, n, a)| (i.to_string(), n.to_string(), a.to_string())).collect(),
+        }
+    }
+
+    pub fn text(deltas: &[&str]) -> Step {
+        Step { deltas: deltas.iter().map(|d| d.to_string()).collect(), calls: vec![] }
+    }
+}
+
+/// A string in about three pieces, on character boundaries (for streamed arguments).
+fn pieces(s: &str) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let size = chars.len().div_ceil(3).max(1);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
 impl Script {
@@ -83,11 +122,8 @@ impl Script {
             failures: VecDeque::new(),
             reject_keys: Vec::new(),
             close_delimited: false,
+            steps: VecDeque::new(),
         }
-    }
-
-    pub fn text(&self) -> String {
-        self.deltas.concat()
     }
 }
 
@@ -182,15 +218,18 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
     requests.lock().unwrap().push(req.clone());
 
     // Decide the answer under the lock, then answer without it.
-    let (plan, failure) = {
+    let (plan, failure, step) = {
         let mut s = script.lock().unwrap();
         let failure = if req.key().is_some_and(|k| s.reject_keys.iter().any(|r| r == k)) {
             Some(401)
         } else {
             s.failures.pop_front()
         };
-        (s.clone(), failure)
+        let routed = req.path.ends_with("/chat/completions") || req.path.ends_with("/messages");
+        let step = if failure.is_none() && routed { s.steps.pop_front() } else { None };
+        (s.clone(), failure, step)
     };
+    let step = step.unwrap_or_else(|| Step { deltas: plan.deltas.clone(), calls: vec![] });
     let mut w = conn;
     std::thread::sleep(plan.delay_head);
     let anthropic = req.path.ends_with("/messages");
@@ -206,14 +245,32 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
         return write_json(&mut w, status, &body);
     }
     let (input, output) = plan.usage;
+    let text = step.deltas.concat();
+    let asks = !step.calls.is_empty();
     if req.body["stream"] != true {
         let body = match anthropic {
-            true => json!({"id": "msg_fake", "type": "message", "role": "assistant",
-                           "content": [{"type": "text", "text": plan.text()}],
-                           "usage": {"input_tokens": input, "output_tokens": output}}),
-            false => json!({"id": "cmpl-fake", "object": "chat.completion",
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": plan.text()}, "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}}),
+            true => {
+                let mut content = vec![json!({"type": "text", "text": text})];
+                for (id, name, args) in &step.calls {
+                    let input: Value = serde_json::from_str(args).unwrap_or(json!({}));
+                    content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+                }
+                json!({"id": "msg_fake", "type": "message", "role": "assistant", "content": content,
+                       "stop_reason": if asks { "tool_use" } else { "end_turn" },
+                       "usage": {"input_tokens": input, "output_tokens": output}})
+            }
+            false => {
+                let mut message = json!({"role": "assistant", "content": text});
+                if asks {
+                    let calls: Vec<Value> = step.calls.iter()
+                        .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+                        .collect();
+                    message["tool_calls"] = json!(calls);
+                }
+                json!({"id": "cmpl-fake", "object": "chat.completion",
+                       "choices": [{"index": 0, "message": message, "finish_reason": if asks { "tool_calls" } else { "stop" }}],
+                       "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}})
+            }
         };
         return write_json(&mut w, 200, &body);
     }
@@ -236,25 +293,60 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
             "content_block_start",
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
         ));
-        for d in &plan.deltas {
+        for d in &step.deltas {
             frames.push(event(
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}}),
             ));
         }
         frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        for (i, (id, name, args)) in step.calls.iter().enumerate() {
+            let index = i + 1;
+            frames.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index,
+                       "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            ));
+            for piece in pieces(args) {
+                frames.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index,
+                           "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                ));
+            }
+            frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+        }
+        let stop = if asks { "tool_use" } else { "end_turn" };
         frames.push(event(
             "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": output}}),
         ));
         frames.push(event("message_stop", json!({"type": "message_stop"})));
     } else {
-        for d in &plan.deltas {
-            frames.push(format!(
+        let chunk = |delta: Value, finish: Value| {
+            format!(
                 "data: {}\n\n",
                 json!({"id": "cmpl-fake", "object": "chat.completion.chunk",
-                       "choices": [{"index": 0, "delta": {"content": d}, "finish_reason": null}]})
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
+        };
+        for d in &step.deltas {
+            frames.push(chunk(json!({"content": d}), Value::Null));
+        }
+        for (index, (id, name, args)) in step.calls.iter().enumerate() {
+            frames.push(chunk(
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
             ));
+            for piece in pieces(args) {
+                frames.push(chunk(
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
+            }
+        }
+        if asks {
+            frames.push(chunk(json!({}), json!("tool_calls")));
         }
         frames.push(format!(
             "data: {}\n\n",

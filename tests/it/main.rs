@@ -36,5 +36,6 @@ mod secrets;
 mod startup;
 mod support;
 mod telegram;
+mod tools;
 mod transport;
 mod webhooks;
