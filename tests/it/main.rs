@@ -21,6 +21,7 @@ mod kb;
 mod keys;
 mod layers;
 mod lifecycle;
+mod mcp_api;
 mod onebot;
 mod operator;
 mod personas;
