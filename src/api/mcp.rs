@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::{body_or_empty, opt_bool, parse_bool, required_query};
+use super::{opt_bool, parse_bool, required_query};
 use crate::app::Ctx;
 use crate::db::{self, write_tx};
 use crate::error::ApiError;
@@ -84,17 +84,32 @@ pub fn list(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     Ok(Response::ok(json!(items)))
 }
 
+/// The JSON body as an object, or an empty one when there is none; any other JSON
+/// (a written `null` included) is refused, as AstrBot's request models refuse it. The
+/// transport reads an empty body as `null`: a body that had bytes is told apart by its
+/// framing headers.
+fn body_or_empty(ctx: &Ctx<'_, '_>) -> Result<Map<String, Value>, ApiError> {
+    let had_bytes = ctx.req.header("transfer-encoding").is_some()
+        || ctx.req.header("content-length").is_some_and(|n| n.trim() != "0");
+    match &ctx.req.json {
+        None => Ok(Map::new()),
+        Some(Value::Null) if !had_bytes => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(bad("Request body must be a JSON object")),
+    }
+}
+
 /// Pydantic's `model_dump(exclude_none=True)`: top-level nulls dropped.
 fn without_nulls(body: Map<String, Value>) -> Map<String, Value> {
     body.into_iter().filter(|(_, v)| !v.is_null()).collect()
 }
 
-/// A name field: a string (numbers as their text), else refused.
-fn name_field(v: Option<&Value>) -> Result<String, ApiError> {
+/// A name field: a string, else refused.
+fn name_field(v: Option<&Value>, field: &str) -> Result<String, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(bad("name must be a string")),
+        Some(_) => Err(bad(format!("{field} must be a string"))),
     }
 }
 
@@ -131,6 +146,15 @@ fn server_keys(
     Ok((any, cfg))
 }
 
+/// `active` stored as a boolean, whichever form (a wrapped `mcpServers` entry's too) sent it.
+fn normalize_active(cfg: &mut Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(a) = cfg.get("active").filter(|a| !a.is_boolean() && !a.is_null()) {
+        let a = parse_bool(a).ok_or_else(|| bad("active must be a boolean"))?;
+        cfg.insert("active".into(), json!(a));
+    }
+    Ok(())
+}
+
 /// The outcome of a runtime's first attempt, as AstrBot words an enable: `None` when it
 /// connected.
 fn first_attempt_error(rt: &Runtime, wait: Duration) -> Option<Result<String, ()>> {
@@ -153,17 +177,15 @@ pub fn create(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         let enabled = body.remove("enabled").unwrap_or(Value::Null);
         body.insert("active".into(), enabled);
     }
-    let name = name_field(body.get("name"))?;
+    let name = name_field(body.get("name"), "name")?;
     config::check_name(&name).map_err(bad)?;
     let active = active_field(body.get("active"))?.unwrap_or(true);
+    config::check_fields(&body, &ctx.app.settings.data_dir).map_err(bad)?;
     let (any, mut cfg) = server_keys(&body, active, &[])?;
     if !any {
         return Err(bad("A valid server configuration is required"));
     }
-    if let Some(a) = cfg.get("active").filter(|a| !a.is_boolean() && !a.is_null()) {
-        let a = parse_bool(a).ok_or_else(|| bad("active must be a boolean"))?;
-        cfg.insert("active".into(), json!(a));
-    }
+    normalize_active(&mut cfg)?;
     config::validate(&cfg, &ctx.app.settings.data_dir).map_err(bad)?;
     {
         let conn = ctx.app.db.conn()?;
@@ -217,6 +239,13 @@ pub fn create(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// path (or body) names.
 fn update(ctx: &Ctx<'_, '_>, path_name: &str, body: Map<String, Value>) -> Result<Response, ApiError> {
     let body = without_nulls(body);
+    // The request model types every field, used or not: flat fields beside a `config`
+    // object are ignored (AstrBot), but never of the wrong type.
+    for field in ["name", "oldName"] {
+        name_field(body.get(field), field)?;
+    }
+    active_field(body.get("active"))?;
+    config::check_fields(&body, &ctx.app.settings.data_dir).map_err(bad)?;
     let mut normalized = match body.get("config") {
         Some(Value::Object(c)) => c.clone(),
         _ => body
@@ -235,11 +264,11 @@ fn update(ctx: &Ctx<'_, '_>, path_name: &str, body: Map<String, Value>) -> Resul
     let normalized = without_nulls(normalized);
     let name = match normalized.get("name") {
         None => path_name.to_owned(),
-        v => name_field(v)?,
+        v => name_field(v, "name")?,
     };
     let old_name = match normalized.get("oldName") {
         None => path_name.to_owned(),
-        v => Some(name_field(v)?).filter(|s| !s.is_empty()).unwrap_or_else(|| name.clone()),
+        v => Some(name_field(v, "oldName")?).filter(|s| !s.is_empty()).unwrap_or_else(|| name.clone()),
     };
     config::check_name(&name).map_err(bad)?;
     let data_dir = ctx.app.settings.data_dir.clone();
@@ -259,6 +288,7 @@ fn update(ctx: &Ctx<'_, '_>, path_name: &str, body: Map<String, Value>) -> Resul
                 }
             }
         }
+        normalize_active(&mut cfg)?;
         config::restore(&mut cfg, &old.config).map_err(bad)?;
         config::validate(&cfg, &data_dir).map_err(bad)?;
         let stored = Value::Object(cfg);
@@ -358,12 +388,19 @@ pub fn delete_query(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// AstrBot's `_test_config_body`: the body's `mcp_server_config` (when not empty), else
 /// its `config`, else the stored config of `name`, else `{"name": name}`.
 fn test_config(ctx: &Ctx<'_, '_>, name: &str, body: &Map<String, Value>) -> Result<Value, ApiError> {
+    for field in ["mcp_server_config", "config"] {
+        if body.get(field).is_some_and(|v| !v.is_null() && !v.is_object()) {
+            return Err(bad("Invalid MCP server configuration"));
+        }
+    }
     let truthy = |v: &&Value| {
         !matches!(v, Value::Null | Value::Bool(false)) && v.as_object().is_none_or(|m| !m.is_empty())
     };
     let given = body.get("mcp_server_config").filter(truthy).or_else(|| body.get("config"));
-    if let Some(Value::Object(c)) = given {
-        return Ok(Value::Object(c.clone()));
+    match given {
+        Some(Value::Object(c)) => return Ok(Value::Object(c.clone())),
+        None | Some(Value::Null) => {}
+        Some(_) => return Err(bad("Invalid MCP server configuration")),
     }
     match db::mcp::server(&*ctx.app.db.conn()?, name)? {
         Some(s) if s.config.is_object() => Ok(s.config),
@@ -391,6 +428,10 @@ fn test_with(ctx: &Ctx<'_, '_>, name: &str, config: Value) -> Result<Response, A
         };
     }
     config::validate(&cfg, &ctx.app.settings.data_dir).map_err(bad)?;
+    // A listed config sent back carries masks: the stored values go only where they went.
+    if let Some(stored) = db::mcp::server(&*ctx.app.db.conn()?, name)? {
+        config::restore(&mut cfg, &stored.config).map_err(bad)?;
+    }
     cfg.remove("active");
     let label = if name.is_empty() { "test" } else { name };
     let started = Instant::now();

@@ -243,7 +243,12 @@ fn validate_args(name: &str, args: Option<&Value>) -> Result<(), String> {
 /// stdio `cwd` inside `data_dir`.
 pub fn validate(config: &Map<String, Value>, data_dir: &Path) -> Result<(), String> {
     validate_stdio(config)?;
-    let cfg = prepared(config);
+    check_fields(&prepared(config), data_dir)
+}
+
+/// The field rules of [`validate`] alone (no AstrBot stdio rules): also what a request's
+/// flat fields must meet when its `config` object is the one used.
+pub fn check_fields(cfg: &Map<String, Value>, data_dir: &Path) -> Result<(), String> {
     let present = |k: &str| cfg.get(k).filter(|v| !v.is_null());
     if let Some(c) = present("command")
         && !c.is_string()

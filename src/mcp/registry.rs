@@ -144,9 +144,14 @@ impl Runtime {
     /// Sets the status (and its error); logs a change.
     pub fn set(&self, status: Status, error: Option<String>) {
         let mut s = self.lock_state();
+        // A retry's `connecting` is not news; a new error, a connection or a stop is.
         if s.status != status || s.error != error {
             match (&error, status) {
-                (Some(e), _) => log::warn!("MCP server {}: {} ({e})", self.name, status.name()),
+                (_, Status::Connecting) => log::debug!("MCP server {}: connecting", self.name),
+                (Some(e), _) if s.error.as_ref() != Some(e) => {
+                    log::warn!("MCP server {}: {} ({e})", self.name, status.name())
+                }
+                (Some(_), _) => log::debug!("MCP server {}: {} again", self.name, status.name()),
                 (None, _) => log::info!("MCP server {}: {}", self.name, status.name()),
             }
         }

@@ -197,6 +197,16 @@ fn servers_are_added_listed_renamed_enabled_and_deleted_with_astrbots_messages()
         "Missing key: server_name",
     );
 
+    // A body, when there is one, is an object (`null` is not), and its ignored flat
+    // fields still have their types.
+    let auth = crate::support::bearer(&key);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let r = s.request("PUT", "/api/v1/mcp/servers/forecast", &headers, Some("null"));
+    s.expect_error(&r, 400, "Request body must be a JSON object");
+    s.check_error("PUT", "/api/v1/mcp/servers/by-name", &key,
+                  Some(json!({"server_name": "forecast", "oldName": {}, "config": {"active": false, "url": "https://x.example/sse", "transport": "sse"}})),
+                  400, "oldName must be a string");
+
     // Names may hold `/`.
     s.check(
         "POST",
