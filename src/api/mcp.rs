@@ -113,6 +113,14 @@ fn name_field(v: Option<&Value>, field: &str) -> Result<String, ApiError> {
     }
 }
 
+/// A body's `config`, when given, is an object (AstrBot's request model types it).
+fn config_field(body: &Map<String, Value>) -> Result<(), ApiError> {
+    match body.get("config") {
+        None | Some(Value::Null | Value::Object(_)) => Ok(()),
+        Some(_) => Err(bad("config must be an object")),
+    }
+}
+
 /// `active` as stored: a boolean (pydantic-lax forms read).
 fn active_field(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
     match v {
@@ -180,6 +188,7 @@ pub fn create(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let name = name_field(body.get("name"), "name")?;
     config::check_name(&name).map_err(bad)?;
     let active = active_field(body.get("active"))?.unwrap_or(true);
+    config_field(&body)?;
     config::check_fields(&body, &ctx.app.settings.data_dir).map_err(bad)?;
     let (any, mut cfg) = server_keys(&body, active, &[])?;
     if !any {
@@ -245,6 +254,7 @@ fn update(ctx: &Ctx<'_, '_>, path_name: &str, body: Map<String, Value>) -> Resul
         name_field(body.get(field), field)?;
     }
     active_field(body.get("active"))?;
+    config_field(&body)?;
     config::check_fields(&body, &ctx.app.settings.data_dir).map_err(bad)?;
     let mut normalized = match body.get("config") {
         Some(Value::Object(c)) => c.clone(),

@@ -206,6 +206,14 @@ fn servers_are_added_listed_renamed_enabled_and_deleted_with_astrbots_messages()
     s.check_error("PUT", "/api/v1/mcp/servers/by-name", &key,
                   Some(json!({"server_name": "forecast", "oldName": {}, "config": {"active": false, "url": "https://x.example/sse", "transport": "sse"}})),
                   400, "oldName must be a string");
+    s.check_error(
+        "PUT",
+        "/api/v1/mcp/servers/forecast",
+        &key,
+        Some(json!({"config": [1]})),
+        400,
+        "config must be an object",
+    );
 
     // Names may hold `/`.
     s.check(
