@@ -122,10 +122,10 @@ fn config_field(body: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 /// `active` as stored: a boolean (pydantic-lax forms read).
-fn active_field(v: Option<&Value>) -> Result<Option<bool>, ApiError> {
+fn active_field(v: Option<&Value>, field: &str) -> Result<Option<bool>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => parse_bool(v).map(Some).ok_or_else(|| bad("active must be a boolean")),
+        Some(v) => parse_bool(v).map(Some).ok_or_else(|| bad(format!("{field} must be a boolean"))),
     }
 }
 
@@ -187,7 +187,8 @@ pub fn create(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     }
     let name = name_field(body.get("name"), "name")?;
     config::check_name(&name).map_err(bad)?;
-    let active = active_field(body.get("active"))?.unwrap_or(true);
+    let active = active_field(body.get("active"), "active")?.unwrap_or(true);
+    active_field(body.get("enabled"), "enabled")?;
     config_field(&body)?;
     config::check_fields(&body, &ctx.app.settings.data_dir).map_err(bad)?;
     let (any, mut cfg) = server_keys(&body, active, &[])?;
@@ -253,7 +254,8 @@ fn update(ctx: &Ctx<'_, '_>, path_name: &str, body: Map<String, Value>) -> Resul
     for field in ["name", "oldName"] {
         name_field(body.get(field), field)?;
     }
-    active_field(body.get("active"))?;
+    active_field(body.get("active"), "active")?;
+    active_field(body.get("enabled"), "enabled")?;
     config_field(&body)?;
     config::check_fields(&body, &ctx.app.settings.data_dir).map_err(bad)?;
     let mut normalized = match body.get("config") {
@@ -289,7 +291,8 @@ fn update(ctx: &Ctx<'_, '_>, path_name: &str, body: Map<String, Value>) -> Resul
         if rename && db::mcp::server(tx, &name)?.is_some() {
             return Err(bad(format!("Server {name} already exists")));
         }
-        let active = active_field(normalized.get("active"))?.unwrap_or_else(|| config::active(&old.config));
+        let active =
+            active_field(normalized.get("active"), "active")?.unwrap_or_else(|| config::active(&old.config));
         let (any, mut cfg) = server_keys(&normalized, active, &["oldName"])?;
         if !any && let Some(old_map) = old.config.as_object() {
             for (k, v) in old_map {

@@ -250,6 +250,9 @@ pub fn validate(config: &Map<String, Value>, data_dir: &Path) -> Result<(), Stri
 /// flat fields must meet when its `config` object is the one used.
 pub fn check_fields(cfg: &Map<String, Value>, data_dir: &Path) -> Result<(), String> {
     let present = |k: &str| cfg.get(k).filter(|v| !v.is_null());
+    if present("mcpServers").is_some_and(|v| !v.is_object()) {
+        return Err("mcpServers must be a JSON object".into());
+    }
     if let Some(c) = present("command")
         && !c.is_string()
     {
