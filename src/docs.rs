@@ -11,6 +11,7 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("chat", include_str!("../static/docs/chat.md")),
     ("files", include_str!("../static/docs/files.md")),
     ("knowledge", include_str!("../static/docs/knowledge.md")),
+    ("tools", include_str!("../static/docs/tools.md")),
     ("website-chatbots", include_str!("../static/docs/website-chatbots.md")),
     ("telegram", include_str!("../static/docs/telegram.md")),
     ("onebot", include_str!("../static/docs/onebot.md")),

@@ -131,6 +131,18 @@ pub static ROUTES: &[Route] = &[
     route!("GET" "/api/v1/providers/{provider_id:path}",        Scope("provider"), NoBody, api::providers::get_provider,        "Providers", "Get a provider (?merged=)", None, Some("ProviderOne")),
     route!("PUT" "/api/v1/providers/{provider_id:path}",        Scope("provider"), Json,   api::providers::update_provider,     "Providers", "Replace a provider", Some("ProviderBody"), Some("Empty")),
     route!("DELETE" "/api/v1/providers/{provider_id:path}",     Scope("provider"), NoBody, api::providers::delete_provider,     "Providers", "Delete a provider", None, Some("Empty")),
+    // MCP servers: fixed paths before the `{server_name:path}` ones they also match.
+    route!("GET" "/api/v1/mcp/servers",                              Scope("mcp"), NoBody, api::mcp::list,             "MCP", "List MCP servers: config (secrets masked), connected, tools, errlogs, state", None, Some("McpServerList")),
+    route!("POST" "/api/v1/mcp/servers",                             Scope("mcp"), Json,   api::mcp::create,           "MCP", "Add an MCP server; an active one is connected first (the test) and keeps running", Some("McpServerBody"), Some("Empty")),
+    route!("PUT" "/api/v1/mcp/servers/by-name",                      Scope("mcp"), Json,   api::mcp::update_body,      "MCP", "Update or rename an MCP server (server_name in the body)", Some("McpServerByName"), Some("Empty")),
+    route!("DELETE" "/api/v1/mcp/servers/by-name",                   Scope("mcp"), NoBody, api::mcp::delete_query,     "MCP", "Delete an MCP server and stop it (?server_name=)", None, Some("Empty")),
+    route!("PATCH" "/api/v1/mcp/servers/enabled",                    Scope("mcp"), Json,   api::mcp::set_enabled_body, "MCP", "Enable or disable an MCP server (server_name in the body)", Some("McpEnabledByName"), Some("Empty")),
+    route!("POST" "/api/v1/mcp/servers/test",                        Scope("mcp"), Json,   api::mcp::test_body,        "MCP", "Test a connection (server_name, and the config or the stored one); nothing is stored", Some("McpTestByName"), Some("McpToolNames")),
+    route!("PATCH" "/api/v1/mcp/servers/{server_name:path}/enabled", Scope("mcp"), Json,   api::mcp::set_enabled_path, "MCP", "Enable or disable an MCP server", Some("EnabledPathBody"), Some("Empty")),
+    route!("POST" "/api/v1/mcp/servers/{server_name:path}/test",     Scope("mcp"), Json,   api::mcp::test,             "MCP", "Test a connection (the body's config, else the stored one): the tool names; nothing is stored", Some("McpTestBody"), Some("McpToolNames")),
+    route!("PUT" "/api/v1/mcp/servers/{server_name:path}",           Scope("mcp"), Json,   api::mcp::update_path,      "MCP", "Update or rename an MCP server; it restarts when active", Some("McpServerBody"), Some("Empty")),
+    route!("DELETE" "/api/v1/mcp/servers/{server_name:path}",        Scope("mcp"), NoBody, api::mcp::delete,           "MCP", "Delete an MCP server and stop it", None, Some("Empty")),
+    route!("POST" "/api/v1/mcp/providers/modelscope/sync",           Scope("mcp"), Json,   api::mcp::modelscope_sync,  "MCP", "Store and start ModelScope's hosted MCP servers (the access token is not stored)", Some("ModelScopeSync"), Some("Empty")),
     // Personas and folders.
     route!("GET" "/api/v1/personas",                            Scope("persona"), NoBody, api::personas::list,          "Personas", "List personas (?folder_id= for one folder, empty for the root)", None, Some("PersonaList")),
     route!("POST" "/api/v1/personas",                           Scope("persona"), Json,   api::personas::create,        "Personas", "Create a persona", Some("PersonaBody"), Some("PersonaCreated")),

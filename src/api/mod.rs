@@ -10,6 +10,7 @@ pub mod files;
 pub mod im;
 pub mod kb;
 pub mod keys;
+pub mod mcp;
 pub mod meta;
 pub mod operator;
 pub mod personas;

@@ -100,5 +100,28 @@ pub fn stats(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
             v["type"] = json!(kind);
             v
         }).collect::<Vec<_>>(),
+        "mcp": mcp_stats(ctx),
     })))
+}
+
+/// Each running MCP server's state, tool count and tool calls, and the calls over all.
+fn mcp_stats(ctx: &Ctx<'_, '_>) -> Value {
+    let servers: Vec<Value> = ctx
+        .app
+        .mcp
+        .runtimes()
+        .iter()
+        .map(|r| {
+            let mut v = r.state().to_json();
+            v["name"] = json!(r.name);
+            v["tools"] = json!(r.tools().len());
+            if let (Some(v), Value::Object(c)) = (v.as_object_mut(), r.counters.to_json()) {
+                v.extend(c);
+            }
+            v
+        })
+        .collect();
+    let mut all = ctx.app.mcp.counters.to_json();
+    all["servers"] = json!(servers);
+    all
 }

@@ -199,6 +199,8 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
     log::info!("astrbot {} serving data folder {}", env!("CARGO_PKG_VERSION"), data.display());
     // The configured IM bots start receiving once the server can answer.
     crate::platforms::manager::start_all(&app);
+    // The active MCP servers connect in the background, each under its supervisor.
+    crate::mcp::manager::start_all(&app);
     // What start-up allocated and freed (the document, the index) goes back to the OS.
     crate::system::release_free_memory();
 
@@ -211,6 +213,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     crate::platforms::manager::stop_all(&app);
+    crate::mcp::manager::stop_all(&app);
     app.flush_usage()?;
     // Streams still running when the server stops have no event yet; everything queued is
     // written, so it is delivered after the next start.

@@ -22,6 +22,7 @@ mod admin;
 pub mod chat;
 pub mod kb;
 mod keys;
+pub mod mcp;
 mod pool;
 pub mod resources;
 mod schema;

@@ -182,6 +182,16 @@ const MIGRATIONS: &[&str] = &[
     -- By key: the deliveries listing (newest first), a key's deletion, pruning per key.
     CREATE INDEX webhook_events_by_key ON webhook_events (key_id);
     ",
+    // 6: MCP servers (AstrBot's data/mcp_server.json entries), in configuration order. config
+    // is the server's JSON object as AstrBot stores it (active, command/args/env or
+    // url/transport/headers, ...); name is its key there.
+    "
+    CREATE TABLE mcp_servers (
+        name     TEXT PRIMARY KEY,
+        position INTEGER NOT NULL,
+        config   TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -17,6 +17,12 @@ pub const PROVIDER_ID: &str = "example-source/llama3.2";
 /// The examples' bot: a OneBot v11 reverse WebSocket on loopback (it only listens, so
 /// trying the examples never reaches out to a platform).
 pub const BOT_ID: &str = "qq";
+/// The examples' MCP server: the reference server `server-everything`, stored inactive
+/// (trying the examples never starts a process).
+pub const MCP_SERVER: &str = "everything";
+/// Where the test examples look for a running MCP server: a Streamable HTTP server on
+/// loopback, as the guide `tools` starts one.
+const MCP_LOCAL: &str = "http://127.0.0.1:8000/mcp";
 pub const UMO: &str = "webchat:FriendMessage:webchat!alice!reference-example";
 
 /// The example value of a path or query parameter, by name and place.
@@ -42,6 +48,7 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "name" if place == "path" => json!("handbook"),
         "limit" => json!("50"),
         "level" => json!("info"),
+        "server_name" => json!(MCP_SERVER),
         _ => return None,
     };
     Some(v)
@@ -60,6 +67,14 @@ fn source() -> Value {
 fn provider() -> Value {
     json!({"id": PROVIDER_ID, "provider_source_id": SOURCE_ID, "model": "llama3.2", "enable": true,
            "modalities": ["text"], "custom_extra_body": {"temperature": 0.4}})
+}
+
+fn mcp_server() -> Value {
+    json!({"active": false, "command": "npx", "args": ["-y", "@modelcontextprotocol/server-everything"]})
+}
+
+fn mcp_local() -> Value {
+    json!({"transport": "streamable_http", "url": MCP_LOCAL})
 }
 
 const PROMPT: &str = "You are a patient tutor. Answer in two sentences.";
@@ -82,6 +97,20 @@ pub fn request(route: &Route) -> Option<Value> {
         ("PATCH", "/api/v1/bots/enabled") => json!({"bot_id": BOT_ID, "enabled": true}),
         ("PATCH", "/api/v1/bots/{bot_id:path}/enabled") => json!({"enabled": true}),
         ("POST", "/api/v1/bots/test") => json!({"bot_id": BOT_ID}),
+        ("POST", "/api/v1/mcp/servers") => {
+            let mut v = mcp_server();
+            v["name"] = json!(MCP_SERVER);
+            v
+        }
+        ("PUT", "/api/v1/mcp/servers/{server_name:path}") => mcp_server(),
+        ("PUT", "/api/v1/mcp/servers/by-name") => json!({"server_name": MCP_SERVER, "config": mcp_server()}),
+        ("PATCH", "/api/v1/mcp/servers/enabled") => json!({"server_name": MCP_SERVER, "enabled": false}),
+        ("PATCH", "/api/v1/mcp/servers/{server_name:path}/enabled") => json!({"enabled": false}),
+        ("POST", "/api/v1/mcp/servers/test") => {
+            json!({"server_name": "local", "mcp_server_config": mcp_local()})
+        }
+        ("POST", "/api/v1/mcp/servers/{server_name:path}/test") => json!({"mcp_server_config": mcp_local()}),
+        ("POST", "/api/v1/mcp/providers/modelscope/sync") => json!({"access_token": "ms-your-access-token"}),
         ("POST", "/api/v1/provider-sources") | ("PUT", "/api/v1/provider-sources/{source_id:path}") => {
             source()
         }

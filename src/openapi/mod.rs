@@ -46,6 +46,7 @@ fn soft_errors(route: &Route) -> bool {
 fn not_found_is_400(route: &Route) -> bool {
     (route.method == "POST" && route.path == "/api/v1/chat")
         || (route.tag == "Bots" && route.method != "GET")
+        || (route.tag == "MCP" && route.method != "GET")
         || (route.tag == "Bots" && (route.path.contains('{') || route.path.ends_with("/by-id")))
         || matches!(route.tag, "Providers" | "Personas" | "Config")
             && (route.path.contains('{')
@@ -85,6 +86,11 @@ fn body_optional(route: &Route) -> bool {
             | ("POST", "/api/v1/providers/test")
             | ("PATCH", "/api/v1/bots/enabled" | "/api/v1/bots/{bot_id:path}/enabled")
             | ("POST", "/api/v1/bots/test" | "/api/v1/bots/{bot_id:path}/test")
+            | ("PUT", "/api/v1/mcp/servers/{server_name:path}")
+            | (
+                "POST",
+                "/api/v1/mcp/servers/{server_name:path}/test" | "/api/v1/mcp/providers/modelscope/sync"
+            )
     )
 }
 
@@ -261,6 +267,8 @@ fn responses(route: &Route) -> Map<String, Value> {
     }
     let bad = if route.path == KB_UPLOAD {
         "Invalid request: no Markdown, text or HTML file in the upload (read by the file name: .md, .markdown, .txt, .text, .html, .htm), a file that is not UTF-8, the collection `docs`, a bad collection name or base_url"
+    } else if route.tag == "MCP" {
+        "Invalid request or config (AstrBot's messages: `Server name cannot be empty`, `MCP stdio command `x` is not allowed. ...`), an unknown or taken name (`Server x does not exist`, `Server x already exists`), or a connection that failed: `MCP connection test failed: ...` (adding an active server), `Failed to enable MCP server x: ...` (saving one), `Failed to test MCP connection: ...`, `Sync failed: ...`"
     } else if not_found_is_400(route) {
         "Invalid request (bad JSON, wrong field type, a validation rule), or refused for what is stored: AstrBot answers an unknown id with 400 (`... not found`, `... does not exist`), and a taken or ambiguous id or name (`... already exists`, `bot_id is ambiguous, use the profile id: x`) with 400 too"
     } else {

@@ -6,6 +6,25 @@ use serde_json::{Value, json};
 
 use crate::logbuf::MAX_LINES;
 
+/// The `mcp` part of the statistics.
+fn mcp_stats() -> Value {
+    let count = json!({"type": "integer", "minimum": 0});
+    let server = json!({"type": "object", "required": ["name", "status", "tools", "calls", "errors", "total_ms"], "properties": {
+        "name": {"type": "string"},
+        "status": {"enum": ["connecting", "connected", "error", "stopped"]},
+        "error": {"type": ["string", "null"]},
+        "since": {"type": "string"},
+        "restarts": count,
+        "tools": count,
+        "calls": count,
+        "errors": count,
+        "total_ms": count
+    }});
+    json!({"type": "object", "required": ["calls", "errors", "total_ms", "servers"],
+        "description": "MCP tool calls since the server started (errors: failed calls and results the server flagged as errors; total_ms: their summed duration), and each running MCP server: its state, tool count and its own calls",
+        "properties": {"calls": count, "errors": count, "total_ms": count, "servers": {"type": "array", "items": server}}})
+}
+
 /// The operator's schemas, by name.
 pub fn schemas() -> Value {
     json!({
@@ -31,7 +50,7 @@ pub fn schemas() -> Value {
         },
         "Stats": {
             "type": "object",
-            "required": ["version", "uptime_secs", "requests_today", "requests_today_total", "active_streams", "chat_runs", "upstream_errors", "outbox_pending", "outbox_dropped", "bots"],
+            "required": ["version", "uptime_secs", "requests_today", "requests_today_total", "active_streams", "chat_runs", "upstream_errors", "outbox_pending", "outbox_dropped", "bots", "mcp"],
             "properties": {
                 "version": {"type": "string"},
                 "uptime_secs": {"type": "integer", "minimum": 0},
@@ -51,7 +70,8 @@ pub fn schemas() -> Value {
                 "outbox_pending": {"type": "integer", "minimum": 0, "description": "Webhook events waiting for delivery, over every key"},
                 "outbox_dropped": {"type": "integer", "minimum": 0, "description": "Webhook events dropped because a key's outbox was full, over every key"},
                 "bots": {"type": "array", "description": "Each configured bot's adapter: id, type and its state (running, starting, stopped, error with the last error and since when)",
-                    "items": {"allOf": [{"$ref": "#/components/schemas/BotState"}], "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}}
+                    "items": {"allOf": [{"$ref": "#/components/schemas/BotState"}], "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}},
+                "mcp": mcp_stats()
             }
         },
         "KbCollections": {

@@ -74,6 +74,7 @@ pub fn query(route: &Route) -> Vec<Value> {
             optional("type", "Only bots of this type (webchat, telegram, aiocqhttp)", text()),
         ],
         ("GET" | "DELETE", "/api/v1/bots/by-id") => vec![required("bot_id", "The bot")],
+        ("DELETE", "/api/v1/mcp/servers/by-name") => vec![required("server_name", "The MCP server")],
         ("GET", "/api/v1/personas") => {
             vec![optional("folder_id", "Only the personas of this folder; empty: the root's", text())]
         }

@@ -53,6 +53,7 @@ pub fn schemas() -> Value {
         files(),
         config_route(),
         health(),
+        mcp(),
         super::operator::schemas(),
     ];
     let mut all = Map::new();
@@ -382,6 +383,79 @@ fn providers() -> Value {
         "EnabledBody": {"type": "object", "required": ["provider_id"], "properties": {"provider_id": nonblank(), "enabled": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}], "description": "Missing: false"}}},
         "EnabledPathBody": {"type": "object", "required": ["enabled"], "properties": {"enabled": {"$ref": "#/components/schemas/LaxBool"}}},
         "ProviderIdBody": {"type": "object", "required": ["provider_id"], "properties": {"provider_id": nonblank()}}
+    })
+}
+
+/// MCP servers (AstrBot's `mcp_server.json` entries).
+fn mcp() -> Value {
+    let lax_or_null = json!({"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]});
+    let strings = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let seconds = json!({"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 86400});
+    let transport = json!({"enum": ["sse", "streamable_http", null]});
+    let fields = json!({
+        "active": lax_or_null,
+        "enabled": {"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}], "description": "Sets active when active is not given"},
+        "command": {"type": ["string", "null"], "description": "stdio: the launcher, one of python, python3, py, node, npx, npm, pnpm, yarn, bun, bunx, deno, uv, uvx (the server's ASTRBOT_MCP_STDIO_ALLOWED_COMMANDS replaces the list); no shell metacharacters"},
+        "args": {"type": ["array", "null"], "items": {"type": "string"}, "description": "stdio: arguments without CR, LF or NUL; python -c and node/deno/bun -e/-p/--eval/--print are refused"},
+        "env": {"anyOf": [strings, {"type": "null"}], "description": "stdio: the child's environment; secret-looking values are masked in answers"},
+        "cwd": {"type": ["string", "null"], "description": "stdio: an absolute folder inside the server's data folder"},
+        "url": {"type": ["string", "null"], "description": "remote: the http(s) SSE URL or Streamable HTTP endpoint"},
+        "transport": transport,
+        "type": transport,
+        "headers": {"anyOf": [strings, {"type": "null"}], "description": "remote: sent with every request; secret-looking values are masked in answers and kept only while url keeps its scheme, host and port"},
+        "timeout": seconds,
+        "sse_read_timeout": seconds,
+        "session_read_timeout": seconds,
+        "mcpServers": {"type": ["object", "null"], "description": "AstrBot's wrapped form {\"<name>\": {...}}: its first entry is the config"}
+    });
+    let body = |extra: Value, required: &[&str]| {
+        let mut props = fields.clone();
+        if let (Some(p), Some(e)) = (props.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        json!({"type": "object", "required": required, "properties": props, "additionalProperties": true})
+    };
+    let config_desc = "The server config, used instead of the flat fields when it is an object";
+    json!({
+        "McpServer": {
+            "type": "object",
+            "description": "A stored MCP server: name, active, its stored keys (stdio: command, args, env, cwd; remote: url, transport, headers, timeout, ...), then connected, tools (the tool names it offers) and errlogs (only while connected), and state (beyond AstrBot). Secret-looking header and env values are masked.",
+            "required": ["name", "active", "connected", "tools"],
+            "properties": {
+                "name": {"type": "string"},
+                "active": {"description": "Whether it runs (stored as given; default true)"},
+                "connected": {"type": "boolean"},
+                "tools": {"type": "array", "items": {"type": "string"}},
+                "errlogs": {"type": "array", "items": {"type": "string"}},
+                "state": {"type": "object", "description": "connecting, connected, error (with the last error, retried with backoff) or stopped; since when; restarts",
+                          "properties": {"status": {"enum": ["connecting", "connected", "error", "stopped"]}, "error": {"type": ["string", "null"]}, "since": {"type": ["string", "null"]}, "restarts": {"type": "integer"}}}
+            },
+            "additionalProperties": true
+        },
+        "McpServerList": {"type": "array", "items": {"$ref": "#/components/schemas/McpServer"}},
+        "McpServerBody": body(json!({
+            "name": {"type": ["string", "null"], "description": "POST: required (400 `Server name cannot be empty`). PUT: a name other than the path's renames the server"},
+            "oldName": {"type": ["string", "null"], "description": "PUT: the server to update (default: the path's)"},
+            "config": {"type": ["object", "null"], "description": config_desc}
+        }), &[]),
+        "McpServerByName": body(json!({
+            "server_name": nonblank(),
+            "name": {"type": ["string", "null"]},
+            "oldName": {"type": ["string", "null"]},
+            "config": {"type": ["object", "null"], "description": config_desc}
+        }), &["server_name"]),
+        "McpEnabledByName": {"type": "object", "required": ["server_name"], "properties": {"server_name": nonblank(), "enabled": lax_or_null}},
+        "McpTestBody": {"type": "object", "description": "The config to test: mcp_server_config, else config, else the stored server's", "properties": {
+            "mcp_server_config": {"type": ["object", "null"]},
+            "config": {"type": ["object", "null"]}
+        }, "additionalProperties": true},
+        "McpTestByName": {"type": "object", "required": ["server_name"], "description": "The config to test: mcp_server_config, else config, else the stored server's", "properties": {
+            "server_name": nonblank(),
+            "mcp_server_config": {"type": ["object", "null"]},
+            "config": {"type": ["object", "null"]}
+        }, "additionalProperties": true},
+        "McpToolNames": {"type": "array", "items": {"type": "string"}, "description": "The tools the server offers (their MCP names)"},
+        "ModelScopeSync": {"type": "object", "properties": {"access_token": {"type": ["string", "null"], "description": "Your ModelScope access token; sent to ModelScope once, never stored"}}}
     })
 }
 

@@ -21,6 +21,7 @@ mod kb;
 mod keys;
 mod layers;
 mod lifecycle;
+mod mcp_api;
 mod mcp_e2e;
 mod onebot;
 mod operator;
