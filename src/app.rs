@@ -50,7 +50,6 @@ pub struct App {
     /// The running IM platform adapters, by bot id.
     pub platforms: Platforms,
     /// The running MCP servers and their tools.
-    #[allow(dead_code)] // read by the chat's tool loop, being built (issue 12)
     pub mcp: crate::mcp::registry::Registry,
     keys_generation: AtomicI64,
 }

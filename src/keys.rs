@@ -87,7 +87,6 @@ fn checked_limit(limit: Option<i64>) -> Result<Option<i64>, ApiError> {
 /// 2,048 characters. Only the admin sets it; it never receives anything but signed events.
 pub fn check_webhook_url(url: &str) -> Result<String, ApiError> {
     let bad = |why: &str| ApiError::bad_request(format!("webhook_url {why}"));
-    let url = url.trim();
     if url.len() > MAX_WEBHOOK_URL {
         return Err(bad(&format!("must be at most {MAX_WEBHOOK_URL} characters")));
     }
@@ -102,8 +101,26 @@ pub fn check_webhook_url(url: &str) -> Result<String, ApiError> {
     if authority.as_str().contains('@') {
         return Err(bad("must not carry credentials"));
     }
-    if authority.host().is_empty() {
+    let host = authority.host();
+    if host.is_empty() {
         return Err(bad("must name a host"));
+    }
+    // A name or an IPv4 address, or an IPv6 address in brackets: the HTTP parser lets
+    // more through (`0*`), which no receiver can be.
+    let plain = |h: &str| h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let ipv6 = |h: &str| {
+        h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).is_some_and(|inner| {
+            !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        })
+    };
+    if !plain(host) && !ipv6(host) {
+        return Err(bad(
+            "must name a host (letters, digits, dots and dashes, or an IPv6 address in brackets)",
+        ));
+    }
+    let after_host = &authority.as_str()[authority.as_str().rfind(host).map_or(0, |i| i + host.len())..];
+    if !after_host.is_empty() && uri.port_u16().is_none() {
+        return Err(bad("has a port that is not a number from 0 to 65535"));
     }
     Ok(url.to_owned())
 }
@@ -329,6 +346,30 @@ mod tests {
     fn norm(v: &[&str]) -> Result<Vec<String>, String> {
         let v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
         normalize_scopes(Some(&v)).map_err(|e| e.message())
+    }
+
+    #[test]
+    fn webhook_urls_name_a_real_host_and_are_taken_as_sent() {
+        for ok in [
+            "https://example.com/hooks/a?x=1",
+            "HTTP://10.0.0.1:8080",
+            "http://[::1]:9000/h",
+            "http://a-b.c.",
+        ] {
+            assert_eq!(check_webhook_url(ok).unwrap(), ok, "{ok}");
+        }
+        for bad in [
+            "HTTP://0*",
+            " http://a",
+            "http://a ",
+            "ftp://a",
+            "http://u:p@a",
+            "http://a:99999",
+            "http://a:",
+            "http://[zz]",
+        ] {
+            assert!(check_webhook_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -18,7 +18,6 @@ mod kb;
 mod keys;
 mod logbuf;
 mod markdown;
-#[allow(dead_code)] // being built on this branch (issue 12)
 mod mcp;
 mod mirror;
 mod openapi;

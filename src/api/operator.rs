@@ -123,5 +123,8 @@ fn mcp_stats(ctx: &Ctx<'_, '_>) -> Value {
         .collect();
     let mut all = ctx.app.mcp.counters.to_json();
     all["servers"] = json!(servers);
+    let (calls, errors) = crate::chat::tools::builtin_stats();
+    all["builtin_calls"] = json!(calls);
+    all["builtin_errors"] = json!(errors);
     all
 }

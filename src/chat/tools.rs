@@ -42,7 +42,6 @@ static BUILTIN_CALLS: AtomicU64 = AtomicU64::new(0);
 static BUILTIN_ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// `(calls, errors)` of the built-in tools since the server started, for the statistics.
-#[allow(dead_code, reason = "for GET /api/v1/stats, next to the MCP registry's counts (api::operator)")]
 pub fn builtin_stats() -> (u64, u64) {
     (BUILTIN_CALLS.load(Ordering::Relaxed), BUILTIN_ERRORS.load(Ordering::Relaxed))
 }

@@ -20,9 +20,10 @@ fn mcp_stats() -> Value {
         "errors": count,
         "total_ms": count
     }});
-    json!({"type": "object", "required": ["calls", "errors", "total_ms", "servers"],
-        "description": "MCP tool calls since the server started (errors: failed calls and results the server flagged as errors; total_ms: their summed duration), and each running MCP server: its state, tool count and its own calls",
-        "properties": {"calls": count, "errors": count, "total_ms": count, "servers": {"type": "array", "items": server}}})
+    json!({"type": "object", "required": ["calls", "errors", "total_ms", "servers", "builtin_calls", "builtin_errors"],
+        "description": "MCP tool calls since the server started (errors: failed calls and results the server flagged as errors; total_ms: their summed duration), each running MCP server (its state, tool count and its own calls), and the calls of the built-in tools (current_time, knowledge_search, read_attachment) and how many failed",
+        "properties": {"calls": count, "errors": count, "total_ms": count, "servers": {"type": "array", "items": server},
+            "builtin_calls": count, "builtin_errors": count}})
 }
 
 /// The operator's schemas, by name.

@@ -244,7 +244,7 @@ fn keys() -> Value {
                 "expires_in_days": expires(),
                 "daily_limit": daily_limit(),
                 "bot_id": {"type": ["string", "null"], "description": "Bind the key to a bot (a config profile id or name)"},
-                "webhook_url": {"type": ["string", "null"], "pattern": "^(|[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?)$", "maxLength": 2048, "description": "Mirror every request of the key to this http(s) URL; the answer then carries webhook_secret"}
+                "webhook_url": {"type": ["string", "null"], "pattern": WEBHOOK_URL_PATTERN, "maxLength": 2048, "description": "Mirror every request of the key to this http(s) URL; the answer then carries webhook_secret"}
             }
         },
         "ApiKeyPatch": {
@@ -255,7 +255,7 @@ fn keys() -> Value {
                 "daily_limit": clearable(daily_limit()),
                 "expires_in_days": clearable(expires()),
                 "bot_id": {"type": ["string", "null"], "description": "A config profile id or name; binding a key whose limit is the server default sets it to 1000"},
-                "webhook_url": {"type": ["string", "null"], "pattern": "^(|[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?)$", "maxLength": 2048, "description": "http or https; the first one makes the signing secret, returned once as webhook_secret"}
+                "webhook_url": {"type": ["string", "null"], "pattern": WEBHOOK_URL_PATTERN, "maxLength": 2048, "description": "http or https; the first one makes the signing secret, returned once as webhook_secret"}
             }
         },
         "ApiKeyUpdated": updated,
@@ -307,6 +307,12 @@ fn source_id_value() -> Value {
 /// or a `$NAME` / `${NAME}` reference to a plain name ending in `_API_KEY`
 /// (`config::refs::secret_ref_allowed`).
 const SECRET_KEY_PATTERN: &str = r"^(|[^$][\s\S]*|\$[A-Za-z0-9_]*_API_KEY|\$\{[A-Za-z0-9_]*_API_KEY\})$";
+
+/// A webhook URL as `keys::check_webhook_url` takes it: http or https (any case), a host
+/// name or IPv4 address or bracketed IPv6 address, an optional port, path and query, no
+/// whitespace; empty clears it.
+const WEBHOOK_URL_PATTERN: &str =
+    r"^(|[hH][tT][tT][pP][sS]?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/[^\s?#]*)?(\?[^\s#]*)?)$";
 
 /// The typed fields of a provider source.
 fn source_fields() -> Value {
