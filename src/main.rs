@@ -5,6 +5,7 @@
 
 mod api;
 mod app;
+mod archive;
 mod attachments;
 mod auth;
 mod chat;
@@ -27,6 +28,7 @@ mod quota;
 mod routes;
 mod secrets;
 mod server;
+mod skills;
 mod sse;
 mod system;
 mod timefmt;

@@ -15,6 +15,7 @@ pub mod meta;
 pub mod operator;
 pub mod personas;
 pub mod providers;
+pub mod skills;
 
 use serde_json::{Map, Value};
 

@@ -26,6 +26,7 @@ pub mod mcp;
 mod pool;
 pub mod resources;
 mod schema;
+pub mod skills;
 pub mod webhooks;
 
 pub use admin::{

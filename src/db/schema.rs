@@ -192,6 +192,13 @@ const MIGRATIONS: &[&str] = &[
         config   TEXT NOT NULL
     );
     ",
+    // 7: skill active flags (AstrBot's data/skills.json); a skill without a row is active.
+    "
+    CREATE TABLE skill_states (
+        name   TEXT PRIMARY KEY,
+        active INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

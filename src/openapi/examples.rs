@@ -23,6 +23,8 @@ pub const MCP_SERVER: &str = "everything";
 /// Where the test examples look for a running MCP server: a Streamable HTTP server on
 /// loopback, as the guide `tools` starts one.
 const MCP_LOCAL: &str = "http://127.0.0.1:8000/mcp";
+/// The examples' skill, uploaded as `csv-report.zip` (`static/docs/skills.md`).
+pub const SKILL: &str = "csv-report";
 pub const UMO: &str = "webchat:FriendMessage:webchat!alice!reference-example";
 
 /// The example value of a path or query parameter, by name and place.
@@ -49,6 +51,9 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "limit" => json!("50"),
         "level" => json!("info"),
         "server_name" => json!(MCP_SERVER),
+        "skill_name" => json!(SKILL),
+        "file_path" => json!("SKILL.md"),
+        "path" if place == "query" => json!("SKILL.md"),
         _ => return None,
     };
     Some(v)
@@ -111,6 +116,11 @@ pub fn request(route: &Route) -> Option<Value> {
         }
         ("POST", "/api/v1/mcp/servers/{server_name:path}/test") => json!({"mcp_server_config": mcp_local()}),
         ("POST", "/api/v1/mcp/providers/modelscope/sync") => json!({"access_token": "ms-your-access-token"}),
+        ("PATCH", "/api/v1/skills/by-name") => json!({"skill_name": SKILL, "enabled": true}),
+        ("PATCH", "/api/v1/skills/{skill_name}") => json!({"enabled": true}),
+        ("PUT", "/api/v1/skills/file") => json!({"skill_name": SKILL, "path": "SKILL.md",
+            "content": "---\nname: csv-report\ndescription: Turn a CSV file into a short Markdown report.\n---\n# CSV report\n"}),
+        ("POST", "/api/v1/skills/neo/sync") => json!({"skill_key": "csv_report", "require_stable": true}),
         ("POST", "/api/v1/provider-sources") | ("PUT", "/api/v1/provider-sources/{source_id:path}") => {
             source()
         }

@@ -34,9 +34,12 @@ fn error_response(description: &str) -> Value {
 
 /// AstrBot's "200-errors" (decision 1): the chat, sessions and file routes answer some
 /// failures with HTTP 200 and `status: error` (`ApiError::Soft`), so their 200 is either
-/// envelope and a client must read `status`.
+/// envelope and a client must read `status`. Every skills route but the archive
+/// download answers its failures so (AstrBot's `api/skills.py::_run`).
 fn soft_errors(route: &Route) -> bool {
-    route.path.starts_with("/api/v1/chat") || route.path.starts_with("/api/v1/file")
+    route.path.starts_with("/api/v1/chat")
+        || route.path.starts_with("/api/v1/file")
+        || (route.path.starts_with("/api/v1/skills") && !route.path.ends_with("/archive"))
 }
 
 /// Routes where a well-formed request can get 400 because of what is stored: AstrBot
@@ -237,6 +240,12 @@ fn operation(route: &Route) -> Value {
         }
         op["requestBody"] = json!({"required": !body_optional(route), "content": {media: content}});
     }
+    if route.method == "PUT" && route.path == "/api/v1/skills/{skill_name}/files/{file_path:path}" {
+        // The raw body is the file's new text (AstrBot reads it whatever its type).
+        op["requestBody"] = json!({"required": false, "content": {"text/plain": {
+            "schema": {"type": "string", "description": "UTF-8 text, at most 512 KiB (invalid UTF-8: 400)"},
+            "example": "---\nname: csv-report\ndescription: Turn a CSV file into a short Markdown report.\n---\n# CSV report\n"}}});
+    }
     op["security"] = match route.access {
         Access::Public => json!([]),
         Access::Scope(_) => json!([{"bearer": []}, {"apiKeyHeader": []}, {"apiKeyQuery": []}]),
@@ -374,6 +383,9 @@ fn path_parameters(route: &Route) -> Vec<Value> {
 
 /// A parameter with its "try it" value.
 fn with_example(mut p: Value) -> Value {
+    if p.get("example").is_some() {
+        return p;
+    }
     if let Some(example) =
         p["name"].as_str().and_then(|name| examples::param(name, p["in"].as_str().unwrap_or("")))
     {

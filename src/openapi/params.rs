@@ -75,6 +75,17 @@ pub fn query(route: &Route) -> Vec<Value> {
         ],
         ("GET" | "DELETE", "/api/v1/bots/by-id") => vec![required("bot_id", "The bot")],
         ("DELETE", "/api/v1/mcp/servers/by-name") => vec![required("server_name", "The MCP server")],
+        ("DELETE", "/api/v1/skills/by-name") => vec![required("skill_name", "The skill ([A-Za-z0-9._-]+)")],
+        ("GET", "/api/v1/skills/files") => {
+            vec![required("skill_name", "The skill ([A-Za-z0-9._-]+)"), folder()]
+        }
+        ("GET", "/api/v1/skills/file") => vec![
+            required("skill_name", "The skill ([A-Za-z0-9._-]+)"),
+            required("path", "A file relative to the skill; no `..`, not absolute"),
+        ],
+        ("GET", "/api/v1/skills/{skill_name}/files") => {
+            vec![folder()]
+        }
         ("GET", "/api/v1/personas") => {
             vec![optional("folder_id", "Only the personas of this folder; empty: the root's", text())]
         }
@@ -121,6 +132,14 @@ pub fn query(route: &Route) -> Vec<Value> {
         ("GET", "/api/v1/logs/live") => vec![level()],
         _ => Vec::new(),
     }
+}
+
+/// A skill folder's relative path; its example is the skill's root.
+fn folder() -> Value {
+    let mut p =
+        optional("path", "A folder relative to the skill (default: its root); no `..`, not absolute", text());
+    p["example"] = json!(".");
+    p
 }
 
 /// The log level filter: that level and more severe; anything else is 400.

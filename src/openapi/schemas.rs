@@ -461,7 +461,57 @@ fn mcp() -> Value {
             "config": {"type": ["object", "null"]}
         }, "additionalProperties": true},
         "McpToolNames": {"type": "array", "items": {"type": "string"}, "description": "The tools the server offers (their MCP names)"},
-        "ModelScopeSync": {"type": "object", "properties": {"access_token": {"type": ["string", "null"], "description": "Your ModelScope access token; sent to ModelScope once, never stored"}}}
+        "ModelScopeSync": {"type": "object", "properties": {"access_token": {"type": ["string", "null"], "description": "Your ModelScope access token; sent to ModelScope once, never stored"}}},
+        "Skill": {"type": "object", "required": ["name", "description", "path", "active", "source_type"], "properties": {
+            "name": {"type": "string", "description": "The skill's folder name under DIR/skills"},
+            "description": {"type": "string", "description": "SKILL.md's frontmatter description"},
+            "path": {"type": "string", "description": "Its SKILL.md on the server"},
+            "active": {"type": "boolean", "description": "Whether the agent sees it"},
+            "source_type": {"type": "string", "enum": ["local_only"]},
+            "source_label": {"type": "string"},
+            "local_exists": {"type": "boolean"},
+            "sandbox_exists": {"type": "boolean"},
+            "plugin_name": {"type": "string"},
+            "readonly": {"type": "boolean"},
+            "preset": {"type": "boolean"}
+        }},
+        "SkillList": {"type": "object", "required": ["skills", "runtime", "sandbox_cache"], "properties": {
+            "skills": {"type": "array", "items": {"$ref": "#/components/schemas/Skill"}},
+            "runtime": {"type": "string", "description": "Always none: this server runs no sandbox"},
+            "sandbox_cache": {"type": "object", "description": "AstrBot's sandbox cache, always empty here"}
+        }},
+        "SkillUploaded": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "description": "The installed skills' names joined by `, `"}}},
+        "SkillName": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+        "SkillActive": {"type": "object", "required": ["name", "active"], "properties": {"name": {"type": "string"}, "active": {"type": "boolean"}}},
+        "SkillActiveBody": {"type": "object", "description": "enabled wins over active; neither is true", "properties": {
+            "enabled": lax_or_null.clone(), "active": lax_or_null.clone()
+        }},
+        "SkillActiveByName": {"type": "object", "required": ["skill_name"], "properties": {
+            "skill_name": nonblank(), "enabled": lax_or_null.clone(), "active": lax_or_null.clone()
+        }},
+        "SkillFileEntry": {"type": "object", "required": ["name", "path", "type", "size", "editable"], "properties": {
+            "name": {"type": "string"}, "path": {"type": "string"},
+            "type": {"type": "string", "enum": ["file", "directory"]},
+            "size": {"type": "integer", "minimum": 0}, "editable": {"type": "boolean"}
+        }},
+        "SkillFiles": {"type": "object", "required": ["name", "path", "entries"], "properties": {
+            "name": {"type": "string"}, "path": {"type": "string", "description": "The folder, relative to the skill ('' is its root)"},
+            "entries": {"type": "array", "items": {"$ref": "#/components/schemas/SkillFileEntry"}, "description": "Folders first, then files, by name ignoring case"}
+        }},
+        "SkillFile": {"type": "object", "required": ["name", "path", "content", "size", "editable"], "properties": {
+            "name": {"type": "string"}, "path": {"type": "string"}, "content": {"type": "string"},
+            "size": {"type": "integer", "minimum": 0}, "editable": {"type": "boolean"}
+        }},
+        "SkillFileWrite": {"type": "object", "required": ["skill_name", "path"], "properties": {
+            "skill_name": nonblank(), "path": nonblank(),
+            "content": {"type": ["string", "null"], "maxLength": 524288, "description": "The new text (default empty); the file must exist and be a text type"}
+        }},
+        "SkillFileWritten": {"type": "object", "required": ["name", "path", "size"], "properties": {
+            "name": {"type": "string"}, "path": {"type": "string"}, "size": {"type": "integer", "minimum": 0}
+        }},
+        "SkillNeoSync": {"type": "object", "description": "release_id, or skill_key (with require_stable, default true)", "properties": {
+            "release_id": {"type": ["string", "null"]}, "skill_key": {"type": ["string", "null"]}, "require_stable": lax_or_null.clone()
+        }, "additionalProperties": true}
     })
 }
 

@@ -34,6 +34,7 @@ mod readme;
 mod receiver;
 mod reference_examples;
 mod secrets;
+mod skills;
 mod startup;
 mod support;
 mod telegram;

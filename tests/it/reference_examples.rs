@@ -97,6 +97,16 @@ fn setup(s: &Server, admin: &str, doc: &Value, delivery: &str) -> Ids {
         Some(&body),
     );
     let attachment = ok_data(s, &r, "upload");
+    // The skill `csv-report` (refused as existing when it is there).
+    let skill = crate::skills::zip_of(&[("csv-report/SKILL.md", crate::skills::SKILL_MD)]);
+    let (ct, body) = multipart(&[("file", Some("csv-report.zip"), Some("application/zip"), &skill)]);
+    http(
+        s.addr,
+        "POST",
+        "/api/v1/skills",
+        &[("Authorization", &bearer(admin)), ("Content-Type", &ct)],
+        Some(&body),
+    );
     let (_, key_id) = s.create_key(admin, r#"{"name":"fixture","scopes":["chat"]}"#);
     vec![
         ("KEY_ID", key_id),
@@ -173,6 +183,9 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
             ("POST", "/api/v1/mcp/servers") => {
                 s.call("DELETE", "/api/v1/mcp/servers/everything", &admin, None);
             }
+            ("POST", "/api/v1/skills" | "/api/v1/skills/batch") => {
+                s.call("DELETE", "/api/v1/skills/csv-report", &admin, None);
+            }
             _ => {}
         }
         let credential = match op["x-astrbot-scope"].as_str().unwrap() {
@@ -206,12 +219,17 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
         let upload_type;
         if let Some(media) = content.get("multipart/form-data") {
             assert!(media["schema"].is_object(), "{method} {path}: an upload without a schema");
-            let (ct, bytes) = multipart(&[(
-                "file",
-                Some("notes.txt"),
-                Some("text/plain"),
-                b"uploaded from the reference\n",
-            )]);
+            let skill = crate::skills::zip_of(&[("csv-report/SKILL.md", crate::skills::SKILL_MD)]);
+            let (ct, bytes) = if path.starts_with("/api/v1/skills") {
+                multipart(&[("file", Some("csv-report.zip"), Some("application/zip"), &skill)])
+            } else {
+                multipart(&[(
+                    "file",
+                    Some("notes.txt"),
+                    Some("text/plain"),
+                    b"uploaded from the reference\n",
+                )])
+            };
             upload_type = ct;
             headers.push(("Content-Type", &upload_type));
             body = Some(bytes);
@@ -274,6 +292,7 @@ fn needs_a_live_peer(method: &str, path: &str) -> Option<&'static str> {
             Some("Failed to test MCP connection: ")
         }
         ("POST", "/api/v1/mcp/providers/modelscope/sync") => Some("Sync failed: "),
+        ("POST", "/api/v1/skills/neo/sync") => Some("Shipyard Neo endpoint or access token not configured"),
         _ => None,
     }
 }

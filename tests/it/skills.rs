@@ -1,0 +1,397 @@
+//! Skills: upload (zip and tar.gz, AstrBot's layouts and messages), listing, active
+//! flags, file listing, reading and writing, the zip download, delete; every hostile
+//! archive refused with the data folder left as it was; traversal attempts on every file
+//! route refused; a skill's text reaching the model, which reads its files with
+//! `read_skill_file`.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::support::{Resp, Server, bearer, http, upload};
+
+/// A zip of (name, bytes) entries, deflated.
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in entries {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+pub const SKILL_MD: &[u8] =
+    b"---\nname: csv-report\ndescription: Turn a CSV file into a short Markdown report.\n---\n# CSV report\nRead scripts/run.py.\n";
+
+fn up(s: &Server, key: &str, filename: &str, bytes: &[u8]) -> Resp {
+    upload(s, key, "/api/v1/skills", &[("file", Some(filename), Some("application/zip"), bytes)])
+}
+
+fn ok(s: &Server, r: &Resp) -> Value {
+    s.expect(r, 200);
+    let v = r.json();
+    assert_eq!(v["status"], "ok", "{}", r.text());
+    v["data"].clone()
+}
+
+fn soft_error(s: &Server, r: &Resp) -> String {
+    s.expect(r, 200);
+    let v = r.json();
+    assert_eq!(v["status"], "error", "{}", r.text());
+    assert!(v.get("data").is_none(), "{}", r.text());
+    v["message"].as_str().unwrap().to_owned()
+}
+
+/// Every path under `dir` with its size, sorted.
+fn tree(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let name = p.strip_prefix(dir).unwrap().display().to_string();
+            // The database and its journal change with every request.
+            if name.starts_with("astrbot.db") || name.ends_with(".log") {
+                continue;
+            }
+            out.push((name, if m.is_dir() { 0 } else { m.len() }));
+            if m.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn setup() -> (Server, String) {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let key = s.create_key(&admin, r#"{"name":"skills","scopes":["skill"]}"#).0;
+    (s, key)
+}
+
+#[test]
+fn upload_list_read_write_disable_download_delete() {
+    let (s, k) = setup();
+    let zip = zip_of(&[
+        ("csv-report/SKILL.md", SKILL_MD),
+        ("csv-report/scripts/run.py", b"print('hi')\n"),
+        ("csv-report/data.bin", b"\x00\x01"),
+        ("__MACOSX/csv-report/._SKILL.md", b"junk"),
+    ]);
+    let r = up(&s, &k, "csv-report.zip", &zip);
+    s.expect(&r, 200);
+    assert_eq!(r.json()["message"], "Skill uploaded successfully.");
+    assert_eq!(r.json()["data"]["name"], "csv-report");
+    assert_eq!(soft_error(&s, &up(&s, &k, "csv-report.zip", &zip)), "Skill csv-report already exists.");
+
+    let list = ok(&s, &s.call("GET", "/api/v1/skills", &k, None));
+    assert_eq!(list["runtime"], "none");
+    assert_eq!(
+        list["sandbox_cache"],
+        json!({"exists": false, "ready": false, "count": 0, "updated_at": null})
+    );
+    let skill = &list["skills"][0];
+    assert_eq!(skill["name"], "csv-report");
+    assert_eq!(skill["description"], "Turn a CSV file into a short Markdown report.");
+    assert_eq!(skill["active"], true);
+    assert_eq!(skill["source_type"], "local_only");
+
+    let files = ok(&s, &s.call("GET", "/api/v1/skills/csv-report/files", &k, None));
+    let names: Vec<&str> =
+        files["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["scripts", "data.bin", "SKILL.md"]);
+    assert_eq!(files["entries"][1]["editable"], false);
+    let sub = ok(&s, &s.call("GET", "/api/v1/skills/files?skill_name=csv-report&path=scripts", &k, None));
+    assert_eq!(sub["path"], "scripts");
+    assert_eq!(sub["entries"][0]["path"], "scripts/run.py");
+
+    let f = ok(&s, &s.call("GET", "/api/v1/skills/csv-report/files/scripts/run.py", &k, None));
+    assert_eq!(f["content"], "print('hi')\n");
+    assert_eq!(f["path"], "scripts/run.py");
+    let r = http(
+        s.addr,
+        "PUT",
+        "/api/v1/skills/csv-report/files/scripts/run.py",
+        &[("Authorization", &bearer(&k)), ("Content-Type", "text/plain")],
+        Some(b"print('bye')\n"),
+    );
+    assert_eq!(ok(&s, &r), json!({"name": "csv-report", "path": "scripts/run.py", "size": 13}));
+    let f = ok(&s, &s.call("GET", "/api/v1/skills/file?skill_name=csv-report&path=scripts/run.py", &k, None));
+    assert_eq!(f["content"], "print('bye')\n");
+    let body =
+        json!({"skill_name": "csv-report", "path": "SKILL.md", "content": "---\ndescription: New.\n---\n"});
+    ok(&s, &s.call("PUT", "/api/v1/skills/file", &k, Some(body)));
+    let list = ok(&s, &s.call("GET", "/api/v1/skills", &k, None));
+    assert_eq!(list["skills"][0]["description"], "New.");
+    // No creation, no binary, no invalid UTF-8.
+    let new = json!({"skill_name": "csv-report", "path": "new.md", "content": "x"});
+    assert_eq!(soft_error(&s, &s.call("PUT", "/api/v1/skills/file", &k, Some(new))), "Skill file not found");
+    let bin = json!({"skill_name": "csv-report", "path": "data.bin", "content": "x"});
+    assert_eq!(soft_error(&s, &s.call("PUT", "/api/v1/skills/file", &k, Some(bin))), "Unsupported file type");
+    let r = http(
+        s.addr,
+        "PUT",
+        "/api/v1/skills/csv-report/files/SKILL.md",
+        &[("Authorization", &bearer(&k))],
+        Some(b"\xff\xfe"),
+    );
+    s.expect(&r, 400);
+
+    let r = s.call("PATCH", "/api/v1/skills/csv-report", &k, Some(json!({"enabled": false})));
+    assert_eq!(ok(&s, &r), json!({"name": "csv-report", "active": false}));
+    let list = ok(&s, &s.call("GET", "/api/v1/skills", &k, None));
+    assert_eq!(list["skills"][0]["active"], false);
+    let r = s.call(
+        "PATCH",
+        "/api/v1/skills/by-name",
+        &k,
+        Some(json!({"skill_name": "csv-report", "active": true})),
+    );
+    assert_eq!(ok(&s, &r)["active"], true);
+
+    let r = s.call("GET", "/api/v1/skills/csv-report/archive", &k, None);
+    s.expect(&r, 200);
+    assert_eq!(r.header("content-type"), Some("application/zip"));
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(r.body.clone())).unwrap();
+    assert!(z.by_name("csv-report/scripts/run.py").is_ok());
+    let r = s.call("GET", "/api/v1/skills/nope/archive", &k, None);
+    s.expect_error(&r, 404, "Local skill not found");
+    let r = s.call("GET", "/api/v1/skills/a%20b/archive", &k, None);
+    s.expect_error(&r, 400, "Invalid skill name");
+
+    assert_eq!(
+        ok(&s, &s.call("DELETE", "/api/v1/skills/csv-report", &k, None)),
+        json!({"name": "csv-report"})
+    );
+    assert!(!s.data.path().join("skills/csv-report").exists());
+    assert_eq!(
+        ok(&s, &s.call("DELETE", "/api/v1/skills/by-name?skill_name=gone", &k, None)),
+        json!({"name": "gone"})
+    );
+    assert_eq!(ok(&s, &s.call("GET", "/api/v1/skills", &k, None))["skills"], json!([]));
+}
+
+#[test]
+fn layouts_and_messages() {
+    let (s, k) = setup();
+    // SKILL.md at the root: named after the stem, whitespace as _.
+    let r = up(&s, &k, "my skill.zip", &zip_of(&[("SKILL.md", SKILL_MD)]));
+    assert_eq!(ok(&s, &r)["name"], "my_skill");
+    // Several top-level folders: each with SKILL.md is a skill.
+    let z = zip_of(&[("a/SKILL.md", SKILL_MD), ("b/SKILL.md", SKILL_MD), ("c/readme.txt", b"x")]);
+    assert_eq!(ok(&s, &up(&s, &k, "many.zip", &z))["name"], "a, b");
+    let z = zip_of(&[("a/SKILL.md", SKILL_MD), ("d/SKILL.md", SKILL_MD)]);
+    assert!(
+        soft_error(&s, &up(&s, &k, "many.zip", &z))
+            .starts_with("One or more skills from the archive already exist")
+    );
+    assert!(!s.data.path().join("skills/d").exists());
+    // One folder: the stem names it.
+    assert_eq!(ok(&s, &up(&s, &k, "stem.zip", &zip_of(&[("inner/SKILL.md", SKILL_MD)])))["name"], "stem");
+    let z = zip_of(&[("x/readme.md", b"x")]);
+    assert_eq!(
+        soft_error(&s, &up(&s, &k, "x.zip", &z)),
+        "SKILL.md not found in the root of the zip archive."
+    );
+    let z = zip_of(&[("x/readme.md", b"x"), ("y/readme.md", b"x")]);
+    assert_eq!(
+        soft_error(&s, &up(&s, &k, "x.zip", &z)),
+        "No valid SKILL.md found in any folder of the zip archive."
+    );
+    assert_eq!(soft_error(&s, &up(&s, &k, "x.txt", b"hello")), "Only .zip files are supported");
+    assert_eq!(soft_error(&s, &up(&s, &k, "x.zip", b"hello")), "Uploaded file is not a valid zip archive.");
+    assert_eq!(soft_error(&s, &up(&s, &k, "x.zip", &zip_of(&[]))), "Zip archive is empty.");
+    assert_eq!(
+        soft_error(&s, &up(&s, &k, "bad name!.zip", &zip_of(&[("SKILL.md", SKILL_MD)]))),
+        "Invalid skill name."
+    );
+    let r = upload(&s, &k, "/api/v1/skills", &[("other", None, None, b"x")]);
+    assert_eq!(soft_error(&s, &r), "Missing file");
+    // tar.gz, beyond AstrBot.
+    let mut tar =
+        tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(SKILL_MD.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "tarred/SKILL.md", SKILL_MD).unwrap();
+    let gz = tar.into_inner().unwrap().finish().unwrap();
+    assert_eq!(ok(&s, &up(&s, &k, "tarred.tar.gz", &gz))["name"], "tarred");
+}
+
+/// A zip whose local header for `name` declares `declared` bytes where the data holds more.
+fn lying_zip(real: &[u8], declared: u32) -> Vec<u8> {
+    let mut z = zip_of(&[("liar/SKILL.md", real)]);
+    // Patch the uncompressed size in the local header (offset 22) and the central
+    // directory entry (offset 24 from its signature).
+    z[22..26].copy_from_slice(&declared.to_le_bytes());
+    let cd = z.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    z[cd + 24..cd + 28].copy_from_slice(&declared.to_le_bytes());
+    z
+}
+
+/// A zip holding `dup/SKILL.md` twice (the writer refuses that, so a name is patched).
+fn dup_zip() -> Vec<u8> {
+    let mut z = zip_of(&[("dup/SKILL.md", SKILL_MD), ("dup/SKILL.mX", b"again")]);
+    while let Some(at) = z.windows(12).position(|w| w == b"dup/SKILL.mX") {
+        z[at + 11] = b'd';
+    }
+    z
+}
+
+#[test]
+fn hostile_archives_are_refused_and_leave_nothing() {
+    let (s, k) = setup();
+    ok(&s, &up(&s, &k, "keep.zip", &zip_of(&[("SKILL.md", SKILL_MD)])));
+    let before = tree(s.data.path());
+
+    let mut symlink = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    symlink.start_file("evil/SKILL.md", opts).unwrap();
+    symlink.write_all(SKILL_MD).unwrap();
+    symlink.add_symlink("evil/passwd", "/etc/passwd", opts).unwrap();
+    let symlink = symlink.finish().unwrap().into_inner();
+
+    let many: Vec<(String, Vec<u8>)> = (0..1001).map(|i| (format!("many/f{i}.txt"), b"x".to_vec())).collect();
+    let many_refs: Vec<(&str, &[u8])> = many.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let bomb = vec![b'a'; 17 << 20];
+    let ratio = vec![b'a'; 8 << 20];
+    let deep = format!("deep/{}SKILL.md", "d/".repeat(20));
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "slip.zip",
+            zip_of(&[("slip/SKILL.md", SKILL_MD), ("../x", b"x")]),
+            "Zip archive contains invalid relative paths.",
+        ),
+        (
+            "abs.zip",
+            zip_of(&[("abs/SKILL.md", SKILL_MD), ("/etc/x", b"x")]),
+            "Zip archive contains absolute paths.",
+        ),
+        (
+            "nested.zip",
+            zip_of(&[("n/SKILL.md", SKILL_MD), ("n/../../x", b"x")]),
+            "Zip archive contains invalid relative paths.",
+        ),
+        (
+            "back.zip",
+            zip_of(&[("b/SKILL.md", SKILL_MD), ("b\\..\\..\\x", b"x")]),
+            "Zip archive contains invalid relative paths.",
+        ),
+        ("link.zip", symlink, "Archive contains a link or special file"),
+        ("liar.zip", lying_zip(&[b'z'; 4096], 10), "Uploaded file is not a valid zip archive."),
+        ("many.zip", zip_of(&many_refs), "Archive is too large: more than 1000 entries"),
+        ("huge.zip", zip_of(&[("huge/SKILL.md", SKILL_MD), ("huge/big.txt", &bomb)]), "Archive is too large"),
+        ("ratio.zip", zip_of(&[("ratio/SKILL.md", SKILL_MD), ("ratio/r.txt", &ratio)]), "a zip bomb"),
+        ("dup.zip", dup_zip(), "the same path twice"),
+        ("deep.zip", zip_of(&[(deep.as_str(), SKILL_MD)]), "Zip archive contains invalid relative paths."),
+        ("notzip.zip", b"PK\x03\x04 not really a zip".to_vec(), "Uploaded file is not a valid zip archive."),
+    ];
+    for (name, bytes, want) in cases {
+        let r = up(&s, &k, name, &bytes);
+        let message = soft_error(&s, &r);
+        assert!(message.contains(want), "{name}: {message}");
+        assert_eq!(tree(s.data.path()), before, "{name} left something behind");
+    }
+}
+
+#[test]
+fn no_file_route_leaves_the_skill() {
+    let (s, k) = setup();
+    ok(
+        &s,
+        &up(
+            &s,
+            &k,
+            "csv-report.zip",
+            &zip_of(&[("csv-report/SKILL.md", SKILL_MD), ("csv-report/a.md", b"a")]),
+        ),
+    );
+    std::fs::write(s.data.path().join("secret.md"), "top secret").unwrap();
+    std::fs::create_dir_all(s.data.path().join("skills/other")).unwrap();
+    std::fs::write(s.data.path().join("skills/other/SKILL.md"), "other").unwrap();
+    let dir = s.data.path().join("skills/csv-report");
+    std::os::unix::fs::symlink(s.data.path().join("secret.md"), dir.join("out.md")).unwrap();
+    std::os::unix::fs::symlink(s.data.path(), dir.join("outdir")).unwrap();
+    std::os::unix::fs::symlink(s.data.path().join("skills/other"), s.data.path().join("skills/linked"))
+        .unwrap();
+
+    let files = ok(&s, &s.call("GET", "/api/v1/skills/csv-report/files", &k, None));
+    let names: Vec<&str> =
+        files["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a.md", "SKILL.md"], "symlinks leading out are not listed");
+
+    let reads = [
+        "/api/v1/skills/csv-report/files/out.md",
+        "/api/v1/skills/csv-report/files/outdir/secret.md",
+        "/api/v1/skills/csv-report/files/..%2F..%2Fsecret.md",
+        "/api/v1/skills/csv-report/files/%2E%2E/%2E%2E/secret.md",
+        "/api/v1/skills/csv-report/files/%2Fetc%2Fpasswd",
+        "/api/v1/skills/csv-report/files/..%5C..%5Csecret.md",
+        "/api/v1/skills/file?skill_name=csv-report&path=../../secret.md",
+        "/api/v1/skills/file?skill_name=csv-report&path=/etc/passwd",
+        "/api/v1/skills/file?skill_name=csv-report&path=outdir/secret.md",
+        "/api/v1/skills/file?skill_name=..&path=secret.md",
+        "/api/v1/skills/file?skill_name=csv-report%2F..&path=secret.md",
+        "/api/v1/skills/file?skill_name=linked&path=SKILL.md",
+        "/api/v1/skills/..%2F..%2F/files/secret.md",
+        "/api/v1/skills/files?skill_name=csv-report&path=..",
+        "/api/v1/skills/files?skill_name=csv-report&path=outdir",
+        "/api/v1/skills/files?skill_name=csv-report&path=/",
+        "/api/v1/skills/csv-report/files?path=../other",
+        "/api/v1/skills/..%2F/files",
+        "/api/v1/skills/..%2Fcsv-report/archive",
+    ];
+    for url in reads {
+        let r = s.call("GET", url, &k, None);
+        let text = r.text();
+        assert!(!text.contains("top secret") && !text.contains("other"), "{url}: {text}");
+        assert!(r.status != 200 || r.json()["status"] == "error", "{url}: {text}");
+    }
+    for (path, body) in [
+        ("/api/v1/skills/csv-report/files/out.md", "pwned"),
+        ("/api/v1/skills/csv-report/files/outdir/secret.md", "pwned"),
+        ("/api/v1/skills/csv-report/files/..%2F..%2Fsecret.md", "pwned"),
+        ("/api/v1/skills/csv-report/files/%2Fetc%2Fhostname", "pwned"),
+    ] {
+        let r = http(s.addr, "PUT", path, &[("Authorization", &bearer(&k))], Some(body.as_bytes()));
+        assert!(!soft_error(&s, &r).is_empty(), "{path}");
+    }
+    for (name, p) in [
+        ("csv-report", "../../secret.md"),
+        ("csv-report", "out.md"),
+        ("..", "secret.md"),
+        ("linked", "SKILL.md"),
+    ] {
+        let body = json!({"skill_name": name, "path": p, "content": "pwned"});
+        soft_error(&s, &s.call("PUT", "/api/v1/skills/file", &k, Some(body)));
+    }
+    assert_eq!(std::fs::read_to_string(s.data.path().join("secret.md")).unwrap(), "top secret");
+    // Delete validates the name (AstrBot's has a traversal).
+    for url in [
+        "/api/v1/skills/..",
+        "/api/v1/skills/%2E%2E",
+        "/api/v1/skills/by-name?skill_name=..",
+        "/api/v1/skills/by-name?skill_name=../skills",
+    ] {
+        let r = s.call("DELETE", url, &k, None);
+        assert!(r.status != 200 || r.json()["status"] == "error", "{url}: {}", r.text());
+    }
+    assert!(s.data.path().join("secret.md").exists() && s.data.path().join("skills/other/SKILL.md").exists());
+}
+
+#[test]
+fn neo_sync_needs_a_configured_endpoint() {
+    let (s, k) = setup();
+    let r = s.call("POST", "/api/v1/skills/neo/sync", &k, Some(json!({"skill_key": "x"})));
+    assert_eq!(
+        soft_error(&s, &r),
+        "Shipyard Neo endpoint or access token not configured. Set them in Dashboard or ensure Bay's credentials.json is accessible."
+    );
+}
