@@ -1,5 +1,6 @@
 //! The prompt a model sees for a chat message: the persona's system prompt (with the
-//! knowledge-base passages found for the message), its opening dialogue, the session's
+//! knowledge-base passages found for the message, and the active skills' names and
+//! descriptions with how to read them), its opening dialogue, the session's
 //! history since the last `/new`, and the new message with its attachments.
 //!
 //! The context only reads. History is bounded twice, by the persona's `max_context_length`
@@ -147,6 +148,47 @@ fn history(conn: &Connection, session_id: &str, max_turns: i64) -> Vec<Turn> {
     kept
 }
 
+/// The skills section of the system prompt (AstrBot's `build_skills_prompt`, adapted:
+/// the model reads a skill's files with the `read_skill_file` tool, there is no shell):
+/// the active local skills the persona keeps (`skills`: `None` every one, a list those
+/// names), each with its description. Empty when there are none or the persona's tools
+/// leave out `read_skill_file` (the model could not open them).
+fn skills_prompt(conn: &Connection, data_dir: &Path, persona: &Persona) -> String {
+    let tool = super::tools::READ_SKILL_FILE;
+    if persona.tools.as_ref().is_some_and(|t| !t.iter().any(|n| n == tool)) {
+        return String::new();
+    }
+    let states = crate::db::skills::states(conn).unwrap_or_default();
+    let skills: Vec<_> = crate::skills::list(data_dir)
+        .into_iter()
+        .filter(|s| states.get(&s.name).copied().unwrap_or(true))
+        .filter(|s| persona.skills.as_ref().is_none_or(|names| names.iter().any(|n| n == &s.name)))
+        .take(100)
+        .collect();
+    if skills.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n\n## Skills\n\nSkills are instruction bundles, each described by a `SKILL.md` file with any \
+         files it refers to. Read a skill's files with the `{tool}` tool (skill_name, and path: \
+         `SKILL.md` by default).\n\n### Available skills\n"
+    );
+    for s in &skills {
+        let description: String = s.description.chars().take(500).collect();
+        let description = if description.is_empty() { "(no description)".to_owned() } else { description };
+        out.push_str(&format!("- **{}**: {description}\n", s.name));
+    }
+    out.push_str(&format!(
+        "\n### Skill rules\n\
+         1. This list is every skill you have.\n\
+         2. Use a skill when the user names it or the task clearly matches its description.\n\
+         3. Before using a skill, read its `SKILL.md` with `{tool}` and follow it.\n\
+         4. Read only the files `SKILL.md` refers to, when you need them.\n\
+         5. If a skill needs to run a script, say so: you cannot run programs here.\n"
+    ));
+    out
+}
+
 /// The request: the persona's prompt (with knowledge-base passages when `kb_names` found
 /// some), its opening dialogue, the session's history since the last `/new` (at most
 /// `max_turns` exchanges, -1 for no limit, and a character budget), then the new message
@@ -160,7 +202,8 @@ pub fn context(
     max_turns: i64,
     passages: &[Passage],
 ) -> Vec<Turn> {
-    let mut turns = vec![Turn { role: "system", content: json!(system_prompt(persona, passages)) }];
+    let system = system_prompt(persona, passages) + &skills_prompt(conn, data_dir, persona);
+    let mut turns = vec![Turn { role: "system", content: json!(system) }];
     for (i, d) in persona.begin_dialogs.iter().enumerate() {
         turns.push(Turn { role: if i % 2 == 0 { "user" } else { "assistant" }, content: json!(d) });
     }

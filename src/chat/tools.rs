@@ -1,5 +1,5 @@
 //! The tools an agent may call: the built-in ones (`current_time`, `knowledge_search`,
-//! `read_attachment`) and those of the MCP servers (`app.mcp`), as a [`Toolbox`] for one
+//! `read_attachment`, `read_skill_file`) and those of the MCP servers (`app.mcp`), as a [`Toolbox`] for one
 //! chat, and the execution of one call into the text the model gets back.
 //!
 //! Which tools a chat gets follows AstrBot's persona rule: a persona whose `tools` is
@@ -49,6 +49,7 @@ pub fn builtin_stats() -> (u64, u64) {
 pub const CURRENT_TIME: &str = "current_time";
 pub const KNOWLEDGE_SEARCH: &str = "knowledge_search";
 pub const READ_ATTACHMENT: &str = "read_attachment";
+pub const READ_SKILL_FILE: &str = "read_skill_file";
 
 /// The built-in tools, as offered to a model.
 pub fn builtins() -> Vec<ToolSpec> {
@@ -88,6 +89,36 @@ pub fn builtins() -> Vec<ToolSpec> {
     ]
 }
 
+/// `read_skill_file`, offered only while some skill is active (it has nothing to read
+/// otherwise, and the prompt lists no skill).
+pub fn skill_tool() -> ToolSpec {
+    ToolSpec {
+        name: READ_SKILL_FILE.into(),
+        description: "Read a text file of an active skill (listed in the system prompt under Skills): \
+                          its SKILL.md by default, or a file SKILL.md refers to, by its path inside the \
+                          skill. At most 64 KiB."
+            .into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "skill_name": {"type": "string", "description": "The skill's name, as listed."},
+                "path": {"type": "string", "description": "A file inside the skill, e.g. scripts/run.py (default SKILL.md)."}
+            },
+            "required": ["skill_name"]
+        }),
+    }
+}
+
+/// Whether any local skill is active.
+fn any_active_skill(app: &App) -> bool {
+    let skills = crate::skills::list(&app.settings.data_dir);
+    if skills.is_empty() {
+        return false;
+    }
+    let states = app.db.conn().ok().and_then(|c| crate::db::skills::states(&c).ok()).unwrap_or_default();
+    skills.iter().any(|s| states.get(&s.name).copied().unwrap_or(true))
+}
+
 /// Where a tool of the toolbox comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Origin {
@@ -109,7 +140,11 @@ impl Toolbox {
         if persona_tools.is_some_and(|names| names.is_empty()) {
             return Toolbox::default();
         }
-        Toolbox::from_parts(builtins(), app.mcp.tools(), persona_tools)
+        let mut builtins = builtins();
+        if any_active_skill(app) {
+            builtins.push(skill_tool());
+        }
+        Toolbox::from_parts(builtins, app.mcp.tools(), persona_tools)
     }
 
     fn from_parts(
@@ -257,8 +292,29 @@ fn builtin(env: &Env<'_>, name: &str, args: &Value) -> Result<String, String> {
             let conn = env.app.db.conn().map_err(|e| format!("the attachments are not available: {e}"))?;
             read_attachment(&conn, &env.app.settings.data_dir, env.session_id, id)
         }
+        READ_SKILL_FILE => {
+            let skill = args["skill_name"].as_str().map(str::trim).unwrap_or_default();
+            if skill.is_empty() {
+                return Err("read_skill_file needs a `skill_name` string".into());
+            }
+            let path = args["path"].as_str().map(str::trim).filter(|p| !p.is_empty()).unwrap_or("SKILL.md");
+            let conn = env.app.db.conn().map_err(|e| format!("the skills are not available: {e}"))?;
+            read_skill_file(&conn, &env.app.settings.data_dir, skill, path)
+        }
         _ => Err(format!("Tool {name} not found")),
     }
+}
+
+/// A text file of an active skill, through the file routes' traversal rules.
+fn read_skill_file(conn: &Connection, data_dir: &Path, skill: &str, path: &str) -> Result<String, String> {
+    let active = crate::db::skills::states(conn).map_err(|e| format!("cannot read the skills: {e}"))?;
+    if !active.get(skill).copied().unwrap_or(true) {
+        return Err(format!("the skill {skill} is not active"));
+    }
+    let dir = crate::skills::skill_dir(data_dir, skill).map_err(|e| format!("{e}: {skill}"))?;
+    let (_, text, _) = crate::skills::read_file(&dir, path, crate::skills::MAX_TOOL_READ)
+        .map_err(|e| format!("{e}: {path}"))?;
+    Ok(text)
 }
 
 /// `2026-12-01T14:20:23+08:00 (Asia/Shanghai)`: the time in the zone's standard offset.

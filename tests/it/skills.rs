@@ -395,3 +395,74 @@ fn neo_sync_needs_a_configured_endpoint() {
         "Shipyard Neo endpoint or access token not configured. Set them in Dashboard or ensure Bay's credentials.json is accessible."
     );
 }
+
+#[test]
+fn the_model_sees_active_skills_and_reads_their_files() {
+    use crate::fake_llm::{FakeLlm, Script, Step, connect};
+    let s = Server::start();
+    let admin = s.admin_token();
+    let (k, _) = s.create_key(&admin, r#"{"scopes":["chat","provider","persona","config","skill"]}"#);
+    let fake = FakeLlm::start(Script::reply(&["done"]));
+    connect(&s, &k, &fake, "openai_chat_completion", &["sk-test-1"], json!({}));
+    let z = zip_of(&[("csv-report/SKILL.md", SKILL_MD), ("csv-report/scripts/run.py", b"print('hi')\n")]);
+    ok(&s, &up(&s, &k, "csv-report.zip", &z));
+    fake.set(|sc| {
+        sc.steps = vec![
+            Step::calls(
+                "",
+                &[
+                    ("c1", "read_skill_file", r#"{"skill_name":"csv-report"}"#),
+                    ("c2", "read_skill_file", r#"{"skill_name":"csv-report","path":"scripts/run.py"}"#),
+                    ("c3", "read_skill_file", r#"{"skill_name":"csv-report","path":"../../astrbot.db"}"#),
+                ],
+            ),
+            Step::text(&["ok"]),
+        ]
+        .into()
+    });
+    let r = s.call(
+        "POST",
+        "/api/v1/chat",
+        &k,
+        Some(json!({"username": "alice", "session_id": "sk-1", "message": "report"})),
+    );
+    s.expect(&r, 200);
+    let reqs = fake.requests();
+    let system = reqs[0].messages()[0]["content"].as_str().unwrap().to_owned();
+    assert!(system.contains("## Skills"), "{system}");
+    assert!(system.contains("- **csv-report**: Turn a CSV file into a short Markdown report."), "{system}");
+    assert!(system.contains("read_skill_file"), "{system}");
+    let names: Vec<&str> = reqs[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"read_skill_file"), "{names:?}");
+    let msgs = reqs[1].messages();
+    let results: Vec<&str> =
+        msgs.iter().filter(|m| m["role"] == "tool").map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(results[0], std::str::from_utf8(SKILL_MD).unwrap());
+    assert_eq!(results[1], "print('hi')\n");
+    assert!(results[2].starts_with("error: Invalid relative path"), "{}", results[2]);
+
+    // Disabled: neither in the prompt nor offered.
+    ok(&s, &s.call("PATCH", "/api/v1/skills/csv-report", &k, Some(json!({"enabled": false}))));
+    fake.set(|sc| sc.steps = vec![Step::text(&["ok"])].into());
+    let r = s.call(
+        "POST",
+        "/api/v1/chat",
+        &k,
+        Some(json!({"username": "alice", "session_id": "sk-2", "message": "report"})),
+    );
+    s.expect(&r, 200);
+    let last = fake.last();
+    assert!(!last.messages()[0]["content"].as_str().unwrap_or_default().contains("csv-report"));
+    let names: Vec<&str> = last.body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"read_skill_file"), "{names:?}");
+}
