@@ -12,6 +12,7 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("files", include_str!("../static/docs/files.md")),
     ("knowledge", include_str!("../static/docs/knowledge.md")),
     ("tools", include_str!("../static/docs/tools.md")),
+    ("skills", include_str!("../static/docs/skills.md")),
     ("website-chatbots", include_str!("../static/docs/website-chatbots.md")),
     ("telegram", include_str!("../static/docs/telegram.md")),
     ("onebot", include_str!("../static/docs/onebot.md")),
