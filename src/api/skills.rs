@@ -1,6 +1,6 @@
 //! Skills (scope `skill`), as AstrBot's Open API has them (`api/skills.py`): list, upload
 //! an archive, enable or disable, delete, list, read and write a skill's files, download
-//! a skill as a zip, and Shipyard Neo's sync.
+//! a skill as a zip, and Shipyard Neo's sync (`skills::neo`).
 //!
 //! AstrBot's error style: after authentication every failure is HTTP 200 with
 //! `status: error` and no `data` (`ApiError::Soft`), except a missing by-name key and
@@ -315,23 +315,35 @@ pub fn download(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 }
 
 /// `POST /api/v1/skills/neo/sync`: needs the default profile's
-/// `provider_settings.sandbox.shipyard_neo_endpoint` and `shipyard_neo_access_token`.
-/// With both set, this server does not yet speak Bay's API and says so.
+/// `provider_settings.sandbox.shipyard_neo_endpoint` and `shipyard_neo_access_token`
+/// (AstrBot's fallback to Bay's `credentials.json` is not read); then `skills::neo`.
 pub fn neo_sync(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let config = crate::config::system_config(&*ctx.app.db.conn()?)?;
     let sandbox = &config["provider_settings"]["sandbox"];
-    let set = |k: &str| sandbox[k].as_str().is_some_and(|s| !s.trim().is_empty());
-    if !set("shipyard_neo_endpoint") || !set("shipyard_neo_access_token") {
+    let value = |k: &str| sandbox[k].as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let (Some(endpoint), Some(token)) = (value("shipyard_neo_endpoint"), value("shipyard_neo_access_token"))
+    else {
         return Err(soft(
             "Shipyard Neo endpoint or access token not configured. Set them in Dashboard or ensure Bay's credentials.json is accessible.",
         ));
-    }
+    };
     let body = body_or_empty(ctx)?;
-    let given = |k: &str| body.get(k).and_then(Value::as_str).is_some_and(|s| !s.trim().is_empty());
-    if !given("release_id") && !given("skill_key") {
+    let text = |k: &str| {
+        body.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+    };
+    let request = skills::neo::Request {
+        release_id: text("release_id"),
+        skill_key: text("skill_key"),
+        require_stable: body.get("require_stable").and_then(parse_bool).unwrap_or(true),
+    };
+    if request.release_id.is_none() && request.skill_key.is_none() {
         return Err(soft("Missing release_id or skill_key"));
     }
-    Err(soft(
-        "Shipyard Neo sync is not supported by this server yet: install the skill's archive with POST /api/v1/skills",
-    ))
+    let data = skills::neo::sync(&data_dir(ctx), &endpoint, &token, &request, crate::timefmt::now_micros())
+        .map_err(soft)?;
+    if let Some(name) = data["local_skill_name"].as_str() {
+        write_tx(&mut *ctx.app.db.conn()?, |tx| db::skills::set_active(tx, name, true))?;
+        log::info!("skill {name} synced from Shipyard Neo");
+    }
+    Ok(Response::ok(data))
 }

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::{self, ArchiveError, Kind};
 
+pub mod neo;
+
 /// The most of a file shown or written through the file routes (AstrBot's 512 KiB).
 pub const MAX_EDIT: u64 = 512 * 1024;
 
@@ -108,7 +110,7 @@ pub fn list(data_dir: &Path) -> Vec<Skill> {
     let root = root(data_dir);
     let Ok(entries) = fs::read_dir(&root) else { return Vec::new() };
     let mut out = Vec::new();
-    for entry in entries.flatten() {
+    for entry in entries.flatten().take(10_000) {
         let Ok(name) = entry.file_name().into_string() else { continue };
         if !valid_name(&name) || name.starts_with('.') {
             continue;

@@ -466,3 +466,90 @@ fn the_model_sees_active_skills_and_reads_their_files() {
         .collect();
     assert!(!names.contains(&"read_skill_file"), "{names:?}");
 }
+
+/// A fake Bay: answers the release listing, the candidate and the payload; records paths.
+fn fake_bay() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut auth = String::new();
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.to_ascii_lowercase().starts_with("authorization:") {
+                    auth = h.trim().to_owned();
+                }
+                if h.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+            log.lock().unwrap().push(path.clone());
+            let body = if !auth.ends_with("Bearer sk-bay-test") {
+                None
+            } else if path.starts_with("/v1/skills/releases?skill_key=csv_report") {
+                Some(
+                    json!({"items": [{"id": "rel_1", "skill_key": "csv_report", "candidate_id": "cand_1", "stage": "stable"}]}),
+                )
+            } else if path.starts_with("/v1/skills/releases?skill_key=") {
+                Some(json!({"items": []}))
+            } else if path == "/v1/skills/candidates/cand_1" {
+                Some(json!({"id": "cand_1", "payload_ref": "blob:1"}))
+            } else if path == "/v1/skills/payloads/blob%3A1" {
+                Some(
+                    json!({"payload_ref": "blob:1", "kind": "skill", "payload": {"skill_markdown": "# CSV report\n\n## Description\n\nTurn CSV   into a report.\n"}}),
+                )
+            } else {
+                None
+            };
+            let (status, text) = match body {
+                Some(b) => ("200 OK", b.to_string()),
+                None => ("404 Not Found", r#"{"detail":"not found"}"#.to_owned()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    (base, seen)
+}
+
+#[test]
+fn neo_sync_writes_the_release_as_a_local_skill() {
+    let s = Server::start();
+    let admin = s.admin_token();
+    let (base, seen) = fake_bay();
+    let cfg = json!({"provider_settings": {"sandbox": {"shipyard_neo_endpoint": base, "shipyard_neo_access_token": "sk-bay-test"}}});
+    s.expect(&s.call("PUT", "/api/v1/system-config", &admin, Some(cfg)), 200);
+    let r = s.call("POST", "/api/v1/skills/neo/sync", &admin, Some(json!({"skill_key": "csv_report"})));
+    let data = ok(&s, &r);
+    assert_eq!(data["local_skill_name"], "neo_csv_report");
+    assert_eq!(data["release_id"], "rel_1");
+    assert_eq!(data["payload_ref"], "blob:1");
+    let md = std::fs::read_to_string(s.data.path().join("skills/neo_csv_report/SKILL.md")).unwrap();
+    assert!(
+        md.starts_with(
+            "---\nname: neo_csv_report\ndescription: Turn CSV into a report.\n---\n\n# CSV report"
+        ),
+        "{md}"
+    );
+    let list = ok(&s, &s.call("GET", "/api/v1/skills", &admin, None));
+    assert_eq!(list["skills"][0]["name"], "neo_csv_report");
+    assert_eq!(list["skills"][0]["active"], true);
+    assert!(s.data.path().join("skills/neo_skill_map.json").is_file());
+    assert!(seen.lock().unwrap().iter().any(|p| p.contains("stage=stable")));
+    let r = s.call("POST", "/api/v1/skills/neo/sync", &admin, Some(json!({"skill_key": "other"})));
+    assert_eq!(soft_error(&s, &r), "No active stable release found for skill_key: other");
+    let r = s.call("POST", "/api/v1/skills/neo/sync", &admin, Some(json!({})));
+    assert_eq!(soft_error(&s, &r), "Missing release_id or skill_key");
+}
