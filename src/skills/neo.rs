@@ -103,8 +103,7 @@ fn split_markdown(md: &str) -> (Option<String>, Option<String>, String) {
             let mut name = None;
             for l in &rest[..end] {
                 if let Some(v) = l.strip_prefix("name:") {
-                    name = Some(v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
-                        .filter(|s| !s.is_empty());
+                    name = Some(v.trim().trim_matches(['\u{22}', '\'']).to_owned()).filter(|s| !s.is_empty());
                 }
             }
             let front = rest[..end].join("\n");
