@@ -332,10 +332,11 @@ pub fn install(data_dir: &Path, upload: &Path, kind: Kind, stem: &str) -> Result
         }
         if entry.path().is_dir() {
             folders.push(name);
-        } else if name == "SKILL.md" {
+        } else if name == "SKILL.md" || name == "skill.md" {
             root_md = true;
         }
     }
+    let has_md = |dir: &Path| dir.join("SKILL.md").is_file() || dir.join("skill.md").is_file();
     let stem_name = stem.split_whitespace().collect::<Vec<_>>().join("_");
     // (source folder, skill name)
     let mut plan: Vec<(PathBuf, String)> = Vec::new();
@@ -343,16 +344,18 @@ pub fn install(data_dir: &Path, upload: &Path, kind: Kind, stem: &str) -> Result
         plan.push((top.clone(), stem_name.clone()));
     } else if folders.len() == 1 {
         let src = top.join(&folders[0]);
-        if !src.join("SKILL.md").is_file() {
+        if !has_md(&src) {
             return Err("SKILL.md not found in the root of the zip archive.".into());
         }
         plan.push((src, stem_name.clone()));
     } else {
         folders.sort();
+        // Folders whose name is not a valid skill name are skipped, as AstrBot skips them.
         for f in &folders {
             let src = top.join(f);
-            if src.join("SKILL.md").is_file() {
-                plan.push((src, f.clone()));
+            let name = f.split_whitespace().collect::<Vec<_>>().join("_");
+            if has_md(&src) && valid_name(&name) && !name.starts_with('.') {
+                plan.push((src, name));
             }
         }
         if plan.is_empty() {
@@ -401,6 +404,10 @@ pub fn install(data_dir: &Path, upload: &Path, kind: Kind, stem: &str) -> Result
                 let _ = fs::remove_dir_all(d);
             }
             return Err(format!("Cannot install the skill: {e}"));
+        }
+        // A legacy `skill.md` becomes `SKILL.md`.
+        if !dest.join("SKILL.md").exists() {
+            let _ = fs::rename(dest.join("skill.md"), dest.join("SKILL.md"));
         }
         done.push(dest);
     }

@@ -183,8 +183,14 @@ fn layouts_and_messages() {
     let r = up(&s, &k, "my skill.zip", &zip_of(&[("SKILL.md", SKILL_MD)]));
     assert_eq!(ok(&s, &r)["name"], "my_skill");
     // Several top-level folders: each with SKILL.md is a skill.
-    let z = zip_of(&[("a/SKILL.md", SKILL_MD), ("b/SKILL.md", SKILL_MD), ("c/readme.txt", b"x")]);
+    let z = zip_of(&[
+        ("a/SKILL.md", SKILL_MD),
+        ("b/skill.md", SKILL_MD),
+        ("c/readme.txt", b"x"),
+        ("bad!/SKILL.md", SKILL_MD),
+    ]);
     assert_eq!(ok(&s, &up(&s, &k, "many.zip", &z))["name"], "a, b");
+    assert!(s.data.path().join("skills/b/SKILL.md").is_file(), "skill.md is renamed");
     let z = zip_of(&[("a/SKILL.md", SKILL_MD), ("d/SKILL.md", SKILL_MD)]);
     assert!(
         soft_error(&s, &up(&s, &k, "many.zip", &z))
