@@ -141,6 +141,15 @@ fn upload_list_read_write_disable_download_delete() {
         Some(b"\xff\xfe"),
     );
     s.expect(&r, 400);
+    let big = vec![b'a'; 600 << 10];
+    let r = http(
+        s.addr,
+        "PUT",
+        "/api/v1/skills/csv-report/files/SKILL.md",
+        &[("Authorization", &bearer(&k))],
+        Some(&big),
+    );
+    assert_eq!(soft_error(&s, &r), "File content is too large");
 
     let r = s.call("PATCH", "/api/v1/skills/csv-report", &k, Some(json!({"enabled": false})));
     assert_eq!(ok(&s, &r), json!({"name": "csv-report", "active": false}));
@@ -299,6 +308,32 @@ fn hostile_archives_are_refused_and_leave_nothing() {
         ("deep.zip", zip_of(&[(deep.as_str(), SKILL_MD)]), "Zip archive contains invalid relative paths."),
         ("notzip.zip", b"PK\x03\x04 not really a zip".to_vec(), "Uploaded file is not a valid zip archive."),
     ];
+    // tar.gz: a symlink, a hard link, `..` and an absolute name.
+    let tgz = |kind: tar::EntryType, name: &[u8], data: &[u8]| {
+        let mut tar =
+            tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(SKILL_MD.len() as u64);
+        h.set_cksum();
+        tar.append_data(&mut h, "t/SKILL.md", SKILL_MD).unwrap();
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        if kind != tar::EntryType::Regular {
+            h.set_link_name("/etc/passwd").unwrap();
+        }
+        h.set_cksum();
+        tar.append(&h, data).unwrap();
+        tar.into_inner().unwrap().finish().unwrap()
+    };
+    let mut cases = cases;
+    cases.push(("sym.tar.gz", tgz(tar::EntryType::Symlink, b"t/passwd", b""), "link or special file"));
+    cases.push(("hard.tar.gz", tgz(tar::EntryType::Link, b"t/passwd", b""), "link or special file"));
+    cases.push(("dev.tar.gz", tgz(tar::EntryType::Char, b"t/null", b""), "link or special file"));
+    cases.push(("slip.tar.gz", tgz(tar::EntryType::Regular, b"../x", b"x"), "invalid relative paths"));
+    cases.push(("abs.tar.gz", tgz(tar::EntryType::Regular, b"/tmp/x", b"x"), "absolute paths"));
+    cases.push(("junk.tgz", b"not gzip".to_vec(), "not a valid archive"));
     for (name, bytes, want) in cases {
         let r = up(&s, &k, name, &bytes);
         let message = soft_error(&s, &r);
