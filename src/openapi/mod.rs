@@ -150,6 +150,12 @@ fn plain_response(route: &Route, responses: &mut Map<String, Value>) {
             ok("text/html; charset=utf-8", html)
         }
         "/api/v1/chat" => chat_response(),
+        "/api/v1/skills/{skill_name}/archive" => {
+            responses.insert("404".into(), error_response("Local skill not found"));
+            responses.insert("500".into(), error_response("Failed to prepare skill archive"));
+            json!({"description": "The skill's folder as `<name>.zip` (Content-Disposition: attachment)",
+                   "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}})
+        }
         "/api/v1/logs/live" => {
             json!({"description": "New log lines until the client goes: `data: {LogLine}` events, and `: heartbeat` after each silent second",
             "content": {"text/event-stream": {"schema": {"type": "object", "description": "One event (before OpenAPI 3.2, `schema` describes each event of a stream): a `data:` line holding one LogLine as JSON", "required": ["data"], "properties": {

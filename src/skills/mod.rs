@@ -256,8 +256,11 @@ pub fn write_file(dir: &Path, rel: &str, content: &str) -> Result<(String, u64),
     if !editable_type(&real) {
         return Err("Unsupported file type".into());
     }
-    let tmp =
-        real.with_file_name(format!(".{}.tmp", real.file_name().and_then(|n| n.to_str()).unwrap_or("f")));
+    // A name of its own per write, so two writes of one file never share a temporary file.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = real.file_name().and_then(|n| n.to_str()).unwrap_or("f");
+    let tmp = real.with_file_name(format!(".{file}.{}-{n}.tmp", std::process::id()));
     let write = || -> io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(content.as_bytes())?;
