@@ -54,6 +54,7 @@ pub fn schemas() -> Value {
         config_route(),
         health(),
         mcp(),
+        skills(),
         super::operator::schemas(),
     ];
     let mut all = Map::new();
@@ -461,7 +462,14 @@ fn mcp() -> Value {
             "config": {"type": ["object", "null"]}
         }, "additionalProperties": true},
         "McpToolNames": {"type": "array", "items": {"type": "string"}, "description": "The tools the server offers (their MCP names)"},
-        "ModelScopeSync": {"type": "object", "properties": {"access_token": {"type": ["string", "null"], "description": "Your ModelScope access token; sent to ModelScope once, never stored"}}},
+        "ModelScopeSync": {"type": "object", "properties": {"access_token": {"type": ["string", "null"], "description": "Your ModelScope access token; sent to ModelScope once, never stored"}}}
+    })
+}
+
+/// Skills (`api::skills`): the listing, uploads, active flags, files, Neo's sync.
+fn skills() -> Value {
+    let lax_or_null = json!({"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]});
+    json!({
         "Skill": {"type": "object", "required": ["name", "description", "path", "active", "source_type"], "properties": {
             "name": {"type": "string", "description": "The skill's folder name under DIR/skills"},
             "description": {"type": "string", "description": "SKILL.md's frontmatter description"},
