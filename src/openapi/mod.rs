@@ -381,6 +381,9 @@ fn path_parameters(route: &Route) -> Vec<Value> {
             None if name == "name" && route.path.starts_with("/api/v1/kb/") => json!({"name": name, "in": "path", "required": true,
                 "description": "1 to 64 of A-Z a-z 0-9 _ . - (not starting with a dot); `docs`, the bundled guides, is refused",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", "not": {"const": "docs"}}}),
+            None if name == "skill_name" => json!({"name": name, "in": "path", "required": true,
+                "description": "A skill's folder name: A-Z a-z 0-9 . _ - (not `.` or `..`), at most 128; any other name is refused (`Invalid skill name`)",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._-]+$", "not": {"enum": [".", ".."]}}}),
             None => json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}),
         })
         .map(with_example)
