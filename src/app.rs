@@ -51,6 +51,8 @@ pub struct App {
     pub platforms: Platforms,
     /// The running MCP servers and their tools.
     pub mcp: crate::mcp::registry::Registry,
+    /// The installed plugins, their processes, commands and tools.
+    pub plugins: crate::plugins::registry::Registry,
     keys_generation: AtomicI64,
 }
 
@@ -73,6 +75,7 @@ impl App {
             outbox,
             platforms: Platforms::default(),
             mcp: Default::default(),
+            plugins: Default::default(),
             keys_generation: AtomicI64::new(generation),
         })
     }

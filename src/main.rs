@@ -24,6 +24,7 @@ mod mirror;
 mod openapi;
 mod pipeline;
 mod platforms;
+mod plugins;
 mod quota;
 mod routes;
 mod secrets;

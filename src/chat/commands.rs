@@ -4,8 +4,8 @@
 //! `/persona [id]`. The prefix is the config's `wake_prefix` (default `/`). A command that
 //! writes does so in one `IMMEDIATE` transaction of its own.
 //!
-//! Plugins' commands will be looked up here too, after the built-in ones: [`run`] is the
-//! one place a message is recognised as a command.
+//! Plugins' commands are looked up after the built-in ones (`plugins::registry`), with the
+//! same prefix rule ([`strip_prefix`]).
 
 use rusqlite::Connection;
 use serde_json::json;
@@ -34,9 +34,14 @@ pub struct Scope<'a> {
     pub effective: &'a Effective,
 }
 
-/// The reply to a command, or `None` when the text is not one.
+/// The text after the first wake prefix it starts with, if any.
+pub fn strip_prefix<'t>(text: &'t str, prefixes: &[String]) -> Option<&'t str> {
+    prefixes.iter().filter(|p| !p.is_empty()).find_map(|p| text.strip_prefix(p.as_str()))
+}
+
+/// The reply to a built-in command, or `None` when the text is not one.
 pub fn run(conn: &mut Connection, text: &str, prefixes: &[String], scope: &Scope<'_>) -> Option<String> {
-    let rest = prefixes.iter().filter(|p| !p.is_empty()).find_map(|p| text.strip_prefix(p.as_str()))?;
+    let rest = strip_prefix(text, prefixes)?;
     let mut words = rest.split_whitespace();
     let name = words.next()?.to_ascii_lowercase();
     let arg = words.next().map(str::to_owned);

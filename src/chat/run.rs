@@ -420,6 +420,7 @@ fn agent(
         app,
         run_id: &ev.run_id,
         session_id: &msg.session_id,
+        event: plugin_event(msg),
         timezone: request.timezone.clone(),
         kb_names: request.kb_names.clone(),
     };
@@ -626,6 +627,18 @@ pub fn answer(app: &App, msg: &UserMessage) -> Answer {
     if let Some(reply) = commands::run(&mut conn, msg.text.trim(), &prefixes, &scope) {
         return Answer::Text(reply);
     }
+    // The plugins' commands, after the built-in ones; their processes run without our
+    // connection held.
+    if let Some(rest) = commands::strip_prefix(msg.text.trim(), &prefixes) {
+        drop(conn);
+        if let Some(reply) = app.plugins.run_command(rest, &plugin_event(msg)) {
+            return Answer::Text(reply);
+        }
+        conn = match app.db.conn() {
+            Ok(c) => c,
+            Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
+        };
+    }
     match &effective.provider {
         ProviderChoice::Builtin => {
             // A bot with its own collections answers from them only (a website's bot must
@@ -637,6 +650,20 @@ pub fn answer(app: &App, msg: &UserMessage) -> Answer {
             let provider = Provider::parse(provider);
             Answer::Llm(Box::new(llm_request(app, &conn, msg, &effective, provider, session.as_ref())))
         }
+    }
+}
+
+/// The chat a plugin's command or tool is called from.
+pub fn plugin_event(msg: &UserMessage) -> crate::plugins::registry::Event {
+    crate::plugins::registry::Event {
+        umo: msg.umo.clone(),
+        session_id: msg.session_id.clone(),
+        platform: msg.platform_id.clone(),
+        is_group: msg.is_group,
+        sender_id: msg.username.clone(),
+        sender_name: msg.sender_name.clone(),
+        is_admin: msg.is_admin,
+        message_str: msg.text.clone(),
     }
 }
 

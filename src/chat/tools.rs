@@ -1,6 +1,8 @@
 //! The tools an agent may call: the built-in ones (`current_time`, `knowledge_search`,
-//! `read_attachment`, `read_skill_file`) and those of the MCP servers (`app.mcp`), as a [`Toolbox`] for one
-//! chat, and the execution of one call into the text the model gets back.
+//! `read_attachment`, `read_skill_file`), those of the enabled plugins (`app.plugins`) and
+//! those of the MCP servers (`app.mcp`), as a [`Toolbox`] for one chat, and the execution
+//! of one call into the text the model gets back. A name already taken hides a later one:
+//! built-ins first, then plugins, then MCP.
 //!
 //! Which tools a chat gets follows AstrBot's persona rule: a persona whose `tools` is
 //! `null` has every tool, a list names the ones it has (unknown names are skipped), and an
@@ -123,6 +125,7 @@ fn any_active_skill(app: &App) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Origin {
     Builtin,
+    Plugin,
     Mcp,
 }
 
@@ -144,11 +147,12 @@ impl Toolbox {
         if any_active_skill(app) {
             builtins.push(skill_tool());
         }
-        Toolbox::from_parts(builtins, app.mcp.tools(), persona_tools)
+        Toolbox::from_parts(builtins, app.plugins.tools(), app.mcp.tools(), persona_tools)
     }
 
     fn from_parts(
         builtins: Vec<ToolSpec>,
+        plugins: Vec<crate::plugins::registry::OfferedTool>,
         mcp: Vec<crate::mcp::Tool>,
         persona_tools: Option<&[String]>,
     ) -> Toolbox {
@@ -159,6 +163,18 @@ impl Toolbox {
                 out.specs.push(spec);
                 out.origins.push(Origin::Builtin);
             }
+        }
+        for offered in plugins {
+            let tool = offered.tool;
+            if !allowed(&tool.name) || out.specs.iter().any(|s| s.name == tool.name) {
+                continue;
+            }
+            out.specs.push(ToolSpec {
+                name: tool.name,
+                description: tool.description,
+                parameters: tool.input_schema,
+            });
+            out.origins.push(Origin::Plugin);
         }
         for tool in mcp {
             if !allowed(&tool.name) || out.specs.iter().any(|s| s.name == tool.name) {
@@ -185,6 +201,8 @@ pub struct Env<'a> {
     pub app: &'a App,
     pub run_id: &'a str,
     pub session_id: &'a str,
+    /// The chat as a plugin's tool sees it.
+    pub event: crate::plugins::registry::Event,
     /// The profile's `timezone` (an IANA name; empty for the host's).
     pub timezone: String,
     /// The profile's `kb_names` (empty: every collection).
@@ -244,6 +262,10 @@ pub fn execute(env: &Env<'_>, tools: &Toolbox, call: &ToolCall, timeout: Duratio
                         }
                     }
                 }
+                Origin::Plugin => match env.app.plugins.call_tool(&call.name, &args, &env.event, timeout) {
+                    Ok(r) => r,
+                    Err(e) => (format!("error: {e}"), false),
+                },
                 Origin::Mcp => mcp_result(env.app.mcp.call(&call.name, &args, timeout)),
             },
         },
@@ -416,16 +438,16 @@ mod tests {
 
     #[test]
     fn the_persona_filters_the_tools() {
-        let all = Toolbox::from_parts(builtins(), vec![mcp_tool("get-sum"), mcp_tool("current_time")], None);
+        let all = Toolbox::from_parts(builtins(), vec![], vec![mcp_tool("get-sum"), mcp_tool("current_time")], None);
         assert_eq!(names(&all), ["current_time", "knowledge_search", "read_attachment", "get-sum"]);
         assert_eq!(all.origin("current_time"), Some(Origin::Builtin), "a built-in hides an MCP namesake");
         assert_eq!(all.origin("get-sum"), Some(Origin::Mcp));
         let some = ["get-sum".to_owned(), "current_time".to_owned(), "nope".to_owned()];
-        let filtered = Toolbox::from_parts(builtins(), vec![mcp_tool("get-sum")], Some(&some));
+        let filtered = Toolbox::from_parts(builtins(), vec![], vec![mcp_tool("get-sum")], Some(&some));
         assert_eq!(names(&filtered), ["current_time", "get-sum"]);
-        assert!(Toolbox::from_parts(builtins(), vec![mcp_tool("x")], Some(&[])).specs.is_empty());
+        assert!(Toolbox::from_parts(builtins(), vec![], vec![mcp_tool("x")], Some(&[])).specs.is_empty());
         let odd = crate::mcp::Tool { input_schema: json!(null), ..mcp_tool("odd") };
-        let t = Toolbox::from_parts(vec![], vec![odd], None);
+        let t = Toolbox::from_parts(vec![], vec![], vec![odd], None);
         assert_eq!(t.specs[0].parameters, json!({"type": "object", "properties": {}}));
     }
 

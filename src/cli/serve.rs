@@ -161,6 +161,10 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
                 if tick.is_multiple_of(40) {
                     crate::system::release_free_memory();
                 }
+                // Every second: plugin processes idle past their time are stopped.
+                if tick.is_multiple_of(4) {
+                    maintainer.plugins.reap_idle();
+                }
             }
         })
         .map_err(|e| e.to_string())?;
@@ -201,6 +205,11 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
     crate::platforms::manager::start_all(&app);
     // The active MCP servers connect in the background, each under its supervisor.
     crate::mcp::manager::start_all(&app);
+    // The installed plugins are read (nothing runs until a command or tool is called).
+    match app.db.conn() {
+        Ok(conn) => app.plugins.load_all(&data, &conn),
+        Err(e) => log::error!("cannot read the plugin states: {e}"),
+    }
     // What start-up allocated and freed (the document, the index) goes back to the OS.
     crate::system::release_free_memory();
 
@@ -214,6 +223,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     crate::platforms::manager::stop_all(&app);
     crate::mcp::manager::stop_all(&app);
+    app.plugins.stop_all();
     app.flush_usage()?;
     // Streams still running when the server stops have no event yet; everything queued is
     // written, so it is delivered after the next start.

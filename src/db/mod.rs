@@ -23,6 +23,7 @@ pub mod chat;
 pub mod kb;
 mod keys;
 pub mod mcp;
+pub mod plugins;
 mod pool;
 pub mod resources;
 mod schema;

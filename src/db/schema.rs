@@ -199,6 +199,23 @@ const MIGRATIONS: &[&str] = &[
         active INTEGER NOT NULL
     );
     ",
+    // 8: plugins: enabled flags (AstrBot's preferences `inactivated_plugins`; a plugin without
+    // a row is enabled), install-source records (`plugin_install_sources`, keyed by folder
+    // name), and the custom plugin sources list (`custom_plugin_sources`) as one JSON row.
+    "
+    CREATE TABLE plugin_states (
+        name    TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL
+    );
+    CREATE TABLE plugin_install_sources (
+        name   TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+    );
+    CREATE TABLE plugin_preferences (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this binary writes.

@@ -23,6 +23,7 @@ const LOWER: &[&str] = &[
     "chat",
     "platforms",
     "mcp",
+    "plugins",
     "skills",
     "archive",
     "attachments",
