@@ -69,6 +69,8 @@ const MAX_TEXT: usize = 64 * 1024;
 /// One-shot arguments passed as `ASTRBOT_ARG_*`: how many, and the longest value.
 const MAX_ENV_ARGS: usize = 64;
 const MAX_ENV_ARG: usize = 4096;
+/// How long an error text waits for a dying process's last stderr lines.
+const STDERR_LAG: Duration = Duration::from_millis(200);
 /// Debug log lines per second a plugin's stderr or stdout noise may cause.
 const LOG_PER_SECOND: u32 = 20;
 
@@ -197,6 +199,8 @@ struct Link {
     /// Cancelled call id → the watchdog that kills the group if no answer comes.
     cancelled: Mutex<std::collections::HashMap<u64, Sender<()>>>,
     log: Mutex<Log>,
+    /// Set (and signalled) when stderr closes: an error text waits for the last lines.
+    stderr_closed: (Mutex<bool>, Condvar),
     /// The long-lived session this link serves, to kill when the connection breaks.
     session: std::sync::OnceLock<std::sync::Weak<Session>>,
 }
@@ -261,6 +265,7 @@ impl Link {
             calls: Calls::new(MAX_IN_FLIGHT),
             cancelled: Mutex::new(Default::default()),
             log: Mutex::new(Log::default()),
+            stderr_closed: (Mutex::new(false), Condvar::new()),
             session: std::sync::OnceLock::new(),
         }
     }
@@ -273,7 +278,20 @@ impl Link {
         }
     }
 
+    /// The last `max` bytes of stderr; when the process is dying, its last lines are
+    /// waited for a moment (stderr may lag behind stdout's end).
     fn tail(&self, max: usize) -> String {
+        let (closed, signal) = &self.stderr_closed;
+        let end = Instant::now() + STDERR_LAG;
+        let mut done = lock(closed);
+        while !*done && self.calls.broken().is_some() {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            done = signal.wait_timeout(done, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        drop(done);
         lock(&self.log).tail(max)
     }
 }
@@ -318,6 +336,11 @@ impl Peer for Link {
         if log.allow(&self.name) {
             log::debug!("[plugin {}] {}", self.name, cut(&text, 1000));
         }
+    }
+
+    fn stderr_end(&self) {
+        *lock(&self.stderr_closed.0) = true;
+        self.stderr_closed.1.notify_all();
     }
 
     fn broken(&self, _end: End, why: &str) {
@@ -927,10 +950,15 @@ impl Peer for OneShot {
         self.link.stderr(line);
     }
 
+    fn stderr_end(&self) {
+        self.link.stderr_end();
+    }
+
     fn broken(&self, end: End, why: &str) {
         if end == End::Write {
             return;
         }
+        self.link.calls.fail_all(why);
         *lock(&self.end) = Some((end, why.to_owned()));
         lock(&self.ended.0).take();
     }

@@ -40,6 +40,8 @@ pub(crate) trait Peer: Send + Sync + 'static {
     fn line(&self, line: &[u8]) -> Vec<serde_json::Value>;
     /// One stderr line (`None`: a line over 64 KiB, dropped).
     fn stderr(&self, line: Option<&[u8]>);
+    /// Stderr closed (every process of the group that held it is gone).
+    fn stderr_end(&self) {}
     /// The connection broke: `end` says how, `why` in words.
     fn broken(&self, end: End, why: &str);
 }
@@ -285,7 +287,7 @@ fn drain_stderr(peer: &dyn Peer, stderr: impl Read) {
         match read_line(&mut r, STDERR_LINE) {
             Ok(Line::Text(t)) => peer.stderr(Some(&t)),
             Ok(Line::TooLong) => peer.stderr(None),
-            Ok(Line::Eof) | Err(_) => return,
+            Ok(Line::Eof) | Err(_) => return peer.stderr_end(),
         }
     }
 }
