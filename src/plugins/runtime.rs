@@ -609,7 +609,9 @@ impl Runtime {
         };
         let (tx, rx) = channel();
         let Ok(id) = session.link.calls.register(tx) else {
-            return fail(StartError::Crash(self.failed(&session.link, "the plugin exited at once").to_string()));
+            return fail(StartError::Crash(
+                self.failed(&session.link, "the plugin exited at once").to_string(),
+            ));
         };
         let hello = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": init()});
         if let Err(why) = session.process.send(line_of(&hello)) {
@@ -685,9 +687,10 @@ impl Runtime {
     fn command(&self) -> Result<Command, CallError> {
         let spec = &self.spec;
         let program = &spec.exec.command;
-        let executable = std::fs::metadata(program)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .map_err(|e| CallError::Failed(format!("plugin {}: cannot run {}: {e}", spec.name, program.display())))?;
+        let executable =
+            std::fs::metadata(program).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).map_err(
+                |e| CallError::Failed(format!("plugin {}: cannot run {}: {e}", spec.name, program.display())),
+            )?;
         if !executable {
             return Err(CallError::Failed(format!(
                 "plugin {}: {} is not executable (set its execute bit: chmod +x)",
@@ -721,7 +724,8 @@ impl Runtime {
     fn spawn(&self, cmd: &mut Command, peer: Arc<dyn Peer>) -> Result<Process, CallError> {
         let program = self.spec.exec.command.display().to_string();
         let names = Names { threads: "plg", name: &self.spec.name, who: "plugin", program: &program };
-        Process::spawn(cmd, peer, &names).map_err(|e| CallError::Failed(format!("plugin {}: {e}", self.spec.name)))
+        Process::spawn(cmd, peer, &names)
+            .map_err(|e| CallError::Failed(format!("plugin {}: {e}", self.spec.name)))
     }
 
     fn call_oneshot(
@@ -869,8 +873,10 @@ fn call_env(method: &str, params: &Map<String, Value>) -> Vec<(String, String)> 
         if value.len() > MAX_ENV_ARG || value.contains('\0') {
             continue;
         }
-        let key: String =
-            key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let key: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .collect();
         env.push((format!("ASTRBOT_ARG_{key}"), value));
     }
     env.retain(|(k, v)| !k.contains('=') && !k.contains('\0') && !v.contains('\0'));
@@ -882,7 +888,9 @@ struct Slot<'a>(&'a AtomicUsize);
 
 impl<'a> Slot<'a> {
     fn take(count: &'a AtomicUsize) -> Option<Slot<'a>> {
-        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_IN_FLIGHT).then_some(n + 1)).ok()?;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_IN_FLIGHT).then_some(n + 1))
+            .ok()?;
         Some(Slot(count))
     }
 }

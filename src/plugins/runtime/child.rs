@@ -131,13 +131,16 @@ impl Process {
         thread::Builder::new()
             .name(format!("{prefix}-in-{name}"))
             .spawn(move || write_loop(&*p, &who, stdin, rx))?;
-        let (p, w, r, who) = (Arc::clone(&peer), Arc::clone(&self.writer), Arc::clone(&self.reading), self.who.clone());
+        let (p, w, r, who) =
+            (Arc::clone(&peer), Arc::clone(&self.writer), Arc::clone(&self.reading), self.who.clone());
         thread::Builder::new().name(format!("{prefix}-out-{name}")).spawn(move || {
             let (end, why) = read_loop(&*p, &who, stdout, &w);
             r.store(false, Ordering::Release);
             p.broken(end, &why);
         })?;
-        thread::Builder::new().name(format!("{prefix}-err-{name}")).spawn(move || drain_stderr(&*peer, stderr))?;
+        thread::Builder::new()
+            .name(format!("{prefix}-err-{name}"))
+            .spawn(move || drain_stderr(&*peer, stderr))?;
         Ok(())
     }
 
@@ -271,7 +274,9 @@ fn read_loop(peer: &dyn Peer, who: &str, stdout: impl Read, writer: &Writer) -> 
         let line = match read_line(&mut r, MAX_LINE) {
             Ok(Line::Text(t)) => t,
             Ok(Line::Eof) => return (End::Eof, format!("the {who} closed its output (it exited?)")),
-            Ok(Line::TooLong) => return (End::TooLong, format!("the {who} sent a line over {} MiB", MAX_LINE >> 20)),
+            Ok(Line::TooLong) => {
+                return (End::TooLong, format!("the {who} sent a line over {} MiB", MAX_LINE >> 20));
+            }
             Err(e) => return (End::Read, format!("reading from the {who} failed: {e}")),
         };
         for reply in peer.line(&line) {

@@ -113,10 +113,18 @@ impl Calls {
 #[derive(Debug, PartialEq)]
 pub(crate) enum Kind<'a> {
     /// A request of the peer: it wants an answer with this id.
-    Request { method: &'a str, id: &'a Value },
-    Notification { method: &'a str, params: Option<&'a Value> },
+    Request {
+        method: &'a str,
+        id: &'a Value,
+    },
+    Notification {
+        method: &'a str,
+        params: Option<&'a Value>,
+    },
     /// An answer (`result` or `error`) to one of our requests.
-    Response { id: &'a Value },
+    Response {
+        id: &'a Value,
+    },
     /// Not a message (no method, no id, not an object).
     Invalid,
 }
@@ -242,8 +250,14 @@ mod tests {
 
     #[test]
     fn messages_are_told_apart() {
-        assert_eq!(kind(&json!({"id": 1, "method": "ping"})), Kind::Request { method: "ping", id: &json!(1) });
-        assert_eq!(kind(&json!({"method": "x", "id": null})), Kind::Notification { method: "x", params: None });
+        assert_eq!(
+            kind(&json!({"id": 1, "method": "ping"})),
+            Kind::Request { method: "ping", id: &json!(1) }
+        );
+        assert_eq!(
+            kind(&json!({"method": "x", "id": null})),
+            Kind::Notification { method: "x", params: None }
+        );
         assert_eq!(kind(&json!({"id": 3, "result": {}})), Kind::Response { id: &json!(3) });
         assert_eq!(kind(&json!(42)), Kind::Invalid);
         assert_eq!(kind(&json!({"result": 1})), Kind::Invalid);

@@ -255,7 +255,8 @@ fn more_calls_than_allowed_in_flight_are_refused_as_busy() {
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let busy = results.iter().filter(|r| matches!(r, Err(CallError::Failed(e)) if e.contains("busy"))).count();
+    let busy =
+        results.iter().filter(|r| matches!(r, Err(CallError::Failed(e)) if e.contains("busy"))).count();
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert!(busy >= 1 && ok <= MAX_IN_FLIGHT && ok + busy == results.len(), "ok {ok}, busy {busy}");
 }
@@ -410,7 +411,8 @@ fn the_environment_is_cleared() {
     let v = f.command("env", json!({}), LONG).unwrap();
     unsafe { std::env::remove_var(&sentinel) };
     let text = v["text"].as_str().unwrap();
-    let vars: std::collections::BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    let vars: std::collections::BTreeMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once('=')).collect();
     assert!(!text.contains(&sentinel), "{text}");
     let data = f.root.join("plugin_data/rt_env");
     let data = data.to_str().unwrap();
@@ -539,7 +541,12 @@ fn the_stderr_tail_is_bounded() {
     for i in 0..1000 {
         log.keep(&format!("line {i} {}", "y".repeat(300)));
     }
-    assert!(log.tail.len() <= TAIL_LINES && log.tail_bytes <= TAIL_BYTES, "{} {}", log.tail.len(), log.tail_bytes);
+    assert!(
+        log.tail.len() <= TAIL_LINES && log.tail_bytes <= TAIL_BYTES,
+        "{} {}",
+        log.tail.len(),
+        log.tail_bytes
+    );
     assert!(log.tail(100).len() <= 100);
     assert!(log.tail(TAIL_BYTES).ends_with(&"y".repeat(300)));
 }
