@@ -296,3 +296,40 @@ fn drain_stderr(peer: &dyn Peer, stderr: impl Read) {
         }
     }
 }
+
+/// Helpers for tests that start children (the plugin runtime's, MCP's).
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::{Duration, Instant};
+
+    /// Polls `cond` every 20 ms until it holds or `limit` passes; its last value.
+    pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cond()
+    }
+
+    /// Whether process `pid` exists and is not a zombie.
+    pub fn running(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name in parentheses.
+            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        assert!(wait_for(Duration::from_secs(5), || !running(pid)), "exited but unreaped: a zombie");
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "still waitable");
+        child.wait().unwrap();
+        assert!(running(std::process::id()));
+    }
+}

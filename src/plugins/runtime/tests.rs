@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::plugins::manifest::{Exec, Mode};
+use child::testing::{running, wait_for};
 
 /// A long-lived plugin in Python: commands by handler, one tool, a few ways to misbehave.
 const PYTHON: &str = r#"#!/usr/bin/env python3
@@ -166,29 +167,6 @@ fn init(config: Value) -> Value {
 }
 
 const LONG: Duration = Duration::from_secs(20);
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
-
-/// Whether `pid` is a live process (a zombie counts as gone: it runs nothing).
-fn running(pid: u32) -> bool {
-    let Ok(pid_t) = libc::pid_t::try_from(pid) else { return false };
-    // SAFETY: signal 0 only checks that the process exists.
-    let exists = unsafe { libc::kill(pid_t, 0) } == 0;
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-        .unwrap_or(true);
-    exists && !zombie
-}
 
 /// Whether our own direct child `pid` was reaped (no such process at all, not even a zombie).
 fn reaped(pid: u32) -> bool {
