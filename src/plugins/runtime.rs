@@ -822,9 +822,17 @@ fn exit_text(status: Option<ExitStatus>) -> String {
     }
 }
 
+/// setrlimit's resource type: glibc names it, musl takes an int.
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
 /// Lowers the child's limits (in the child, before `exec`).
 fn limit_child(memory: Option<u64>) -> std::io::Result<()> {
-    fn lower(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
+    fn lower(resource: Resource, value: u64) -> std::io::Result<()> {
+        // A limit past what rlim_t holds (32-bit systems) is no limit.
+        let value = libc::rlim_t::try_from(value).unwrap_or(libc::RLIM_INFINITY);
         // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
         unsafe {
             let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
