@@ -39,6 +39,10 @@ for line in sys.stdin:
     if method == "notifications/cancelled":
         cancelled.append(p)
         continue
+    if method == "shutdown":
+        with open("shutdown.txt", "w") as f:
+            f.write("bye")
+        sys.exit(0)
     if id is None:
         continue
     if method == "tools/call":
@@ -199,6 +203,37 @@ fn long_lived_round_trips_commands_and_tools() {
     f.runtime.stop();
     assert!(reaped(pid), "stop reaps the process");
     assert!(!f.runtime.status().running);
+}
+
+#[test]
+fn stop_says_shutdown_and_a_plugin_that_listens_exits_at_once() {
+    let f = Fixture::python("rt_shutdown");
+    let pid = pid_of(&f);
+    let started = Instant::now();
+    f.runtime.stop();
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(reaped(pid));
+    let said = std::fs::read_to_string(f.root.join("plugin_data/rt_shutdown/shutdown.txt"));
+    assert_eq!(said.ok().as_deref(), Some("bye"), "the plugin got `shutdown`");
+}
+
+#[test]
+fn stop_ends_a_plugin_that_ignores_stdin_and_sigterm() {
+    let script = "#!/bin/sh\ntrap '' TERM\nread l\necho '{\"id\":0,\"result\":{}}'\nread l\nread l\n\
+                  echo $$ > pid\necho '{\"id\":1,\"result\":\"ok\"}'\nexec sleep 600\n";
+    let f = Fixture::new("rt_stubborn", script, Mode::LongLived, None);
+    assert_eq!(f.command("echo", json!({}), LONG), Ok(json!("ok")));
+    let pid_file = f.root.join("plugin_data/rt_stubborn/pid");
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let started = Instant::now();
+    f.runtime.stop();
+    let took = started.elapsed();
+    // 2 s after stdin closed, 2 s after SIGTERM, then SIGKILL.
+    assert!(
+        took >= 2 * GRACE - Duration::from_millis(100) && took < 2 * GRACE + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(reaped(pid), "the process is gone and reaped");
 }
 
 #[test]
