@@ -107,7 +107,10 @@ fn validate_into(
 /// Checks `body` against `prototypes` (a value of the expected type per known key; an
 /// object recurses) with the rules of [`validate`]: the shared core of the system config's
 /// check and a plugin config's (`plugins::schema`).
-pub fn validate_typed(body: &mut Map<String, Value>, prototypes: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn validate_typed(
+    body: &mut Map<String, Value>,
+    prototypes: &Map<String, Value>,
+) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     validate_into(body, prototypes, "", &mut errors);
     refuse(errors)

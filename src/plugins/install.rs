@@ -129,7 +129,9 @@ pub fn github_repo(url: &str) -> Option<(String, String, Option<String>)> {
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let path: &[&str] = match segments.first() {
-        Some(host) if host.eq_ignore_ascii_case("github.com") || host.eq_ignore_ascii_case("www.github.com") => {
+        Some(host)
+            if host.eq_ignore_ascii_case("github.com") || host.eq_ignore_ascii_case("www.github.com") =>
+        {
             &segments[1..]
         }
         _ if !text.contains("://") && segments.len() == 2 && !segments[0].contains('.') => &segments,
@@ -266,11 +268,16 @@ fn archive_message(e: ArchiveError) -> String {
 
 /// Installs the plugin in `archive` (its kind sniffed): unpacked into a staging folder in
 /// `DIR/plugins`, checked, renamed into place. The caller records and loads it.
-pub fn install_archive(data_dir: &Path, archive: &Path, ignore_version_check: bool) -> Result<Installed, InstallError> {
+pub fn install_archive(
+    data_dir: &Path,
+    archive: &Path,
+    ignore_version_check: bool,
+) -> Result<Installed, InstallError> {
     let kind = sniff(archive).ok_or_else(|| archive_message(ArchiveError::NotArchive))?;
     let plugins = super::root(data_dir);
     fs::create_dir_all(&plugins).map_err(|e| format!("安装失败：{e}"))?;
-    let staging: Staging = archive::extract(archive, kind, &plugins, &PLUGIN_LIMITS).map_err(archive_message)?;
+    let staging: Staging =
+        archive::extract(archive, kind, &plugins, &PLUGIN_LIMITS).map_err(archive_message)?;
     let root = archive_root(&staging.path).map_err(|e| format!("安装失败：{e}"))?;
     if !root.join("metadata.yaml").is_file() && !root.join("metadata.yml").is_file() {
         return Err(InstallError::Refused(MISSING_METADATA.into()));
@@ -307,11 +314,17 @@ fn make_executable(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode((mode | 0o755) & 0o755))
 }
 
+/// A folder name of `DIR/plugins` that a path may be built from: one plain component,
+/// not hidden (staging folders are), no NUL.
+pub fn plain_dir_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 255 && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
+}
+
 /// A plugin's folder removed: renamed to a hidden staging name inside `DIR/plugins`
 /// first (so it leaves the listing at once, and a half-deleted folder is never read as a
 /// plugin), then deleted.
 pub fn remove_folder(data_dir: &Path, name: &str) -> io::Result<()> {
-    if !super::valid_name(name) {
+    if !plain_dir_name(name) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a plugin name"));
     }
     let plugins = super::root(data_dir);
@@ -340,7 +353,9 @@ pub fn version_gate(spec: &str, version: &str) -> Result<(), String> {
     match specifier_admits(spec, version) {
         None => Err("astrbot_version 格式无效，请使用 PEP 440 版本范围格式，例如 >=4.16,<5。".into()),
         Some(true) => Ok(()),
-        Some(false) => Err(format!("当前 AstrBot 版本为 {version}，不满足插件要求的 astrbot_version: {spec}")),
+        Some(false) => {
+            Err(format!("当前 AstrBot 版本为 {version}，不满足插件要求的 astrbot_version: {spec}"))
+        }
     }
 }
 
@@ -357,7 +372,10 @@ fn release(text: &str) -> Option<Vec<u64>> {
 
 fn cmp_release(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
     let n = a.len().max(b.len());
-    (0..n).map(|i| a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0))).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+    (0..n)
+        .map(|i| a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0)))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 /// PEP 440 specifiers separated by commas (`>=4.16,<5`, `~=4.2`, `==4.*`, `!=4.1`,
@@ -451,7 +469,10 @@ mod tests {
         let zip = resolve("https://example.com/p.zip?x=1", "").unwrap();
         assert_eq!((zip.download.as_str(), zip.method), ("https://example.com/p.zip?x=1", "url"));
         let both = resolve("https://github.com/o/r", "http://127.0.0.1:9/p.tgz").unwrap();
-        assert_eq!((both.download.as_str(), both.repo.as_str()), ("http://127.0.0.1:9/p.tgz", "https://github.com/o/r"));
+        assert_eq!(
+            (both.download.as_str(), both.repo.as_str()),
+            ("http://127.0.0.1:9/p.tgz", "https://github.com/o/r")
+        );
         assert_eq!(resolve("", "").unwrap_err(), "缺少插件仓库地址");
         assert_eq!(resolve("ftp://x/y", "").unwrap_err(), INVALID_REPO);
         assert!(resolve("https://gitlab.com/o/r", "").unwrap_err().contains("does not run git"));

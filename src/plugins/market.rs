@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// AstrBot's default registry URLs, tried in order, and their md5 endpoint.
 pub const DEFAULT_URLS: [&str; 2] = [
@@ -61,7 +61,11 @@ pub fn source(data_dir: &Path, custom: Option<&str>) -> Source {
         };
     }
     let cache_file = data_dir.join("plugins.json");
-    match std::env::var("ASTRBOT_PLUGIN_REGISTRY_URL").ok().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()) {
+    match std::env::var("ASTRBOT_PLUGIN_REGISTRY_URL")
+        .ok()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+    {
         Some(url) => Source { md5_url: Some(md5_url_of(&url)), urls: vec![url], cache_file },
         None => Source {
             urls: DEFAULT_URLS.iter().map(|u| (*u).to_owned()).collect(),
@@ -125,7 +129,8 @@ fn read_cache(path: &Path) -> Option<(Value, String)> {
 }
 
 fn write_cache(path: &Path, data: &Value, md5: &str) {
-    let doc = json!({"timestamp": crate::timefmt::iso(crate::timefmt::now_micros()), "data": data, "md5": md5});
+    let doc =
+        json!({"timestamp": crate::timefmt::iso(crate::timefmt::now_micros()), "data": data, "md5": md5});
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
     let written = serde_json::to_string_pretty(&doc)
         .map_err(std::io::Error::other)
@@ -149,7 +154,11 @@ fn has_entries(v: &Value) -> bool {
 
 /// The registry JSON and AstrBot's message (`None`, or [`CACHE_USED`] when every URL
 /// failed and the cache answered); `Err(NO_DATA)` with neither.
-pub fn fetch(data_dir: &Path, custom: Option<&str>, force: bool) -> Result<(Value, Option<&'static str>), String> {
+pub fn fetch(
+    data_dir: &Path,
+    custom: Option<&str>,
+    force: bool,
+) -> Result<(Value, Option<&'static str>), String> {
     let source = source(data_dir, custom);
     let cached = read_cache(&source.cache_file);
     if !force && let Some((data, md5)) = &cached {
@@ -180,6 +189,71 @@ pub fn fetch(data_dir: &Path, custom: Option<&str>, force: bool) -> Result<(Valu
         }
         _ => Err(NO_DATA.into()),
     }
+}
+
+/// A marketplace entry's id (`PluginService.get_market_plugin_id`): its
+/// `market_plugin_id`, else `author/name` (the name defaulting to a key without `/`).
+pub fn market_id(entry: &Map<String, Value>, key: Option<&str>) -> String {
+    let text = |k: &str| entry.get(k).map(python_str).map(|s| s.trim().to_owned()).unwrap_or_default();
+    let explicit = text("market_plugin_id");
+    if !explicit.is_empty() && entry.get("market_plugin_id").is_some_and(truthy) {
+        return explicit;
+    }
+    let author = if entry.get("author").is_some_and(truthy) { text("author") } else { String::new() };
+    let mut name = if entry.get("name").is_some_and(truthy) { text("name") } else { String::new() };
+    if name.is_empty()
+        && let Some(k) = key.map(str::trim).filter(|k| !k.contains('/'))
+    {
+        name = k.to_owned();
+    }
+    if author.is_empty() || name.is_empty() { String::new() } else { format!("{author}/{name}") }
+}
+
+/// The entry of a registry (object keyed by name with `$meta`, or a list) with this id.
+pub fn find_entry(data: &Value, id: &str) -> Option<Map<String, Value>> {
+    let id = id.trim();
+    if id.is_empty() {
+        return None;
+    }
+    match data {
+        Value::Object(m) => m.iter().filter(|(k, _)| *k != "$meta").find_map(|(k, v)| {
+            let mut entry = v.as_object()?.clone();
+            if !k.contains('/') && !entry.get("name").is_some_and(truthy) {
+                entry.insert("name".into(), json!(k));
+            }
+            (market_id(&entry, Some(k)) == id).then_some(entry)
+        }),
+        Value::Array(items) => {
+            items.iter().filter_map(Value::as_object).find(|e| market_id(e, None) == id).cloned()
+        }
+        _ => None,
+    }
+}
+
+/// AstrBot's `normalize_registry_url`: trimmed, trailing `/` dropped, `None` when empty.
+pub fn normalize_registry_url(url: Option<&str>) -> Option<String> {
+    url.map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty())
+}
+
+/// AstrBot's `resolve_registry_name`: `Default` for none, the custom source's `name`
+/// whose URL matches, else `Custom`.
+pub fn registry_name(sources: &[Value], registry_url: Option<&str>) -> String {
+    let Some(url) = normalize_registry_url(registry_url) else { return "Default".into() };
+    sources
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|s| {
+            normalize_registry_url(s.get("url").and_then(Value::as_str)).as_deref() == Some(url.as_str())
+        })
+        .map(|s| {
+            s.get("name")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .unwrap_or("Custom")
+                .to_owned()
+        })
+        .unwrap_or_else(|| "Custom".into())
 }
 
 /// A stored sources value as a list (anything else reads as `[]`).
@@ -246,11 +320,12 @@ fn python_str(v: &Value) -> String {
 /// MD5 (RFC 1321) as lowercase hex: only to name the cache file as AstrBot does.
 pub fn md5_hex(input: &[u8]) -> String {
     const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,
-        14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15,
-        21, 6, 10, 15, 21,
+        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
+        5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15,
+        21, 6, 10, 15, 21, 6, 10, 15, 21,
     ];
-    let k: Vec<u32> = (0..64).map(|i: i32| ((f64::from(i + 1).sin().abs()) * 4_294_967_296.0) as u32).collect();
+    let k: Vec<u32> =
+        (0..64).map(|i: i32| ((f64::from(i + 1).sin().abs()) * 4_294_967_296.0) as u32).collect();
     let mut msg = input.to_vec();
     let bits = (input.len() as u64).wrapping_mul(8);
     msg.push(0x80);
@@ -299,7 +374,10 @@ mod tests {
         let s = source(dir, Some("https://example.com/market.json"));
         assert_eq!(s.md5_url.as_deref(), Some("https://example.com/market-md5.json"));
         let name = s.cache_file.file_name().unwrap().to_str().unwrap().to_owned();
-        assert_eq!(name, format!("plugins_custom_{}.json", &md5_hex(b"https://example.com/market.json")[..8]));
+        assert_eq!(
+            name,
+            format!("plugins_custom_{}.json", &md5_hex(b"https://example.com/market.json")[..8])
+        );
         assert_eq!(source(dir, Some("http://h/api")).md5_url.as_deref(), Some("http://h/api-md5.json"));
     }
 
@@ -322,5 +400,23 @@ mod tests {
         assert!(check_size(&[json!("x".repeat(MAX_SOURCES_BYTES))]).is_err());
         assert!(check_size(&[json!({"name": "A"})]).is_ok());
         assert_eq!(as_list(Some(json!({"x": 1}))), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn market_entries_by_id() {
+        let data = json!({"$meta": {"schema_version": 1},
+            "astrbot_plugin_dice": {"author": "someone", "repo": "https://github.com/someone/astrbot_plugin_dice"},
+            "other/x": {"author": "other", "name": "x", "repo": "r"},
+            "pinned": {"market_plugin_id": "me/pinned", "repo": "p"}});
+        assert_eq!(find_entry(&data, "someone/astrbot_plugin_dice").unwrap()["name"], "astrbot_plugin_dice");
+        assert_eq!(find_entry(&data, "other/x").unwrap()["repo"], "r");
+        assert_eq!(find_entry(&data, "me/pinned").unwrap()["repo"], "p");
+        assert!(find_entry(&data, "nobody/none").is_none());
+        assert!(find_entry(&json!([{"author": "a", "name": "b"}]), "a/b").is_some());
+        let sources = vec![json!({"name": "Mine", "url": "https://m/x.json"}), json!({"url": "https://n/"})];
+        assert_eq!(registry_name(&sources, None), "Default");
+        assert_eq!(registry_name(&sources, Some("https://m/x.json/")), "Mine");
+        assert_eq!(registry_name(&sources, Some("https://n")), "Custom");
+        assert_eq!(registry_name(&sources, Some("https://z")), "Custom");
     }
 }

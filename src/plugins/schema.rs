@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 use crate::error::ApiError;
 
 /// The item types AstrBot knows, in its `DEFAULT_VALUE_MAP` order.
-pub const TYPES: &[&str] = &["int", "float", "bool", "string", "text", "list", "file", "object", "template_list", "dict"];
+pub const TYPES: &[&str] =
+    &["int", "float", "bool", "string", "text", "list", "file", "object", "template_list", "dict"];
 
 /// The most of a saved config read.
 const MAX_CONFIG: u64 = 16 << 20;
@@ -55,7 +56,10 @@ pub fn check(schema: &Map<String, Value>) -> Result<(), String> {
         };
         if !TYPES.contains(&kind) {
             let known: Vec<String> = TYPES.iter().map(|t| format!("'{t}'")).collect();
-            return Err(format!("不受支持的配置类型 {kind}。支持的类型有：dict_keys([{}])", known.join(", ")));
+            return Err(format!(
+                "不受支持的配置类型 {kind}。支持的类型有：dict_keys([{}])",
+                known.join(", ")
+            ));
         }
         if kind == "object" {
             match obj.get("items") {
@@ -244,13 +248,16 @@ mod tests {
 
     #[test]
     fn validation_casts_and_lists_astrbots_errors() {
-        let mut ok = obj(json!({"sides": "12", "ratio": "0.5", "token": null, "limits": {"max": "4"}, "unknown": [1]}));
+        let mut ok = obj(
+            json!({"sides": "12", "ratio": "0.5", "token": null, "limits": {"max": "4"}, "unknown": [1]}),
+        );
         validate(&mut ok, &schema()).unwrap();
         assert_eq!(ok["sides"], 12);
         assert_eq!(ok["ratio"], 0.5);
         assert_eq!(ok["token"], "");
         assert_eq!(ok["limits"]["max"], 4);
-        let mut bad = obj(json!({"sides": "many", "loud": "yes", "words": "a", "limits": {"note": 3}, "extra": []}));
+        let mut bad =
+            obj(json!({"sides": "many", "loud": "yes", "words": "a", "limits": {"note": 3}, "extra": []}));
         assert_eq!(
             validate(&mut bad, &schema()).unwrap_err().message(),
             "格式校验未通过: ['错误的类型 sides: 期望是 int, 得到了 str', '错误的类型 loud: 期望是 bool, 得到了 str', \
