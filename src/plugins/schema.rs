@@ -163,11 +163,6 @@ pub fn save(path: &Path, config: &Map<String, Value>) -> std::io::Result<()> {
     })
 }
 
-/// The saved config as stored, or `None` when there is none or it is unreadable.
-pub fn saved(path: &Path) -> Option<Map<String, Value>> {
-    read_saved(path).ok().flatten()
-}
-
 /// The config in effect: the saved file (`plugins::config_path`) repaired, or the
 /// defaults; the file is written when missing or when the repair changed it. A file that
 /// cannot be read is left alone (the defaults are used), so a hand edit gone wrong is not
@@ -272,11 +267,11 @@ mod tests {
         let path = dir.join("config").join("p_config.json");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(load(&path, &schema())["sides"], 6);
-        assert_eq!(saved(&path).unwrap()["loud"], true);
+        assert_eq!(read_saved(&path).unwrap().unwrap()["loud"], true);
         std::fs::write(&path, "\u{feff}{\"sides\": 8, \"gone\": true}").unwrap();
         let c = load(&path, &schema());
         assert_eq!(c["sides"], 8);
-        assert!(!saved(&path).unwrap().contains_key("gone"));
+        assert!(!read_saved(&path).unwrap().unwrap().contains_key("gone"));
         std::fs::write(&path, "{not json").unwrap();
         assert_eq!(load(&path, &schema())["sides"], 6);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{not json");
