@@ -47,17 +47,20 @@ pub fn hello_zip() -> Vec<u8> {
     plugin_zip("astrbot_plugin_hello-main", METADATA)
 }
 
+/// Path → (status, body).
+type Table = Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>;
+
 /// A loopback file server: path → (status, body); `up` false answers 503 to everything.
 struct Files {
     base: String,
-    files: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>,
+    files: Table,
     up: Arc<AtomicBool>,
 }
 
 fn serve() -> Files {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let files: Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>> = Arc::default();
+    let files: Table = Arc::default();
     let up = Arc::new(AtomicBool::new(true));
     let (table, live) = (files.clone(), up.clone());
     std::thread::spawn(move || {
