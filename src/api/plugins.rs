@@ -538,7 +538,7 @@ pub fn uninstall_failed(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let (delete_config, delete_data) = cleanup_flags(ctx)?;
     let result = (|| {
         if !ctx.app.plugins.failed().contains_key(&dir) || !install::plain_dir_name(&dir) {
-            return Err(fail("缺少失败插件目录名"));
+            return Err(fail(format!("no plugin folder {dir} failed to load")));
         }
         let _changing = ctx.app.plugins.changing();
         install::remove_folder(&data_dir(ctx), &dir)?;

@@ -260,7 +260,12 @@ fn operation(route: &Route) -> Value {
         if route.body == Body::Upload {
             // Any type is kept (and application/octet-stream sniffed); a JSON type would make
             // the download claim JSON for bytes that may not be.
-            content["encoding"] = json!({"file": {"contentType": "application/octet-stream, image/png, image/jpeg, application/pdf, text/plain"}});
+            let types = if route.path.starts_with("/api/v1/plugins") {
+                "application/zip, application/gzip, application/octet-stream"
+            } else {
+                "application/octet-stream, image/png, image/jpeg, application/pdf, text/plain"
+            };
+            content["encoding"] = json!({"file": {"contentType": types}});
         }
         if let Some(example) = examples::request(route) {
             content["example"] = example;
@@ -286,6 +291,14 @@ fn operation(route: &Route) -> Value {
 fn responses(route: &Route) -> Map<String, Value> {
     let mut responses = Map::new();
     match route.response {
+        Some(schema) if plugin_service(route) => {
+            let either =
+                json!({"oneOf": [envelope(schema), {"$ref": "#/components/schemas/PluginErrorEnvelope"}]});
+            responses.insert(
+                "200".into(),
+                json!({"description": "OK, or AstrBot's plugin 200-error (`status: error`, `data: {}`) or warning (`status: warning`: a plugin whose astrbot_version does not admit this server; retry with ignore_version_check)", "content": {"application/json": {"schema": either}}}),
+            );
+        }
         Some(schema) if soft_errors(route) => {
             let either = json!({"oneOf": [envelope(schema), {"$ref": "#/components/schemas/ErrorEnvelope"}]});
             responses.insert(

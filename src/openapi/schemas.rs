@@ -529,6 +529,10 @@ fn plugins() -> Value {
     let lax_or_null = json!({"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]});
     let text_or_null = json!({"type": ["string", "null"]});
     json!({
+        "PluginErrorEnvelope": {"type": "object", "required": ["status", "message", "data"], "properties": {
+            "status": {"enum": ["error", "warning"]}, "message": {"type": "string", "example": "插件不存在"},
+            "data": {"type": "object", "description": "{} for an error; {warning_type: astrbot_version_unsupported, can_ignore: true} for the version warning"}
+        }},
         "PluginEntry": {"type": "object", "required": ["name", "marketplace_name", "repo", "author", "desc", "version", "reserved", "activated", "install_source", "updates_enabled", "runtime"], "properties": {
             "name": {"type": "string", "description": "metadata.yaml's name, also the folder under DIR/plugins"},
             "marketplace_name": {"type": "string", "description": "name with _ written -"},

@@ -213,7 +213,7 @@ pub fn agent(total: Duration, redirects: u32) -> ureq::Agent {
 /// in all, 5 redirects), streamed, never held in memory.
 pub fn download(url: &str, dir: &Path) -> Result<TempFile, String> {
     check_http_url(url)?;
-    let fail = |e: &dyn std::fmt::Display| format!("下载插件失败：{e}");
+    let fail = |e: &dyn std::fmt::Display| format!("cannot download the plugin: {e}");
     let mut resp = agent(Duration::from_secs(120), 5).get(url).call().map_err(|e| fail(&e))?;
     let status = resp.status().as_u16();
     if status != 200 {
@@ -262,10 +262,6 @@ fn archive_root(staging: &Path) -> io::Result<PathBuf> {
     }
 }
 
-fn archive_message(e: ArchiveError) -> String {
-    format!("安装失败：{e}")
-}
-
 /// Installs the plugin in `archive` (its kind sniffed): unpacked into a staging folder in
 /// `DIR/plugins`, checked, renamed into place. The caller records and loads it.
 pub fn install_archive(
@@ -273,12 +269,12 @@ pub fn install_archive(
     archive: &Path,
     ignore_version_check: bool,
 ) -> Result<Installed, InstallError> {
-    let kind = sniff(archive).ok_or_else(|| archive_message(ArchiveError::NotArchive))?;
+    let kind = sniff(archive).ok_or_else(|| ArchiveError::NotArchive.to_string())?;
     let plugins = super::root(data_dir);
-    fs::create_dir_all(&plugins).map_err(|e| format!("安装失败：{e}"))?;
+    fs::create_dir_all(&plugins).map_err(|e| format!("cannot install the plugin: {e}"))?;
     let staging: Staging =
-        archive::extract(archive, kind, &plugins, &PLUGIN_LIMITS).map_err(archive_message)?;
-    let root = archive_root(&staging.path).map_err(|e| format!("安装失败：{e}"))?;
+        archive::extract(archive, kind, &plugins, &PLUGIN_LIMITS).map_err(|e| e.to_string())?;
+    let root = archive_root(&staging.path).map_err(|e| format!("cannot install the plugin: {e}"))?;
     if !root.join("metadata.yaml").is_file() && !root.join("metadata.yml").is_file() {
         return Err(InstallError::Refused(MISSING_METADATA.into()));
     }
@@ -300,9 +296,9 @@ pub fn install_archive(
         return Err(InstallError::Version(why));
     }
     if let Some(m) = &folder.manifest {
-        make_executable(&m.exec.command).map_err(|e| format!("安装失败：{e}"))?;
+        make_executable(&m.exec.command).map_err(|e| format!("cannot install the plugin: {e}"))?;
     }
-    fs::rename(&root, &target).map_err(|e| format!("安装失败：{e}"))?;
+    fs::rename(&root, &target).map_err(|e| format!("cannot install the plugin: {e}"))?;
     drop(staging);
     let folder = manifest::read_folder(&target)?;
     Ok(Installed { name, folder })

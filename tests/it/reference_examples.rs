@@ -327,7 +327,7 @@ fn needs_a_live_peer(method: &str, path: &str) -> Option<&'static str> {
         }
         ("POST", "/api/v1/mcp/providers/modelscope/sync") => Some("Sync failed: "),
         ("POST", "/api/v1/skills/neo/sync") => Some("Shipyard Neo endpoint or access token not configured"),
-        ("POST", "/api/v1/plugins/install/url") => Some("下载插件失败："),
+        ("POST", "/api/v1/plugins/install/url") => Some("cannot download the plugin: "),
         ("GET", "/api/v1/plugins/market") => Some("获取插件列表失败"),
         _ => None,
     }
