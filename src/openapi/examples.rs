@@ -27,7 +27,7 @@ const MCP_LOCAL: &str = "http://127.0.0.1:8000/mcp";
 pub const SKILL: &str = "csv-report";
 pub const UMO: &str = "webchat:FriendMessage:webchat!alice!reference-example";
 
-/// The examples' plugin: uploaded as `astrbot_plugin_hello.zip` (`static/docs/plugins.md`).
+/// The examples' plugin, uploaded as `astrbot_plugin_hello.zip` (`tests/it/plugins_api.rs` builds it).
 pub const PLUGIN: &str = "astrbot_plugin_hello";
 /// A plugin folder that failed to load (it has no metadata.yaml).
 pub const BROKEN_PLUGIN: &str = "broken_example";

@@ -131,13 +131,10 @@ fn read_cache(path: &Path) -> Option<(Value, String)> {
 fn write_cache(path: &Path, data: &Value, md5: &str) {
     let doc =
         json!({"timestamp": crate::timefmt::iso(crate::timefmt::now_micros()), "data": data, "md5": md5});
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
     let written = serde_json::to_string_pretty(&doc)
         .map_err(std::io::Error::other)
-        .and_then(|text| std::fs::write(&tmp, text))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|text| super::schema::replace_file(path, text.as_bytes()));
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         log::warn!("cannot write the plugin market cache {}: {e}", path.display());
     }
 }

@@ -150,17 +150,29 @@ fn read_saved(path: &Path) -> Result<Option<Map<String, Value>>, String> {
     }
 }
 
-/// Writes a config whole: pretty JSON (2 spaces, UTF-8) to a temporary file beside it,
-/// then renamed over it.
-pub fn save(path: &Path, config: &Map<String, Value>) -> std::io::Result<()> {
+/// Replaces a file whole: the bytes go to a uniquely named temporary file beside it,
+/// which is then renamed over it, so a reader sees the old file or the new one.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let text = serde_json::to_string_pretty(config).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)).inspect_err(|_| {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
+}
+
+/// Writes a config whole: pretty JSON (2 spaces, UTF-8).
+pub fn save(path: &Path, config: &Map<String, Value>) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(config).map_err(std::io::Error::other)?;
+    replace_file(path, text.as_bytes())
 }
 
 /// The config in effect: the saved file (`plugins::config_path`) repaired, or the
