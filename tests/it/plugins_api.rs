@@ -366,6 +366,30 @@ fn uploads_install_with_the_version_gate_and_hostile_archives_change_nothing() {
     let r = upload(&s, &key, "/api/v1/plugins/install/upload", &[("other", Some("x.zip"), None, b"x")]);
     soft(&s, &r, "缺少插件文件");
 
+    // A tar.gz with the files at its root installs too.
+    let mut tar =
+        tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let meta = METADATA.replace("astrbot_plugin_hello", "astrbot_plugin_tar");
+    for (name, body) in [("metadata.yaml", meta.as_bytes()), ("README.md", b"tar\n".as_slice())] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, body).unwrap();
+    }
+    let tgz = tar.into_inner().unwrap().finish().unwrap();
+    let r = upload(&s, &key, "/api/v1/plugins/install/upload", &[("file", Some("p.tar.gz"), None, &tgz)]);
+    assert_eq!(
+        ok(&s, &r, "安装成功。"),
+        json!({"repo": "https://github.com/someone/astrbot_plugin_tar", "readme": "tar\n", "name": "astrbot_plugin_tar"})
+    );
+    let p = ok(&s, &s.call("GET", "/api/v1/plugins/astrbot_plugin_tar", &key, None), "");
+    assert_eq!(
+        (p["runtime"].clone(), p["components"].clone()),
+        (Value::Null, json!([])),
+        "no plugin.json: listed, never run"
+    );
+
     // A plugin and a sentinel outside DIR/plugins: every hostile archive leaves both.
     std::fs::create_dir_all(s.data.path().join("victim")).unwrap();
     std::fs::write(s.data.path().join("victim/keep.txt"), "keep").unwrap();
