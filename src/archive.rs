@@ -130,6 +130,32 @@ impl Drop for Staging {
     }
 }
 
+/// Removes what an interrupted unpack or download left in `dir` (a crash or kill -9
+/// mid-install): `.staging-*` folders and `.download-*` files. Called at start, before
+/// anything unpacks; returns how many were removed.
+pub fn remove_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".staging-") || name.starts_with(".download-")) {
+            continue;
+        }
+        let path = entry.path();
+        // Never follows a link: a link is removed itself.
+        let result = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match result {
+            Ok(()) => removed += 1,
+            Err(e) => log::warn!("cannot remove the leftover {}: {e}", path.display()),
+        }
+    }
+    removed
+}
+
 /// An entry name as relative components, or why it is refused. Empty and `.` components
 /// are dropped; an entry that is only those is `None` (the root itself).
 pub fn safe_components(name: &str, limits: &Limits) -> Result<Option<Vec<String>>, ArchiveError> {
@@ -352,6 +378,26 @@ fn extract_tar_gz(src: &Path, root: &Path, budget: &mut Budget<'_>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_of_an_interrupted_install_are_removed() {
+        let dir = std::env::temp_dir().join(format!("astrbot-leftovers-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join(".staging-1-2-3/inner")).unwrap();
+        fs::write(dir.join(".staging-1-2-3/inner/f"), b"x").unwrap();
+        fs::write(dir.join(".download-9-9"), b"partial").unwrap();
+        fs::create_dir(dir.join("kept_plugin")).unwrap();
+        fs::write(dir.join(".hidden"), b"kept").unwrap();
+        assert_eq!(remove_leftovers(&dir), 2);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".hidden", "kept_plugin"]);
+        assert_eq!(remove_leftovers(&dir.join("missing")), 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn names_are_checked() {

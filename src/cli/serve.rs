@@ -205,6 +205,13 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
     crate::platforms::manager::start_all(&app);
     // The active MCP servers connect in the background, each under its supervisor.
     crate::mcp::manager::start_all(&app);
+    // What an install or upload cut short by a crash left behind goes first.
+    for dir in [data.clone(), crate::plugins::root(&data)] {
+        let n = crate::archive::remove_leftovers(&dir);
+        if n > 0 {
+            log::info!("removed {n} leftovers of interrupted installs in {}", dir.display());
+        }
+    }
     // The installed plugins are read (nothing runs until a command or tool is called).
     match app.db.conn() {
         Ok(conn) => app.plugins.load_all(&data, &conn),

@@ -1,7 +1,7 @@
 //! Plugin sources and the marketplace: the custom sources list (a JSON list stored as
 //! sent, preferences key `custom_plugin_sources`), and the registry JSON fetched from a
 //! source with AstrBot's cache (`PluginService.get_online_plugins`): `DIR/plugins.json`
-//! for the default registry, `DIR/plugins_custom_<md5(url)[:8]>.json` for a custom one,
+//! for the default registry, `DIR/plugins_custom_<8 hex of the URL's SHA-256>.json` for a custom one,
 //! `{"timestamp","data","md5"}`; used while its md5 matches the remote one (or the
 //! remote md5 cannot be fetched), and answered offline with AstrBot's warning.
 //!
@@ -53,10 +53,9 @@ fn md5_url_of(url: &str) -> String {
 /// AstrBot's `build_registry_source`; the default URLs replaced by the environment's.
 pub fn source(data_dir: &Path, custom: Option<&str>) -> Source {
     if let Some(url) = custom.map(str::trim).filter(|u| !u.is_empty()) {
-        let hash = md5_hex(url.as_bytes());
         return Source {
             urls: vec![url.to_owned()],
-            cache_file: data_dir.join(format!("plugins_custom_{}.json", &hash[..8])),
+            cache_file: data_dir.join(format!("plugins_custom_{}.json", cache_tag(url))),
             md5_url: Some(md5_url_of(url)),
         };
     }
@@ -314,41 +313,13 @@ fn python_str(v: &Value) -> String {
     }
 }
 
-/// MD5 (RFC 1321) as lowercase hex: only to name the cache file as AstrBot does.
-pub fn md5_hex(input: &[u8]) -> String {
-    const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
-        5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15,
-        21, 6, 10, 15, 21, 6, 10, 15, 21,
-    ];
-    let k: Vec<u32> =
-        (0..64).map(|i: i32| ((f64::from(i + 1).sin().abs()) * 4_294_967_296.0) as u32).collect();
-    let mut msg = input.to_vec();
-    let bits = (input.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bits.to_le_bytes());
-    let mut h: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
-    for chunk in msg.chunks_exact(64) {
-        let m: Vec<u32> =
-            chunk.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
-        let [mut a, mut b, mut c, mut d] = h;
-        for i in 0..64 {
-            let (f, g) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let rotated = a.wrapping_add(f).wrapping_add(k[i]).wrapping_add(m[g]).rotate_left(S[i]);
-            (a, d, c) = (d, c, b);
-            b = b.wrapping_add(rotated);
-        }
-        h = [h[0].wrapping_add(a), h[1].wrapping_add(b), h[2].wrapping_add(c), h[3].wrapping_add(d)];
-    }
-    h.iter().flat_map(|x| x.to_le_bytes()).map(|b| format!("{b:02x}")).collect()
+/// The first 8 hex digits of the URL's SHA-256 (ring's), naming its cache file. AstrBot
+/// names it by MD5; the name is ours alone (no client sees it), so no MD5 is carried.
+fn cache_tag(url: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, url.as_bytes()).as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -356,25 +327,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn md5_matches_rfc_1321() {
-        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(md5_hex(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
-        assert_eq!(
-            md5_hex(b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"),
-            "57edf4a22be3c955ac49da2e2107b67a"
-        );
-    }
-
-    #[test]
     fn registry_sources_and_cache_names() {
         let dir = Path::new("/data");
         let s = source(dir, Some("https://example.com/market.json"));
         assert_eq!(s.md5_url.as_deref(), Some("https://example.com/market-md5.json"));
         let name = s.cache_file.file_name().unwrap().to_str().unwrap().to_owned();
-        assert_eq!(
-            name,
-            format!("plugins_custom_{}.json", &md5_hex(b"https://example.com/market.json")[..8])
-        );
+        assert_eq!(name.len(), "plugins_custom_.json".len() + 8);
+        assert_eq!(name, format!("plugins_custom_{}.json", cache_tag("https://example.com/market.json")));
+        assert_ne!(cache_tag("https://example.com/market.json"), cache_tag("https://example.com/other.json"));
         assert_eq!(source(dir, Some("http://h/api")).md5_url.as_deref(), Some("http://h/api-md5.json"));
     }
 

@@ -83,7 +83,6 @@ impl Event {
 /// A plugin's tool as the chat offers it.
 #[derive(Debug, Clone)]
 pub struct OfferedTool {
-    pub plugin: String,
     pub tool: manifest::Tool,
 }
 
@@ -303,7 +302,7 @@ impl Registry {
         for p in self.list().iter().filter(|p| p.enabled()) {
             for tool in p.tools() {
                 if !out.iter().any(|o| o.tool.name == tool.name) {
-                    out.push(OfferedTool { plugin: p.name.clone(), tool: tool.clone() });
+                    out.push(OfferedTool { tool: tool.clone() });
                 }
             }
         }
