@@ -127,7 +127,7 @@ fn entry(p: &Installed, stored: Option<Value>) -> Value {
     });
     json!({
         "name": p.name, "marketplace_name": p.name.replace('_', "-"), "repo": m.repo, "author": m.author,
-        "desc": m.desc, "version": m.version, "reserved": false, "activated": p.enabled(), "online_vesion": "",
+        "desc": m.desc, "version": m.version, "reserved": false, "activated": p.enabled(), "online_vesion": "", "online_version": "",
         "display_name": m.display_name, "logo": null, "support_platforms": m.support_platforms,
         "astrbot_version": m.astrbot_version, "installed_at": p.installed_at, "i18n": {}, "root_dir_name": p.name,
         "install_source": source, "updates_enabled": updates,
@@ -205,7 +205,9 @@ fn merge_command(target: &mut Map<String, Value>, source: Map<String, Value>) {
 fn components(p: &Installed) -> Vec<Value> {
     let mut merged: Vec<Value> = Vec::new();
     for c in p.commands() {
-        let Value::Object(component) = command_component(c) else { continue };
+        let Value::Object(mut component) = command_component(c) else { continue };
+        // AstrBot 4.29 names the handler in full (module, then function).
+        component.insert("handler_full_name".into(), json!(format!("{}.{}", p.name, c.handler())));
         match merged
             .iter_mut()
             .filter_map(Value::as_object_mut)
