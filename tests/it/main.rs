@@ -27,6 +27,7 @@ mod onebot;
 mod operator;
 mod personas;
 mod pipeline;
+mod plugins;
 mod proactive;
 mod providers;
 mod quota;
