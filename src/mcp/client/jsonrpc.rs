@@ -6,21 +6,25 @@
 //! request from the server gets the reply the transport must send back (`ping` → `{}`,
 //! anything else → -32601, since this client declares no capabilities). A transport that
 //! breaks calls [`Core::fail_all`], which fails every waiting caller at once instead of at
-//! its timeout. Also here: the bounded line reader and the SSE event parser the transports
-//! share.
+//! its timeout. Also here: the SSE event parser the HTTP transports share. The routing by
+//! id, the bounded line reader and the child process are shared with the plugin runtime
+//! (`plugins::runtime::{ndjson, child}`).
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufRead};
+use std::collections::VecDeque;
+use std::io::BufRead;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 
 use serde_json::{Value, json};
 
+pub(crate) use crate::plugins::runtime::ndjson::{Answer, Line, cut, lock, messages, read_line};
+use crate::plugins::runtime::ndjson::{Calls, Kind, MAX_LINE, Refused, kind};
+
 /// Requests in flight at once on one session; more are refused rather than queued.
 pub(crate) const MAX_PENDING: usize = 256;
 /// The longest message (a stdio line, an SSE event's data, a JSON body) read from a server.
-pub(crate) const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE: usize = MAX_LINE;
 /// Log lines kept for `errlogs`, and the length each is cut to.
 const ERRLOG_LINES: usize = 50;
 const ERRLOG_CHARS: usize = 500;
@@ -36,15 +40,10 @@ pub(crate) enum Failure {
     Broken(String),
 }
 
-/// What a waiting caller receives: the whole response message, or why there will be none.
-pub(crate) type Answer = Result<Value, String>;
-
 /// The shared state of one session, seen by the callers and by the transport's threads.
 pub(crate) struct Core {
     pub name: String,
-    next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Sender<Answer>>>,
-    broken: Mutex<Option<String>>,
+    calls: Calls,
     /// Set once the handshake listed the tools: a `list_changed` before that is covered
     /// by the first listing, which the server answers after sending it.
     pub ready: AtomicBool,
@@ -57,9 +56,7 @@ impl Core {
     pub fn new(name: &str) -> Core {
         Core {
             name: name.to_owned(),
-            next_id: AtomicU64::new(0),
-            pending: Mutex::new(HashMap::new()),
-            broken: Mutex::new(None),
+            calls: Calls::new(MAX_PENDING),
             ready: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             errlogs: Mutex::new(VecDeque::new()),
@@ -68,73 +65,52 @@ impl Core {
 
     /// Registers a request about to be sent; its answer arrives on `tx`.
     pub fn register(&self, tx: Sender<Answer>) -> Result<u64, Failure> {
-        if let Some(why) = self.broken() {
-            return Err(Failure::Broken(why));
-        }
-        let mut pending = lock(&self.pending);
-        if pending.len() >= MAX_PENDING {
-            return Err(Failure::Broken(format!("more than {MAX_PENDING} requests in flight")));
-        }
-        // Ids are integers from 0, never reused within the session (as AstrBot's SDK).
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        pending.insert(id, tx);
-        Ok(id)
+        self.calls.register(tx).map_err(|r| match r {
+            Refused::Broken(why) => Failure::Broken(why),
+            Refused::Full => Failure::Broken(format!("more than {MAX_PENDING} requests in flight")),
+        })
     }
 
     /// Forgets a request (answered elsewhere, timed out, or never sent).
     pub fn forget(&self, id: u64) {
-        lock(&self.pending).remove(&id);
+        self.calls.forget(id);
     }
 
     /// Requests waiting for their answer.
     #[cfg(test)]
     pub fn in_flight(&self) -> usize {
-        lock(&self.pending).len()
+        self.calls.in_flight()
     }
 
     /// Why the session no longer works, if it does not.
     pub fn broken(&self) -> Option<String> {
-        lock(&self.broken).clone()
+        self.calls.broken()
     }
 
     /// Marks the session broken and fails every waiting caller now. The first reason stays.
     pub fn fail_all(&self, why: &str) {
-        {
-            let mut broken = lock(&self.broken);
-            if broken.is_none() {
-                log::debug!("MCP server {}: {why}", self.name);
-                *broken = Some(why.to_owned());
-            }
-        }
-        let drained: Vec<_> = lock(&self.pending).drain().collect();
-        for (_, tx) in drained {
-            let _ = tx.send(Err(why.to_owned()));
+        if self.calls.fail_all(why) {
+            log::debug!("MCP server {}: {why}", self.name);
         }
     }
 
     /// Handles one message from the server; returns the reply to send back, if any.
     pub fn handle(&self, msg: Value) -> Option<Value> {
-        let obj = msg.as_object()?;
-        let method = obj.get("method").and_then(Value::as_str);
-        let id = obj.get("id").filter(|id| !id.is_null());
-        match (method, id) {
-            (Some(method), Some(id)) => Some(self.answer_request(method, id)),
-            (Some(method), None) => {
-                self.notification(method, obj.get("params"));
+        match kind(&msg) {
+            Kind::Request { method, id } => Some(self.answer_request(method, id)),
+            Kind::Notification { method, params } => {
+                self.notification(method, params);
                 None
             }
-            (None, Some(id)) => {
-                let waiting = id.as_u64().and_then(|id| lock(&self.pending).remove(&id));
-                match waiting {
-                    Some(tx) => {
-                        let _ = tx.send(Ok(msg));
-                    }
+            Kind::Response { id } => {
+                let id = id.clone();
+                if !self.calls.answer(&id, msg) {
                     // A cancelled or timed-out request may still be answered: ignore it.
-                    None => log::debug!("MCP server {}: an answer to no waiting request ({id})", self.name),
+                    log::debug!("MCP server {}: an answer to no waiting request ({id})", self.name);
                 }
                 None
             }
-            (None, None) => None,
+            Kind::Invalid => None,
         }
     }
 
@@ -178,78 +154,6 @@ impl Core {
 
     pub fn errlogs(&self) -> Vec<String> {
         lock(&self.errlogs).iter().cloned().collect()
-    }
-}
-
-/// Locks a mutex, going on with the data if a panicking thread poisoned it (every value
-/// guarded here stays consistent between statements).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The first `max` characters of `s`.
-pub(crate) fn cut(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// The messages in a JSON text: one message, or each of a batch (2025-03-26 allowed them).
-pub(crate) fn messages(text: &str) -> Result<Vec<Value>, serde_json::Error> {
-    Ok(match serde_json::from_str::<Value>(text)? {
-        Value::Array(batch) => batch,
-        one => vec![one],
-    })
-}
-
-/// One line read by [`read_line`].
-#[derive(Debug, PartialEq)]
-pub(crate) enum Line {
-    Text(Vec<u8>),
-    /// Longer than the limit: what was read of it is dropped.
-    TooLong,
-    Eof,
-}
-
-/// Reads one line ending in `\n` (a trailing `\r` removed) of at most `max` bytes, never
-/// holding more than that in memory.
-pub(crate) fn read_line(r: &mut impl BufRead, max: usize) -> io::Result<Line> {
-    let mut buf = Vec::new();
-    let mut too_long = false;
-    loop {
-        let avail = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if avail.is_empty() {
-            return Ok(match (too_long, buf.is_empty()) {
-                (true, _) => Line::TooLong,
-                (false, true) => Line::Eof,
-                (false, false) => Line::Text(buf),
-            });
-        }
-        let (chunk, end) = match avail.iter().position(|&b| b == b'\n') {
-            Some(i) => (i, true),
-            None => (avail.len(), false),
-        };
-        if !too_long && buf.len().saturating_add(chunk) <= max {
-            buf.extend_from_slice(&avail[..chunk]);
-        } else {
-            too_long = true;
-            buf = Vec::new();
-        }
-        r.consume(if end { chunk + 1 } else { chunk });
-        if end {
-            if too_long {
-                return Ok(Line::TooLong);
-            }
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            return Ok(Line::Text(buf));
-        }
     }
 }
 
@@ -339,6 +243,7 @@ pub(crate) fn read_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
     use std::sync::mpsc::channel;
 
     #[test]
@@ -396,19 +301,6 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_bounded() {
-        let mut r = io::Cursor::new(b"ab\r\n0123456789\nxy".to_vec());
-        assert_eq!(read_line(&mut r, 5).unwrap(), Line::Text(b"ab".to_vec()));
-        assert_eq!(read_line(&mut r, 5).unwrap(), Line::TooLong);
-        assert_eq!(read_line(&mut r, 5).unwrap(), Line::Text(b"xy".to_vec()));
-        assert_eq!(read_line(&mut r, 5).unwrap(), Line::Eof);
-        // A long line split over many buffer fills is still dropped whole.
-        let mut r = io::BufReader::with_capacity(4, io::Cursor::new(b"0123456789abcdef\nok\n".to_vec()));
-        assert_eq!(read_line(&mut r, 8).unwrap(), Line::TooLong);
-        assert_eq!(read_line(&mut r, 8).unwrap(), Line::Text(b"ok".to_vec()));
-    }
-
-    #[test]
     fn sse_events_are_parsed() {
         let text = ": keep-alive\nevent: endpoint\ndata: /messages/?session_id=1\n\nid: 9\ndata: {\"a\":\ndata: 1}\n\nid: prime\ndata:\n\n";
         let mut events = Vec::new();
@@ -439,12 +331,5 @@ mod tests {
             panic!("read after stop")
         })
         .unwrap();
-    }
-
-    #[test]
-    fn batches_are_split() {
-        assert_eq!(messages("[{\"a\":1},{\"b\":2}]").unwrap().len(), 2);
-        assert_eq!(messages("{\"a\":1}").unwrap().len(), 1);
-        assert!(messages("not json").is_err());
     }
 }
