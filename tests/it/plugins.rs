@@ -369,7 +369,7 @@ fn the_shell_example_uploaded_as_a_tar_gz_answers_with_its_arguments() {
         ask(&s, &admin, "g", "/uptime"),
         "您(ID: alice)的权限不足以使用此指令。通过 /sid 获取 ID 并请管理员添加。"
     );
-    let (reply, _) = ask_as(&s, &admin, "astrbot", "g", "/uptime");
+    let (reply, _) = ask_as(&s, &admin, "astrbot", "ops", "/uptime");
     assert!(reply.contains("load average"), "{reply}");
     // One process per call: nothing stays running.
     let listed = s.call("GET", "/api/v1/plugins?name=greet", &admin, None).json();
