@@ -14,6 +14,7 @@ pub mod mcp;
 pub mod meta;
 pub mod operator;
 pub mod personas;
+pub mod plugins;
 pub mod providers;
 pub mod skills;
 

@@ -33,4 +33,4 @@ pub use masking::{mask, redact, restore_secrets};
 pub use providers::{check_inheriting_providers, merged_provider, provider_type_of};
 pub use refs::{check_secret_refs, process_env, refused_ref, secret_ref, secret_ref_allowed};
 pub use target::{same_url_endpoint, target_change};
-pub use validate::{validate, validate_source};
+pub use validate::{validate, validate_source, validate_typed};

@@ -104,13 +104,23 @@ fn validate_into(
     }
 }
 
+/// Checks `body` against `prototypes` (a value of the expected type per known key; an
+/// object recurses) with the rules of [`validate`]: the shared core of the system config's
+/// check and a plugin config's (`plugins::schema`).
+pub fn validate_typed(
+    body: &mut Map<String, Value>,
+    prototypes: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    validate_into(body, prototypes, "", &mut errors);
+    refuse(errors)
+}
+
 /// Checks the types of the known keys of a config document, casting numeric strings and
 /// replacing nulls as AstrBot does; 400 `格式校验未通过: [...]` lists every wrong type.
 pub fn validate(body: &mut Map<String, Value>) -> Result<(), ApiError> {
     let defaults = default_config();
-    let mut errors = Vec::new();
-    validate_into(body, defaults.as_object().expect("defaults are an object"), "", &mut errors);
-    refuse(errors)
+    validate_typed(body, defaults.as_object().expect("defaults are an object"))
 }
 
 /// The fields of a provider source and the types AstrBot's source templates give them

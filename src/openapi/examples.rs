@@ -27,6 +27,11 @@ const MCP_LOCAL: &str = "http://127.0.0.1:8000/mcp";
 pub const SKILL: &str = "csv-report";
 pub const UMO: &str = "webchat:FriendMessage:webchat!alice!reference-example";
 
+/// The examples' plugin, uploaded as `astrbot_plugin_hello.zip` (`tests/it/plugins_api.rs` builds it).
+pub const PLUGIN: &str = "astrbot_plugin_hello";
+/// A plugin folder that failed to load (it has no metadata.yaml).
+pub const BROKEN_PLUGIN: &str = "broken_example";
+
 /// The example value of a path or query parameter, by name and place.
 pub fn param(name: &str, place: &str) -> Option<Value> {
     let v = match name {
@@ -54,6 +59,8 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "skill_name" => json!(SKILL),
         "file_path" => json!("SKILL.md"),
         "path" if place == "query" => json!("SKILL.md"),
+        "plugin_id" => json!(PLUGIN),
+        "dir_name" => json!(BROKEN_PLUGIN),
         _ => return None,
     };
     Some(v)
@@ -120,6 +127,26 @@ pub fn request(route: &Route) -> Option<Value> {
         ("PATCH", "/api/v1/skills/{skill_name}") => json!({"enabled": true}),
         ("PUT", "/api/v1/skills/file") => json!({"skill_name": SKILL, "path": "SKILL.md",
             "content": "---\nname: csv-report\ndescription: Turn a CSV file into a short Markdown report.\n---\n# CSV report\n"}),
+        (
+            "DELETE",
+            "/api/v1/plugins/by-id" | "/api/v1/plugins/{plugin_id}" | "/api/v1/plugins/failed/{dir_name}",
+        ) => {
+            json!({"delete_config": false, "delete_data": false})
+        }
+        ("PUT", "/api/v1/plugins/config") => json!({"plugin_id": PLUGIN, "config": {"greeting": "Hi"}}),
+        ("PUT", "/api/v1/plugins/{plugin_id}/config") => json!({"config": {"greeting": "Hi"}}),
+        ("PATCH", "/api/v1/plugins/enabled") => json!({"plugin_id": PLUGIN, "enabled": true}),
+        ("PATCH", "/api/v1/plugins/{plugin_id}/enabled") => json!({"enabled": true}),
+        ("POST", "/api/v1/plugins/reload") => json!({"plugin_id": PLUGIN}),
+        ("POST", "/api/v1/plugins/install/url") => {
+            json!({"url": "https://github.com/your-name/astrbot_plugin_hello", "ignore_version_check": false})
+        }
+        ("POST", "/api/v1/plugin-sources") => {
+            json!({"name": "My market", "url": "https://example.com/plugins.json"})
+        }
+        ("PUT", "/api/v1/plugin-sources") => {
+            json!({"sources": [{"name": "My market", "url": "https://example.com/plugins.json"}]})
+        }
         ("POST", "/api/v1/skills/neo/sync") => json!({"skill_key": "csv_report", "require_stable": true}),
         ("POST", "/api/v1/provider-sources") | ("PUT", "/api/v1/provider-sources/{source_id:path}") => {
             source()

@@ -40,6 +40,17 @@ fn soft_errors(route: &Route) -> bool {
     route.path.starts_with("/api/v1/chat")
         || route.path.starts_with("/api/v1/file")
         || (route.path.starts_with("/api/v1/skills") && !route.path.ends_with("/archive"))
+        || plugin_service(route)
+}
+
+/// The plugin routes AstrBot's `_run_service` wraps: every `/api/v1/plugins` route but the
+/// config ones (real 400s) and the categories (which cannot fail). Their failures are 200
+/// `{"status":"error","message":...,"data":{}}`, or `status: warning` for a plugin whose
+/// `astrbot_version` does not admit this server.
+fn plugin_service(route: &Route) -> bool {
+    route.path.starts_with("/api/v1/plugins")
+        && !route.path.contains("/config")
+        && !route.path.ends_with("/categories")
 }
 
 /// Routes where a well-formed request can get 400 because of what is stored: AstrBot
@@ -73,6 +84,10 @@ fn not_found_is_400(route: &Route) -> bool {
                 | "/api/v1/im/message"
         )
         || (route.method == "DELETE" && route.path == "/api/v1/api-keys/{key_id}")
+        || (route.method == "PUT"
+            && route.path.starts_with("/api/v1/plugins")
+            && route.path.ends_with("/config"))
+        || (route.method == "POST" && route.path == "/api/v1/plugin-sources")
         || route.path == KB_UPLOAD
 }
 
@@ -94,6 +109,12 @@ fn body_optional(route: &Route) -> bool {
                 "POST",
                 "/api/v1/mcp/servers/{server_name:path}/test" | "/api/v1/mcp/providers/modelscope/sync"
             )
+            | (
+                "DELETE",
+                "/api/v1/plugins/by-id" | "/api/v1/plugins/{plugin_id}" | "/api/v1/plugins/failed/{dir_name}"
+            )
+            | ("POST", "/api/v1/plugins/install/url" | "/api/v1/plugin-sources")
+            | ("PUT", "/api/v1/plugins/{plugin_id}/config" | "/api/v1/plugin-sources")
     )
 }
 
@@ -239,7 +260,12 @@ fn operation(route: &Route) -> Value {
         if route.body == Body::Upload {
             // Any type is kept (and application/octet-stream sniffed); a JSON type would make
             // the download claim JSON for bytes that may not be.
-            content["encoding"] = json!({"file": {"contentType": "application/octet-stream, image/png, image/jpeg, application/pdf, text/plain"}});
+            let types = if route.path.starts_with("/api/v1/plugins") {
+                "application/zip, application/gzip, application/octet-stream"
+            } else {
+                "application/octet-stream, image/png, image/jpeg, application/pdf, text/plain"
+            };
+            content["encoding"] = json!({"file": {"contentType": types}});
         }
         if let Some(example) = examples::request(route) {
             content["example"] = example;
@@ -265,6 +291,14 @@ fn operation(route: &Route) -> Value {
 fn responses(route: &Route) -> Map<String, Value> {
     let mut responses = Map::new();
     match route.response {
+        Some(schema) if plugin_service(route) => {
+            let either =
+                json!({"oneOf": [envelope(schema), {"$ref": "#/components/schemas/PluginErrorEnvelope"}]});
+            responses.insert(
+                "200".into(),
+                json!({"description": "OK, or AstrBot's plugin 200-error (`status: error`, `data: {}`) or warning (`status: warning`: a plugin whose astrbot_version does not admit this server; retry with ignore_version_check)", "content": {"application/json": {"schema": either}}}),
+            );
+        }
         Some(schema) if soft_errors(route) => {
             let either = json!({"oneOf": [envelope(schema), {"$ref": "#/components/schemas/ErrorEnvelope"}]});
             responses.insert(
@@ -381,6 +415,12 @@ fn path_parameters(route: &Route) -> Vec<Value> {
             None if name == "name" && route.path.starts_with("/api/v1/kb/") => json!({"name": name, "in": "path", "required": true,
                 "description": "1 to 64 of A-Z a-z 0-9 _ . - (not starting with a dot); `docs`, the bundled guides, is refused",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", "not": {"const": "docs"}}}),
+            None if name == "plugin_id" => json!({"name": name, "in": "path", "required": true,
+                "description": "A plugin's name: a Python identifier of ASCII letters, digits and _, at most 64; any other id is an unknown plugin (no file is touched). A plugin named like a fixed route (`market`, `failed`, `config`, `readme`, `by-id`) is reached with the `?plugin_id=` routes",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}}),
+            None if name == "dir_name" => json!({"name": name, "in": "path", "required": true,
+                "description": "A folder of DIR/plugins that GET /api/v1/plugins/failed lists; any other name is refused",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[^./\\\\][^/\\\\]*$"}}),
             None if name == "skill_name" => json!({"name": name, "in": "path", "required": true,
                 "description": "A skill's folder name: A-Z a-z 0-9 . _ - (not `.` or `..`), at most 128; any other name is refused (`Invalid skill name`)",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._-]+$", "not": {"enum": [".", ".."]}}}),

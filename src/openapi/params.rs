@@ -130,6 +130,29 @@ pub fn query(route: &Route) -> Vec<Value> {
             level(),
         ],
         ("GET", "/api/v1/logs/live") => vec![level()],
+        ("GET", "/api/v1/plugins") => vec![
+            optional("name", "Only the plugin of this name", text()),
+            optional("plugin_id", "Only the plugin of this name (when name is not given)", text()),
+        ],
+        ("GET" | "DELETE", "/api/v1/plugins/by-id")
+        | ("GET", "/api/v1/plugins/readme" | "/api/v1/plugins/config" | "/api/v1/plugins/config/schema") => {
+            vec![required("plugin_id", "The plugin's name")]
+        }
+        ("GET", "/api/v1/plugins/market") => vec![
+            optional(
+                "custom_registry",
+                "A registry URL (http/https) instead of the default one; cached apart",
+                text(),
+            ),
+            optional(
+                "force_refresh",
+                "1, true, yes or on (any case): fetch even when the cache is current",
+                text(),
+            ),
+        ],
+        ("DELETE", "/api/v1/plugin-sources/by-id") => {
+            vec![required("source_id", "The id, else url, else name of the sources to remove")]
+        }
         _ => Vec::new(),
     }
 }

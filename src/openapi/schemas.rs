@@ -56,6 +56,7 @@ pub fn schemas() -> Value {
         mcp(),
         skills(),
         super::operator::schemas(),
+        plugins(),
     ];
     let mut all = Map::new();
     for group in groups {
@@ -520,6 +521,82 @@ fn skills() -> Value {
         "SkillNeoSync": {"type": "object", "description": "release_id, or skill_key (with require_stable, default true)", "properties": {
             "release_id": {"type": ["string", "null"]}, "skill_key": {"type": ["string", "null"]}, "require_stable": lax_or_null.clone()
         }, "additionalProperties": true}
+    })
+}
+
+/// Plugins (`api::plugins`): entries, details, config, installs, sources, marketplace.
+fn plugins() -> Value {
+    let lax_or_null = json!({"anyOf": [{"$ref": "#/components/schemas/LaxBool"}, {"type": "null"}]});
+    let text_or_null = json!({"type": ["string", "null"]});
+    json!({
+        "PluginErrorEnvelope": {"type": "object", "required": ["status", "message", "data"], "properties": {
+            "status": {"enum": ["error", "warning"]}, "message": {"type": "string", "example": "插件不存在"},
+            "data": {"type": "object", "description": "{} for an error; {warning_type: astrbot_version_unsupported, can_ignore: true} for the version warning"}
+        }},
+        "PluginEntry": {"type": "object", "required": ["name", "marketplace_name", "repo", "author", "desc", "version", "reserved", "activated", "install_source", "updates_enabled", "runtime"], "properties": {
+            "name": {"type": "string", "description": "metadata.yaml's name, also the folder under DIR/plugins"},
+            "marketplace_name": {"type": "string", "description": "name with _ written -"},
+            "repo": {"type": "string"}, "author": {"type": "string"}, "desc": {"type": "string"}, "version": {"type": "string"},
+            "reserved": {"type": "boolean", "description": "Always false: no plugin is built in"},
+            "activated": {"type": "boolean", "description": "Enabled: its commands and tools are offered"},
+            "online_vesion": {"type": "string", "description": "AstrBot's misspelled field, always empty"},
+            "display_name": text_or_null.clone(), "logo": {"type": "null"},
+            "support_platforms": {"type": "array", "items": {"type": "string"}},
+            "astrbot_version": text_or_null.clone(), "installed_at": {"type": "string", "description": "The folder's modification time, ISO 8601 UTC"},
+            "i18n": {"type": "object"}, "root_dir_name": {"type": "string"},
+            "install_source": {"type": "object", "description": "How it was installed (install_method market, github, url or upload); `implicit: true` when nothing was recorded"},
+            "updates_enabled": {"type": "boolean"}, "update_disabled_reason": {"type": "string"},
+            "pages": {"type": "array", "items": {"type": "string"}},
+            "runtime": {"type": ["object", "null"], "description": "Beyond AstrBot: the plugin's process (null without plugin.json)", "properties": {
+                "running": {"type": "boolean"}, "pid": {"type": ["integer", "null"]}, "calls": {"type": "integer"},
+                "errors": {"type": "integer"}, "restarts": {"type": "integer"}, "last_error": text_or_null.clone()
+            }}
+        }},
+        "PluginList": {"type": "array", "items": {"$ref": "#/components/schemas/PluginEntry"}},
+        "PluginDetail": {"allOf": [{"$ref": "#/components/schemas/PluginEntry"}, {"type": "object", "required": ["components"], "properties": {
+            "components": {"type": "array", "description": "Commands (nested under their groups) then LLM tools, as AstrBot's components", "items": {"type": "object", "required": ["type", "name", "description"], "properties": {
+                "type": {"enum": ["command", "llm_tool"]}, "name": {"type": "string"}, "description": {"type": "string"},
+                "subcommands": {"type": "array", "items": {"type": "object"}}
+            }}}
+        }}]},
+        "PluginFailed": {"type": "object", "description": "Folder name → why it did not load", "additionalProperties": {"type": "object", "required": ["name", "error", "reserved"], "properties": {
+            "name": {"type": "string"}, "error": {"type": "string"}, "reserved": {"const": false}, "traceback": {"type": "string"}
+        }}},
+        "PluginReadme": {"type": "object", "required": ["content"], "properties": {"content": {"type": "string", "description": "README.md, at most 1 MiB of UTF-8"}}},
+        "PluginConfig": {"type": "object", "required": ["plugin_name", "metadata", "config", "i18n"], "properties": {
+            "plugin_name": {"type": "string"}, "log_level": {"type": "null"},
+            "metadata": {"type": ["object", "null"], "description": "{<name>: {description, type: object, items: <_conf_schema.json>}}; null for an unknown plugin or one without a schema"},
+            "config": {"type": ["object", "null"], "description": "The config in effect (the saved file repaired against the schema)"},
+            "i18n": {"type": "object"}
+        }},
+        "PluginConfigById": {"type": "object", "required": ["plugin_id"], "properties": {
+            "plugin_id": nonblank(), "config": {"description": "Keys merged into the saved config after validation (anything but an object reads as {})"}
+        }},
+        "PluginConfigBody": {"type": "object", "description": "{config: {...}}, or the config keys themselves", "additionalProperties": true},
+        "PluginEnabledById": {"type": "object", "required": ["plugin_id", "enabled"], "properties": {"plugin_id": nonblank(), "enabled": {"$ref": "#/components/schemas/LaxBool"}}},
+        "PluginIdBody": {"type": "object", "required": ["plugin_id"], "properties": {"plugin_id": nonblank()}},
+        "PluginUninstall": {"type": "object", "properties": {
+            "delete_config": lax_or_null.clone(), "delete_data": lax_or_null.clone()
+        }, "description": "delete_config removes DIR/config/<name>_config.json, delete_data DIR/plugin_data/<name>"},
+        "PluginInstall": {"type": "object", "description": "url (or repository): a GitHub repository (owner/repo, https://github.com/o/r[/tree/branch]) or an archive URL; download_url: the archive to fetch (http/https, at most 64 MiB); install_method market with market_plugin_id (and registry_url) installs a marketplace entry", "properties": {
+            "url": text_or_null.clone(), "repository": text_or_null.clone(), "download_url": text_or_null.clone(),
+            "proxy": text_or_null.clone(), "ignore_version_check": lax_or_null.clone(), "install_method": text_or_null.clone(),
+            "registry_url": text_or_null.clone(), "market_plugin_id": text_or_null.clone()
+        }, "additionalProperties": true},
+        "PluginUpload": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": "A .zip or .tar.gz of the plugin folder (metadata.yaml at its root or in its only folder)"},
+            "ignore_version_check": {"type": "string", "description": "true to install even when astrbot_version does not admit this server"}
+        }},
+        "PluginInstalled": {"type": "object", "required": ["repo", "readme", "name"], "properties": {
+            "repo": {"type": "string"}, "readme": text_or_null.clone(), "name": {"type": "string"}
+        }},
+        "PluginMarket": {"type": ["object", "array"], "description": "The registry JSON as its source serves it: an object keyed by plugin (with an optional $meta) or a list"},
+        "PluginCategories": {"type": "object", "required": ["categories"], "properties": {"categories": {"type": "array", "maxItems": 0}}},
+        "PluginSources": {"type": "object", "required": ["sources"], "properties": {"sources": {"type": "array", "maxItems": 100, "description": "As stored, usually {name, url} objects"}}},
+        "PluginSource": {"type": "object", "description": "A source as the dashboard writes it: {name, url}; stored as sent (top-level nulls dropped)", "properties": {
+            "id": text_or_null.clone(), "name": text_or_null.clone(), "url": text_or_null.clone()
+        }, "additionalProperties": true},
+        "PluginSourcesBody": {"type": "object", "properties": {"sources": {"type": ["array", "null"], "maxItems": 100, "description": "The new list; absent or null clears it"}}}
     })
 }
 

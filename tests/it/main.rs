@@ -28,6 +28,7 @@ mod operator;
 mod personas;
 mod pipeline;
 mod plugins;
+mod plugins_api;
 mod proactive;
 mod providers;
 mod quota;
