@@ -13,6 +13,7 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("knowledge", include_str!("../static/docs/knowledge.md")),
     ("tools", include_str!("../static/docs/tools.md")),
     ("skills", include_str!("../static/docs/skills.md")),
+    ("plugins", include_str!("../static/docs/plugins.md")),
     ("website-chatbots", include_str!("../static/docs/website-chatbots.md")),
     ("telegram", include_str!("../static/docs/telegram.md")),
     ("onebot", include_str!("../static/docs/onebot.md")),

@@ -27,6 +27,7 @@ mod onebot;
 mod operator;
 mod personas;
 mod pipeline;
+mod plugins;
 mod plugins_api;
 mod proactive;
 mod providers;
