@@ -217,7 +217,10 @@ impl Registry {
     pub fn failed_info(&self) -> String {
         read(&self.failed)
             .iter()
-            .map(|(dir, e)| format!("加载插件「{dir}」(目录: {dir}, 版本: 未知) 时出现问题，原因：{e}。\n"))
+            .map(|(dir, e)| {
+                let e = e.trim_end_matches(['。', '.']);
+                format!("加载插件「{dir}」(目录: {dir}, 版本: 未知) 时出现问题，原因：{e}。\n")
+            })
             .collect()
     }
 

@@ -78,6 +78,7 @@ fn every_guide_is_written() {
         "knowledge",
         "configuration",
         "systemd",
+        "plugins",
     ] {
         let r = s.get(&format!("/docs/{page}"), &[]);
         s.expect(&r, 200);

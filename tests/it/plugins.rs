@@ -7,10 +7,8 @@
 //! and a flooding plugin that hold up no other chat; a disabled plugin's command left to
 //! the model. Each plugin is a real process; nothing here sleeps to wait for one.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -116,51 +114,6 @@ fn targz_folder(top: &str, files: &Files) -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
-/// A loopback HTTP server that answers every GET with one file and records the paths
-/// asked for. The listener is bound before `start` returns.
-struct FileServer {
-    addr: SocketAddr,
-    asked: Arc<Mutex<Vec<String>>>,
-}
-
-impl FileServer {
-    fn start(body: Vec<u8>) -> FileServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let kept = asked.clone();
-        let body = Arc::new(body);
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (kept, body) = (kept.clone(), body.clone());
-                std::thread::spawn(move || {
-                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                    let mut reader = BufReader::new(conn.try_clone().unwrap());
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    kept.lock().unwrap().push(line.split_whitespace().nth(1).unwrap_or_default().to_owned());
-                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                        line.clear();
-                    }
-                    let mut conn = conn;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(&body));
-                });
-            }
-        });
-        FileServer { addr, asked }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/{path}", self.addr)
-    }
-}
-
 /// A server and its admin token.
 fn setup() -> (Server, String) {
     let s = Server::start();
@@ -235,16 +188,16 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn the_python_example_installed_from_a_url_answers_its_command_and_the_models_tool_call() {
     let (s, admin) = setup();
-    let files = FileServer::start(zip_folder(DICE, &example(DICE)));
+    let files = crate::plugins_api::serve();
+    files.put("/astrbot_plugin_dice.zip", zip_folder(DICE, &example(DICE)));
     s.check(
         "POST",
         "/api/v1/plugins/install/url",
         &admin,
-        Some(json!({"download_url": files.url("astrbot_plugin_dice.zip")})),
+        Some(json!({"download_url": format!("{}/astrbot_plugin_dice.zip", files.base)})),
         200,
         json!({"status": "ok", "message": "安装成功。", "data": {"name": DICE}}),
     );
-    assert_eq!(*files.asked.lock().unwrap(), ["/astrbot_plugin_dice.zip"]);
     assert!(
         s.data.path().join("plugins").join(DICE).join("main.py").is_file(),
         "the top folder was stripped"

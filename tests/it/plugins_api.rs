@@ -51,13 +51,13 @@ pub fn hello_zip() -> Vec<u8> {
 type Table = Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>;
 
 /// A loopback file server: path → (status, body); `up` false answers 503 to everything.
-struct Files {
-    base: String,
+pub(crate) struct Files {
+    pub(crate) base: String,
     files: Table,
     up: Arc<AtomicBool>,
 }
 
-fn serve() -> Files {
+pub(crate) fn serve() -> Files {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let files: Table = Arc::default();
@@ -94,7 +94,7 @@ fn serve() -> Files {
 }
 
 impl Files {
-    fn put(&self, path: &str, body: Vec<u8>) {
+    pub(crate) fn put(&self, path: &str, body: Vec<u8>) {
         self.files.lock().unwrap().insert(path.to_owned(), (200, body));
     }
 }
