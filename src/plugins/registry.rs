@@ -347,7 +347,7 @@ impl Registry {
             if result.is_ok() { "ok" } else { "error" }
         );
         Some(match result {
-            Ok(v) => reply_text(&v),
+            Ok(v) => cut_reply(reply_text(&v)),
             Err(e) => fail(&e),
         })
     }
@@ -378,6 +378,21 @@ impl Registry {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// A command's reply is cut at this many bytes (a chat answer, stored in the history).
+pub const MAX_REPLY: usize = 64 << 10;
+
+/// A reply cut at [`MAX_REPLY`] bytes on a character boundary, with a note saying so.
+fn cut_reply(text: String) -> String {
+    if text.len() <= MAX_REPLY {
+        return text;
+    }
+    let mut end = MAX_REPLY;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[reply cut at 64 KiB of {} bytes]", &text[..end], text.len())
 }
 
 /// A command's result as the chat's reply text: a string; `{"text"}`; or `{"replies": [...]}`
@@ -447,6 +462,15 @@ pub fn tool_result(v: &Value) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_replies_are_cut() {
+        assert_eq!(cut_reply("short".into()), "short");
+        let long = "é".repeat(MAX_REPLY);
+        let c = cut_reply(long.clone());
+        assert!(c.ends_with(&format!("\n[reply cut at 64 KiB of {} bytes]", long.len())));
+        assert!(c.len() < MAX_REPLY + 64);
+    }
 
     #[test]
     fn results_become_text() {
