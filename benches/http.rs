@@ -22,6 +22,11 @@
 //!   webhook key as fast as the client goes, then events a second delivered from the first to
 //!   the last distinct `webhook-id` received (target >= 1,000/s) and the time to drain.
 //!
+//! Then gzip (AstrBot 4.29's compression of answers of 1 KiB or more): a JSON answer of
+//! about 4 KiB (`GET /api/v1/api-keys` with enough keys) with and without
+//! `Accept-Encoding: gzip`, alternating for `GZIP_ROUNDS` pairs of half the measurement time,
+//! req/s and bytes on the wire of each, and their ratio.
+//!
 //! Every wait for events is bounded and says how it ended ("timed out after ..."), so a slow
 //! or missing engine gives figures, not a hang.
 
@@ -38,6 +43,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_astrbot");
 const PASSWORD: &str = "bench-password-1";
 const BODY: &[u8] = br#"{"status":"ok","message":null,"data":{"bot_ids":[]}}"#;
 const CONNS: usize = 16;
+/// Pairs of rounds with and without gzip.
+const GZIP_ROUNDS: usize = 3;
 const BARE_WORKERS: usize = 8;
 const WARMUP: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -870,6 +877,29 @@ fn main() {
     let rss_webhooks = rss_kb(pid, "VmRSS:");
     let threads_webhooks = threads(pid);
 
+    // 6. gzip: a JSON answer of about 4 KiB with and without compression, alternating.
+    let mut c = Conn::open(server.addr).expect("connect astrbot");
+    let list = request("GET", "/api/v1/api-keys", Some(&token), None);
+    let mut n = 0;
+    while c.call(&list).body.len() < 4096 && n < 100 {
+        create_key(&mut c, &token, &format!("bench-gzip-{n}"), None);
+        n += 1;
+    }
+    let plain_list = c.call(&list);
+    let mut gz_list = list.clone();
+    gz_list.truncate(gz_list.len() - 2);
+    gz_list.extend_from_slice(b"Accept-Encoding: gzip\r\n\r\n");
+    let packed_list = c.call(&gz_list);
+    assert!(packed_list.status == 200 && packed_list.body.len() < plain_list.body.len(), "gzip answer");
+    drop(c);
+    let (gz_plain, gz_packed) = (Arc::new(list), Arc::new(gz_list));
+    let mut identity_rounds = Vec::new();
+    let mut gzip_rounds = Vec::new();
+    for _ in 0..GZIP_ROUNDS {
+        identity_rounds.push(load(server.addr, gz_plain.clone(), round_dur));
+        gzip_rounds.push(load(server.addr, gz_packed.clone(), round_dur));
+    }
+
     println!("load average after load runs: {}", loadavg());
     let log = server.log_text();
     drop(server); // kills astrbot and removes its data folder
@@ -1053,6 +1083,26 @@ fn main() {
             "delivery to the local receiver: not measured, {got} of {RATE_EVENTS} events arrived (target >= 1000 events/s)"
         ),
     }
+
+    println!();
+    println!(
+        "gzip (GET /api/v1/api-keys as the admin: {} bytes of JSON, {} gzipped)",
+        plain_list.body.len(),
+        packed_list.body.len()
+    );
+    for (i, (plain, packed)) in identity_rounds.iter().zip(&gzip_rounds).enumerate() {
+        row(&format!("identity, round {}", i + 1), plain);
+        row(&format!("gzip, round {}", i + 1), packed);
+    }
+    let identity_refs: Vec<&LoadResult> = identity_rounds.iter().collect();
+    let gzip_refs: Vec<&LoadResult> = gzip_rounds.iter().collect();
+    let (identity_rps, gzip_rps) = (rps_of(&identity_refs), rps_of(&gzip_refs));
+    println!(
+        "gzip summary: identity {identity_rps:.0} req/s, gzip {gzip_rps:.0} req/s: ratio {:.2}; bytes per answer {:.2} of identity",
+        gzip_rps / identity_rps,
+        packed_list.body.len() as f64 / plain_list.body.len() as f64
+    );
+
     if hook_ratio < 0.9 {
         println!("NOTE: webhook key throughput is below 90 % of the plain key's");
     }

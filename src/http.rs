@@ -269,6 +269,9 @@ pub enum Body {
     /// A reader of known length (a file or a range of one) that the server copies to the
     /// client with that `Content-Length`, never holding it whole in memory.
     File(Box<dyn Read + Send>, usize),
+    /// A reader of unknown length (a file compressed as it is sent), sent chunked; only
+    /// for HTTP/1.1 clients (`compress` decides).
+    Stream(Box<dyn Read + Send>),
     /// Server-sent events: finished `data: ...` frames until the sender hangs up. The server
     /// adds the framing and a heartbeat after each silent second.
     Events(Receiver<String>),
@@ -337,7 +340,7 @@ impl Response {
     pub fn body_str(&self) -> &str {
         match &self.body {
             Body::Bytes(bytes) => std::str::from_utf8(bytes).unwrap_or(""),
-            Body::File(..) | Body::Events(_) => "",
+            Body::File(..) | Body::Stream(_) | Body::Events(_) => "",
         }
     }
 }

@@ -10,6 +10,7 @@ mod attachments;
 mod auth;
 mod chat;
 mod cli;
+mod compress;
 mod config;
 mod db;
 mod docs;

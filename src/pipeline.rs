@@ -86,7 +86,8 @@ fn finish_event(draft: Draft, response: &Response) -> crate::webhooks::Event {
         http::Body::File(_, len) => {
             draft.finish(response.status, serde_json::json!({"content_type": content_type, "size": len}))
         }
-        http::Body::Events(_) => {
+        // Compression happens after the pipeline: no handler answers a stream of unknown length.
+        http::Body::Events(_) | http::Body::Stream(_) => {
             draft.finish(response.status, serde_json::json!({"content_type": content_type}))
         }
     }

@@ -232,12 +232,15 @@ fn answer(shared: &Shared, mut request: tiny_http::Request, method: &str, url: &
     // A length beyond usize (a 32-bit Pi) is beyond every limit: it reads as usize::MAX.
     let body_len = request.body_length().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
 
-    let response = {
+    let accept = headers.iter().find(|(n, _)| n == "accept-encoding").map(|(_, v)| v.clone());
+    let mut response = {
         let mut body = TinyBody(&mut request);
         let mut req = Request::new(method.to_owned(), url, headers, remote, body_len, &mut body);
         let route = format!("{method} {}", req.path);
         guarded(&route, || pipeline::handle(&shared.app, &mut req))
     };
+    let http11 = *request.http_version() >= (1, 1);
+    crate::compress::apply(&mut response, accept.as_deref(), http11, method == "HEAD");
     // A body the handler left unread is the transport's business: it skips up to 1 MiB
     // of it to keep the connection, or closes the connection after the answer.
     send(request, response)
@@ -255,6 +258,11 @@ fn send(request: tiny_http::Request, response: Response) -> Sent {
         // A known length: tiny_http copies the reader with a Content-Length, nothing buffered.
         Body::File(reader, len) => {
             let out = tiny_http::Response::new(status.into(), tiny_headers(headers), reader, Some(len), None);
+            (false, request.respond(out).map_err(|e| format!("could not send a response: {e}")))
+        }
+        // An unknown length: tiny_http sends it chunked (an HTTP/1.1 client, see P7).
+        Body::Stream(reader) => {
+            let out = tiny_http::Response::new(status.into(), tiny_headers(headers), reader, None, None);
             (false, request.respond(out).map_err(|e| format!("could not send a response: {e}")))
         }
         Body::Bytes(bytes) => {

@@ -27,6 +27,7 @@ const LOWER: &[&str] = &[
     "skills",
     "archive",
     "attachments",
+    "compress",
 ];
 const UPPER: &[&str] = &["api", "pipeline", "routes", "server", "cli"];
 

@@ -50,7 +50,7 @@ pub type ResponseBox = Response<Box<dyn Read + Send>>;
 
 /// Transfer encoding to use when sending the message.
 /// Note that only *supported* encoding are listed here.
-#[derive(Copy, Clone)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum TransferEncoding {
     Identity,
     Chunked,
@@ -129,6 +129,13 @@ fn choose_transfer_encoding(
     // of 1xx (Informational) or 204 (No Content).
     if status_code.0 < 200 || status_code.0 == 204 {
         return TransferEncoding::Identity;
+    }
+
+    // astrbot P7: a body of unknown length goes chunked to every HTTP/1.1 client, whatever
+    // its TE header asks (chunked is always acceptable to a 1.1 recipient, RFC 9112 §7.4):
+    // choosing identity here made `raw_print` read the whole body into memory first.
+    if entity_length.is_none() {
+        return TransferEncoding::Chunked;
     }
 
     // parsing the request's TE header
@@ -525,5 +532,53 @@ impl Clone for Response<io::Empty> {
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A body that fails when read past its first bytes: a writer that buffered it whole
+    /// would fail, a streaming one writes what it got.
+    struct Endless(usize);
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+            if self.0 == 0 {
+                return Ok(0);
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn an_unknown_length_is_chunked_for_a_1_1_client_asking_for_identity() {
+        let te = Header::from_bytes(&b"TE"[..], &b"identity"[..]).unwrap();
+        let encoding = choose_transfer_encoding(
+            StatusCode(200),
+            std::slice::from_ref(&te),
+            &HTTPVersion(1, 1),
+            &None,
+            false,
+            32768,
+        );
+        assert_eq!(encoding, TransferEncoding::Chunked);
+        // With a known length the client's preference still counts.
+        let encoding =
+            choose_transfer_encoding(StatusCode(200), &[te], &HTTPVersion(1, 1), &Some(10), false, 32768);
+        assert_eq!(encoding, TransferEncoding::Identity);
+
+        let response = Response::new(StatusCode(200), vec![], Endless(100_000), None, None);
+        let mut out = Vec::new();
+        let te = Header::from_bytes(&b"TE"[..], &b"identity"[..]).unwrap();
+        response.raw_print(&mut out, HTTPVersion(1, 1), &[te], false, None).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("Transfer-Encoding: chunked"), "{}", &text[..200]);
+        assert!(!text.contains("Content-Length"));
     }
 }
