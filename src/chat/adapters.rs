@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::provider::{Adapter, Message, Offer, Provider, Step, ToolCall, ToolSpec, Turn, Usage};
+use super::provider::{Adapter, Delta, Message, Offer, Provider, Step, ToolCall, ToolSpec, Turn, Usage};
 use crate::config;
 
 /// An upstream SSE line longer than this is cut: one line must not grow memory unbounded.
@@ -118,11 +118,17 @@ pub fn generate(
     on_delta: &mut dyn FnMut(&str),
 ) -> Result<Usage, String> {
     let messages: Vec<Message> = turns.iter().cloned().map(Message::Turn).collect();
-    request(provider, model_override, &messages, Offer::None, stream, retries, on_delta).map(|s| s.usage)
+    let mut text_only = |d: Delta<'_>| {
+        if let Delta::Text(t) = d {
+            on_delta(t);
+        }
+    };
+    request(provider, model_override, &messages, Offer::None, stream, retries, &mut text_only).map(|s| s.usage)
 }
 
-/// Sends one request (one step of an agent) to the provider, streaming text deltas to
-/// `on_delta`, and returns the usage, the whole text and the tool calls asked for.
+/// Sends one request (one step of an agent) to the provider, streaming text and reasoning
+/// deltas to `on_delta`, and returns the usage, the whole text and reasoning, and the tool
+/// calls asked for.
 pub fn request(
     provider: &Provider,
     model_override: Option<&str>,
@@ -130,7 +136,7 @@ pub fn request(
     offer: Offer<'_>,
     stream: bool,
     retries: u32,
-    on_delta: &mut dyn FnMut(&str),
+    on_delta: &mut dyn FnMut(Delta<'_>),
 ) -> Result<Step, String> {
     let model = model_override.unwrap_or(&provider.model);
     let keys = resolve_keys(&provider.keys, &config::process_env)?;
@@ -143,8 +149,12 @@ pub fn request(
     loop {
         let key = keys.get(key_index % keys.len().max(1)).map(String::as_str);
         let mut text = String::new();
-        let mut sink = |d: &str| {
-            text.push_str(d);
+        let mut reasoning = String::new();
+        let mut sink = |d: Delta<'_>| {
+            match d {
+                Delta::Text(t) => text.push_str(t),
+                Delta::Reasoning(r) => reasoning.push_str(r),
+            }
             on_delta(d);
         };
         let call = Call { agent: &agent, provider, model, key, messages, offer, stream };
@@ -152,11 +162,11 @@ pub fn request(
             Adapter::Anthropic => anthropic(&call, &mut sink),
             Adapter::OpenAi => openai(&call, &mut sink),
         };
-        let delivered = !text.is_empty();
+        let delivered = !text.is_empty() || !reasoning.is_empty();
         match result {
             Ok((usage, calls)) => {
                 next_key(source, Some(key_index));
-                return Ok(Step { usage, text, calls });
+                return Ok(Step { usage, text, reasoning, calls });
             }
             Err(Failure::Fatal(m)) => return Err(m),
             // Once text has reached the client a retry would repeat it.
@@ -431,7 +441,13 @@ fn openai_calls(message: &Value) -> Vec<ToolCall> {
     calls.finish()
 }
 
-fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
+/// A reasoning model's thoughts in an OpenAI-compatible message or delta: DeepSeek's (and
+/// most compatible servers') `reasoning_content`, else `reasoning` (OpenRouter, vLLM).
+fn openai_reasoning(m: &Value) -> Option<&str> {
+    m["reasoning_content"].as_str().or(m["reasoning"].as_str()).filter(|r| !r.is_empty())
+}
+
+fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(Delta<'_>)) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call);
     if let Some(k) = call.key {
         req = req.header("Authorization", format!("Bearer {k}"));
@@ -440,9 +456,12 @@ fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec
     if !call.stream {
         let v = read_json(body)?;
         let message = &v["choices"][0]["message"];
+        if let Some(r) = openai_reasoning(message) {
+            on_delta(Delta::Reasoning(r));
+        }
         let text = message["content"].as_str().unwrap_or_default();
         if !text.is_empty() {
-            on_delta(text);
+            on_delta(Delta::Text(text));
         }
         return Ok((openai_usage(&v["usage"]), openai_calls(message)));
     }
@@ -467,11 +486,14 @@ struct Streamed {
 }
 
 impl Streamed {
-    /// One OpenAI chunk: text, tool-call fragments, usage.
-    fn openai_chunk(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) {
+    /// One OpenAI chunk: reasoning, text, tool-call fragments, usage.
+    fn openai_chunk(&mut self, v: &Value, on_delta: &mut dyn FnMut(Delta<'_>)) {
         let delta = &v["choices"][0]["delta"];
+        if let Some(r) = openai_reasoning(delta) {
+            on_delta(Delta::Reasoning(r));
+        }
         if let Some(d) = delta["content"].as_str().filter(|d| !d.is_empty()) {
-            on_delta(d);
+            on_delta(Delta::Text(d));
         }
         if let Some(fragments) = delta["tool_calls"].as_array() {
             fragments.iter().enumerate().for_each(|(i, f)| self.calls.openai(i, f));
@@ -482,7 +504,7 @@ impl Streamed {
     }
 
     /// One Anthropic event; `false` when the stream is over (`message_stop`, `error`).
-    fn anthropic_event(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) -> bool {
+    fn anthropic_event(&mut self, v: &Value, on_delta: &mut dyn FnMut(Delta<'_>)) -> bool {
         match v["type"].as_str() {
             Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
                 let b = &v["content_block"];
@@ -500,10 +522,16 @@ impl Streamed {
                         self.calls.fragment(key, None, None, v["delta"]["partial_json"].as_str());
                     }
                 }
-                // Text only: thinking and signature deltas are not the reply.
                 Some("text_delta") | None => {
                     if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
-                        on_delta(d);
+                        on_delta(Delta::Text(d));
+                    }
+                }
+                // A `thinking` block's text is reasoning; its signature deltas are nothing
+                // to show.
+                Some("thinking_delta") => {
+                    if let Some(d) = v["delta"]["thinking"].as_str().filter(|d| !d.is_empty()) {
+                        on_delta(Delta::Reasoning(d));
                     }
                 }
                 _ => {}
@@ -655,7 +683,7 @@ fn anthropic_usage(u: &Value, usage: &mut Usage) {
     }
 }
 
-fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
+fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(Delta<'_>)) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call).header("anthropic-version", "2023-06-01");
     if let Some(k) = call.key {
         req = req.header("x-api-key", k);
@@ -665,10 +693,15 @@ fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, 
     if !call.stream {
         let v = read_json(body)?;
         let blocks = v["content"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let thinking: String =
+            blocks.iter().filter(|b| b["type"] == "thinking").filter_map(|b| b["thinking"].as_str()).collect();
+        if !thinking.is_empty() {
+            on_delta(Delta::Reasoning(&thinking));
+        }
         let text: String =
             blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
         if !text.is_empty() {
-            on_delta(&text);
+            on_delta(Delta::Text(&text));
         }
         let mut calls = CallAssembler::default();
         for (i, b) in blocks.iter().enumerate().filter(|(_, b)| b["type"] == "tool_use") {
@@ -761,7 +794,11 @@ mod tests {
         let mut state = Streamed::default();
         let mut text = String::new();
         for c in &chunks {
-            state.openai_chunk(c, &mut |d| text.push_str(d));
+            state.openai_chunk(c, &mut |d| {
+                if let Delta::Text(t) = d {
+                    text.push_str(t)
+                }
+            });
         }
         assert_eq!(text, "");
         assert_eq!(state.usage, Usage { input: 9, output: 4, cached: 0 });
@@ -815,7 +852,11 @@ mod tests {
         let mut state = Streamed::default();
         let mut text = String::new();
         for e in &events {
-            assert!(state.anthropic_event(e, &mut |d| text.push_str(d)));
+            assert!(state.anthropic_event(e, &mut |d| {
+                if let Delta::Text(t) = d {
+                    text.push_str(t)
+                }
+            }));
         }
         assert!(!state.anthropic_event(&json!({"type": "message_stop"}), &mut |_| {}));
         assert_eq!(text, "Let me check.");
@@ -828,6 +869,51 @@ mod tests {
                 call("toolu_03", "whole", "{\"q\":1}")
             ]
         );
+    }
+
+    #[test]
+    fn deepseek_reasoning_content_is_reasoning() {
+        // DeepSeek's reasoner streams `reasoning_content` first (content null), then content
+        // (reasoning_content null); some servers name the field `reasoning`.
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": null, "reasoning_content": "Let me "}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": null, "reasoning_content": "think."}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "Hi", "reasoning_content": null}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "!", "reasoning": ""}}]}),
+            json!({"choices": [{"index": 0, "delta": {"reasoning": " (more)"}}]}),
+        ];
+        let mut state = Streamed::default();
+        let (mut reasoning, mut text) = (String::new(), String::new());
+        for c in &chunks {
+            state.openai_chunk(c, &mut |d| match d {
+                Delta::Reasoning(r) => reasoning.push_str(r),
+                Delta::Text(t) => text.push_str(t),
+            });
+        }
+        assert_eq!((reasoning.as_str(), text.as_str()), ("Let me think. (more)", "Hi!"));
+        assert_eq!(openai_reasoning(&json!({"reasoning_content": "r", "content": "c"})), Some("r"));
+        assert_eq!(openai_reasoning(&json!({"content": "c"})), None);
+    }
+
+    #[test]
+    fn anthropic_thinking_blocks_are_reasoning() {
+        let events = [
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Hmm, "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "easy."}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "4"}}),
+        ];
+        let mut state = Streamed::default();
+        let (mut reasoning, mut text) = (String::new(), String::new());
+        for e in &events {
+            state.anthropic_event(e, &mut |d| match d {
+                Delta::Reasoning(r) => reasoning.push_str(r),
+                Delta::Text(t) => text.push_str(t),
+            });
+        }
+        assert_eq!((reasoning.as_str(), text.as_str()), ("Hmm, easy.", "4"));
     }
 
     #[test]

@@ -182,12 +182,23 @@ pub enum Message {
     Results(Vec<(String, String)>),
 }
 
-/// What one request to a model gave: its usage, its text and the tools it asked for.
+/// What one request to a model gave: its usage, its text, its reasoning (a reasoning
+/// model's thoughts: DeepSeek's `reasoning_content`, Anthropic's `thinking` blocks) and the
+/// tools it asked for.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Step {
     pub usage: Usage,
     pub text: String,
+    pub reasoning: String,
     pub calls: Vec<ToolCall>,
+}
+
+/// A piece of a model's answer as it comes: text of the reply, or reasoning (shown apart,
+/// never part of the reply nor of the history the model sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta<'a> {
+    Text(&'a str),
+    Reasoning(&'a str),
 }
 
 /// How a request offers tools: none (the body has no `tools` key at all), offered for the
