@@ -235,27 +235,11 @@ pub fn apply_update(
     let runner = normalize_runner(body.get("agent_runner"))?;
     let runner_type = runner["runner_type"].as_str().unwrap_or("local").to_owned();
     let current_view = runner_view(current);
-    // Each flat key: the runner's value if it changed it, else the body's flat value.
-    let mut changes: Vec<(&'static str, Value)> = Vec::new();
-    if current_view["runner_type"] != runner_type.as_str() {
-        changes.push(("agent_runner_type", json!(runner_type)));
-    }
-    if runner_type == "local" {
-        for (group, field, legacy, _) in local_fields() {
-            let new = &runner["config"][group][field];
-            if *new != current_view["config"][group][field] {
-                changes.push((legacy, new.clone()));
-            }
-        }
-    }
+    let runner_changed_type = current_view["runner_type"] != runner_type.as_str();
     let settings = match body.get_mut("provider_settings") {
         Some(Value::Object(s)) => s,
         // Not an object: type validation refuses it next.
         Some(_) => return Ok(()),
-        None if changes.is_empty() => {
-            store_runner(body, runner, &runner_type);
-            return Ok(());
-        }
         None => {
             let base = stored_settings.and_then(Value::as_object).cloned().unwrap_or_default();
             body.insert("provider_settings".into(), Value::Object(base));
@@ -263,9 +247,20 @@ pub fn apply_update(
             s
         }
     };
-    for (legacy, value) in changes {
-        // A flat key the client changed as well takes the runner's value: the newer layout wins.
-        settings.insert(legacy.into(), value);
+    if runner_changed_type || !settings.contains_key("agent_runner_type") {
+        settings.insert("agent_runner_type".into(), json!(runner_type));
+    }
+    if runner_type == "local" {
+        // Each flat key: the runner's value where it changed it (where the flat key changed
+        // too, the newer layout wins), else the flat value sent, else the runner's (which is
+        // the current one): a body whose `provider_settings` lacks the flat keys, as 4.29
+        // sends it, must not reset them.
+        for (group, field, legacy, _) in local_fields() {
+            let new = &runner["config"][group][field];
+            if *new != current_view["config"][group][field] || !settings.contains_key(legacy) {
+                settings.insert(legacy.into(), new.clone());
+            }
+        }
     }
     store_runner(body, runner, &runner_type);
     Ok(())
@@ -384,8 +379,15 @@ mod tests {
         let mut runner = current["agent_runner"].clone();
         runner["config"]["persona"]["persona_id"] = json!("tutor");
         let mut body = obj(json!({"agent_runner": runner, "config_version": 5}));
-        apply_update(&mut body, &current, Some(&json!({"wake_prefix": "!"}))).unwrap();
-        assert_eq!(body["provider_settings"], json!({"wake_prefix": "!", "default_personality": "tutor"}));
+        apply_update(&mut body, &current, Some(&json!({"wake_prefix": "!", "max_context_length": 4}))).unwrap();
+        let settings = &body["provider_settings"];
+        assert_eq!((&settings["wake_prefix"], &settings["default_personality"]), (&json!("!"), &json!("tutor")));
+        assert_eq!(settings["max_agent_step"], 30, "every flat key is written");
+        // 4.29's own provider_settings, without the flat keys: they keep their values.
+        let mut body = obj(json!({"agent_runner": current["agent_runner"], "provider_settings": {"wake_prefix": "?"}}));
+        apply_update(&mut body, &current, None).unwrap();
+        assert_eq!(body["provider_settings"]["tool_call_timeout"], 120);
+        assert_eq!(body["provider_settings"]["wake_prefix"], "?");
         // 4.29-shaped without a runner.
         let mut body = obj(json!({"config_version": 5, "provider_settings": {}}));
         assert_eq!(apply_update(&mut body, &current, None).unwrap_err().message(), "agent_runner must be an object");
