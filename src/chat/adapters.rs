@@ -123,7 +123,8 @@ pub fn generate(
             on_delta(t);
         }
     };
-    request(provider, model_override, &messages, Offer::None, stream, retries, &mut text_only).map(|s| s.usage)
+    request(provider, model_override, &messages, Offer::None, stream, retries, &mut text_only)
+        .map(|s| s.usage)
 }
 
 /// Sends one request (one step of an agent) to the provider, streaming text and reasoning
@@ -683,7 +684,10 @@ fn anthropic_usage(u: &Value, usage: &mut Usage) {
     }
 }
 
-fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(Delta<'_>)) -> Result<(Usage, Vec<ToolCall>), Failure> {
+fn anthropic(
+    call: &Call<'_>,
+    on_delta: &mut dyn FnMut(Delta<'_>),
+) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call).header("anthropic-version", "2023-06-01");
     if let Some(k) = call.key {
         req = req.header("x-api-key", k);
@@ -693,8 +697,11 @@ fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(Delta<'_>)) -> Result<(Us
     if !call.stream {
         let v = read_json(body)?;
         let blocks = v["content"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let thinking: String =
-            blocks.iter().filter(|b| b["type"] == "thinking").filter_map(|b| b["thinking"].as_str()).collect();
+        let thinking: String = blocks
+            .iter()
+            .filter(|b| b["type"] == "thinking")
+            .filter_map(|b| b["thinking"].as_str())
+            .collect();
         if !thinking.is_empty() {
             on_delta(Delta::Reasoning(&thinking));
         }

@@ -26,12 +26,12 @@ use crate::error::ApiError;
 pub const RUNNER_TYPES: [&str; 5] = ["local", "dify", "coze", "dashscope", "deerflow"];
 
 /// The local runner's settings: `(group, field)` under `agent_runner.config`, the flat
-/// `provider_settings` key of 4.27, and 4.29's default.
+/// `provider_settings` key of 4.27, and its default (4.29's, except `request_max_retries`: 3, as 4.27 and this server have it).
 fn local_fields() -> [(&'static str, &'static str, &'static str, Value); 17] {
     [
         ("model", "provider_id", "default_provider_id", json!("")),
         ("model", "fallback_provider_ids", "fallback_chat_models", json!([])),
-        ("model", "request_max_retries", "request_max_retries", json!(5)),
+        ("model", "request_max_retries", "request_max_retries", json!(3)),
         ("persona", "persona_id", "default_personality", json!("default")),
         ("persona", "safety_mode", "llm_safety_mode", json!(true)),
         ("persona", "safety_mode_strategy", "safety_mode_strategy", json!("system_prompt")),
@@ -111,7 +111,9 @@ fn normalize(value: Option<&Value>, default: &Value) -> Value {
                 .or_else(|| v.as_f64().filter(|f| f.is_finite() && f.abs() < 9.0e18).map(|f| f as i64))
                 .map(|i| json!(i))
                 .unwrap_or_else(|| default.clone()),
-            Some(Value::String(s)) => s.trim().parse::<i64>().map(|i| json!(i)).unwrap_or_else(|_| default.clone()),
+            Some(Value::String(s)) => {
+                s.trim().parse::<i64>().map(|i| json!(i)).unwrap_or_else(|_| default.clone())
+            }
             _ => default.clone(),
         },
         Value::Number(_) => match value {
@@ -150,7 +152,10 @@ pub fn normalize_runner(runner: Option<&Value>) -> Result<Value, ApiError> {
     let runner_type = match runner.get("runner_type") {
         Some(Value::String(t)) if RUNNER_TYPES.contains(&t.as_str()) => t.clone(),
         other => {
-            return Err(ApiError::bad_request(format!("Unsupported Agent Runner type: {}", python_str(other))));
+            return Err(ApiError::bad_request(format!(
+                "Unsupported Agent Runner type: {}",
+                python_str(other)
+            )));
         }
     };
     let config = runner.get("config");
@@ -167,7 +172,9 @@ pub fn normalize_runner(runner: Option<&Value>) -> Result<Value, ApiError> {
     let mut c = normalize(config, &local_defaults());
     let ratio = c["compression"]["keep_recent_ratio"].as_f64().unwrap_or(0.15);
     c["compression"]["keep_recent_ratio"] = json!(ratio.clamp(0.0, 0.3));
-    for (group, field) in [("model", "request_max_retries"), ("misc", "max_steps"), ("compression", "trim_turns")] {
+    for (group, field) in
+        [("model", "request_max_retries"), ("misc", "max_steps"), ("compression", "trim_turns")]
+    {
         if c[group][field].as_i64().is_none_or(|n| n < 1) {
             c[group][field] = json!(1);
         }
@@ -187,17 +194,16 @@ pub fn normalize_runner(runner: Option<&Value>) -> Result<Value, ApiError> {
 /// Whether a document is written for AstrBot 4.29 (or later): it has `agent_runner` (even
 /// `null`), or its `config_version` is 3 or more.
 pub fn is_429_shaped(doc: &Map<String, Value>) -> bool {
-    doc.contains_key("agent_runner") || doc.get("config_version").and_then(Value::as_f64).is_some_and(|v| v >= 3.0)
+    doc.contains_key("agent_runner")
+        || doc.get("config_version").and_then(Value::as_f64).is_some_and(|v| v >= 3.0)
 }
 
 /// The `agent_runner` a merged document presents: the local runner built from the flat
 /// keys, or the stored third-party runner's settings (its defaults if none are stored).
 pub fn runner_view(merged: &Value) -> Value {
     let settings = &merged["provider_settings"];
-    let runner_type = settings["agent_runner_type"]
-        .as_str()
-        .filter(|t| RUNNER_TYPES.contains(t))
-        .unwrap_or("local");
+    let runner_type =
+        settings["agent_runner_type"].as_str().filter(|t| RUNNER_TYPES.contains(t)).unwrap_or("local");
     if runner_type != "local" {
         let stored = merged.get("agent_runner").filter(|r| r["runner_type"] == runner_type);
         let config = stored.map(|r| &r["config"]);
@@ -283,7 +289,8 @@ fn store_runner(body: &mut Map<String, Value>, runner: Value, runner_type: &str)
 /// of roles, each an object whose `allow_*` keys are booleans and whose
 /// `filesystem_scope` is `none`, `workspace` or `host`.
 pub fn check_local_permissions(body: &Map<String, Value>) -> Result<(), ApiError> {
-    let Some(permissions) = body.get("provider_settings").and_then(|s| s.get("computer_use_local_permissions"))
+    let Some(permissions) =
+        body.get("provider_settings").and_then(|s| s.get("computer_use_local_permissions"))
     else {
         return Ok(());
     };
@@ -353,7 +360,7 @@ mod tests {
         let c = &r["config"];
         assert_eq!(c["misc"]["max_steps"], 1);
         assert_eq!(c["misc"]["tool_call_timeout"], 60);
-        assert_eq!(c["model"]["request_max_retries"], 5, "a bool is no int");
+        assert_eq!(c["model"]["request_max_retries"], 3, "a bool is no int: the default");
         assert_eq!(c["model"]["fallback_provider_ids"], json!(["a"]));
         assert_eq!(c["compression"]["keep_recent_ratio"], 0.3);
         assert_eq!(c["compression"]["trim_turns"], 1);
@@ -363,34 +370,46 @@ mod tests {
 
     #[test]
     fn each_field_takes_the_value_the_request_changed() {
-        let current = with_runner_view(merged(json!({"max_agent_step": 30, "default_personality": "default", "tool_call_timeout": 120})));
+        let current = with_runner_view(merged(
+            json!({"max_agent_step": 30, "default_personality": "default", "tool_call_timeout": 120}),
+        ));
         // 4.27: the flat key changed, the view sent back as read.
-        let mut body = obj(json!({"provider_settings": {"max_agent_step": 5}, "agent_runner": current["agent_runner"]}));
+        let mut body =
+            obj(json!({"provider_settings": {"max_agent_step": 5}, "agent_runner": current["agent_runner"]}));
         apply_update(&mut body, &current, None).unwrap();
         assert_eq!(body["provider_settings"]["max_agent_step"], 5);
         assert!(body.get("agent_runner").is_none(), "the local runner is not stored");
         // 4.29: the runner changed, the flat keys sent back as read.
         let mut runner = current["agent_runner"].clone();
         runner["config"]["misc"]["max_steps"] = json!(9);
-        let mut body = obj(json!({"provider_settings": current["provider_settings"], "agent_runner": runner}));
+        let mut body =
+            obj(json!({"provider_settings": current["provider_settings"], "agent_runner": runner}));
         apply_update(&mut body, &current, None).unwrap();
         assert_eq!(body["provider_settings"]["max_agent_step"], 9);
         // 4.29 without provider_settings: the stored keys are kept beside the change.
         let mut runner = current["agent_runner"].clone();
         runner["config"]["persona"]["persona_id"] = json!("tutor");
         let mut body = obj(json!({"agent_runner": runner, "config_version": 5}));
-        apply_update(&mut body, &current, Some(&json!({"wake_prefix": "!", "max_context_length": 4}))).unwrap();
+        apply_update(&mut body, &current, Some(&json!({"wake_prefix": "!", "max_context_length": 4})))
+            .unwrap();
         let settings = &body["provider_settings"];
-        assert_eq!((&settings["wake_prefix"], &settings["default_personality"]), (&json!("!"), &json!("tutor")));
+        assert_eq!(
+            (&settings["wake_prefix"], &settings["default_personality"]),
+            (&json!("!"), &json!("tutor"))
+        );
         assert_eq!(settings["max_agent_step"], 30, "every flat key is written");
         // 4.29's own provider_settings, without the flat keys: they keep their values.
-        let mut body = obj(json!({"agent_runner": current["agent_runner"], "provider_settings": {"wake_prefix": "?"}}));
+        let mut body =
+            obj(json!({"agent_runner": current["agent_runner"], "provider_settings": {"wake_prefix": "?"}}));
         apply_update(&mut body, &current, None).unwrap();
         assert_eq!(body["provider_settings"]["tool_call_timeout"], 120);
         assert_eq!(body["provider_settings"]["wake_prefix"], "?");
         // 4.29-shaped without a runner.
         let mut body = obj(json!({"config_version": 5, "provider_settings": {}}));
-        assert_eq!(apply_update(&mut body, &current, None).unwrap_err().message(), "agent_runner must be an object");
+        assert_eq!(
+            apply_update(&mut body, &current, None).unwrap_err().message(),
+            "agent_runner must be an object"
+        );
         // 4.27-shaped: untouched.
         let mut body = obj(json!({"provider_settings": {"max_agent_step": "x"}}));
         apply_update(&mut body, &current, None).unwrap();
@@ -404,7 +423,9 @@ mod tests {
 
     #[test]
     fn local_permissions_messages() {
-        let check = |v: Value| check_local_permissions(&obj(json!({"provider_settings": {"computer_use_local_permissions": v}})));
+        let check = |v: Value| {
+            check_local_permissions(&obj(json!({"provider_settings": {"computer_use_local_permissions": v}})))
+        };
         assert!(check(json!({"admin": {"allow_execution": true, "filesystem_scope": "host"}})).is_ok());
         assert_eq!(check(json!([])).unwrap_err().message(), "Local computer permissions must be an object.");
         assert_eq!(

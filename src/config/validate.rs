@@ -114,7 +114,11 @@ pub fn validate(body: &mut Map<String, Value>) -> Result<(), ApiError> {
 /// `Configuration validation failed: [...]` (4.29's `POST /config-profiles`).
 pub fn validate_new_profile(body: &mut Map<String, Value>) -> Result<(), ApiError> {
     match refuse(type_errors(body)) {
-        Err(e) => Err(ApiError::bad_request(e.message().replacen("格式校验未通过: ", "Configuration validation failed: ", 1))),
+        Err(e) => Err(ApiError::bad_request(e.message().replacen(
+            "格式校验未通过: ",
+            "Configuration validation failed: ",
+            1,
+        ))),
         ok => ok,
     }
 }

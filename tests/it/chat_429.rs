@@ -43,7 +43,10 @@ fn deepseek_reasoning_content_streams_as_reasoning_events_and_is_absent_when_dis
     );
     let text_at = ev.iter().position(|e| e["type"] == "plain" && e["chain_type"].is_null()).unwrap();
     assert!(first < text_at, "the thoughts come before the reply: {:?}", kinds(&ev));
-    assert_eq!((&complete(&ev)["data"], &complete(&ev)["reasoning"]), (&json!("Hi!"), &json!("Let me think.")));
+    assert_eq!(
+        (&complete(&ev)["data"], &complete(&ev)["reasoning"]),
+        (&json!("Hi!"), &json!("Let me think."))
+    );
 
     // Off, in `flags` or at the top level: not one reasoning event, an empty `reasoning`.
     for body in [
@@ -71,9 +74,7 @@ fn deepseek_reasoning_content_streams_as_reasoning_events_and_is_absent_when_dis
 #[test]
 fn a_non_streaming_reply_begins_with_the_thoughts() {
     let (s, key, _fake) = thinker("openai_chat_completion");
-    let body = |reasoning: bool| {
-        json!({"username": "bob", "message": "hi", "enable_streaming": false, "enable_reasoning": reasoning})
-    };
+    let body = |reasoning: bool| json!({"username": "bob", "message": "hi", "enable_streaming": false, "enable_reasoning": reasoning});
     let ev = chat(&s, &key, body(true));
     let reply = ev.iter().find(|e| e["type"] == "plain" && e["streaming"] == false).unwrap();
     assert_eq!(reply["data"], "🤔 思考: Let me think.\n\n────\nHi!");
@@ -160,14 +161,22 @@ fn session_history_pages_from_the_newest() {
         r.json()["data"].clone()
     };
     let all = page("");
-    assert_eq!((all["total"].as_i64(), all["page"].as_i64(), all["page_size"].as_i64()), (Some(6), Some(1), Some(1000)));
+    assert_eq!(
+        (all["total"].as_i64(), all["page"].as_i64(), all["page_size"].as_i64()),
+        (Some(6), Some(1), Some(1000))
+    );
     assert_eq!(all["has_more"], false);
     let session = &all["session"];
-    assert_eq!((&session["session_id"], &session["creator"], &session["platform_id"]), (&json!("p1"), &json!("erin"), &json!("webchat")));
+    assert_eq!(
+        (&session["session_id"], &session["creator"], &session["platform_id"]),
+        (&json!("p1"), &json!("erin"), &json!("webchat"))
+    );
     for field in ["display_name", "is_group", "created_at", "updated_at"] {
         assert!(session.get(field).is_some(), "{field}: {session}");
     }
-    let ids = |d: &Value| d["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    let ids = |d: &Value| {
+        d["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
     let every = ids(&all);
     let first = page("&page=1&page_size=4");
     assert_eq!(ids(&first), every[2..], "page 1 holds the newest, oldest first");
@@ -176,7 +185,10 @@ fn session_history_pages_from_the_newest() {
     assert_eq!(ids(&second), every[..2]);
     assert_eq!(second["has_more"], false);
     let far = page("&page=18446744073709551616&page_size=1000");
-    assert_eq!((ids(&far).len(), far["total"].as_i64(), far["has_more"].as_bool()), (0, Some(6), Some(false)));
+    assert_eq!(
+        (ids(&far).len(), far["total"].as_i64(), far["has_more"].as_bool()),
+        (0, Some(6), Some(false))
+    );
     for (query, message) in [
         ("&page=0", "page must be an integer of at least 1"),
         ("&page=-1", "page must be an integer of at least 1"),
@@ -185,6 +197,13 @@ fn session_history_pages_from_the_newest() {
         ("&page_size=1001", "page_size must be an integer from 1 to 1000"),
         ("&page_size=1.5", "page_size must be an integer from 1 to 1000"),
     ] {
-        s.check_error("GET", &format!("/api/v1/chat/sessions/p1?username=erin{query}"), &key, None, 400, message);
+        s.check_error(
+            "GET",
+            &format!("/api/v1/chat/sessions/p1?username=erin{query}"),
+            &key,
+            None,
+            400,
+            message,
+        );
     }
 }

@@ -72,7 +72,8 @@ fn a_4_29_shaped_system_config_round_trip() {
     assert_eq!(read["provider_settings"]["max_agent_step"], 12, "kept");
     assert_eq!(read["provider_settings"]["wake_prefix"], "!");
     // A third-party runner is stored with its own settings, its key masked.
-    let dify = json!({"runner_type": "dify", "config": {"dify_api_key": "app-0123456789abcdef", "timeout": "90"}});
+    let dify =
+        json!({"runner_type": "dify", "config": {"dify_api_key": "app-0123456789abcdef", "timeout": "90"}});
     put_system(&s, &key, json!({"agent_runner": dify}));
     let read = system(&s, &key);
     assert_eq!(read["agent_runner"]["runner_type"], "dify");
@@ -107,20 +108,33 @@ fn the_chat_follows_the_layout_written_last() {
 fn profiles_take_either_layout() {
     let (s, key) = setup();
     let runner = json!({"runner_type": "local", "config": {"misc": {"max_steps": 3}}});
-    let r = s.call("POST", "/api/v1/config-profiles", &key, Some(json!({"name": "new", "config": {"agent_runner": runner}})));
+    let r = s.call(
+        "POST",
+        "/api/v1/config-profiles",
+        &key,
+        Some(json!({"name": "new", "config": {"agent_runner": runner}})),
+    );
     s.expect(&r, 200);
     let id = r.json()["data"]["conf_id"].as_str().unwrap().to_owned();
-    let read = s.call("GET", &format!("/api/v1/config-profiles/{id}"), &key, None).json()["data"]["config"].clone();
+    let read =
+        s.call("GET", &format!("/api/v1/config-profiles/{id}"), &key, None).json()["data"]["config"].clone();
     assert_eq!(read["provider_settings"]["max_agent_step"], 3);
     assert_eq!(read["agent_runner"]["config"]["misc"]["max_steps"], 3);
-    let r = s.call("POST", "/api/v1/config-profiles", &key, Some(json!({"name": "old", "config": {"provider_settings": {"max_agent_step": 4}}})));
+    let r = s.call(
+        "POST",
+        "/api/v1/config-profiles",
+        &key,
+        Some(json!({"name": "old", "config": {"provider_settings": {"max_agent_step": 4}}})),
+    );
     s.expect(&r, 200);
     let id = r.json()["data"]["conf_id"].as_str().unwrap().to_owned();
-    let mut read = s.call("GET", &format!("/api/v1/config-profiles/{id}"), &key, None).json()["data"]["config"].clone();
+    let mut read =
+        s.call("GET", &format!("/api/v1/config-profiles/{id}"), &key, None).json()["data"]["config"].clone();
     assert_eq!(read["agent_runner"]["config"]["misc"]["max_steps"], 4);
     read["agent_runner"]["config"]["misc"]["max_steps"] = json!(8);
     s.expect(&s.call("PUT", &format!("/api/v1/config-profiles/{id}"), &key, Some(read)), 200);
-    let read = s.call("GET", &format!("/api/v1/config-profiles/{id}"), &key, None).json()["data"]["config"].clone();
+    let read =
+        s.call("GET", &format!("/api/v1/config-profiles/{id}"), &key, None).json()["data"]["config"].clone();
     assert_eq!(read["provider_settings"]["max_agent_step"], 8);
 }
 
@@ -136,10 +150,17 @@ fn a_4_29_shaped_document_gets_4_29_refusals() {
     put(json!({"agent_runner": {"runner_type": "nope"}}), "Unsupported Agent Runner type: nope");
     put(json!({"agent_runner": {"config": {}}}), "Unsupported Agent Runner type: None");
     let local = json!({"runner_type": "local"});
-    let permissions = |p: Value| json!({"agent_runner": local, "provider_settings": {"computer_use_local_permissions": p}});
+    let permissions =
+        |p: Value| json!({"agent_runner": local, "provider_settings": {"computer_use_local_permissions": p}});
     put(permissions(json!([])), "Local computer permissions must be an object.");
-    put(permissions(json!({"member": {"allow_execution": 1}})), "Local permission member.allow_execution must be a boolean.");
-    put(permissions(json!({"admin": {"filesystem_scope": "root"}})), "Invalid local filesystem scope for admin: root.");
+    put(
+        permissions(json!({"member": {"allow_execution": 1}})),
+        "Local permission member.allow_execution must be a boolean.",
+    );
+    put(
+        permissions(json!({"admin": {"filesystem_scope": "root"}})),
+        "Invalid local filesystem scope for admin: root.",
+    );
     put(
         json!({"agent_runner": local, "timezone": 5}),
         "格式校验未通过: ['错误的类型 timezone: 期望是 string, 得到了 int']",

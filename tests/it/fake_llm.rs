@@ -365,7 +365,10 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
             )
         };
         for r in &plan.reasoning {
-            frames.push(chunk(json!({"role": "assistant", "content": null, "reasoning_content": r}), Value::Null));
+            frames.push(chunk(
+                json!({"role": "assistant", "content": null, "reasoning_content": r}),
+                Value::Null,
+            ));
         }
         for d in &step.deltas {
             frames.push(chunk(json!({"content": d, "reasoning_content": null}), Value::Null));
