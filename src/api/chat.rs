@@ -654,6 +654,27 @@ mod tests {
     }
 
     #[test]
+    fn a_message_goes_only_into_its_owners_webchat_session() {
+        let session = |creator: &str, platform: &str| store::Session {
+            session_id: "s".into(),
+            platform_id: platform.into(),
+            creator: creator.into(),
+            display_name: None,
+            is_group: 0,
+            selected_provider: None,
+            selected_model: None,
+            persona_id: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(check_session_owner(&session("alice", "webchat"), "alice").is_ok());
+        let err = |s: store::Session| check_session_owner(&s, "alice").unwrap_err().message();
+        assert_eq!(err(session("bob", "webchat")), "session_id belongs to another username");
+        // An IM conversation is named after its UMO, which a client could send as both.
+        assert_eq!(err(session("alice", "tg-bot")), "Permission denied");
+    }
+
+    #[test]
     fn content_rules() {
         assert!(!has_content(&[json!({"type": "reply", "message_id": 1, "selected_text": ""})]));
         assert!(has_content(&[json!({"type": "plain", "text": "hi"})]));

@@ -151,10 +151,12 @@ pub fn request(
         let key = keys.get(key_index % keys.len().max(1)).map(String::as_str);
         let mut text = String::new();
         let mut reasoning = String::new();
+        let mut signature = String::new();
         let mut sink = |d: Delta<'_>| {
             match d {
                 Delta::Text(t) => text.push_str(t),
                 Delta::Reasoning(r) => reasoning.push_str(r),
+                Delta::Signature(s) => signature.push_str(s),
             }
             on_delta(d);
         };
@@ -167,7 +169,7 @@ pub fn request(
         match result {
             Ok((usage, calls)) => {
                 next_key(source, Some(key_index));
-                return Ok(Step { usage, text, reasoning, calls });
+                return Ok(Step { usage, text, reasoning, signature, calls });
             }
             Err(Failure::Fatal(m)) => return Err(m),
             // Once text has reached the client a retry would repeat it.
@@ -380,13 +382,17 @@ pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
     for m in messages {
         match m {
             Message::Turn(t) => out.push(json!({"role": t.role, "content": t.content})),
-            Message::Calls { text, calls } => {
+            Message::Calls { text, reasoning, calls, .. } => {
                 let calls: Vec<Value> = calls
                     .iter()
                     .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
                     .collect();
                 let content = if text.is_empty() { Value::Null } else { json!(text) };
-                out.push(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+                let mut message = json!({"role": "assistant", "content": content, "tool_calls": calls});
+                if !reasoning.is_empty() {
+                    message["reasoning_content"] = json!(reasoning);
+                }
+                out.push(message);
             }
             Message::Results(results) => out.extend(
                 results
@@ -484,6 +490,8 @@ struct Streamed {
     usage: Usage,
     calls: CallAssembler,
     error: Option<String>,
+    /// The Anthropic block whose signature is kept.
+    signed_block: Option<i64>,
 }
 
 impl Streamed {
@@ -528,11 +536,19 @@ impl Streamed {
                         on_delta(Delta::Text(d));
                     }
                 }
-                // A `thinking` block's text is reasoning; its signature deltas are nothing
-                // to show.
+                // A `thinking` block's text is reasoning; its signature goes back with it,
+                // the first block's only (one signature signs one block).
                 Some("thinking_delta") => {
                     if let Some(d) = v["delta"]["thinking"].as_str().filter(|d| !d.is_empty()) {
                         on_delta(Delta::Reasoning(d));
+                    }
+                }
+                Some("signature_delta") => {
+                    let index = v["index"].as_i64().unwrap_or(-1);
+                    if *self.signed_block.get_or_insert(index) == index
+                        && let Some(s) = v["delta"]["signature"].as_str()
+                    {
+                        on_delta(Delta::Signature(s));
                     }
                 }
                 _ => {}
@@ -592,8 +608,12 @@ pub fn anthropic_messages(messages: &[Message]) -> (Vec<Value>, Vec<String>) {
                     out.push(json!({"role": t.role, "content": content}));
                 }
             }
-            Message::Calls { text, calls } => {
-                let mut blocks = Vec::with_capacity(calls.len() + 1);
+            Message::Calls { text, reasoning, signature, calls } => {
+                let mut blocks = Vec::with_capacity(calls.len() + 2);
+                // Unsigned thoughts cannot go back: the API would refuse them.
+                if !signature.is_empty() {
+                    blocks.push(json!({"type": "thinking", "thinking": reasoning, "signature": signature}));
+                }
                 if !text.is_empty() {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
@@ -704,6 +724,11 @@ fn anthropic(
             .collect();
         if !thinking.is_empty() {
             on_delta(Delta::Reasoning(&thinking));
+        }
+        let first_signature =
+            blocks.iter().find(|b| b["type"] == "thinking").and_then(|b| b["signature"].as_str());
+        if let Some(s) = first_signature {
+            on_delta(Delta::Signature(s));
         }
         let text: String =
             blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
@@ -895,6 +920,7 @@ mod tests {
             state.openai_chunk(c, &mut |d| match d {
                 Delta::Reasoning(r) => reasoning.push_str(r),
                 Delta::Text(t) => text.push_str(t),
+                Delta::Signature(_) => unreachable!("OpenAI has no signatures"),
             });
         }
         assert_eq!((reasoning.as_str(), text.as_str()), ("Let me think. (more)", "Hi!"));
@@ -911,16 +937,19 @@ mod tests {
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}}),
             json!({"type": "content_block_stop", "index": 0}),
             json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "4"}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "signature_delta", "signature": "other"}}),
         ];
         let mut state = Streamed::default();
-        let (mut reasoning, mut text) = (String::new(), String::new());
+        let (mut reasoning, mut text, mut signature) = (String::new(), String::new(), String::new());
         for e in &events {
             state.anthropic_event(e, &mut |d| match d {
                 Delta::Reasoning(r) => reasoning.push_str(r),
                 Delta::Text(t) => text.push_str(t),
+                Delta::Signature(s) => signature.push_str(s),
             });
         }
         assert_eq!((reasoning.as_str(), text.as_str()), ("Hmm, easy.", "4"));
+        assert_eq!(signature, "EqQB", "the first block's signature only");
     }
 
     #[test]
@@ -930,10 +959,17 @@ mod tests {
             turn("user", json!("hi")),
             Message::Calls {
                 text: String::new(),
+                reasoning: "The user wants f and g.".into(),
+                signature: String::new(),
                 calls: vec![call("c1", "f", "{\"a\":1}"), call("c2", "g", "")],
             },
             Message::Results(vec![("c1".into(), "one".into()), ("c2".into(), "two".into())]),
-            Message::Calls { text: "thinking aloud".into(), calls: vec![call("c3", "f", "{}")] },
+            Message::Calls {
+                text: "thinking aloud".into(),
+                reasoning: String::new(),
+                signature: String::new(),
+                calls: vec![call("c3", "f", "{}")],
+            },
         ];
         let out = openai_messages(&messages);
         assert_eq!(out[1], json!({"role": "user", "content": "hi"}));
@@ -941,11 +977,14 @@ mod tests {
             out[2],
             json!({"role": "assistant", "content": null, "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
-                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}]})
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}],
+                "reasoning_content": "The user wants f and g."}),
+            "DeepSeek gets its reasoning back with its calls"
         );
         assert_eq!(out[3], json!({"role": "tool", "tool_call_id": "c1", "content": "one"}));
         assert_eq!(out[4], json!({"role": "tool", "tool_call_id": "c2", "content": "two"}));
         assert_eq!(out[5]["content"], "thinking aloud");
+        assert!(out[5].get("reasoning_content").is_none(), "no reasoning, no field");
         assert_eq!(
             openai_tools(&[spec("f"), ToolSpec { description: String::new(), ..spec("g") }]),
             json!([
@@ -962,6 +1001,8 @@ mod tests {
             turn("user", json!("hi")),
             Message::Calls {
                 text: "Checking.".into(),
+                reasoning: "Two calls.".into(),
+                signature: "sig-1".into(),
                 calls: vec![call("t1", "f", "{\"a\":1}"), call("t2", "g", "not json")],
             },
             Message::Results(vec![("t1".into(), "one".into()), ("t2".into(), String::new())]),
@@ -973,6 +1014,7 @@ mod tests {
         assert_eq!(
             out[1],
             json!({"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Two calls.", "signature": "sig-1"},
                 {"type": "text", "text": "Checking."},
                 {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
                 {"type": "tool_use", "id": "t2", "name": "g", "input": {}}]})

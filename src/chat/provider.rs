@@ -173,9 +173,14 @@ pub struct ToolCall {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Turn(Turn),
-    /// The model's text before its calls (often empty) and the calls.
+    /// The model's text before its calls (often empty), its reasoning and the signature of
+    /// that reasoning (Anthropic), and the calls. A reasoning model gets its reasoning back
+    /// with its calls: DeepSeek refuses (400) a tool turn without its `reasoning_content`,
+    /// Anthropic one without its signed `thinking` block.
     Calls {
         text: String,
+        reasoning: String,
+        signature: String,
         calls: Vec<ToolCall>,
     },
     /// `(tool call id, result text)` for every call of the preceding [`Message::Calls`].
@@ -190,6 +195,8 @@ pub struct Step {
     pub usage: Usage,
     pub text: String,
     pub reasoning: String,
+    /// Anthropic's signature of the answer's `thinking` block (empty for other vendors).
+    pub signature: String,
     pub calls: Vec<ToolCall>,
 }
 
@@ -199,6 +206,9 @@ pub struct Step {
 pub enum Delta<'a> {
     Text(&'a str),
     Reasoning(&'a str),
+    /// Anthropic's signature of a `thinking` block: nothing to show, but the block must go
+    /// back with it when the model called tools.
+    Signature(&'a str),
 }
 
 /// How a request offers tools: none (the body has no `tools` key at all), offered for the

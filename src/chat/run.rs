@@ -383,7 +383,7 @@ impl Collector<'_> {
                     self.ev.send(events::reasoning(r, &self.ev.run_id));
                 }
             }
-            Delta::Reasoning(_) => {}
+            Delta::Reasoning(_) | Delta::Signature(_) => {}
         }
     }
 }
@@ -586,7 +586,12 @@ fn agent(
                 call.arguments = "{}".into();
             }
         }
-        messages.push(Message::Calls { text: step.text, calls });
+        messages.push(Message::Calls {
+            text: step.text,
+            reasoning: step.reasoning,
+            signature: step.signature,
+            calls,
+        });
         messages.push(Message::Results(results));
     }
 }

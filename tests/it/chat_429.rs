@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::chat::{chat, kinds, setup};
-use crate::fake_llm::{FakeLlm, Script, connect};
+use crate::fake_llm::{FakeLlm, Script, Step, connect};
 use crate::support::Server;
 
 /// A reasoning model behind `wire` (`openai_chat_completion` or `anthropic_chat_completion`)
@@ -205,5 +205,38 @@ fn session_history_pages_from_the_newest() {
             400,
             message,
         );
+    }
+}
+
+/// A reasoning model that calls `current_time`, then answers: its second request must carry
+/// the thoughts of the first beside its calls (DeepSeek refuses the turn without its
+/// `reasoning_content`, Anthropic without its signed `thinking` block), shown or not.
+#[test]
+fn a_reasoning_models_thoughts_go_back_with_its_tool_calls() {
+    for wire in ["openai_chat_completion", "anthropic_chat_completion"] {
+        let (s, key, fake) = thinker(wire);
+        let call_id = if wire.starts_with("openai") { "call_1" } else { "toolu_1" };
+        fake.set(|sc| sc.steps = [Step::calls("", &[(call_id, "current_time", "{}")])].into());
+        let ev = chat(&s, &key, json!({"username": "fay", "message": "time?", "enable_reasoning": false}));
+        assert_eq!(complete(&ev)["data"], "Hi!", "{wire}: {ev:?}");
+        assert!(reasoning_events(&ev).is_empty(), "{wire}");
+        let sent = fake.last().messages();
+        let turn = sent
+            .iter()
+            .find(|m| m["role"] == "assistant")
+            .unwrap_or_else(|| panic!("{wire}: no assistant turn in {sent:?}"));
+        match wire {
+            "openai_chat_completion" => {
+                assert_eq!(turn["reasoning_content"], "Let me think.", "{turn}");
+                assert_eq!(turn["tool_calls"][0]["id"], call_id);
+            }
+            _ => {
+                assert_eq!(
+                    turn["content"][0],
+                    json!({"type": "thinking", "thinking": "Let me think.", "signature": "sig"})
+                );
+                assert_eq!(turn["content"][1]["type"], "tool_use");
+            }
+        }
     }
 }
