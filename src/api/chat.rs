@@ -210,6 +210,9 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
     if let Some(existing) = store::session(&conn, &session_id)? {
         check_session_owner(&existing, &username)?;
     }
+    if names_im_conversation(&session_id) {
+        return Err(soft("Permission denied"));
+    }
     let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
     // 4–5. the profile for this conversation; a bound key's bot unless it names its own
     let named =
@@ -263,6 +266,17 @@ fn check_session_owner(session: &store::Session, username: &str) -> Result<(), A
         return Err(soft("Permission denied"));
     }
     Ok(())
+}
+
+/// Whether a session id is an IM bot's conversation (`<bot_id>:FriendMessage:<chat>` or
+/// `GroupMessage`, the UMO its session is named after): the chat never creates one, so
+/// that no client can take a conversation's session before its first message arrives.
+fn names_im_conversation(session_id: &str) -> bool {
+    let mut parts = session_id.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(bot), Some("FriendMessage" | "GroupMessage"), Some(_)) => bot != "webchat",
+        _ => false,
+    }
 }
 
 /// Whether `username` is one of the administrators' ids (`admins_id` of any profile); such
@@ -370,6 +384,9 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
     };
     if let Some(existing) = store::session(&conn, &session_id)? {
         check_session_owner(&existing, &username).map_err(|e| ApiError::Forbidden(e.message()))?;
+    }
+    if names_im_conversation(&session_id) {
+        return Err(ApiError::Forbidden("Permission denied".into()));
     }
     let parts = lenient_parts(&conn, &message)?;
     if !has_content(&parts) {
@@ -672,6 +689,11 @@ mod tests {
         assert_eq!(err(session("bob", "webchat")), "session_id belongs to another username");
         // An IM conversation is named after its UMO, which a client could send as both.
         assert_eq!(err(session("alice", "tg-bot")), "Permission denied");
+        assert!(names_im_conversation("tg-bot:FriendMessage:42"));
+        assert!(names_im_conversation("qq:GroupMessage:7:x"));
+        assert!(!names_im_conversation("webchat:FriendMessage:webchat!a!s"));
+        assert!(!names_im_conversation("s1"));
+        assert!(!names_im_conversation("a:b:c"));
     }
 
     #[test]

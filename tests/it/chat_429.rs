@@ -240,3 +240,40 @@ fn a_reasoning_models_thoughts_go_back_with_its_tool_calls() {
         }
     }
 }
+
+#[test]
+fn an_im_conversations_session_is_permission_denied() {
+    let (s, key) = setup();
+    let im = "tg-bot:FriendMessage:42";
+    let body = json!({"username": im, "session_id": im, "message": "let me in"});
+    let r = s.check(
+        "POST",
+        "/api/v1/chat",
+        &key,
+        Some(body),
+        200,
+        json!({"status": "error", "message": "Permission denied"}),
+    );
+    assert!(r.json().get("data").is_none_or(Value::is_null), "{}", r.text());
+    // Nothing was created: the sessions list of that username is empty.
+    let list = s.call(
+        "GET",
+        &format!("/api/v1/chat/sessions?username={}", "tg-bot%3AFriendMessage%3A42"),
+        &key,
+        None,
+    );
+    assert_eq!(list.json()["data"]["total"], 0, "{}", list.text());
+    // The ownership check comes first, as in AstrBot.
+    chat(&s, &key, json!({"username": "gina", "session_id": "mine", "message": "hi"}));
+    s.check_error(
+        "POST",
+        "/api/v1/chat",
+        &key,
+        Some(json!({"username": "hal", "session_id": "mine", "message": "hi"})),
+        200,
+        "session_id belongs to another username",
+    );
+    // A website chatbot's request keeps a real status.
+    let bot = json!({"bot_id": "default", "session_id": "tg-bot:GroupMessage:7", "message": "hi"});
+    s.check_error("POST", "/api/v1/chat", &key, Some(bot), 403, "Permission denied");
+}
