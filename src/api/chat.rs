@@ -9,6 +9,10 @@
 //! transaction in [`run::save_user_message`], so a refused or failed request leaves
 //! nothing behind.
 //!
+//! AstrBot 4.29's additions are read here too: `enable_reasoning` and `locale` become the
+//! run's [`ChatOptions`], a session that is not the caller's webchat session is `Permission
+//! denied`, and a session's history is read a page at a time, newest first.
+//!
 //! A body with `bot_id` is an Astroworld request (decision 14): the bot names a config
 //! profile, `username` defaults to the key's own identity (`key:<key_id>`, which no other
 //! key may use), new sessions are `api-<uuid>`, the answer is the bare JSON

@@ -21,6 +21,12 @@
 //! `modalities` leave out `tool_use` is offered no tools (as in AstrBot), and a model that
 //! refuses them with a 4xx naming tools is asked again without.
 //!
+//! A reasoning model's thoughts ([`Delta::Reasoning`]) are shown apart when the client asks
+//! ([`ChatOptions`], AstrBot 4.29's `enable_reasoning`): streamed as `reasoning` events and
+//! kept beside the reply, never in it, so the history the model sees has none; they go back
+//! to the model only with its own tool calls, as the vendors require. Built-in error texts
+//! follow the client's `locale` (`chat::locale`).
+//!
 //! Every path takes the loop: the SSE stream (events live), `Accept: application/json`,
 //! the Astroworld answers and the IM platforms (events to no one). The reply (`complete`,
 //! the JSON answer, the stored message) is the text of the last request; text a model
@@ -82,7 +88,7 @@ pub struct UserMessage {
 pub struct ChatOptions {
     /// A reasoning model's thoughts are shown: streamed as `plain` events of `chain_type:
     /// "reasoning"` (and in `complete.reasoning`), or at the head of a non-streaming reply
-    /// ([`REASONING_HEAD`]). Never stored as the reply, never sent back to the model.
+    /// ([`with_reasoning_head`]). Never part of the stored reply nor of the history.
     pub reasoning: bool,
     /// The language of the built-in error texts.
     pub locale: Locale,
@@ -348,6 +354,11 @@ struct Reply {
     tool_parts: Vec<Value>,
 }
 
+/// The reasoning a reply keeps (for `complete`, the head of a whole reply and the stored
+/// message): a model that thinks at length over many tool steps must not grow them
+/// without bound. Pieces past it are still streamed.
+const MAX_KEPT_REASONING: usize = 256 << 10;
+
 /// Collects a reply's text (and reasoning) as it comes, streaming each delta when the
 /// client asked.
 struct Collector<'a> {
@@ -378,7 +389,10 @@ impl Collector<'_> {
                 }
             }
             Delta::Reasoning(r) if self.show_reasoning => {
-                self.reasoning.push_str(r);
+                // Kept whole up to a bound (it is stored with the reply); streamed always.
+                if self.reasoning.len().saturating_add(r.len()) <= MAX_KEPT_REASONING {
+                    self.reasoning.push_str(r);
+                }
                 if self.streaming {
                     self.ev.send(events::reasoning(r, &self.ev.run_id));
                 }
