@@ -9,6 +9,10 @@
 //! transaction in [`run::save_user_message`], so a refused or failed request leaves
 //! nothing behind.
 //!
+//! AstrBot 4.29's additions are read here too: `enable_reasoning` and `locale` become the
+//! run's [`ChatOptions`], a session that is not the caller's webchat session is `Permission
+//! denied`, and a session's history is read a page at a time, newest first.
+//!
 //! A body with `bot_id` is an Astroworld request (decision 14): the bot names a config
 //! profile, `username` defaults to the key's own identity (`key:<key_id>`, which no other
 //! key may use), new sessions are `api-<uuid>`, the answer is the bare JSON
@@ -22,7 +26,8 @@ use super::{opt_bool, opt_string};
 use crate::app::Ctx;
 use crate::auth::Identity;
 use crate::chat::events;
-use crate::chat::run::{self, RunSlot, UserMessage};
+use crate::chat::locale::Locale;
+use crate::chat::run::{self, ChatOptions, RunSlot, UserMessage};
 use crate::config::{self, BotLookup};
 use crate::db::chat as store;
 use crate::db::resources;
@@ -55,6 +60,19 @@ fn flag(body: &Map<String, Value>, name: &str) -> Result<bool, ApiError> {
         return Ok(b);
     }
     Ok(opt_bool(body, name)?.unwrap_or(true))
+}
+
+/// AstrBot 4.29's display options: `enable_reasoning` (a flag, default `reasoning_default`)
+/// and `locale` (a string naming the language of built-in texts).
+fn chat_options(body: &Map<String, Value>, reasoning_default: bool) -> Result<ChatOptions, ApiError> {
+    let reasoning = match body.get("flags") {
+        Some(Value::Object(flags)) if opt_bool(flags, "enable_reasoning")?.is_some() => {
+            opt_bool(flags, "enable_reasoning")?.unwrap_or(reasoning_default)
+        }
+        _ => opt_bool(body, "enable_reasoning")?.unwrap_or(reasoning_default),
+    };
+    let locale = string_field(body, "locale")?.map(|l| Locale::parse(&l)).unwrap_or_default();
+    Ok(ChatOptions { reasoning, locale })
 }
 
 /// A message part's `type`, stringified and trimmed as AstrBot does (`""` when absent).
@@ -171,6 +189,7 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         string_field(&body, field)?;
     }
     let streaming = flag(&body, "enable_streaming")?;
+    let options = chat_options(&body, true)?;
     // 1. username
     let username = match body.get("username") {
         None | Some(Value::Null) => return Err(soft("Missing key: username")),
@@ -192,10 +211,11 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         _ => uuid::Uuid::new_v4().to_string(),
     };
     // Checked again in `run::save_user_message`, inside the transaction; here for AstrBot's order.
-    if let Some(existing) = store::session(&conn, &session_id)?
-        && existing.creator != username
-    {
-        return Err(soft("session_id belongs to another username"));
+    if let Some(existing) = store::session(&conn, &session_id)? {
+        check_session_owner(&existing, &username)?;
+    }
+    if names_im_conversation(&session_id) {
+        return Err(soft("Permission denied"));
     }
     let umo = format!("webchat:FriendMessage:webchat!{username}!{session_id}");
     // 4–5. the profile for this conversation; a bound key's bot unless it names its own
@@ -233,8 +253,34 @@ fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
         is_admin: is_admin_id,
         platform_id: "webchat".into(),
         is_group: false,
+        options,
     };
     Ok(Prepared { message, profile })
+}
+
+/// Whether a chat message from `username` may go into an existing session: it must be
+/// theirs (`session_id belongs to another username`) and a webchat one (`Permission
+/// denied`, AstrBot 4.29's answer for someone else's session: an IM conversation's session
+/// is named after its UMO, which a client could send as both username and session).
+fn check_session_owner(session: &store::Session, username: &str) -> Result<(), ApiError> {
+    if session.creator != username {
+        return Err(soft("session_id belongs to another username"));
+    }
+    if session.platform_id != "webchat" {
+        return Err(soft("Permission denied"));
+    }
+    Ok(())
+}
+
+/// Whether a session id is an IM bot's conversation (`<bot_id>:FriendMessage:<chat>` or
+/// `GroupMessage`, the UMO its session is named after): the chat never creates one, so
+/// that no client can take a conversation's session before its first message arrives.
+fn names_im_conversation(session_id: &str) -> bool {
+    let mut parts = session_id.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(bot), Some("FriendMessage" | "GroupMessage"), Some(_)) => bot != "webchat",
+        _ => false,
+    }
 }
 
 /// Whether `username` is one of the administrators' ids (`admins_id` of any profile); such
@@ -340,10 +386,11 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
         Some(s) if !s.is_empty() => s.to_owned(),
         _ => format!("api-{}", uuid::Uuid::new_v4()),
     };
-    if let Some(existing) = store::session(&conn, &session_id)?
-        && existing.creator != username
-    {
-        return Err(ApiError::Forbidden("session_id belongs to another username".into()));
+    if let Some(existing) = store::session(&conn, &session_id)? {
+        check_session_owner(&existing, &username).map_err(|e| ApiError::Forbidden(e.message()))?;
+    }
+    if names_im_conversation(&session_id) {
+        return Err(ApiError::Forbidden("Permission denied".into()));
     }
     let parts = lenient_parts(&conn, &message)?;
     if !has_content(&parts) {
@@ -364,6 +411,8 @@ fn prepare_astroworld(ctx: &Ctx<'_, '_>, body: &Map<String, Value>) -> Result<Pr
         is_admin,
         platform_id: "webchat".into(),
         is_group: false,
+        // A website's widget shows `response` as it is: thoughts only when asked for.
+        options: chat_options(body, false)?,
     };
     Ok(Prepared { message, profile: Some(profile) })
 }
@@ -384,7 +433,9 @@ fn wants_stream(ctx: &Ctx<'_, '_>) -> bool {
 /// become 403 (another's session) or 400.
 fn real_status(e: ApiError) -> ApiError {
     match e {
-        ApiError::Soft(m) if m.contains("belongs to another") => ApiError::Forbidden(m),
+        ApiError::Soft(m) if m.contains("belongs to another") || m == "Permission denied" => {
+            ApiError::Forbidden(m)
+        }
         ApiError::Soft(m) => ApiError::BadRequest(m),
         other => other,
     }
@@ -546,15 +597,44 @@ fn owned_session(ctx: &Ctx<'_, '_>) -> Result<store::Session, ApiError> {
     Ok(session)
 }
 
-/// `GET /api/v1/chat/sessions/{session_id}?username=`: the session and its messages.
+/// A history page's query value: absent is `default`; otherwise an integer within
+/// `min..=max` (AstrBot answers 422 out of range; here a 400 naming the field).
+fn history_param(ctx: &Ctx<'_, '_>, name: &str, default: i64, max: i64) -> Result<i64, ApiError> {
+    let Some(raw) = ctx.req.query_param(name) else { return Ok(default) };
+    let bad = || match max {
+        i64::MAX => ApiError::bad_request(format!("{name} must be an integer of at least 1")),
+        _ => ApiError::bad_request(format!("{name} must be an integer from 1 to {max}")),
+    };
+    match python_int(raw) {
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+/// The largest history page (AstrBot 4.29's bound, and its default).
+const MAX_HISTORY_PAGE: i64 = 1000;
+
+/// `GET /api/v1/chat/sessions/{session_id}?username=&page=&page_size=`: the session and one
+/// page of its messages, page 1 the newest (chronological within the page).
 pub fn session(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    let page = history_param(ctx, "page", 1, i64::MAX)?;
+    let size = history_param(ctx, "page_size", MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
     let s = owned_session(ctx)?;
-    let messages = store::messages(&*ctx.app.db.conn()?, &s.session_id, None)?;
+    let offset = (page - 1).checked_mul(size);
+    let (messages, total) = store::messages_page(&*ctx.app.db.conn()?, &s.session_id, size, offset)?;
+    let seen = offset.and_then(|o| o.checked_add(messages.len() as i64)).unwrap_or(i64::MAX);
     let items: Vec<Value> = messages
         .iter()
         .map(|m| json!({"id": m.id, "sender": m.sender, "sender_name": m.sender_name, "content": m.content, "llm_checkpoint_id": m.llm_checkpoint_id, "created_at": iso(m.created_at)}))
         .collect();
-    Ok(Response::ok(json!({"session": session_json(&s), "messages": items})))
+    Ok(Response::ok(json!({
+        "session": session_json(&s),
+        "messages": items,
+        "total": total,
+        "page": page,
+        "page_size": size,
+        "has_more": seen < total,
+    })))
 }
 
 /// `DELETE /api/v1/chat/sessions/{session_id}?username=`: the session and its history.
@@ -592,6 +672,32 @@ mod tests {
         assert_eq!(page_window(-5, i64::MAX), (1, 100, Some(0)));
         assert_eq!(page_window(i64::MAX, 1), (i64::MAX, 1, Some(i64::MAX - 1)));
         assert_eq!(page_window(i64::MAX, 20), (i64::MAX, 20, None));
+    }
+
+    #[test]
+    fn a_message_goes_only_into_its_owners_webchat_session() {
+        let session = |creator: &str, platform: &str| store::Session {
+            session_id: "s".into(),
+            platform_id: platform.into(),
+            creator: creator.into(),
+            display_name: None,
+            is_group: 0,
+            selected_provider: None,
+            selected_model: None,
+            persona_id: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(check_session_owner(&session("alice", "webchat"), "alice").is_ok());
+        let err = |s: store::Session| check_session_owner(&s, "alice").unwrap_err().message();
+        assert_eq!(err(session("bob", "webchat")), "session_id belongs to another username");
+        // An IM conversation is named after its UMO, which a client could send as both.
+        assert_eq!(err(session("alice", "tg-bot")), "Permission denied");
+        assert!(names_im_conversation("tg-bot:FriendMessage:42"));
+        assert!(names_im_conversation("qq:GroupMessage:7:x"));
+        assert!(!names_im_conversation("webchat:FriendMessage:webchat!a!s"));
+        assert!(!names_im_conversation("s1"));
+        assert!(!names_im_conversation("a:b:c"));
     }
 
     #[test]

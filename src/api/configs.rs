@@ -91,13 +91,15 @@ pub fn get_system(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// AstrBot's `update_profile`: top-level nulls dropped, read-only sections kept, the
 /// `admins_id` guard, masked secrets restored, types validated, then a top-level merge.
 fn update_profile(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
-    let mut body: Map<String, Value> = ctx
-        .req
-        .json_object()?
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let sent = ctx.req.json_object()?;
+    // AstrBot 4.29 judges `agent_runner` before top-level nulls are dropped: `null` is not
+    // an object.
+    let runner_sent = sent.get("agent_runner").cloned();
+    let mut body: Map<String, Value> =
+        sent.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    if let Some(runner) = runner_sent {
+        body.insert("agent_runner".into(), runner);
+    }
     let mut conn = ctx.app.db.conn()?;
     write_tx(&mut conn, |tx| {
         let current = config::profile_config(tx, id)?.ok_or_else(|| missing_profile(id))?;
@@ -113,6 +115,9 @@ fn update_profile(ctx: &Ctx<'_, '_>, id: &str) -> Result<Response, ApiError> {
         config::restore_secrets(&mut value, &current, None)?;
         config::check_secret_refs(&value, &config::process_env)?;
         let Value::Object(mut body) = value else { unreachable!("still an object") };
+        config::check_local_permissions(&body)?;
+        // The 4.27 and 4.29 layouts onto the one stored: the flat keys.
+        config::apply_layouts(&mut body, &current, stored.get("provider_settings"))?;
         config::validate(&mut body)?;
         let mut merged = stored.as_object().cloned().unwrap_or_default();
         for (k, v) in body {
@@ -175,7 +180,13 @@ pub fn create_profile(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     for section in READ_ONLY_SECTIONS {
         config.remove(section);
     }
-    config::validate(&mut config)?;
+    let new_layout = config::is_429_shaped(&config);
+    config::check_local_permissions(&config)?;
+    config::apply_layouts(&mut config, &config::profile_defaults(), None)?;
+    match new_layout {
+        true => config::validate_new_profile(&mut config)?,
+        false => config::validate(&mut config)?,
+    }
     let config = Value::Object(config);
     config::check_secret_refs(&config, &config::process_env)?;
     write_tx(&mut *ctx.app.db.conn()?, |tx| resources::insert_profile(tx, &id, &name, &config, ctx.now))?;

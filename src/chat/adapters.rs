@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::provider::{Adapter, Message, Offer, Provider, Step, ToolCall, ToolSpec, Turn, Usage};
+use super::provider::{Adapter, Delta, Message, Offer, Provider, Step, ToolCall, ToolSpec, Turn, Usage};
 use crate::config;
 
 /// An upstream SSE line longer than this is cut: one line must not grow memory unbounded.
@@ -118,11 +118,18 @@ pub fn generate(
     on_delta: &mut dyn FnMut(&str),
 ) -> Result<Usage, String> {
     let messages: Vec<Message> = turns.iter().cloned().map(Message::Turn).collect();
-    request(provider, model_override, &messages, Offer::None, stream, retries, on_delta).map(|s| s.usage)
+    let mut text_only = |d: Delta<'_>| {
+        if let Delta::Text(t) = d {
+            on_delta(t);
+        }
+    };
+    request(provider, model_override, &messages, Offer::None, stream, retries, &mut text_only)
+        .map(|s| s.usage)
 }
 
-/// Sends one request (one step of an agent) to the provider, streaming text deltas to
-/// `on_delta`, and returns the usage, the whole text and the tool calls asked for.
+/// Sends one request (one step of an agent) to the provider, streaming text and reasoning
+/// deltas to `on_delta`, and returns the usage, the whole text and reasoning, and the tool
+/// calls asked for.
 pub fn request(
     provider: &Provider,
     model_override: Option<&str>,
@@ -130,7 +137,7 @@ pub fn request(
     offer: Offer<'_>,
     stream: bool,
     retries: u32,
-    on_delta: &mut dyn FnMut(&str),
+    on_delta: &mut dyn FnMut(Delta<'_>),
 ) -> Result<Step, String> {
     let model = model_override.unwrap_or(&provider.model);
     let keys = resolve_keys(&provider.keys, &config::process_env)?;
@@ -143,8 +150,14 @@ pub fn request(
     loop {
         let key = keys.get(key_index % keys.len().max(1)).map(String::as_str);
         let mut text = String::new();
-        let mut sink = |d: &str| {
-            text.push_str(d);
+        let mut reasoning = String::new();
+        let mut signature = String::new();
+        let mut sink = |d: Delta<'_>| {
+            match d {
+                Delta::Text(t) => text.push_str(t),
+                Delta::Reasoning(r) => reasoning.push_str(r),
+                Delta::Signature(s) => signature.push_str(s),
+            }
             on_delta(d);
         };
         let call = Call { agent: &agent, provider, model, key, messages, offer, stream };
@@ -152,11 +165,11 @@ pub fn request(
             Adapter::Anthropic => anthropic(&call, &mut sink),
             Adapter::OpenAi => openai(&call, &mut sink),
         };
-        let delivered = !text.is_empty();
+        let delivered = !text.is_empty() || !reasoning.is_empty();
         match result {
             Ok((usage, calls)) => {
                 next_key(source, Some(key_index));
-                return Ok(Step { usage, text, calls });
+                return Ok(Step { usage, text, reasoning, signature, calls });
             }
             Err(Failure::Fatal(m)) => return Err(m),
             // Once text has reached the client a retry would repeat it.
@@ -369,13 +382,17 @@ pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
     for m in messages {
         match m {
             Message::Turn(t) => out.push(json!({"role": t.role, "content": t.content})),
-            Message::Calls { text, calls } => {
+            Message::Calls { text, reasoning, calls, .. } => {
                 let calls: Vec<Value> = calls
                     .iter()
                     .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
                     .collect();
                 let content = if text.is_empty() { Value::Null } else { json!(text) };
-                out.push(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+                let mut message = json!({"role": "assistant", "content": content, "tool_calls": calls});
+                if !reasoning.is_empty() {
+                    message["reasoning_content"] = json!(reasoning);
+                }
+                out.push(message);
             }
             Message::Results(results) => out.extend(
                 results
@@ -431,7 +448,13 @@ fn openai_calls(message: &Value) -> Vec<ToolCall> {
     calls.finish()
 }
 
-fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
+/// A reasoning model's thoughts in an OpenAI-compatible message or delta: DeepSeek's (and
+/// most compatible servers') `reasoning_content`, else `reasoning` (OpenRouter, vLLM).
+fn openai_reasoning(m: &Value) -> Option<&str> {
+    m["reasoning_content"].as_str().or(m["reasoning"].as_str()).filter(|r| !r.is_empty())
+}
+
+fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(Delta<'_>)) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call);
     if let Some(k) = call.key {
         req = req.header("Authorization", format!("Bearer {k}"));
@@ -440,9 +463,12 @@ fn openai(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec
     if !call.stream {
         let v = read_json(body)?;
         let message = &v["choices"][0]["message"];
+        if let Some(r) = openai_reasoning(message) {
+            on_delta(Delta::Reasoning(r));
+        }
         let text = message["content"].as_str().unwrap_or_default();
         if !text.is_empty() {
-            on_delta(text);
+            on_delta(Delta::Text(text));
         }
         return Ok((openai_usage(&v["usage"]), openai_calls(message)));
     }
@@ -464,14 +490,19 @@ struct Streamed {
     usage: Usage,
     calls: CallAssembler,
     error: Option<String>,
+    /// The Anthropic block whose signature is kept.
+    signed_block: Option<i64>,
 }
 
 impl Streamed {
-    /// One OpenAI chunk: text, tool-call fragments, usage.
-    fn openai_chunk(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) {
+    /// One OpenAI chunk: reasoning, text, tool-call fragments, usage.
+    fn openai_chunk(&mut self, v: &Value, on_delta: &mut dyn FnMut(Delta<'_>)) {
         let delta = &v["choices"][0]["delta"];
+        if let Some(r) = openai_reasoning(delta) {
+            on_delta(Delta::Reasoning(r));
+        }
         if let Some(d) = delta["content"].as_str().filter(|d| !d.is_empty()) {
-            on_delta(d);
+            on_delta(Delta::Text(d));
         }
         if let Some(fragments) = delta["tool_calls"].as_array() {
             fragments.iter().enumerate().for_each(|(i, f)| self.calls.openai(i, f));
@@ -482,7 +513,7 @@ impl Streamed {
     }
 
     /// One Anthropic event; `false` when the stream is over (`message_stop`, `error`).
-    fn anthropic_event(&mut self, v: &Value, on_delta: &mut dyn FnMut(&str)) -> bool {
+    fn anthropic_event(&mut self, v: &Value, on_delta: &mut dyn FnMut(Delta<'_>)) -> bool {
         match v["type"].as_str() {
             Some("content_block_start") if v["content_block"]["type"] == "tool_use" => {
                 let b = &v["content_block"];
@@ -500,10 +531,24 @@ impl Streamed {
                         self.calls.fragment(key, None, None, v["delta"]["partial_json"].as_str());
                     }
                 }
-                // Text only: thinking and signature deltas are not the reply.
                 Some("text_delta") | None => {
                     if let Some(d) = v["delta"]["text"].as_str().filter(|d| !d.is_empty()) {
-                        on_delta(d);
+                        on_delta(Delta::Text(d));
+                    }
+                }
+                // A `thinking` block's text is reasoning; its signature goes back with it,
+                // the first block's only (one signature signs one block).
+                Some("thinking_delta") => {
+                    if let Some(d) = v["delta"]["thinking"].as_str().filter(|d| !d.is_empty()) {
+                        on_delta(Delta::Reasoning(d));
+                    }
+                }
+                Some("signature_delta") => {
+                    let index = v["index"].as_i64().unwrap_or(-1);
+                    if *self.signed_block.get_or_insert(index) == index
+                        && let Some(s) = v["delta"]["signature"].as_str()
+                    {
+                        on_delta(Delta::Signature(s));
                     }
                 }
                 _ => {}
@@ -563,8 +608,12 @@ pub fn anthropic_messages(messages: &[Message]) -> (Vec<Value>, Vec<String>) {
                     out.push(json!({"role": t.role, "content": content}));
                 }
             }
-            Message::Calls { text, calls } => {
-                let mut blocks = Vec::with_capacity(calls.len() + 1);
+            Message::Calls { text, reasoning, signature, calls } => {
+                let mut blocks = Vec::with_capacity(calls.len() + 2);
+                // Unsigned thoughts cannot go back: the API would refuse them.
+                if !signature.is_empty() {
+                    blocks.push(json!({"type": "thinking", "thinking": reasoning, "signature": signature}));
+                }
                 if !text.is_empty() {
                     blocks.push(json!({"type": "text", "text": text}));
                 }
@@ -655,7 +704,10 @@ fn anthropic_usage(u: &Value, usage: &mut Usage) {
     }
 }
 
-fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, Vec<ToolCall>), Failure> {
+fn anthropic(
+    call: &Call<'_>,
+    on_delta: &mut dyn FnMut(Delta<'_>),
+) -> Result<(Usage, Vec<ToolCall>), Failure> {
     let mut req = post(call).header("anthropic-version", "2023-06-01");
     if let Some(k) = call.key {
         req = req.header("x-api-key", k);
@@ -665,10 +717,23 @@ fn anthropic(call: &Call<'_>, on_delta: &mut dyn FnMut(&str)) -> Result<(Usage, 
     if !call.stream {
         let v = read_json(body)?;
         let blocks = v["content"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let thinking: String = blocks
+            .iter()
+            .filter(|b| b["type"] == "thinking")
+            .filter_map(|b| b["thinking"].as_str())
+            .collect();
+        if !thinking.is_empty() {
+            on_delta(Delta::Reasoning(&thinking));
+        }
+        let first_signature =
+            blocks.iter().find(|b| b["type"] == "thinking").and_then(|b| b["signature"].as_str());
+        if let Some(s) = first_signature {
+            on_delta(Delta::Signature(s));
+        }
         let text: String =
             blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
         if !text.is_empty() {
-            on_delta(&text);
+            on_delta(Delta::Text(&text));
         }
         let mut calls = CallAssembler::default();
         for (i, b) in blocks.iter().enumerate().filter(|(_, b)| b["type"] == "tool_use") {
@@ -761,7 +826,11 @@ mod tests {
         let mut state = Streamed::default();
         let mut text = String::new();
         for c in &chunks {
-            state.openai_chunk(c, &mut |d| text.push_str(d));
+            state.openai_chunk(c, &mut |d| {
+                if let Delta::Text(t) = d {
+                    text.push_str(t)
+                }
+            });
         }
         assert_eq!(text, "");
         assert_eq!(state.usage, Usage { input: 9, output: 4, cached: 0 });
@@ -815,7 +884,11 @@ mod tests {
         let mut state = Streamed::default();
         let mut text = String::new();
         for e in &events {
-            assert!(state.anthropic_event(e, &mut |d| text.push_str(d)));
+            assert!(state.anthropic_event(e, &mut |d| {
+                if let Delta::Text(t) = d {
+                    text.push_str(t)
+                }
+            }));
         }
         assert!(!state.anthropic_event(&json!({"type": "message_stop"}), &mut |_| {}));
         assert_eq!(text, "Let me check.");
@@ -831,16 +904,72 @@ mod tests {
     }
 
     #[test]
+    fn deepseek_reasoning_content_is_reasoning() {
+        // DeepSeek's reasoner streams `reasoning_content` first (content null), then content
+        // (reasoning_content null); some servers name the field `reasoning`.
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": null, "reasoning_content": "Let me "}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": null, "reasoning_content": "think."}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "Hi", "reasoning_content": null}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "!", "reasoning": ""}}]}),
+            json!({"choices": [{"index": 0, "delta": {"reasoning": " (more)"}}]}),
+        ];
+        let mut state = Streamed::default();
+        let (mut reasoning, mut text) = (String::new(), String::new());
+        for c in &chunks {
+            state.openai_chunk(c, &mut |d| match d {
+                Delta::Reasoning(r) => reasoning.push_str(r),
+                Delta::Text(t) => text.push_str(t),
+                Delta::Signature(_) => unreachable!("OpenAI has no signatures"),
+            });
+        }
+        assert_eq!((reasoning.as_str(), text.as_str()), ("Let me think. (more)", "Hi!"));
+        assert_eq!(openai_reasoning(&json!({"reasoning_content": "r", "content": "c"})), Some("r"));
+        assert_eq!(openai_reasoning(&json!({"content": "c"})), None);
+    }
+
+    #[test]
+    fn anthropic_thinking_blocks_are_reasoning() {
+        let events = [
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Hmm, "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "easy."}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQB"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "4"}}),
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "signature_delta", "signature": "other"}}),
+        ];
+        let mut state = Streamed::default();
+        let (mut reasoning, mut text, mut signature) = (String::new(), String::new(), String::new());
+        for e in &events {
+            state.anthropic_event(e, &mut |d| match d {
+                Delta::Reasoning(r) => reasoning.push_str(r),
+                Delta::Text(t) => text.push_str(t),
+                Delta::Signature(s) => signature.push_str(s),
+            });
+        }
+        assert_eq!((reasoning.as_str(), text.as_str()), ("Hmm, easy.", "4"));
+        assert_eq!(signature, "EqQB", "the first block's signature only");
+    }
+
+    #[test]
     fn calls_and_results_in_openai_format() {
         let messages = [
             turn("system", json!("sys")),
             turn("user", json!("hi")),
             Message::Calls {
                 text: String::new(),
+                reasoning: "The user wants f and g.".into(),
+                signature: String::new(),
                 calls: vec![call("c1", "f", "{\"a\":1}"), call("c2", "g", "")],
             },
             Message::Results(vec![("c1".into(), "one".into()), ("c2".into(), "two".into())]),
-            Message::Calls { text: "thinking aloud".into(), calls: vec![call("c3", "f", "{}")] },
+            Message::Calls {
+                text: "thinking aloud".into(),
+                reasoning: String::new(),
+                signature: String::new(),
+                calls: vec![call("c3", "f", "{}")],
+            },
         ];
         let out = openai_messages(&messages);
         assert_eq!(out[1], json!({"role": "user", "content": "hi"}));
@@ -848,11 +977,14 @@ mod tests {
             out[2],
             json!({"role": "assistant", "content": null, "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}},
-                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}]})
+                {"id": "c2", "type": "function", "function": {"name": "g", "arguments": ""}}],
+                "reasoning_content": "The user wants f and g."}),
+            "DeepSeek gets its reasoning back with its calls"
         );
         assert_eq!(out[3], json!({"role": "tool", "tool_call_id": "c1", "content": "one"}));
         assert_eq!(out[4], json!({"role": "tool", "tool_call_id": "c2", "content": "two"}));
         assert_eq!(out[5]["content"], "thinking aloud");
+        assert!(out[5].get("reasoning_content").is_none(), "no reasoning, no field");
         assert_eq!(
             openai_tools(&[spec("f"), ToolSpec { description: String::new(), ..spec("g") }]),
             json!([
@@ -869,6 +1001,8 @@ mod tests {
             turn("user", json!("hi")),
             Message::Calls {
                 text: "Checking.".into(),
+                reasoning: "Two calls.".into(),
+                signature: "sig-1".into(),
                 calls: vec![call("t1", "f", "{\"a\":1}"), call("t2", "g", "not json")],
             },
             Message::Results(vec![("t1".into(), "one".into()), ("t2".into(), String::new())]),
@@ -880,6 +1014,7 @@ mod tests {
         assert_eq!(
             out[1],
             json!({"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Two calls.", "signature": "sig-1"},
                 {"type": "text", "text": "Checking."},
                 {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
                 {"type": "tool_use", "id": "t2", "name": "g", "input": {}}]})

@@ -45,6 +45,11 @@ pub fn tool_call_result(id: &str, ts: f64, result: &str, run_id: &str) -> Value 
     json!({"type": "plain", "data": data, "streaming": false, "chain_type": "tool_call_result", "message_id": run_id})
 }
 
+/// A piece of a reasoning model's thoughts, streamed apart from the reply's text.
+pub fn reasoning(text: &str, run_id: &str) -> Value {
+    json!({"type": "plain", "data": text, "streaming": true, "chain_type": "reasoning", "message_id": run_id})
+}
+
 /// A run's statistics, sent as `agent_stats` and stored with the reply. `usage` is summed
 /// over the run's requests, `context` the input tokens of the last one. Times are in
 /// microseconds; `first_token` is seconds from the start, if any text came.

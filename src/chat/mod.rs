@@ -18,12 +18,14 @@
 //! - [`adapters`]: the OpenAI-compatible and Anthropic adapters, retries and key rotation;
 //! - [`streams`]: the live streams of running chats, each registered by a guard;
 //! - [`tools`]: the tools an agent may call (built-in and MCP) and how a call runs;
-//! - [`events`]: every SSE event the chat and proactive delivery send.
+//! - [`events`]: every SSE event the chat and proactive delivery send;
+//! - [`locale`]: the language of the chat's built-in texts.
 
 pub mod adapters;
 pub mod commands;
 pub mod context;
 pub mod events;
+pub mod locale;
 pub mod provider;
 pub mod run;
 pub mod streams;

@@ -173,21 +173,42 @@ pub struct ToolCall {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     Turn(Turn),
-    /// The model's text before its calls (often empty) and the calls.
+    /// The model's text before its calls (often empty), its reasoning and the signature of
+    /// that reasoning (Anthropic), and the calls. A reasoning model gets its reasoning back
+    /// with its calls: DeepSeek refuses (400) a tool turn without its `reasoning_content`,
+    /// Anthropic one without its signed `thinking` block.
     Calls {
         text: String,
+        reasoning: String,
+        signature: String,
         calls: Vec<ToolCall>,
     },
     /// `(tool call id, result text)` for every call of the preceding [`Message::Calls`].
     Results(Vec<(String, String)>),
 }
 
-/// What one request to a model gave: its usage, its text and the tools it asked for.
+/// What one request to a model gave: its usage, its text, its reasoning (a reasoning
+/// model's thoughts: DeepSeek's `reasoning_content`, Anthropic's `thinking` blocks) and the
+/// tools it asked for.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Step {
     pub usage: Usage,
     pub text: String,
+    pub reasoning: String,
+    /// Anthropic's signature of the answer's `thinking` block (empty for other vendors).
+    pub signature: String,
     pub calls: Vec<ToolCall>,
+}
+
+/// A piece of a model's answer as it comes: text of the reply, or reasoning (shown apart,
+/// never part of the reply nor of the history the model sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta<'a> {
+    Text(&'a str),
+    Reasoning(&'a str),
+    /// Anthropic's signature of a `thinking` block: nothing to show, but the block must go
+    /// back with it when the model called tools.
+    Signature(&'a str),
 }
 
 /// How a request offers tools: none (the body has no `tools` key at all), offered for the

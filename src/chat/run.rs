@@ -21,6 +21,12 @@
 //! `modalities` leave out `tool_use` is offered no tools (as in AstrBot), and a model that
 //! refuses them with a 4xx naming tools is asked again without.
 //!
+//! A reasoning model's thoughts ([`Delta::Reasoning`]) are shown apart when the client asks
+//! ([`ChatOptions`], AstrBot 4.29's `enable_reasoning`): streamed as `reasoning` events and
+//! kept beside the reply, never in it, so the history the model sees has none; they go back
+//! to the model only with its own tool calls, as the vendors require. Built-in error texts
+//! follow the client's `locale` (`chat::locale`).
+//!
 //! Every path takes the loop: the SSE stream (events live), `Accept: application/json`,
 //! the Astroworld answers and the IM platforms (events to no one). The reply (`complete`,
 //! the JSON answer, the stored message) is the text of the last request; text a model
@@ -37,7 +43,8 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use super::commands::{self, Scope};
-use super::provider::{Message, Offer, Provider, Turn, Usage};
+use super::locale::Locale;
+use super::provider::{Delta, Message, Offer, Provider, Turn, Usage};
 use super::{adapters, context, events, tools};
 use crate::app::App;
 use crate::config::{self, Effective, ProviderChoice, SessionChoice};
@@ -71,6 +78,26 @@ pub struct UserMessage {
     pub is_group: bool,
     /// Who sent it, as the history shows them (the username on webchat; an IM user's name).
     pub sender_name: String,
+    /// How the client wants the run shown (webchat's `enable_reasoning` and `locale`).
+    pub options: ChatOptions,
+}
+
+/// How a client wants its run shown (AstrBot 4.29). The default, for the IM platforms,
+/// shows no reasoning and keeps 4.27's texts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChatOptions {
+    /// A reasoning model's thoughts are shown: streamed as `plain` events of `chain_type:
+    /// "reasoning"` (and in `complete.reasoning`), or at the head of a non-streaming reply
+    /// ([`with_reasoning_head`]). Never part of the stored reply nor of the history.
+    pub reasoning: bool,
+    /// The language of the built-in error texts.
+    pub locale: Locale,
+}
+
+/// What a non-streaming reply with reasoning begins with (AstrBot's words): the thoughts,
+/// then a rule, then the reply.
+pub fn with_reasoning_head(reasoning: &str, text: &str) -> String {
+    format!("🤔 思考: {reasoning}\n\n────\n{text}")
 }
 
 /// Chat runs at once; each holds a thread (and a stream's writer another), so beyond this
@@ -143,6 +170,9 @@ pub fn save_user_message(
         .map_err(|e| soft(format!("Failed to create session: {e}")))?;
         if session.creator != msg.username {
             return Err(soft("session_id belongs to another username"));
+        }
+        if session.platform_id != msg.platform_id {
+            return Err(soft("Permission denied"));
         }
         if let Some(profile) = profile {
             let routed = if profile == config::DEFAULT_PROFILE {
@@ -236,10 +266,23 @@ pub fn run(app: &App, msg: UserMessage, checkpoint: String, tx: Option<Sender<St
     let stats = events::stats(reply.usage, reply.context_tokens, started, ended, reply.first_token);
     ev.send(events::agent_stats(&stats));
     let refs = events::refs(&reply.sources);
-    ev.send(events::reply(&reply.text, msg.streaming, &run_id, &refs));
+    // The reply as the client sees it: a streamed reply's reasoning went out as events (and
+    // rides along in `complete`); a whole reply carries it at its head.
+    let shown = match (msg.streaming, reply.reasoning.is_empty()) {
+        (false, false) => with_reasoning_head(&reply.reasoning, &reply.text),
+        _ => reply.text.clone(),
+    };
+    let mut last = events::reply(&shown, msg.streaming, &run_id, &refs);
+    if msg.streaming && !reply.reasoning.is_empty() {
+        last["reasoning"] = json!(reply.reasoning);
+    }
+    ev.send(last);
     let mut parts = reply.tool_parts;
     parts.push(json!({"type": "plain", "text": reply.text}));
     let mut content = json!({"type": "bot", "message": parts, "agent_stats": stats, "refs": refs});
+    if !reply.reasoning.is_empty() {
+        content["reasoning"] = json!(reply.reasoning);
+    }
     if reply.command {
         // A command's exchange stays in the history but never reaches the model.
         content["command"] = json!(true);
@@ -261,7 +304,7 @@ pub fn run(app: &App, msg: UserMessage, checkpoint: String, tx: Option<Sender<St
     }
     ev.send(events::end(&run_id));
     drop(registration);
-    Outcome { session_id: msg.session_id, message_id: run_id, text: reply.text, sources: reply.sources }
+    Outcome { session_id: msg.session_id, message_id: run_id, text: shown, sources: reply.sources }
 }
 
 /// The reply's row id, or `None` when its session is gone or another username's.
@@ -297,6 +340,8 @@ fn store_reply(
 /// The text a run produced, and how.
 struct Reply {
     text: String,
+    /// A reasoning model's thoughts, when the client asked to see them.
+    reasoning: String,
     sources: Vec<Passage>,
     usage: Usage,
     /// The input tokens of the last request.
@@ -309,23 +354,50 @@ struct Reply {
     tool_parts: Vec<Value>,
 }
 
-/// Collects a reply's text as it comes, streaming each delta when the client asked.
+/// The reasoning a reply keeps (for `complete`, the head of a whole reply and the stored
+/// message): a model that thinks at length over many tool steps must not grow them
+/// without bound. Pieces past it are still streamed.
+const MAX_KEPT_REASONING: usize = 256 << 10;
+
+/// Collects a reply's text (and reasoning) as it comes, streaming each delta when the
+/// client asked.
 struct Collector<'a> {
     ev: &'a Events,
     streaming: bool,
+    /// Reasoning is kept and shown; otherwise it is dropped as it comes.
+    show_reasoning: bool,
     clock: Instant,
     first_token: Option<f64>,
     text: String,
+    reasoning: String,
 }
 
 impl Collector<'_> {
     fn deliver(&mut self, delta: &str) {
+        self.take(Delta::Text(delta));
+    }
+
+    fn take(&mut self, delta: Delta<'_>) {
         if self.first_token.is_none() {
             self.first_token = Some(self.clock.elapsed().as_secs_f64());
         }
-        self.text.push_str(delta);
-        if self.streaming {
-            self.ev.send(events::plain(delta, true, &self.ev.run_id));
+        match delta {
+            Delta::Text(t) => {
+                self.text.push_str(t);
+                if self.streaming {
+                    self.ev.send(events::plain(t, true, &self.ev.run_id));
+                }
+            }
+            Delta::Reasoning(r) if self.show_reasoning => {
+                // Kept whole up to a bound (it is stored with the reply); streamed always.
+                if self.reasoning.len().saturating_add(r.len()) <= MAX_KEPT_REASONING {
+                    self.reasoning.push_str(r);
+                }
+                if self.streaming {
+                    self.ev.send(events::reasoning(r, &self.ev.run_id));
+                }
+            }
+            Delta::Reasoning(_) | Delta::Signature(_) => {}
         }
     }
 }
@@ -335,9 +407,11 @@ fn compose(app: &App, msg: &UserMessage, ev: &Events, started: i64) -> Reply {
     let mut out = Collector {
         ev,
         streaming: msg.streaming,
+        show_reasoning: msg.options.reasoning,
         clock: Instant::now(),
         first_token: None,
         text: String::new(),
+        reasoning: String::new(),
     };
     let mut sources = Vec::new();
     let mut usage = Usage::default();
@@ -371,7 +445,16 @@ fn compose(app: &App, msg: &UserMessage, ev: &Events, started: i64) -> Reply {
         0 => out.text,
         from => out.text.get(from..).unwrap_or_default().to_owned(),
     };
-    Reply { text, sources, usage, context_tokens, command, first_token: out.first_token, tool_parts }
+    Reply {
+        text,
+        reasoning: out.reasoning,
+        sources,
+        usage,
+        context_tokens,
+        command,
+        first_token: out.first_token,
+        tool_parts,
+    }
 }
 
 /// The wall-clock budget of one chat's agent loop: past it, no tool runs and the next
@@ -448,7 +531,7 @@ fn agent(
             offer,
             msg.streaming,
             request.retries,
-            &mut |d| out.deliver(d),
+            &mut |d| out.take(d),
         );
         let step = match result {
             Ok(step) => step,
@@ -470,7 +553,8 @@ fn agent(
             Err(e) => {
                 UPSTREAM_ERRORS.fetch_add(1, Ordering::Relaxed);
                 // The persona's own error message replaces the technical one, as in AstrBot.
-                let message = request.custom_error.clone().unwrap_or_else(|| format!("LLM 响应错误: {e}"));
+                let message =
+                    request.custom_error.clone().unwrap_or_else(|| msg.options.locale.request_failed(&e));
                 log::warn!("chat run {}: {e}", ev.run_id);
                 out.deliver(&message);
                 return done;
@@ -516,7 +600,12 @@ fn agent(
                 call.arguments = "{}".into();
             }
         }
-        messages.push(Message::Calls { text: step.text, calls });
+        messages.push(Message::Calls {
+            text: step.text,
+            reasoning: step.reasoning,
+            signature: step.signature,
+            calls,
+        });
         messages.push(Message::Results(results));
     }
 }
@@ -604,7 +693,7 @@ To get answers beyond the bundled documents, connect an LLM provider: see /docs/
 pub fn answer(app: &App, msg: &UserMessage) -> Answer {
     let mut conn = match app.db.conn() {
         Ok(c) => c,
-        Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
+        Err(e) => return Answer::Text(msg.options.locale.request_failed(&e.to_string())),
     };
     let session = store::session(&conn, &msg.session_id).ok().flatten();
     let choice = SessionChoice {
@@ -616,7 +705,7 @@ pub fn answer(app: &App, msg: &UserMessage) -> Answer {
     };
     let effective = match config::effective(&conn, &msg.umo, &choice) {
         Ok(e) => e,
-        Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
+        Err(e) => return Answer::Text(msg.options.locale.request_failed(&e.to_string())),
     };
     let prefixes: Vec<String> = effective.config["wake_prefix"]
         .as_array()
@@ -636,7 +725,7 @@ pub fn answer(app: &App, msg: &UserMessage) -> Answer {
         }
         conn = match app.db.conn() {
             Ok(c) => c,
-            Err(e) => return Answer::Text(format!("LLM 响应错误: {e}")),
+            Err(e) => return Answer::Text(msg.options.locale.request_failed(&e.to_string())),
         };
     }
     match &effective.provider {

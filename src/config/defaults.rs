@@ -16,7 +16,8 @@ pub const DEFAULT_PERSONA_PROMPT: &str = "You are a helpful and friendly assista
 /// The provider that answers from the knowledge base when no LLM is configured.
 pub const BUILTIN_PROVIDER: &str = "builtin";
 
-/// AstrBot's `DEFAULT_CONFIG`, for the keys this appliance uses.
+/// AstrBot's `DEFAULT_CONFIG`, for the keys this appliance uses, in 4.27's layout (4.29's
+/// `agent_runner` is a view of the `provider_settings` keys, see `layouts`).
 pub fn default_config() -> Value {
     json!({
         "config_version": 2,
@@ -73,7 +74,16 @@ pub fn default_config() -> Value {
             "show_tool_use_status": false,
             "agent_runner_type": "local",
             "max_agent_step": 30,
-            "tool_call_timeout": 120
+            "tool_call_timeout": 120,
+            "llm_safety_mode": true,
+            "safety_mode_strategy": "system_prompt",
+            "context_limit_reached_strategy": "llm_compress",
+            "llm_compress_instruction": "",
+            "llm_compress_keep_recent_ratio": 0.15,
+            "llm_compress_provider_id": "",
+            "fallback_max_context_tokens": 128000,
+            "tool_schema_mode": "full",
+            "sanitize_context_by_modalities": false
         },
         "provider_stt_settings": {"enable": false, "provider_id": ""},
         "provider_tts_settings": {"enable": false, "provider_id": ""},

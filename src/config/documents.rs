@@ -26,11 +26,17 @@ pub fn deep_merge(base: &mut Value, over: &Value) {
     }
 }
 
-/// The stored part of a profile merged over the defaults.
+/// The stored part of a profile merged over the defaults, with the `agent_runner` view of
+/// AstrBot 4.29 built from its 4.27 keys (`layouts`).
 pub(super) fn with_defaults(stored: &Value) -> Value {
     let mut config = default_config();
     deep_merge(&mut config, stored);
-    config
+    super::layouts::with_runner_view(config)
+}
+
+/// A new profile as it reads before anything is stored in it.
+pub fn profile_defaults() -> Value {
+    with_defaults(&json!({}))
 }
 
 /// The system config (the default profile) in clear, with its mirrored sections.

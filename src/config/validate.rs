@@ -119,8 +119,27 @@ pub fn validate_typed(
 /// Checks the types of the known keys of a config document, casting numeric strings and
 /// replacing nulls as AstrBot does; 400 `格式校验未通过: [...]` lists every wrong type.
 pub fn validate(body: &mut Map<String, Value>) -> Result<(), ApiError> {
+    refuse(type_errors(body))
+}
+
+/// [`validate`] for a new profile of AstrBot 4.29's layout, whose refusal reads
+/// `Configuration validation failed: [...]` (4.29's `POST /config-profiles`).
+pub fn validate_new_profile(body: &mut Map<String, Value>) -> Result<(), ApiError> {
+    match refuse(type_errors(body)) {
+        Err(e) => Err(ApiError::bad_request(e.message().replacen(
+            "格式校验未通过: ",
+            "Configuration validation failed: ",
+            1,
+        ))),
+        ok => ok,
+    }
+}
+
+fn type_errors(body: &mut Map<String, Value>) -> Vec<String> {
     let defaults = default_config();
-    validate_typed(body, defaults.as_object().expect("defaults are an object"))
+    let mut errors = Vec::new();
+    validate_into(body, defaults.as_object().expect("defaults are an object"), "", &mut errors);
+    errors
 }
 
 /// The fields of a provider source and the types AstrBot's source templates give them

@@ -194,18 +194,42 @@ pub fn messages(conn: &Connection, session_id: &str, last: Option<i64>) -> rusql
              SELECT * FROM chat_messages WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2
          ) ORDER BY id",
     )?;
-    let rows = stmt.query_map(params![session_id, last.unwrap_or(-1)], |r| {
-        Ok(Message {
-            id: r.get(0)?,
-            session_id: r.get(1)?,
-            sender: r.get(2)?,
-            sender_name: r.get(3)?,
-            content: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
-            llm_checkpoint_id: r.get(5)?,
-            created_at: r.get(6)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![session_id, last.unwrap_or(-1)], message_row)?;
     rows.collect()
+}
+
+/// One page of a session's messages counted from the newest (page 1 holds the newest
+/// `limit`), in chronological order within the page, and the session's total. `offset` is
+/// `None` for a page too far out for its offset to fit an integer: it is empty.
+pub fn messages_page(
+    conn: &Connection,
+    session_id: &str,
+    limit: i64,
+    offset: Option<i64>,
+) -> rusqlite::Result<(Vec<Message>, i64)> {
+    let total: i64 = conn
+        .prepare_cached("SELECT count(*) FROM chat_messages WHERE session_id = ?1")?
+        .query_row([session_id], |r| r.get(0))?;
+    let Some(offset) = offset else { return Ok((Vec::new(), total)) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, session_id, sender, sender_name, content, llm_checkpoint_id, created_at FROM (
+             SELECT * FROM chat_messages WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3
+         ) ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![session_id, limit, offset], message_row)?;
+    Ok((rows.collect::<Result<_, _>>()?, total))
+}
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        session_id: r.get(1)?,
+        sender: r.get(2)?,
+        sender_name: r.get(3)?,
+        content: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
+        llm_checkpoint_id: r.get(5)?,
+        created_at: r.get(6)?,
+    })
 }
 
 pub fn clear_messages(tx: &Transaction<'_>, session_id: &str) -> rusqlite::Result<()> {

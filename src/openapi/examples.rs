@@ -179,7 +179,8 @@ pub fn request(route: &Route) -> Option<Value> {
         ("PUT", "/api/v1/config-routes") => json!({"routing": {UMO: "default"}}),
         ("PUT", "/api/v1/config-routes/{umo:path}") => json!({"config_id": "default"}),
         ("POST", "/api/v1/chat") => json!({"username": "alice", "session_id": "reference-example",
-            "message": "What can you do?", "selected_provider": "builtin", "enable_streaming": true}),
+            "message": "What can you do?", "selected_provider": "builtin", "enable_streaming": true,
+            "locale": "en-US", "flags": {"enable_reasoning": true}}),
         ("POST", "/api/auth/login") => json!({"username": "astrbot", "password": "your-admin-password"}),
         ("POST", "/api/v1/auth/password") => {
             json!({"current_password": "your-admin-password", "new_password": "a-new-strong-password"})

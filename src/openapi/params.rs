@@ -53,7 +53,20 @@ pub fn query(route: &Route) -> Vec<Value> {
             optional("page_size", "Sessions per page (default 20, clamped to 1..100)", python_int()),
             optional("platform_id", "Only sessions of this platform (empty: all)", text()),
         ],
-        ("GET" | "DELETE", "/api/v1/chat/sessions/{session_id}") => vec![username()],
+        ("GET", "/api/v1/chat/sessions/{session_id}") => vec![
+            username(),
+            optional(
+                "page",
+                "1-based page of messages, page 1 the newest (default 1; below 1 or not an integer: 400)",
+                json!({"type": "string", "pattern": format!("^[{WS}]*[+]?0*[1-9][0-9]{{0,17}}[{WS}]*$"), "description": "An integer of at least 1"}),
+            ),
+            optional(
+                "page_size",
+                "Messages per page (default 1000; outside 1..1000: 400)",
+                json!({"type": "string", "pattern": format!("^[{WS}]*[+]?0*([1-9][0-9]{{0,2}}|1000)[{WS}]*$"), "description": "An integer from 1 to 1000"}),
+            ),
+        ],
+        ("DELETE", "/api/v1/chat/sessions/{session_id}") => vec![username()],
         ("GET", "/api/v1/file") => {
             vec![required(
                 "attachment_id",

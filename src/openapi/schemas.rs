@@ -686,7 +686,8 @@ fn personas() -> Value {
 /// Config documents, profiles and the UMO routing table.
 fn configs() -> Value {
     json!({
-        "ConfigDocument": {"type": "object", "description": "An AstrBot config document: admins_id, platform_settings, provider_settings (default_provider_id, default_personality, wake_prefix, max_context_length, request_max_retries, ...), wake_prefix, timezone, kb_names, ...; secrets are masked", "additionalProperties": true},
+        "ConfigDocument": {"type": "object", "description": "An AstrBot config document: admins_id, platform_settings, provider_settings (default_provider_id, default_personality, wake_prefix, max_context_length, request_max_retries, max_agent_step, ...), wake_prefix, timezone, kb_names, ...; secrets are masked. Both layouts: AstrBot 4.27's flat provider_settings keys and 4.29's agent_runner {runner_type, config} are read and written alike (see /docs/configuration); a document with agent_runner or a config_version of 3 or more is checked as 4.29 checks it", "additionalProperties": true, "properties": {
+            "agent_runner": {"type": "object", "required": ["runner_type"], "description": "AstrBot 4.29's agent settings, a view of the provider_settings keys (local runner: config.model, persona, compression, misc). Missing, null or not an object in a 4.29-shaped update: 400 `agent_runner must be an object`; another runner_type: 400 `Unsupported Agent Runner type: X`", "properties": {"runner_type": {"enum": ["local", "dify", "coze", "dashscope", "deerflow"]}, "config": {"description": "The runner's settings; a field of the wrong type, or a config that is not an object, takes the default"}}}}},
         "SystemConfig": {"type": "object", "properties": {"config": {"$ref": "#/components/schemas/ConfigDocument"}, "metadata": {"type": "object"}, "server_utc_time": {"type": "string"}, "server_utc_offset_minutes": {"type": "integer"}}},
         "ConfigList": {"type": "object", "properties": {"configs": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "path": {"type": "string"}, "is_default": {"type": "boolean"}}}}}},
         "ProfileList": {"type": "object", "properties": {"info_list": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "path": {"type": "string"}}}}}},
@@ -736,7 +737,9 @@ fn chat() -> Value {
             "config_id": {"type": "string", "description": "A config profile id (unknown: the 200-error `config_id not found: <id>`)"},
             "config_name": {"type": "string"},
             "enable_streaming": {"$ref": "#/components/schemas/LaxBool"},
-            "flags": {"type": "object", "properties": {"enable_streaming": {"$ref": "#/components/schemas/LaxBool"}}},
+            "flags": {"type": "object", "properties": {"enable_streaming": {"$ref": "#/components/schemas/LaxBool"}, "enable_reasoning": {"$ref": "#/components/schemas/LaxBool"}}},
+            "enable_reasoning": {"$ref": "#/components/schemas/LaxBool", "description": "Show a reasoning model's thoughts (AstrBot 4.29; `flags.enable_reasoning` wins): streamed as plain events of chain_type reasoning, or at the head of a non-streaming reply. Default true; with bot_id, false"},
+            "locale": {"type": "string", "description": "The language of built-in error texts (AstrBot 4.29): zh-CN, en-US, ru-RU, ja-JP; another value is zh-CN; absent keeps 4.27's `LLM 响应错误: ...`", "example": "en-US"},
             "selected_provider": {"type": "string", "description": "A provider id, or `builtin` (the knowledge base, no LLM)"},
             "selected_model": {"description": "Any JSON value: AstrBot accepts any type and uses a string"}}},
         "ChatAnswer": {"type": "object", "required": ["response", "session_id", "message_id", "sources"], "description": "The whole reply, with Accept: application/json (beyond AstrBot)", "properties": {
@@ -746,7 +749,7 @@ fn chat() -> Value {
             {"type": "object", "required": ["type", "session_id"], "properties": {"type": {"const": "session_id"}, "data": {"type": "null"}, "session_id": {"type": "string"}}},
             {"type": "object", "required": ["type", "data"], "properties": {"type": {"enum": ["user_message_saved", "message_saved"]}, "data": {"type": "object", "properties": {"id": {"type": "integer"}, "created_at": {"type": "string"}, "llm_checkpoint_id": {"type": ["string", "null"]}}}}},
             {"type": "object", "required": ["type", "data", "message_id"], "properties": {"type": {"const": "run_started"}, "data": {"type": "object", "properties": {"run_id": {"type": "string"}}}, "streaming": {"type": "boolean"}, "message_id": {"type": "string"}}},
-            {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "plain"}, "data": {"type": "string"}, "streaming": {"type": "boolean"}, "chain_type": {"type": "null"}, "message_id": {"type": "string"}, "sources": {"type": "array"}}},
+            {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "plain"}, "data": {"type": "string"}, "streaming": {"type": "boolean"}, "chain_type": {"enum": [null, "reasoning", "tool_call", "tool_call_result"], "description": "null: the reply's text; reasoning: a piece of a reasoning model's thoughts"}, "message_id": {"type": "string"}, "sources": {"type": "array"}}},
             {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "agent_stats"}, "data": {"type": "object", "description": "Token usage and times"}}},
             {"type": "object", "required": ["type", "data"], "properties": {"type": {"const": "complete"}, "data": {"type": "string"}, "reasoning": {"type": "string"}, "streaming": {"type": "boolean"}, "message_id": {"type": "string"}, "sources": {"type": "array"}}},
             {"type": "object", "required": ["type", "data"], "properties": {"type": {"enum": ["image", "record", "file", "video"]}, "data": {"type": "string"}, "streaming": {"type": "boolean"}, "message_id": {"type": "string"}}, "description": "A proactive message's media part"},
@@ -759,7 +762,7 @@ fn chat() -> Value {
             "session_id": {"type": "string", "example": "api-7f3c0e0a-1a2b-4c3d-9e8f-001122334455"}}},
         "SessionItem": {"type": "object", "properties": {"session_id": {"type": "string"}, "platform_id": {"type": "string"}, "creator": {"type": "string"}, "display_name": {"type": ["string", "null"]}, "is_group": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
         "SessionPage": {"type": "object", "properties": {"sessions": {"type": "array", "items": {"$ref": "#/components/schemas/SessionItem"}}, "page": {"type": "integer"}, "page_size": {"type": "integer"}, "total": {"type": "integer"}}},
-        "SessionDetail": {"type": "object", "properties": {"session": {"$ref": "#/components/schemas/SessionItem"}, "messages": {"type": "array", "items": {"type": "object"}}}},
+        "SessionDetail": {"type": "object", "properties": {"session": {"$ref": "#/components/schemas/SessionItem"}, "messages": {"type": "array", "items": {"type": "object"}, "description": "One page, page 1 the newest messages, oldest first within the page"}, "total": {"type": "integer"}, "page": {"type": "integer"}, "page_size": {"type": "integer"}, "has_more": {"type": "boolean", "description": "Older messages remain on later pages"}}},
         "SessionId": {"type": "object", "properties": {"session_id": {"type": "string"}}}
     })
 }

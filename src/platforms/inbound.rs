@@ -343,6 +343,7 @@ fn answer(
         is_admin,
         platform_id: bot_id.to_owned(),
         is_group: msg.group,
+        options: Default::default(),
         sender_name: if msg.sender_name.is_empty() { msg.sender_id.clone() } else { msg.sender_name.clone() },
     };
     let checkpoint = uuid::Uuid::new_v4().to_string();

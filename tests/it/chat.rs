@@ -14,23 +14,23 @@ use crate::fake_llm::{FakeLlm, Recorded, Script, connect};
 use crate::support::{PNG, Resp, Server, eventually};
 
 /// A key that can chat and set up everything a chat test needs.
-const ALL_SCOPES: &str = r#"{"scopes":["chat","provider","persona","config","file"]}"#;
+pub(crate) const ALL_SCOPES: &str = r#"{"scopes":["chat","provider","persona","config","file"]}"#;
 
-fn setup() -> (Server, String) {
+pub(crate) fn setup() -> (Server, String) {
     let s = Server::start();
     let (key, _) = s.create_key(&s.admin_token(), ALL_SCOPES);
     (s, key)
 }
 
 /// The JSON events of an SSE body (`data: ` lines; comments such as `: heartbeat` skipped).
-fn events(body: &str) -> Vec<Value> {
+pub(crate) fn events(body: &str) -> Vec<Value> {
     body.lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("bad event ({e}): {d}")))
         .collect()
 }
 
-fn kinds(ev: &[Value]) -> Vec<&str> {
+pub(crate) fn kinds(ev: &[Value]) -> Vec<&str> {
     ev.iter().map(|e| e["type"].as_str().unwrap_or("?")).collect()
 }
 
@@ -47,7 +47,7 @@ fn chat_raw(s: &Server, key: &str, body: Value) -> Resp {
     r
 }
 
-fn chat(s: &Server, key: &str, body: Value) -> Vec<Value> {
+pub(crate) fn chat(s: &Server, key: &str, body: Value) -> Vec<Value> {
     events(&chat_raw(s, key, body).text())
 }
 

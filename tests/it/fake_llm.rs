@@ -17,6 +17,11 @@
 //! `finish_reason: tool_calls`, or Anthropic `tool_use` blocks with `input_json_delta`
 //! pieces and `stop_reason: tool_use`; whole `tool_calls` / `tool_use` content when the
 //! request does not stream.
+//!
+//! A script's `reasoning` makes the fake a reasoning model: each answer thinks first, as
+//! DeepSeek does it on the OpenAI wire (`delta.reasoning_content` chunks before the content,
+//! `message.reasoning_content` when whole) and as Anthropic does (a `thinking` block with
+//! `thinking_delta` pieces and a `signature_delta`, before the text block).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,6 +85,8 @@ pub struct Script {
     pub close_delimited: bool,
     /// Answers for the next successful requests, in order, before `deltas`.
     pub steps: VecDeque<Step>,
+    /// The thoughts each answer begins with, in pieces (none: not a reasoning model).
+    pub reasoning: Vec<String>,
 }
 
 /// One scripted answer of the agent loop: text deltas, then tool calls.
@@ -123,6 +130,7 @@ impl Script {
             reject_keys: Vec::new(),
             close_delimited: false,
             steps: VecDeque::new(),
+            reasoning: Vec::new(),
         }
     }
 }
@@ -246,11 +254,15 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
     }
     let (input, output) = plan.usage;
     let text = step.deltas.concat();
+    let thought = plan.reasoning.concat();
     let asks = !step.calls.is_empty();
     if req.body["stream"] != true {
         let body = match anthropic {
             true => {
                 let mut content = vec![json!({"type": "text", "text": text})];
+                if !thought.is_empty() {
+                    content.insert(0, json!({"type": "thinking", "thinking": thought, "signature": "sig"}));
+                }
                 for (id, name, args) in &step.calls {
                     let input: Value = serde_json::from_str(args).unwrap_or(json!({}));
                     content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
@@ -261,6 +273,9 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
             }
             false => {
                 let mut message = json!({"role": "assistant", "content": text});
+                if !thought.is_empty() {
+                    message["reasoning_content"] = json!(thought);
+                }
                 if asks {
                     let calls: Vec<Value> = step.calls.iter()
                         .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
@@ -289,19 +304,38 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
             json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant",
                    "content": [], "usage": {"input_tokens": input, "output_tokens": 1}}}),
         ));
+        // The thinking block, if any, comes first and shifts the others' indexes.
+        let first = usize::from(!plan.reasoning.is_empty());
+        if first == 1 {
+            frames.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+            ));
+            for r in &plan.reasoning {
+                frames.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": r}}),
+                ));
+            }
+            frames.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig"}}),
+            ));
+            frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        }
         frames.push(event(
             "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_start", "index": first, "content_block": {"type": "text", "text": ""}}),
         ));
         for d in &step.deltas {
             frames.push(event(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}}),
+                json!({"type": "content_block_delta", "index": first, "delta": {"type": "text_delta", "text": d}}),
             ));
         }
-        frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": first})));
         for (i, (id, name, args)) in step.calls.iter().enumerate() {
-            let index = i + 1;
+            let index = i + 1 + first;
             frames.push(event(
                 "content_block_start",
                 json!({"type": "content_block_start", "index": index,
@@ -330,8 +364,14 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Recorded>>, script: &Mutex<Script
                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
             )
         };
+        for r in &plan.reasoning {
+            frames.push(chunk(
+                json!({"role": "assistant", "content": null, "reasoning_content": r}),
+                Value::Null,
+            ));
+        }
         for d in &step.deltas {
-            frames.push(chunk(json!({"content": d}), Value::Null));
+            frames.push(chunk(json!({"content": d, "reasoning_content": null}), Value::Null));
         }
         for (index, (id, name, args)) in step.calls.iter().enumerate() {
             frames.push(chunk(
