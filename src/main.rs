@@ -33,6 +33,7 @@ mod skills;
 mod sse;
 mod system;
 mod timefmt;
+mod uploads;
 mod webhooks;
 
 fn main() {
