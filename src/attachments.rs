@@ -54,7 +54,8 @@ pub fn open_token(mac: &MacKey, token: &str, now_secs: i64) -> Option<String> {
     let expires_at: i64 = expires.parse().ok()?;
     let want = token_mac(mac, id, expires_at);
     // Compared in constant time: how much of a guess matched must not show in the timing.
-    let same = want.len() == sig.len() && want.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    let same =
+        want.len() == sig.len() && want.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
     (same && now_secs < expires_at).then(|| id.to_owned())
 }
 

@@ -218,13 +218,21 @@ impl Uploads {
                 path,
             },
         );
-        log::info!("upload session {upload_id} opened by {owner}: {total_size} bytes in {total_chunks} chunks");
+        log::info!(
+            "upload session {upload_id} opened by {owner}: {total_size} bytes in {total_chunks} chunks"
+        );
         Ok(Started { upload_id, chunk_size: CHUNK_SIZE, total_chunks })
     }
 
     /// Reserves chunk `index` (`None`: not a number that fits, so out of range) for a
     /// write: it counts as missing until [`Uploads::end_chunk`] says it arrived whole.
-    pub fn begin_chunk(&self, owner: &str, upload_id: &str, index: Option<u64>, now: i64) -> Result<Slot, UploadError> {
+    pub fn begin_chunk(
+        &self,
+        owner: &str,
+        upload_id: &str,
+        index: Option<u64>,
+        now: i64,
+    ) -> Result<Slot, UploadError> {
         self.sweep(now);
         let mut sessions = self.lock();
         let s = sessions.get_mut(upload_id).filter(|s| s.owner == owner).ok_or_else(|| soft(NOT_FOUND))?;
@@ -239,7 +247,13 @@ impl Uploads {
 
     /// Ends the write of chunk `index`; `whole` says whether it arrived complete. Answers
     /// the number of chunks received and in all.
-    pub fn end_chunk(&self, upload_id: &str, index: u64, whole: bool, now: i64) -> Result<(u64, u64), UploadError> {
+    pub fn end_chunk(
+        &self,
+        upload_id: &str,
+        index: u64,
+        whole: bool,
+        now: i64,
+    ) -> Result<(u64, u64), UploadError> {
         let mut sessions = self.lock();
         // Aborted (or completed) while the chunk was on its way.
         let s = sessions.get_mut(upload_id).ok_or_else(|| soft(NOT_FOUND))?;
@@ -270,7 +284,12 @@ impl Uploads {
             return Err(UploadError::Soft(format!("Chunks incomplete, missing: [{list}]...")));
         }
         let s = sessions.remove(upload_id).ok_or_else(|| soft(NOT_FOUND))?;
-        Ok(Finished { path: s.path, filename: s.filename, content_type: s.content_type, total_size: s.total_size })
+        Ok(Finished {
+            path: s.path,
+            filename: s.filename,
+            content_type: s.content_type,
+            total_size: s.total_size,
+        })
     }
 
     /// Drops a session and its file. An unknown id is no error (AstrBot answers `{}`);
@@ -348,7 +367,10 @@ mod tests {
         assert_eq!(u.finish("api_key:b", &id, 1).unwrap_err(), soft(NOT_FOUND));
         assert_eq!(u.abort("api_key:b", &id, 1).unwrap_err(), soft(NOT_FOUND));
         for index in [Some(1), Some(u64::MAX), None] {
-            assert_eq!(u.begin_chunk("api_key:a", &id, index, 1).unwrap_err(), soft("Chunk index out of range"));
+            assert_eq!(
+                u.begin_chunk("api_key:a", &id, index, 1).unwrap_err(),
+                soft("Chunk index out of range")
+            );
         }
         assert_eq!(u.abort("api_key:a", "no-such-id", 1), Ok(()));
         assert_eq!(u.abort("api_key:a", &id, 1), Ok(()));

@@ -188,10 +188,12 @@ pub fn download_by_name(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     }
     // `stored_filename` (the attachment id) first, then the display name.
     let conn = ctx.app.db.conn()?;
-    let by_id = if attachments::is_attachment_id(&base) { resources::attachment(&conn, &base)? } else { None };
+    let by_id =
+        if attachments::is_attachment_id(&base) { resources::attachment(&conn, &base)? } else { None };
     let att = match by_id {
         Some(att) => att,
-        None => resources::attachment_by_name(&conn, &base)?.ok_or_else(|| ApiError::Soft("File access error".into()))?,
+        None => resources::attachment_by_name(&conn, &base)?
+            .ok_or_else(|| ApiError::Soft("File access error".into()))?,
     };
     drop(conn);
     serve(ctx, &att.attachment_id)
@@ -390,28 +392,37 @@ fn upload_id(ctx: &Ctx<'_, '_>) -> Result<String, ApiError> {
 fn clean_mime(raw: &str) -> Option<String> {
     let essence = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let (a, b) = essence.split_once('/')?;
-    let token = |s: &str| !s.is_empty() && s.len() <= 127 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&c));
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 127
+            && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&c))
+    };
     (token(a) && token(b)).then_some(essence)
 }
 
 /// `POST /api/v1/files/upload/init` `{filename, total_size, content_type}`
 pub fn upload_init(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let body = ctx.req.json_object()?;
-    let filename = text_field(ctx, "filename", 1024)?.ok_or_else(|| ApiError::Soft("Missing key: filename".into()))?;
+    let filename =
+        text_field(ctx, "filename", 1024)?.ok_or_else(|| ApiError::Soft("Missing key: filename".into()))?;
     let total_size = match body.get("total_size") {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
         _ => None,
     };
-    let total_size = total_size.filter(|&n| n > 0).ok_or_else(|| ApiError::Soft("Invalid file size".into()))?;
+    let total_size =
+        total_size.filter(|&n| n > 0).ok_or_else(|| ApiError::Soft("Invalid file size".into()))?;
     let content_type = body.get("content_type").and_then(Value::as_str).and_then(clean_mime);
     let max = ctx.app.settings.max_upload_bytes as u64;
     if total_size > max {
         return Err(ApiError::Soft(format!("File too large (limit {} MB)", max >> 20)));
     }
     let owner = session_owner(ctx)?;
-    let started =
-        ctx.app.uploads.init(&owner, &filename, content_type, total_size, max, ctx.now).map_err(upload_error)?;
+    let started = ctx
+        .app
+        .uploads
+        .init(&owner, &filename, content_type, total_size, max, ctx.now)
+        .map_err(upload_error)?;
     Ok(Response::ok(json!({
         "upload_id": started.upload_id,
         "chunk_size": started.chunk_size,
@@ -493,7 +504,8 @@ fn place_chunk(
     let i = slot.offset / CHUNK_SIZE;
     let written = write_chunk(data, &slot);
     let whole = matches!(written, Ok(n) if n == slot.expected);
-    let counts = uploads.end_chunk(upload_id, i, whole, crate::timefmt::now_micros()).map_err(upload_error)?;
+    let counts =
+        uploads.end_chunk(upload_id, i, whole, crate::timefmt::now_micros()).map_err(upload_error)?;
     match written {
         Ok(n) if n > CHUNK_SIZE => Err(ApiError::Soft("Chunk exceeds the size limit".into())),
         Ok(n) if n != slot.expected => {
@@ -533,12 +545,20 @@ pub fn upload_chunk(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
                 "upload_id" => read_text_field(&mut entry.data).map(|v| upload_id = Some(v)),
                 "chunk_index" => read_text_field(&mut entry.data).map(|v| index = Some(v)),
                 "chunk" if part.is_none() && upload_id.is_some() && index.is_some() => {
-                    let placed =
-                        place_chunk(&app, &owner, upload_id.as_deref(), index.as_deref(), &mut entry.data, now);
+                    let placed = place_chunk(
+                        &app,
+                        &owner,
+                        upload_id.as_deref(),
+                        index.as_deref(),
+                        &mut entry.data,
+                        now,
+                    );
                     part = Some(ChunkPart::Placed(placed));
                     Ok(())
                 }
-                "chunk" if part.is_none() => spool(&spool_dir, &mut entry.data).map(|p| part = Some(ChunkPart::Spooled(p))),
+                "chunk" if part.is_none() => {
+                    spool(&spool_dir, &mut entry.data).map(|p| part = Some(ChunkPart::Spooled(p)))
+                }
                 _ => io::copy(&mut entry.data, &mut io::sink()).map(|_| ()),
             };
             if let Err(e) = read {
@@ -621,9 +641,17 @@ pub fn upload_complete(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         let _ = fs::remove_file(&path);
     }
     let attachment = stored?;
-    log::info!("upload session {id} completed as attachment {} ({} bytes)", attachment.attachment_id, attachment.size);
+    log::info!(
+        "upload session {id} completed as attachment {} ({} bytes)",
+        attachment.attachment_id,
+        attachment.size
+    );
     if let Some(draft) = ctx.mirror.as_mut() {
-        draft.set_request(mirror::upload_summary(&attachment.filename, &attachment.mime_type, attachment.size as u64));
+        draft.set_request(mirror::upload_summary(
+            &attachment.filename,
+            &attachment.mime_type,
+            attachment.size as u64,
+        ));
     }
     Ok(upload_answer(&attachment))
 }
@@ -635,7 +663,10 @@ fn store_finished(ctx: &Ctx<'_, '_>, f: Finished) -> Result<Attachment, ApiError
     file.sync_all()?;
     let size = file.metadata()?.len();
     if size != f.total_size {
-        return Err(ApiError::Soft(format!("Merged size ({size}) does not match the declared size ({})", f.total_size)));
+        return Err(ApiError::Soft(format!(
+            "Merged size ({size}) does not match the declared size ({})",
+            f.total_size
+        )));
     }
     let mut head = Vec::with_capacity(64);
     (&file).take(64).read_to_end(&mut head)?;
@@ -679,14 +710,20 @@ pub fn issue_token(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         None | Some(Value::Null) => None,
         Some(Value::Object(body)) => match body.get("expires_in") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().filter(|n| (1..=attachments::TOKEN_TTL_MAX).contains(n)).ok_or_else(|| {
-                ApiError::bad_request(format!("expires_in must be an integer from 1 to {}", attachments::TOKEN_TTL_MAX))
-            })?),
+            Some(v) => Some(v.as_i64().filter(|n| (1..=attachments::TOKEN_TTL_MAX).contains(n)).ok_or_else(
+                || {
+                    ApiError::bad_request(format!(
+                        "expires_in must be an integer from 1 to {}",
+                        attachments::TOKEN_TTL_MAX
+                    ))
+                },
+            )?),
         },
         Some(_) => return Err(ApiError::bad_request("Request body must be a JSON object")),
     };
     let ttl = ttl.unwrap_or(attachments::TOKEN_TTL_DEFAULT);
-    let found = attachments::is_attachment_id(&id) && resources::attachment(&*ctx.app.db.conn()?, &id)?.is_some();
+    let found =
+        attachments::is_attachment_id(&id) && resources::attachment(&*ctx.app.db.conn()?, &id)?.is_some();
     if !found {
         return Err(ApiError::Soft("Attachment not found".into()));
     }
@@ -703,7 +740,8 @@ pub fn issue_token(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// `GET /api/v1/files/tokens/{file_token}` (no auth): the token's file, or AstrBot's 404.
 pub fn download_token(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound("Not Found".into());
-    let id = attachments::open_token(&ctx.app.mac, ctx.param(0), ctx.now / 1_000_000).ok_or_else(not_found)?;
+    let id =
+        attachments::open_token(&ctx.app.mac, ctx.param(0), ctx.now / 1_000_000).ok_or_else(not_found)?;
     match serve(ctx, &id) {
         Err(ApiError::Soft(_)) => Err(not_found()),
         other => other,

@@ -438,7 +438,12 @@ mod tests {
 
     #[test]
     fn the_persona_filters_the_tools() {
-        let all = Toolbox::from_parts(builtins(), vec![], vec![mcp_tool("get-sum"), mcp_tool("current_time")], None);
+        let all = Toolbox::from_parts(
+            builtins(),
+            vec![],
+            vec![mcp_tool("get-sum"), mcp_tool("current_time")],
+            None,
+        );
         assert_eq!(names(&all), ["current_time", "knowledge_search", "read_attachment", "get-sum"]);
         assert_eq!(all.origin("current_time"), Some(Origin::Builtin), "a built-in hides an MCP namesake");
         assert_eq!(all.origin("get-sum"), Some(Origin::Mcp));

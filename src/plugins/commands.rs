@@ -143,7 +143,9 @@ mod tests {
             o => panic!("{o:?}"),
         }
         match call("math add 1.5 two words").unwrap() {
-            Outcome::Call { args, .. } => assert_eq!(Value::Object(args), json!({"a": 1.5, "note": "two words"})),
+            Outcome::Call { args, .. } => {
+                assert_eq!(Value::Object(args), json!({"a": 1.5, "note": "two words"}))
+            }
             o => panic!("{o:?}"),
         }
         assert_eq!(call("rolling"), None);

@@ -312,9 +312,7 @@ fn flat_yaml(text: &str) -> Vec<(String, YamlValue)> {
                 YamlValue::List(items)
             }
         } else if let Some(inner) = rest.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            YamlValue::List(
-                inner.split(',').map(|s| unquote(s.trim())).filter(|s| !s.is_empty()).collect(),
-            )
+            YamlValue::List(inner.split(',').map(|s| unquote(s.trim())).filter(|s| !s.is_empty()).collect())
         } else if rest.starts_with(['|', '>']) {
             // A literal or folded block: its lines joined.
             let mut parts = Vec::new();
@@ -578,7 +576,8 @@ mod tests {
         assert_eq!(m.author, "some one");
         assert_eq!(m.support_platforms, ["telegram", "aiocqhttp"]);
         assert_eq!(m.astrbot_version.as_deref(), Some(">=4.16,<5"));
-        let alias = parse_metadata("metadata.yaml", "name: a\ndescription: d\nversion: 1\nauthor: x\n").unwrap();
+        let alias =
+            parse_metadata("metadata.yaml", "name: a\ndescription: d\nversion: 1\nauthor: x\n").unwrap();
         assert_eq!(alias.desc, "d");
         assert_eq!(
             parse_metadata("metadata.yaml", "name: a\nversion: 1\n").unwrap_err(),

@@ -451,7 +451,9 @@ mod tests {
         assert_eq!(reply_text(&json!("hi")), "hi");
         assert_eq!(reply_text(&json!({"text": "hi"})), "hi");
         assert_eq!(
-            reply_text(&json!({"replies": ["one", [{"type": "Plain", "text": "two "}, {"type": "At", "name": "bob"}]]})),
+            reply_text(
+                &json!({"replies": ["one", [{"type": "Plain", "text": "two "}, {"type": "At", "name": "bob"}]]})
+            ),
             "one\n\ntwo @bob "
         );
         assert_eq!(tool_result(&json!({"content": [{"type": "text", "text": "3"}]})), ("3".into(), true));
