@@ -450,24 +450,31 @@ fn parse_chunk_index(raw: &str) -> Result<Option<u64>, ApiError> {
 
 /// Writes the first `slot.expected` bytes of a chunk at its offset and counts the rest (up
 /// to one byte past [`CHUNK_SIZE`]) without keeping them: the number of bytes the part had.
-fn write_chunk(data: &mut dyn Read, slot: &Slot) -> io::Result<u64> {
-    let file = OpenOptions::new().write(true).open(&slot.path)?;
+/// A failure to read is the client's (a body cut short, too slow, too large), to write ours.
+fn write_chunk(data: &mut dyn Read, slot: &Slot) -> Result<u64, ChunkFailure> {
+    let file = OpenOptions::new().write(true).open(&slot.path).map_err(ChunkFailure::Write)?;
     let mut buf = vec![0u8; 64 << 10];
     let mut seen = 0u64;
     loop {
-        let n = data.read(&mut buf)?;
+        let n = data.read(&mut buf).map_err(ChunkFailure::Read)?;
         if n == 0 {
             return Ok(seen);
         }
         if seen < slot.expected {
             let take = (slot.expected - seen).min(n as u64) as usize;
-            file.write_all_at(&buf[..take], slot.offset + seen)?;
+            file.write_all_at(&buf[..take], slot.offset + seen).map_err(ChunkFailure::Write)?;
         }
         seen += n as u64;
         if seen > CHUNK_SIZE {
             return Ok(seen);
         }
     }
+}
+
+/// Why a chunk could not be written.
+enum ChunkFailure {
+    Read(io::Error),
+    Write(io::Error),
 }
 
 /// Reads a short text field of a form (at most 256 bytes kept).
@@ -512,7 +519,11 @@ fn place_chunk(
             Err(ApiError::Soft(format!("Chunk size mismatch: got {n} bytes, expected {}", slot.expected)))
         }
         Ok(_) => Ok((counts.0, counts.1, i)),
-        Err(e) => Err(ApiError::Internal(format!("chunk {i} of {upload_id}: {e}"))),
+        Err(ChunkFailure::Read(e)) => {
+            log::debug!("chunk {i} of {upload_id} broke off: {e}");
+            Err(ApiError::bad_request("Invalid multipart data."))
+        }
+        Err(ChunkFailure::Write(e)) => Err(ApiError::Internal(format!("chunk {i} of {upload_id}: {e}"))),
     }
 }
 

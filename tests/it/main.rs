@@ -15,6 +15,7 @@ mod fake_llm;
 mod fake_onebot;
 mod fake_telegram;
 mod files;
+mod files_chunked;
 mod hardening;
 mod im;
 mod kb;
