@@ -13,7 +13,8 @@
 //! together [`MAX_SESSIONS`], and the declared sizes of all unfinished sessions may not add
 //! up to more than [`PENDING_FACTOR`] times `--max-upload-mb`. A session dies
 //! [`SESSION_TTL`] after its last chunk (asking its status does not keep it alive, as in
-//! AstrBot), and its file with it; leftovers of an earlier run are removed on first use.
+//! AstrBot), and its file with it; leftovers of an earlier run (session files, and the
+//! spool files of chunks that came before their fields) are removed on first use.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -141,7 +142,8 @@ impl Uploads {
         self.cleaned.call_once(|| {
             let Ok(entries) = fs::read_dir(&self.dir) else { return };
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().ends_with(".part") {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".part") || name.ends_with(".spool") {
                     let _ = fs::remove_file(entry.path());
                 }
             }

@@ -400,13 +400,20 @@ fn clean_mime(raw: &str) -> Option<String> {
     (token(a) && token(b)).then_some(essence)
 }
 
+/// A JSON number that is a whole number from 0 to 2^53 (`28` or `28.0`: JSON Schema's
+/// integers), else `None`.
+fn whole_number(v: &Value) -> Option<u64> {
+    let integral = |f: &f64| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f);
+    v.as_u64().or_else(|| v.as_f64().filter(integral).map(|f| f as u64))
+}
+
 /// `POST /api/v1/files/upload/init` `{filename, total_size, content_type}`
 pub fn upload_init(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let body = ctx.req.json_object()?;
     let filename =
         text_field(ctx, "filename", 1024)?.ok_or_else(|| ApiError::Soft("Missing key: filename".into()))?;
     let total_size = match body.get("total_size") {
-        Some(Value::Number(n)) => n.as_u64(),
+        Some(n @ Value::Number(_)) => whole_number(n),
         Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
         _ => None,
     };
@@ -721,14 +728,14 @@ pub fn issue_token(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         None | Some(Value::Null) => None,
         Some(Value::Object(body)) => match body.get("expires_in") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_i64().filter(|n| (1..=attachments::TOKEN_TTL_MAX).contains(n)).ok_or_else(
-                || {
-                    ApiError::bad_request(format!(
-                        "expires_in must be an integer from 1 to {}",
-                        attachments::TOKEN_TTL_MAX
-                    ))
-                },
-            )?),
+            Some(v) => {
+                let ttl = whole_number(v).filter(|n| (1..=attachments::TOKEN_TTL_MAX as u64).contains(n));
+                let bad = || {
+                    let max = attachments::TOKEN_TTL_MAX;
+                    ApiError::bad_request(format!("expires_in must be an integer from 1 to {max}"))
+                };
+                Some(ttl.ok_or_else(bad)? as i64)
+            }
         },
         Some(_) => return Err(ApiError::bad_request("Request body must be a JSON object")),
     };

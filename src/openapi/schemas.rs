@@ -699,7 +699,7 @@ fn files() -> Value {
         "UploadChunk": {"type": "object", "required": ["upload_id", "chunk_index", "chunk"], "properties": {
             "upload_id": {"type": "string", "description": "From `init`; put the fields before the file part so the chunk streams straight to its place"},
             "chunk_index": {"type": "string", "pattern": "^[0-9]+$", "description": "0 to total_chunks - 1 (else `Invalid chunk_index` or `Chunk index out of range`)"},
-            "chunk": {"type": "string", "format": "binary", "description": "Exactly chunk_size bytes, the last chunk the rest (`Chunk size mismatch: got N bytes, expected M`, `Chunk exceeds the size limit`)"}}},
+            "chunk": {"type": "string", "format": "binary", "description": "Exactly chunk_size bytes, the last chunk the rest (`Chunk size mismatch: got N bytes, expected M`, `Chunk exceeds the size limit`)"}}, "additionalProperties": false},
         "UploadChunkReceived": {"type": "object", "properties": {"received": {"type": "integer"}, "total": {"type": "integer"}, "chunk_index": {"type": "integer"}}},
         "UploadIdBody": {"type": "object", "required": ["upload_id"], "properties": {"upload_id": {"type": "string", "description": "From `init`; only its caller (the same key) may use it (`Upload session not found or expired`)"}}},
         "UploadStatus": {"type": "object", "properties": {"received_chunks": {"type": "array", "items": {"type": "integer"}}, "total_chunks": {"type": "integer"}, "chunk_size": {"type": "integer"}, "expires_in": {"type": "integer", "description": "Seconds until the session expires (one hour after its last chunk; asking the status does not extend it)"}}},
