@@ -53,6 +53,8 @@ pub struct App {
     pub mcp: crate::mcp::registry::Registry,
     /// The installed plugins, their processes, commands and tools.
     pub plugins: crate::plugins::registry::Registry,
+    /// Chunked upload sessions (`uploads`), in memory with bounds.
+    pub uploads: crate::uploads::Uploads,
     keys_generation: AtomicI64,
 }
 
@@ -62,7 +64,9 @@ impl App {
             .conn()
             .and_then(|c| db::keys_generation(&c))
             .map_err(|e| format!("cannot read the database: {e}"))?;
+        let uploads = crate::uploads::Uploads::new(settings.data_dir.join("uploads"));
         Ok(App {
+            uploads,
             settings,
             db,
             mac,

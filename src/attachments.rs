@@ -2,6 +2,12 @@
 //! the magic bytes, and the bytes written to `DIR/attachments/<attachment_id>`. Shared by
 //! uploads (`api::files`), knowledge uploads and what IM platforms receive
 //! ([`store`]), so a file from any of them is named, typed and kept the same way.
+//!
+//! Download tokens ([`issue_token`], [`open_token`]) live here too: a token names one
+//! attachment and an expiry, signed with the server's MAC key, so `GET
+//! /api/v1/files/tokens/{file_token}` opens that one file, until then, without any other
+//! credential and without the server remembering anything. A token can only ever name an
+//! attachment id (a UUID), so it never opens anything outside the attachments folder.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -9,6 +15,49 @@ use std::path::Path;
 
 use crate::db::resources::{self, Attachment};
 use crate::db::{Db, write_tx};
+use crate::secrets::{MacKey, base64url};
+
+/// How long a download token lasts unless asked otherwise (seconds).
+pub const TOKEN_TTL_DEFAULT: i64 = 600;
+/// The longest a download token may last (seconds): one day.
+pub const TOKEN_TTL_MAX: i64 = 86_400;
+
+/// Whether `id` is an attachment id as we make them: a lower-case hyphenated UUID, so
+/// never a path.
+pub fn is_attachment_id(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id)
+}
+
+fn token_mac(mac: &MacKey, id: &str, expires_at: i64) -> String {
+    base64url(&mac.mac(&format!("astrbot file token\n{id}\n{expires_at}"))[..18])
+}
+
+/// A token that opens attachment `id` until `expires_at` (Unix seconds):
+/// `<attachment_id>.<expires_at>.<MAC>`.
+pub fn issue_token(mac: &MacKey, id: &str, expires_at: i64) -> String {
+    format!("{id}.{expires_at}.{}", token_mac(mac, id, expires_at))
+}
+
+/// The attachment id a token opens, if it is ours, intact and not expired at `now_secs`.
+pub fn open_token(mac: &MacKey, token: &str, now_secs: i64) -> Option<String> {
+    if token.len() > 100 {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (id, expires, sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !is_attachment_id(id) {
+        return None;
+    }
+    if expires.is_empty() || expires.len() > 12 || !expires.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let expires_at: i64 = expires.parse().ok()?;
+    let want = token_mac(mac, id, expires_at);
+    // Compared in constant time: how much of a guess matched must not show in the timing.
+    let same =
+        want.len() == sig.len() && want.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    (same && now_secs < expires_at).then(|| id.to_owned())
+}
 
 /// AstrBot's `sanitize_upload_filename`: the last path component (backslashes are
 /// separators), NULs removed, trimmed; nothing usable gives a generated name.
@@ -217,5 +266,31 @@ mod tests {
         assert_eq!(canonical_name("photo.PNG", ".png"), "photo.PNG");
         assert_eq!(canonical_name("photo", ".png"), "photo.png");
         assert_eq!(kind_of("audio/wav"), "record");
+    }
+
+    #[test]
+    fn a_download_token_opens_its_one_file_until_it_expires() {
+        let mac = MacKey::fixed(7);
+        let id = "0b4f3c2e-9d7a-4f7e-8a51-3c2d1e0f9a8b";
+        let token = issue_token(&mac, id, 1000);
+        assert_eq!(open_token(&mac, &token, 999).as_deref(), Some(id));
+        assert_eq!(open_token(&mac, &token, 1000), None, "expired");
+        assert_eq!(open_token(&MacKey::fixed(8), &token, 0), None, "another server's key");
+        // Another file, a later expiry or a changed signature: all refused.
+        let other = "1b4f3c2e-9d7a-4f7e-8a51-3c2d1e0f9a8b";
+        assert_eq!(open_token(&mac, &token.replacen(id, other, 1), 0), None);
+        assert_eq!(open_token(&mac, &token.replace(".1000.", ".9999."), 0), None);
+        let mut bad = token.clone().into_bytes();
+        let last = bad.len() - 1;
+        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(open_token(&mac, &String::from_utf8(bad).unwrap(), 0), None);
+        // Never a path, whatever is signed.
+        for hostile in ["../secret.key", "..", "", "a/b", &"x".repeat(10_000)] {
+            let t = issue_token(&mac, hostile, 1000);
+            assert_eq!(open_token(&mac, &t, 0), None, "{hostile}");
+        }
+        assert_eq!(open_token(&mac, &format!("{token}.x"), 0), None);
+        assert_eq!(open_token(&mac, &format!("{id}.-5.x"), 0), None);
+        assert!(!is_attachment_id("0B4F3C2E-9D7A-4F7E-8A51-3C2D1E0F9A8B"));
     }
 }

@@ -36,6 +36,8 @@ pub enum ApiError {
     MethodNotAllowed(Vec<&'static str>),
     /// 413: the body is larger than the route accepts; it is not read.
     PayloadTooLarge(usize),
+    /// 411: a multipart body without `Content-Length` (AstrBot 4.29 refuses those).
+    LengthRequired,
     /// 408: the body did not arrive at the minimum rate; the connection is closed after.
     BodyTimeout,
     /// 429 with `Retry-After` in seconds.
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge(_) => 413,
+            ApiError::LengthRequired => 411,
             ApiError::BodyTimeout => 408,
             ApiError::TooManyRequests { .. } => 429,
             ApiError::Soft(_) => 200,
@@ -86,9 +89,8 @@ impl ApiError {
             | ApiError::Busy { message, .. }
             | ApiError::InsufficientScope { message, .. } => message.clone(),
             ApiError::MethodNotAllowed(_) => "Method Not Allowed".to_owned(),
-            ApiError::PayloadTooLarge(limit) => {
-                format!("Request body too large (limit {limit} bytes)")
-            }
+            ApiError::PayloadTooLarge(limit) => format!("Request body exceeds the {limit} bytes limit"),
+            ApiError::LengthRequired => "Content-Length header is required for uploads".to_owned(),
             ApiError::BodyTimeout => "Request body not received in time".to_owned(),
             ApiError::Internal(_) => "Internal server error".to_owned(),
         }
@@ -185,7 +187,7 @@ mod tests {
     #[test]
     fn refused_bodies_keep_their_status_and_message() {
         let cases = [
-            (BodyError::TooLarge(5), 413, "Request body too large (limit 5 bytes)"),
+            (BodyError::TooLarge(5), 413, "Request body exceeds the 5 bytes limit"),
             (BodyError::Timeout, 408, "Request body not received in time"),
             (BodyError::Unreadable, 400, "There was an error parsing the body"),
             (BodyError::InvalidJson, 400, "Invalid JSON body"),

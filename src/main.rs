@@ -34,6 +34,7 @@ mod skills;
 mod sse;
 mod system;
 mod timefmt;
+mod uploads;
 mod webhooks;
 
 fn main() {

@@ -43,6 +43,15 @@ pub fn handle(app: &Arc<App>, req: &mut Request<'_>) -> Response {
 
 fn route_and_run(app: &Arc<App>, req: &mut Request<'_>) -> Response {
     let now = now_micros();
+    // AstrBot 4.29 refuses a multipart body of unannounced length on every `/api` path,
+    // before routing and authentication.
+    let is_api = req.path == "/api" || req.path.starts_with("/api/");
+    if is_api && req.body_len.is_none() && matches!(req.method.as_str(), "POST" | "PUT" | "PATCH") {
+        let ct = req.header("content-type").unwrap_or("").trim_start().to_ascii_lowercase();
+        if ct.starts_with("multipart/") {
+            return ApiError::LengthRequired.into_response(&req.path);
+        }
+    }
     let (route, params) = match routes::find(&req.method, &req.path) {
         Match::Found(route, params) => (route, params),
         Match::WrongMethod(allowed) => {
@@ -103,6 +112,8 @@ fn run_route(
 ) -> Result<Response, ApiError> {
     let limit = match route.body {
         Body::Json | Body::None => MAX_JSON_BODY,
+        // A chunk's body is AstrBot's 2 MiB, whatever `--max-upload-mb` says.
+        Body::Upload if route.path == "/api/v1/files/upload/chunk" => crate::uploads::CHUNK_BODY_LIMIT,
         Body::Upload => app.settings.max_upload_bytes,
     };
     let mut body_checked = match route.body {

@@ -3,9 +3,10 @@
 //! scope (the admin token for `system`). They build on each other the way a first session
 //! does: the persona `tutor`, the provider source `example-source` and its provider
 //! `example-source/llama3.2`, the chat session `reference-example` of `alice`. Ids the
-//! server generates (a key, a folder, a config profile, an attachment, a webhook delivery)
-//! are written as `KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID` and `DELIVERY_ID`, to be
-//! replaced with the id an earlier answer gave; `tests/it/reference_examples.rs` sends
+//! server generates (a key, a folder, a config profile, an attachment, a webhook delivery,
+//! a chunked upload of 28 bytes in one chunk, a download token) are written as `KEY_ID`,
+//! `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID`, `DELIVERY_ID`, `UPLOAD_ID` and `FILE_TOKEN`, to
+//! be replaced with the id an earlier answer gave; `tests/it/reference_examples.rs` sends
 //! every example this way.
 
 use serde_json::{Value, json};
@@ -50,6 +51,7 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "folder_id" => json!("FOLDER_ID"),
         "config_id" => json!("CONF_ID"),
         "attachment_id" => json!("ATTACHMENT_ID"),
+        "file_token" => json!("FILE_TOKEN"),
         "page" => json!("quickstart"),
         "file" => json!("style.css"),
         "name" if place == "path" => json!("handbook"),
@@ -181,6 +183,17 @@ pub fn request(route: &Route) -> Option<Value> {
         ("POST", "/api/v1/chat") => json!({"username": "alice", "session_id": "reference-example",
             "message": "What can you do?", "selected_provider": "builtin", "enable_streaming": true,
             "locale": "en-US", "flags": {"enable_reasoning": true}}),
+        ("POST", "/api/v1/files/upload/init") => {
+            json!({"filename": "notes.txt", "total_size": 28, "content_type": "text/plain"})
+        }
+        ("POST", "/api/v1/files/upload/chunk") => json!({"upload_id": "UPLOAD_ID", "chunk_index": "0"}),
+        (
+            "POST",
+            "/api/v1/files/upload/status" | "/api/v1/files/upload/complete" | "/api/v1/files/upload/abort",
+        ) => {
+            json!({"upload_id": "UPLOAD_ID"})
+        }
+        ("POST", "/api/v1/files/{attachment_id}/token") => json!({"expires_in": 600}),
         ("POST", "/api/auth/login") => json!({"username": "astrbot", "password": "your-admin-password"}),
         ("POST", "/api/v1/auth/password") => {
             json!({"current_password": "your-admin-password", "new_password": "a-new-strong-password"})

@@ -104,6 +104,7 @@ fn body_optional(route: &Route) -> bool {
             | ("POST", "/api/v1/providers/test")
             | ("PATCH", "/api/v1/bots/enabled" | "/api/v1/bots/{bot_id:path}/enabled")
             | ("POST", "/api/v1/bots/test" | "/api/v1/bots/{bot_id:path}/test")
+            | ("POST", "/api/v1/files/{attachment_id}/token")
             | ("PUT", "/api/v1/mcp/servers/{server_name:path}")
             | (
                 "POST",
@@ -184,6 +185,14 @@ fn plain_response(route: &Route, responses: &mut Map<String, Value>) {
             }}}}})
         }
         p if p.starts_with("/api/v1/file") => {
+            if p == "/api/v1/files/tokens/{file_token}" {
+                responses.insert(
+                    "404".into(),
+                    error_response(
+                        "Not Found: the token is unknown, altered or expired, or its file is gone",
+                    ),
+                );
+            }
             download_responses(responses);
             return;
         }
@@ -265,7 +274,8 @@ fn operation(route: &Route) -> Value {
             } else {
                 "application/octet-stream, image/png, image/jpeg, application/pdf, text/plain"
             };
-            content["encoding"] = json!({"file": {"contentType": types}});
+            let part = if route.path == "/api/v1/files/upload/chunk" { "chunk" } else { "file" };
+            content["encoding"] = json!({part: {"contentType": types}});
         }
         if let Some(example) = examples::request(route) {
             content["example"] = example;
@@ -377,7 +387,13 @@ fn responses(route: &Route) -> Map<String, Value> {
         responses.insert("429".into(), error_response("Too many failed logins from this address"));
     }
     if route.body != Body::None {
-        responses.insert("413".into(), error_response("Request body too large"));
+        responses.insert("413".into(), error_response("Request body exceeds the N bytes limit (JSON 1 MiB, uploads `--max-upload-mb`, a chunk 2 MiB)"));
+        if route.body == Body::Upload {
+            responses.insert("411".into(), error_response("Content-Length header is required for uploads"));
+        }
+        if route.path.starts_with("/api/v1/files/upload/") {
+            responses.insert("429".into(), error_response("Daily request limit exceeded, or too many unfinished uploads (8 per caller, 64 in all, or 4 x `--max-upload-mb` of declared sizes; see Retry-After)"));
+        }
         responses.insert(
             "408".into(),
             error_response("Request body not received in time (slower than 1 KiB/s on average after 10 s)"),

@@ -771,7 +771,21 @@ fn chat() -> Value {
 fn files() -> Value {
     json!({
         "Upload": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary", "description": "The file; its part's Content-Type is kept (application/octet-stream: sniffed from the bytes)"}}, "additionalProperties": false},
-        "Attachment": {"type": "object", "properties": {"attachment_id": {"type": "string"}, "filename": {"type": "string"}, "type": {"enum": ["image", "record", "video", "file"]}}},
+        "Attachment": {"type": "object", "properties": {"attachment_id": {"type": "string"}, "filename": {"type": "string", "description": "The cleaned original name (an image gets its detected format's extension)"}, "stored_filename": {"type": "string", "description": "The name the file is stored under (here its attachment id), which `GET /api/v1/files/content?filename=` takes"}, "type": {"enum": ["image", "record", "video", "file"]}}},
+        "UploadInit": {"type": "object", "required": ["filename", "total_size"], "properties": {
+            "filename": {"type": "string", "minLength": 1, "description": "The file's name (cleaned when the upload completes); absent or empty: `Missing key: filename`"},
+            "total_size": {"type": "integer", "minimum": 1, "description": "The whole file's size in bytes, at most `--max-upload-mb` (`Invalid file size`, `File too large (limit N MB)`)"},
+            "content_type": {"type": "string", "description": "The file's MIME type (default application/octet-stream: sniffed from the bytes)"}}},
+        "UploadStarted": {"type": "object", "properties": {"upload_id": {"type": "string"}, "chunk_size": {"const": 1048576}, "total_chunks": {"type": "integer"}}},
+        "UploadChunk": {"type": "object", "required": ["upload_id", "chunk_index", "chunk"], "properties": {
+            "upload_id": {"type": "string", "description": "From `init`; put the fields before the file part so the chunk streams straight to its place"},
+            "chunk_index": {"type": "string", "pattern": "^[0-9]+$", "description": "0 to total_chunks - 1 (else `Invalid chunk_index` or `Chunk index out of range`)"},
+            "chunk": {"type": "string", "format": "binary", "description": "Exactly chunk_size bytes, the last chunk the rest (`Chunk size mismatch: got N bytes, expected M`, `Chunk exceeds the size limit`)"}}, "additionalProperties": false},
+        "UploadChunkReceived": {"type": "object", "properties": {"received": {"type": "integer"}, "total": {"type": "integer"}, "chunk_index": {"type": "integer"}}},
+        "UploadIdBody": {"type": "object", "required": ["upload_id"], "properties": {"upload_id": {"type": "string", "description": "From `init`; only its caller (the same key) may use it (`Upload session not found or expired`)"}}},
+        "UploadStatus": {"type": "object", "properties": {"received_chunks": {"type": "array", "items": {"type": "integer"}}, "total_chunks": {"type": "integer"}, "chunk_size": {"type": "integer"}, "expires_in": {"type": "integer", "description": "Seconds until the session expires (one hour after its last chunk; asking the status does not extend it)"}}},
+        "FileTokenRequest": {"type": "object", "properties": {"expires_in": {"type": "integer", "minimum": 1, "maximum": 86400, "description": "Seconds the token lasts (default 600)"}}},
+        "FileToken": {"type": "object", "properties": {"token": {"type": "string"}, "url": {"type": "string", "description": "`/api/v1/files/tokens/<token>`: opens this one file without any other credential until it expires"}, "expires_in": {"type": "integer"}, "expires_at": {"type": "integer", "description": "Unix seconds"}}},
         "AttachmentId": {"type": "object", "properties": {"attachment_id": {"type": "string"}}}
     })
 }

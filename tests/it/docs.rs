@@ -21,8 +21,10 @@ fn every_documented_operation_is_served_with_its_scope() {
             assert!(op["responses"]["200"].is_object(), "{method} {path} has no success response");
             let concrete = concrete_path(path);
             let r = s.request(&method.to_uppercase(), &concrete, &[], Some(""));
+            // An unknown download token is AstrBot's 404 `Not Found` envelope, as documented.
+            let token_404 = path == "/api/v1/files/tokens/{file_token}" && r.json()["message"] == "Not Found";
             assert!(
-                r.status != 404 && r.status != 405,
+                (r.status != 404 || token_404) && r.status != 405,
                 "{method} {path} is documented but answers {}",
                 r.status
             );

@@ -67,7 +67,7 @@ fn oversized_bodies_are_413_without_reading_them() {
     let admin = s.admin_token();
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(1 << 21));
     let r = s.post("/api/v1/api-keys", &[("Authorization", &format!("Bearer {admin}"))], &big);
-    s.expect_error(&r, 413, "Request body too large (limit 1048576 bytes)");
+    s.expect_error(&r, 413, "Request body exceeds the 1048576 bytes limit");
     s.expect(&s.get("/healthz", &[]), 200);
 }
 

@@ -194,7 +194,7 @@ fn the_upload_limit_is_413_and_leaves_nothing() {
     let (k, _) = s.create_key(&s.admin_token(), r#"{"scopes":["file"]}"#);
     let big = vec![b'x'; (1 << 20) + 10];
     let r = upload(&s, &k, "/api/v1/file", &[("file", Some("big.bin"), None, &big)]);
-    s.expect_error(&r, 413, "Request body too large (limit 1048576 bytes)");
+    s.expect_error(&r, 413, "Request body exceeds the 1048576 bytes limit");
     let dir = s.data.path().join("attachments");
     assert!(!dir.exists() || std::fs::read_dir(&dir).unwrap().count() == 0, "no partial file");
     let ok = upload(&s, &k, "/api/v1/file", &[("file", Some("small.bin"), None, &big[..1000])]);

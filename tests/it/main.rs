@@ -17,6 +17,7 @@ mod fake_llm;
 mod fake_onebot;
 mod fake_telegram;
 mod files;
+mod files_chunked;
 mod gzip;
 mod hardening;
 mod im;

@@ -8,7 +8,8 @@
 //! `tutor`, the source `example-source` and its provider `example-source/llama3.2`),
 //! which this test creates again before every operation (an earlier DELETE example may
 //! have removed them). Ids the server generates are written in the examples as
-//! placeholders (`KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID`, `DELIVERY_ID`), as a
+//! placeholders (`KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID`, `DELIVERY_ID`,
+//! `FILE_TOKEN`, and `UPLOAD_ID`: a session of the operation's own key), as a
 //! reader of the reference would replace them; before each operation the test makes a
 //! new key, folder, config profile and attachment (`notes.txt`, the `filename` example)
 //! and substitutes their ids, and `DELIVERY_ID` is a webhook event of a key mirrored to a
@@ -131,7 +132,39 @@ fn setup(s: &Server, admin: &str, doc: &Value, delivery: &str) -> Ids {
         ("CONF_ID", conf["conf_id"].as_str().unwrap().to_owned()),
         ("ATTACHMENT_ID", attachment["attachment_id"].as_str().unwrap().to_owned()),
         ("DELIVERY_ID", delivery.to_owned()),
+        ("FILE_TOKEN", file_token(s, admin, attachment["attachment_id"].as_str().unwrap())),
     ]
+}
+
+/// A download token of an attachment.
+fn file_token(s: &Server, admin: &str, attachment_id: &str) -> String {
+    let r = s.call("POST", &format!("/api/v1/files/{attachment_id}/token"), admin, Some(json!({})));
+    ok_data(s, &r, "file token")["token"].as_str().unwrap().to_owned()
+}
+
+/// The bytes of the examples' chunked upload (`total_size` 28 in the `init` example).
+const CHUNKED: &[u8] = b"a chunked reference example\n";
+
+/// A chunked upload session of the operation's caller (sessions are bound to it), its one
+/// chunk sent when the operation needs it whole: `UPLOAD_ID`.
+fn upload_session(s: &Server, credential: &str, with_chunk: bool) -> (&'static str, String) {
+    let init = json!({"filename": "notes.txt", "total_size": CHUNKED.len(), "content_type": "text/plain"});
+    let r = s.call("POST", "/api/v1/files/upload/init", credential, Some(init));
+    let id = ok_data(s, &r, "upload init")["upload_id"].as_str().unwrap().to_owned();
+    if with_chunk {
+        let r = crate::support::upload(
+            s,
+            credential,
+            "/api/v1/files/upload/chunk",
+            &[
+                ("upload_id", None, None, id.as_bytes()),
+                ("chunk_index", None, None, b"0"),
+                ("chunk", Some("blob"), None, CHUNKED),
+            ],
+        );
+        ok_data(s, &r, "upload chunk");
+    }
+    ("UPLOAD_ID", id)
 }
 
 /// A webhook event of a key mirrored to a closed port: (key id, delivery id).
@@ -223,6 +256,10 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
             "system" => Some(admin.clone()),
             scope => Some(s.create_key(&admin, &json!({"name": "example", "scopes": [scope]}).to_string()).0),
         };
+        if path.starts_with("/api/v1/files/upload/") && path != "/api/v1/files/upload/init" {
+            let key = credential.as_deref().unwrap();
+            ids.push(upload_session(&s, key, path.ends_with("/complete")));
+        }
         let mut url = path.clone();
         let mut query = Vec::new();
         for p in op["parameters"].as_array().into_iter().flatten() {
@@ -250,10 +287,18 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
             assert!(media["schema"].is_object(), "{method} {path}: an upload without a schema");
             let skill = crate::skills::zip_of(&[("csv-report/SKILL.md", crate::skills::SKILL_MD)]);
             let plugin = crate::plugins_api::hello_zip();
+            let upload_id = substitute(&json!("UPLOAD_ID"), &ids);
             let (ct, bytes) = if path.starts_with("/api/v1/skills") {
                 multipart(&[("file", Some("csv-report.zip"), Some("application/zip"), &skill)])
             } else if path.starts_with("/api/v1/plugins") {
                 multipart(&[("file", Some("astrbot_plugin_hello.zip"), Some("application/zip"), &plugin)])
+            } else if path == "/api/v1/files/upload/chunk" {
+                let id = upload_id.as_str().unwrap().as_bytes();
+                multipart(&[
+                    ("upload_id", None, None, id),
+                    ("chunk_index", None, None, b"0"),
+                    ("chunk", Some("blob"), None, CHUNKED),
+                ])
             } else {
                 multipart(&[(
                     "file",
