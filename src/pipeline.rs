@@ -43,6 +43,10 @@ pub fn handle(app: &Arc<App>, req: &mut Request<'_>) -> Response {
 
 fn route_and_run(app: &Arc<App>, req: &mut Request<'_>) -> Response {
     let now = now_micros();
+    // `?=value` names nothing: a client bug or a probe, never a parameter of ours.
+    if req.query.iter().any(|(name, _)| name.is_empty()) {
+        return ApiError::bad_request("Query parameter without a name").into_response(&req.path);
+    }
     // AstrBot 4.29 refuses a multipart body of unannounced length on every `/api` path,
     // before routing and authentication.
     let is_api = req.path == "/api" || req.path.starts_with("/api/");

@@ -322,6 +322,11 @@ pub fn readme_query(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 /// AstrBot's `get_configs` for a plugin: its schema as one object item and its config,
 /// or nulls for an unknown plugin or one without a schema (no error).
 fn config_display(ctx: &Ctx<'_, '_>, id: &str, log_level: bool) -> Result<Response, ApiError> {
+    // A name no plugin can have is refused (AstrBot's PUT message); a valid unknown one
+    // gets AstrBot's nulls.
+    if !plugins::valid_name(id) {
+        return Err(ApiError::bad_request(format!("插件 {id} 不存在")));
+    }
     let plugin = find(ctx, id);
     let (metadata, config) = match plugin.as_ref().and_then(|p| p.folder.schema.clone().map(|s| (p, s))) {
         Some((p, schema)) => (
@@ -767,6 +772,10 @@ fn store_sources(ctx: &Ctx<'_, '_>, list: Vec<Value>) -> Result<Response, ApiErr
 /// `POST /api/v1/plugin-sources`: one source appended as sent (top-level nulls dropped).
 pub fn sources_add(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let body = body_or_empty(ctx)?;
+    // Stored as sent, as AstrBot does, but the fields every client reads must be text.
+    for field in ["id", "name", "url"] {
+        crate::api::opt_string(&body, field)?;
+    }
     let source: Map<String, Value> = body.into_iter().filter(|(_, v)| !v.is_null()).collect();
     let mut list = sources(ctx)?;
     list.push(Value::Object(source));
@@ -775,6 +784,10 @@ pub fn sources_add(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 
 /// `PUT /api/v1/plugin-sources` with `{sources: [...]}`; no `sources` clears the list.
 pub fn sources_replace(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    // A body is required (AstrBot: 422 without one); `{}` clears the list, as there.
+    if !matches!(ctx.req.json, Some(Value::Object(_))) {
+        return Err(ApiError::bad_request("Request body must be a JSON object"));
+    }
     let body = body_or_empty(ctx)?;
     let list = match body.get("sources") {
         None | Some(Value::Null) => Vec::new(),

@@ -146,3 +146,12 @@ fn keep_alive_serves_several_requests_on_one_connection() {
         assert_eq!(read_response(&mut reader).status, 200);
     }
 }
+
+#[test]
+fn a_query_parameter_without_a_name_is_refused() {
+    let s = Server::start();
+    let r = s.get("/api/v1/openapi.json?=x", &[]);
+    s.expect_error(&r, 400, "Query parameter without a name");
+    // Empty pairs are no parameters at all and stay harmless.
+    assert_eq!(s.get("/api/v1/openapi.json?&&", &[]).status, 200);
+}
