@@ -457,7 +457,8 @@ fn start(
             "sources": events::refs(&outcome.sources),
         })));
     }
-    let rx = run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now, ctx.mirror.take())?;
+    let owner = ctx.caller()?.username();
+    let rx = run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now, ctx.mirror.take(), &owner)?;
     Ok(Response::events(rx))
 }
 
