@@ -164,6 +164,12 @@ fn resolve_config(
     }
 }
 
+/// The checks of `POST /api/v1/chat` (AstrBot's shape) for another carrier of the same
+/// fields (the WebSocket chat's `send`): the message and the profile it names.
+pub(crate) fn prepare_message(ctx: &Ctx<'_, '_>) -> Result<(UserMessage, Option<String>), ApiError> {
+    prepare(ctx).map(|p| (p.message, p.profile))
+}
+
 fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
     let who = ctx.caller()?.clone();
     let body = ctx.req.json_object()?.clone();

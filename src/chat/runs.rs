@@ -115,7 +115,8 @@ impl RunLog {
         }
     }
 
-    /// A log kept nowhere (a run nobody can resume: the IM platforms, tests).
+    /// A log kept nowhere, for tests.
+    #[cfg(test)]
     pub fn detached(owner: &str, session_id: &str, checkpoint: &str) -> Arc<RunLog> {
         Arc::new(RunLog::new(owner, session_id, checkpoint, None))
     }
@@ -156,10 +157,6 @@ impl RunLog {
             inner.ended = Some(Instant::now());
         }
         inner.subs.clear();
-    }
-
-    pub fn is_finished(&self) -> bool {
-        lock(&self.inner).ended.is_some()
     }
 
     /// A subscription: `prefix` frames first (written by the caller's layer), then, when

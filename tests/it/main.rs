@@ -5,6 +5,7 @@ mod astroworld;
 mod auth;
 mod bots;
 mod chat;
+mod chat_ws;
 mod cli;
 mod configs;
 mod crash;
