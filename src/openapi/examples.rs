@@ -4,7 +4,7 @@
 //! does: the persona `tutor`, the provider source `example-source` and its provider
 //! `example-source/llama3.2`, the chat session `reference-example` of `alice`. Ids the
 //! server generates (a key, a folder, a config profile, an attachment, a webhook delivery)
-//! are written as `KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID` and `DELIVERY_ID`, to be
+//! are written as `KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID`, `DELIVERY_ID` and `RUN_ID`, to be
 //! replaced with the id an earlier answer gave; `tests/it/reference_examples.rs` sends
 //! every example this way.
 
@@ -45,6 +45,7 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "folder_id" => json!("FOLDER_ID"),
         "config_id" => json!("CONF_ID"),
         "attachment_id" => json!("ATTACHMENT_ID"),
+        "run_id" => json!("RUN_ID"),
         "page" => json!("quickstart"),
         "file" => json!("style.css"),
         "name" if place == "path" => json!("handbook"),
