@@ -271,7 +271,11 @@ fn upgrade(
     };
     let head = chat_ws::switching_head(&accept);
     if let Err(e) = conn.0.write_all(head.as_bytes()).and_then(|_| conn.0.flush()) {
-        return Sent { status: 101, stream: true, failure: Some(format!("could not send the handshake: {e}")) };
+        return Sent {
+            status: 101,
+            stream: true,
+            failure: Some(format!("could not send the handshake: {e}")),
+        };
     }
     let session = catch_unwind(AssertUnwindSafe(|| {
         chat_ws::session(&shared.app, conn, credential, remote, &shared.stopping)

@@ -464,7 +464,8 @@ fn start(
         })));
     }
     let owner = ctx.caller()?.username();
-    let rx = run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now, ctx.mirror.take(), &owner)?;
+    let rx =
+        run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now, ctx.mirror.take(), &owner)?;
     Ok(Response::events(rx))
 }
 

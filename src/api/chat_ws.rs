@@ -113,7 +113,9 @@ pub fn upgrade_required(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
         // A valid handshake that the transport did not hand over (no `Connection: upgrade`).
         Ok(_) => Ok(accept_key(&Request::new("GET".into(), PATH, Vec::new(), None, Some(0), &mut &[][..]))
             .err()
-            .unwrap_or_else(|| Response::json(426, &json!({"status": "error", "message": "Upgrade Required"})))),
+            .unwrap_or_else(|| {
+                Response::json(426, &json!({"status": "error", "message": "Upgrade Required"}))
+            })),
     }
 }
 
@@ -129,10 +131,14 @@ impl<C: Conn> Read for Sock<C> {
 
 impl<C: Conn> Write for Sock<C> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf).map_err(|e| if e.kind() == io::ErrorKind::WouldBlock { io::ErrorKind::TimedOut.into() } else { e })
+        self.0.write(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock { io::ErrorKind::TimedOut.into() } else { e }
+        })
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush().map_err(|e| if e.kind() == io::ErrorKind::WouldBlock { io::ErrorKind::TimedOut.into() } else { e })
+        self.0.flush().map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock { io::ErrorKind::TimedOut.into() } else { e }
+        })
     }
 }
 
@@ -208,11 +214,17 @@ fn handle_text(
         "send" => {}
         other => {
             let shown: String = other.chars().take(64).collect();
-            return (vec![error_frame("INVALID_MESSAGE", &format!("Unsupported message type: {shown}"))], None);
+            return (
+                vec![error_frame("INVALID_MESSAGE", &format!("Unsupported message type: {shown}"))],
+                None,
+            );
         }
     }
     if running {
-        return (vec![error_frame("INVALID_MESSAGE", "A message is already running on this connection")], None);
+        return (
+            vec![error_frame("INVALID_MESSAGE", "A message is already running on this connection")],
+            None,
+        );
     }
     match start(app, who, Value::Object(body), remote) {
         Ok(rx) => (Vec::new(), Some(rx)),
@@ -325,7 +337,10 @@ pub fn session<C: Conn>(
             }
             Ok(Message::Binary(_)) => {
                 heard = Instant::now();
-                if ws.send(Message::text(error_frame("INVALID_MESSAGE", "message must be an object"))).is_err() {
+                if ws
+                    .send(Message::text(error_frame("INVALID_MESSAGE", "message must be an object")))
+                    .is_err()
+                {
                     return;
                 }
             }

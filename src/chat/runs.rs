@@ -110,7 +110,13 @@ impl RunLog {
             owner: owner.to_owned(),
             session_id: session_id.to_owned(),
             checkpoint: checkpoint.to_owned(),
-            inner: Mutex::new(Inner { events: VecDeque::new(), next: 1, bytes: 0, ended: None, subs: Vec::new() }),
+            inner: Mutex::new(Inner {
+                events: VecDeque::new(),
+                next: 1,
+                bytes: 0,
+                ended: None,
+                subs: Vec::new(),
+            }),
             registry,
         }
     }
@@ -162,7 +168,13 @@ impl RunLog {
     /// A subscription: `prefix` frames first (written by the caller's layer), then, when
     /// `snapshot`, AstrBot's `run_snapshot` event, then the logged events after `after`
     /// (all when `None`), then the live ones until the run ends.
-    pub fn subscribe(&self, framing: Framing, prefix: Vec<String>, snapshot: bool, after: Option<u64>) -> Receiver<String> {
+    pub fn subscribe(
+        &self,
+        framing: Framing,
+        prefix: Vec<String>,
+        snapshot: bool,
+        after: Option<u64>,
+    ) -> Receiver<String> {
         let mut inner = lock(&self.inner);
         let after = after.unwrap_or(0);
         let backlog: Vec<String> = inner
@@ -322,7 +334,9 @@ mod tests {
         log.push(json!({"type": "run_started"}));
         let ws = log.subscribe(Framing::Json, vec![], false, None);
         log.push(json!({"type": "plain", "data": "a"}));
-        log.push(json!({"type": "message_saved", "data": {"id": 1, "created_at": "t", "llm_checkpoint_id": "c"}}));
+        log.push(
+            json!({"type": "message_saved", "data": {"id": 1, "created_at": "t", "llm_checkpoint_id": "c"}}),
+        );
         log.push(json!({"type": "end"}));
         let resumed = log.subscribe(Framing::SseWithIds, vec![], false, Some(2));
         log.finish();
@@ -340,7 +354,10 @@ mod tests {
         assert_eq!(resumed.len(), 2);
         assert!(resumed[0].starts_with("id: 3\ndata: {\"type\": \"message_saved\""));
         assert_eq!(resumed[1], "id: 4\ndata: {\"type\": \"end\"}\n\n");
-        assert!(log.subscribe(Framing::Sse, vec![], false, None).iter().count() == 4, "a finished run replays and ends");
+        assert!(
+            log.subscribe(Framing::Sse, vec![], false, None).iter().count() == 4,
+            "a finished run replays and ends"
+        );
     }
 
     #[test]

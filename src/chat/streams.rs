@@ -106,8 +106,8 @@ impl Drop for Registration<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::chat::runs::{Framing, RunLog};
+    use serde_json::json;
 
     #[test]
     fn a_registration_deregisters_on_drop_and_on_panic() {

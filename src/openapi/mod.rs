@@ -151,7 +151,10 @@ fn plain_response(route: &Route, responses: &mut Map<String, Value>) {
         }
         "/api/v1/chat" => chat_response(),
         "/api/v1/chat/ws" => {
-            responses.insert("400".into(), error_response("A broken handshake: no GET, or no valid Sec-WebSocket-Key"));
+            responses.insert(
+                "400".into(),
+                error_response("A broken handshake: no GET, or no valid Sec-WebSocket-Key"),
+            );
             responses.insert(
                 "426".into(),
                 error_response("Not a WebSocket upgrade (plain HTTP), or a Sec-WebSocket-Version other than 13 (the answer says `Sec-WebSocket-Version: 13`)"),

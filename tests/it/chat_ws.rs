@@ -135,7 +135,10 @@ fn a_websocket_chat_gets_the_sse_chats_events() {
     assert_eq!(k[..2], ["session_id", "run_started"], "{k:?}");
     assert_eq!(k[k.len() - 4..], ["agent_stats", "complete", "message_saved", "end"], "{k:?}");
     let run_id = ws[1]["data"]["run_id"].as_str().unwrap();
-    assert_eq!(ws[0], json!({"type": "session_id", "data": null, "session_id": "ws-1", "message_id": run_id}));
+    assert_eq!(
+        ws[0],
+        json!({"type": "session_id", "data": null, "session_id": "ws-1", "message_id": run_id})
+    );
     assert_eq!(ws[ws.len() - 3]["data"], "Hello there");
     // AstrBot's WebSocket shape of message_saved: no checkpoint, the session id.
     let saved = &ws[ws.len() - 2];
@@ -200,8 +203,10 @@ fn a_vanished_clients_run_is_resumed_with_nothing_missing() {
     assert_eq!(all[0].1["data"]["status"], "completed");
     assert_eq!(all[1].0, Some(1));
     assert_eq!(all[1].1, got[1], "event 1 is the run_started the WebSocket got");
-    assert_eq!(all[4..].iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
-        rest.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        all[4..].iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        rest.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()
+    );
 
     // Only the caller that started the run may read it.
     let (other, _) = s.create_key(&s.admin_token(), SCOPES);
@@ -209,11 +214,13 @@ fn a_vanished_clients_run_is_resumed_with_nothing_missing() {
     s.expect_error(&r, 200, "Chat run is unavailable");
     let r = s.call("GET", "/api/v1/chat/runs/not-a-run/stream", &key, None);
     s.expect_error(&r, 200, "Chat run is unavailable");
-    let r = http(s.addr, "GET", &path, &[("X-API-Key", &key), ("Last-Event-ID", "18446744073709551616")], None);
+    let r =
+        http(s.addr, "GET", &path, &[("X-API-Key", &key), ("Last-Event-ID", "18446744073709551616")], None);
     assert!(r.text().contains("Invalid Last-Event-ID"), "{}", r.text());
     let r = http(s.addr, "GET", &path, &[("X-API-Key", &key), ("Last-Event-ID", "-1")], None);
     assert!(r.text().contains("Invalid Last-Event-ID"), "{}", r.text());
-    let r = http(s.addr, "GET", &path, &[("X-API-Key", &key), ("Last-Event-ID", "18446744073709551615")], None);
+    let r =
+        http(s.addr, "GET", &path, &[("X-API-Key", &key), ("Last-Event-ID", "18446744073709551615")], None);
     assert_eq!(sse_with_ids(&r.text()).len(), 0, "nothing after the last id: {}", r.text());
     let (unscoped, _) = s.create_key(&s.admin_token(), r#"{"scopes":["file"]}"#);
     assert_eq!(s.call("GET", &path, &unscoped, None).status, 403);
@@ -237,7 +244,10 @@ fn hostile_websocket_clients_get_astrbots_errors_and_close_codes() {
     let (s, key, _fake) = setup(&["ok"], Duration::ZERO);
     // No key, a wrong key, a key without `chat`: the error, then close 1008.
     let lines = client(&py, "wait", &url(s.addr, None), Some("10"));
-    assert_eq!(received(&lines), [json!({"type": "error", "code": "UNAUTHORIZED", "data": "Missing API key"})]);
+    assert_eq!(
+        received(&lines),
+        [json!({"type": "error", "code": "UNAUTHORIZED", "data": "Missing API key"})]
+    );
     assert_eq!(lines.last().unwrap()["closed"], 1008, "{lines:?}");
     let lines = client(&py, "wait", &url(s.addr, Some("abk_nope")), Some("10"));
     assert_eq!(received(&lines)[0]["data"], "Invalid API key");
@@ -294,7 +304,12 @@ fn hostile_websocket_clients_get_astrbots_errors_and_close_codes() {
     let r = http(s.addr, "GET", "/api/v1/chat/ws", &[], None);
     assert_eq!(r.status, 426);
     assert_eq!(r.header("sec-websocket-version"), Some("13"));
-    let bad = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "short")];
+    let bad = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "short"),
+    ];
     assert_eq!(http(s.addr, "GET", "/api/v1/chat/ws", &bad, None).status, 400);
 }
 

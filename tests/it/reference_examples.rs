@@ -343,7 +343,10 @@ fn assert_websocket_opens(s: &Server, url: &str) {
         lines.push(line.trim().to_owned());
     }
     assert!(lines[0].starts_with("HTTP/1.1 101"), "GET {url}: {lines:?}");
-    assert!(lines.iter().any(|l| l == "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "GET {url}: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "GET {url}: {lines:?}"
+    );
 }
 
 /// Opens a stream that never ends by itself and checks its head: 200 and SSE.

@@ -633,4 +633,71 @@ mod tests {
             f(rq);
         }
     }
+
+    #[test]
+    fn an_upgraded_connection_is_raw_bounded_and_counted_until_dropped() {
+        use std::io::{Read, Write};
+        use std::time::{Duration, Instant};
+        let server = crate::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap();
+        let rq = server.recv().unwrap();
+        assert!(rq.is_upgrade());
+        let mut up = rq.upgrade_raw(Duration::from_millis(50)).ok().unwrap();
+        up.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").unwrap();
+        up.flush().unwrap();
+        let expected = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let mut head = vec![0u8; expected.len()];
+        client.read_exact(&mut head).unwrap();
+        assert_eq!(&head[..], &expected[..]);
+        // Silence: a read waits about the given time, then says WouldBlock (no body deadline).
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let e = up.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The rest of the stream is the application's, both ways.
+        client.write_all(b"ping").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match up.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, b"ping");
+        up.write_all(b"pong").unwrap();
+        up.flush().unwrap();
+        let mut pong = [0u8; 4];
+        client.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"pong");
+        assert_eq!(server.num_connections(), 1, "an upgraded connection counts");
+        drop(up);
+        // Dropped: the connection closes and leaves the count.
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).unwrap(), 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.num_connections() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(server.num_connections(), 0);
+    }
+
+    #[test]
+    fn a_request_that_is_no_upgrade_comes_back() {
+        use std::io::Write;
+        let server = crate::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let rq = server.recv().unwrap();
+        assert!(!rq.is_upgrade());
+        let rq = rq.upgrade_raw(std::time::Duration::from_millis(50)).err().unwrap();
+        rq.respond(crate::Response::empty(204)).unwrap();
+    }
 }
