@@ -267,7 +267,7 @@ fn upgrade(
     let credential = crate::auth::extract_credential(&req);
     let mut conn = match request.upgrade_raw(chat_ws::IDLE_WAIT) {
         Ok(conn) => Upgraded(conn),
-        Err(request) => return send(request, ApiError::internal("the upgrade failed").into_response(url)),
+        Err(request) => return send(*request, ApiError::internal("the upgrade failed").into_response(url)),
     };
     let head = chat_ws::switching_head(&accept);
     if let Err(e) = conn.0.write_all(head.as_bytes()).and_then(|_| conn.0.flush()) {

@@ -303,13 +303,10 @@ impl RunLogs {
         logs.get(run_id).filter(|l| l.owner == owner).cloned()
     }
 
-    /// Runs kept now (for the operator's statistics and tests).
-    pub fn len(&self) -> usize {
+    /// Runs kept now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         lock(&self.shared.logs).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -407,8 +407,8 @@ impl Request {
     /// Hands the connection over for another protocol (astrbot patch P7): nothing is
     /// written (the caller writes its `101` head itself); reads wait at most `read_wait`.
     /// The request comes back unchanged when it is no upgrade request.
-    pub fn upgrade_raw(mut self, read_wait: Duration) -> Result<Upgraded, Request> {
-        let Some(reader) = self.upgrade_source.take() else { return Err(self) };
+    pub fn upgrade_raw(mut self, read_wait: Duration) -> Result<Upgraded, Box<Request>> {
+        let Some(reader) = self.upgrade_source.take() else { return Err(Box::new(self)) };
         if let Some(socket) = &self.socket {
             socket.begin_upgraded(read_wait);
         }
