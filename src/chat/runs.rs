@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -145,14 +146,19 @@ impl RunLog {
         });
         inner.events.push_back((seq, event, size));
         inner.bytes += size;
+        let mut freed = 0;
         while inner.bytes > MAX_RUN_BYTES
             && let Some((_, _, n)) = inner.events.pop_front()
         {
             inner.bytes -= n;
+            freed += n;
         }
         drop(inner);
         if let Some(registry) = &self.registry {
-            registry.grew(size, self);
+            let total = registry.add(size as i64 - freed as i64);
+            if total > MAX_TOTAL_BYTES as i64 {
+                registry.shrink(self);
+            }
         }
     }
 
@@ -238,30 +244,51 @@ impl Drop for Finisher {
 #[derive(Default)]
 struct RunsShared {
     logs: Mutex<HashMap<String, Arc<RunLog>>>,
+    /// Bytes of events in the kept logs.
+    total: AtomicI64,
 }
 
 impl RunsShared {
-    /// After `log` grew by `size`: keeps the total under [`MAX_TOTAL_BYTES`], evicting
-    /// finished runs oldest first, then trimming `log` itself.
-    fn grew(&self, _size: usize, log: &RunLog) {
-        let logs: Vec<Arc<RunLog>> = lock(&self.logs).values().cloned().collect();
-        let mut total: usize = logs.iter().map(|l| l.bytes()).sum();
-        if total <= MAX_TOTAL_BYTES {
-            return;
-        }
-        let mut finished: Vec<(Instant, &Arc<RunLog>)> =
-            logs.iter().filter_map(|l| l.ended().map(|t| (t, l))).collect();
-        finished.sort_by_key(|(t, _)| *t);
-        for (_, old) in finished {
-            if total <= MAX_TOTAL_BYTES {
+    /// Adds `delta` to the total; returns the new total.
+    fn add(&self, delta: i64) -> i64 {
+        self.total.fetch_add(delta, Ordering::SeqCst) + delta
+    }
+
+    /// Removes the logs `drop` picks from `logs`, taking their bytes off the total.
+    fn remove_where(&self, logs: &mut HashMap<String, Arc<RunLog>>, mut drop: impl FnMut(&RunLog) -> bool) {
+        logs.retain(|_, l| {
+            let gone = drop(l);
+            if gone {
+                self.add(-(l.bytes() as i64));
+            }
+            !gone
+        });
+    }
+
+    /// Forgets runs that ended more than [`RETAIN`] ago.
+    fn prune(&self, logs: &mut HashMap<String, Arc<RunLog>>) {
+        self.remove_where(logs, |l| l.ended().is_some_and(|t| t.elapsed() >= RETAIN));
+    }
+
+    /// Brings the total under [`MAX_TOTAL_BYTES`]: finished runs go first, oldest first,
+    /// then `log` (which just grew) loses its oldest events.
+    fn shrink(&self, log: &RunLog) {
+        let mut logs = lock(&self.logs);
+        let mut finished: Vec<(Instant, String)> =
+            logs.values().filter_map(|l| l.ended().map(|t| (t, l.run_id.clone()))).collect();
+        finished.sort();
+        for (_, id) in finished {
+            if self.total.load(Ordering::SeqCst) <= MAX_TOTAL_BYTES as i64 {
                 return;
             }
-            total -= old.bytes();
-            lock(&self.logs).remove(&old.run_id);
+            self.remove_where(&mut logs, |l| l.run_id == id);
         }
-        if total > MAX_TOTAL_BYTES {
-            let over = total - MAX_TOTAL_BYTES;
-            log.trim_to(log.bytes().saturating_sub(over));
+        drop(logs);
+        let over = self.total.load(Ordering::SeqCst) - MAX_TOTAL_BYTES as i64;
+        if over > 0 {
+            let keep = (log.bytes() as i64 - over).max(0) as usize;
+            let freed = log.trim_to(keep);
+            self.add(-(freed as i64));
         }
     }
 }
@@ -275,9 +302,8 @@ pub struct RunLogs {
 impl RunLogs {
     /// A new run's log, kept for resumption; the oldest finished runs make room.
     pub fn create(&self, owner: &str, session_id: &str, checkpoint: &str) -> Arc<RunLog> {
-        let log = Arc::new(RunLog::new(owner, session_id, checkpoint, Some(self.shared.clone())));
         let mut logs = lock(&self.shared.logs);
-        prune(&mut logs);
+        self.shared.prune(&mut logs);
         while logs.len() >= MAX_LOGS {
             let oldest = logs
                 .values()
@@ -285,13 +311,12 @@ impl RunLogs {
                 .min_by_key(|(t, _)| *t)
                 .map(|(_, id)| id);
             match oldest {
-                Some(id) => {
-                    logs.remove(&id);
-                }
+                Some(id) => self.shared.remove_where(&mut logs, |l| l.run_id == id),
                 // Every kept run still runs: this one is not kept (nobody can resume it).
-                None => return log,
+                None => return Arc::new(RunLog::new(owner, session_id, checkpoint, None)),
             }
         }
+        let log = Arc::new(RunLog::new(owner, session_id, checkpoint, Some(self.shared.clone())));
         logs.insert(log.run_id.clone(), log.clone());
         log
     }
@@ -299,7 +324,7 @@ impl RunLogs {
     /// The run `run_id` if `owner` started it and it is still kept.
     pub fn find(&self, run_id: &str, owner: &str) -> Option<Arc<RunLog>> {
         let mut logs = lock(&self.shared.logs);
-        prune(&mut logs);
+        self.shared.prune(&mut logs);
         logs.get(run_id).filter(|l| l.owner == owner).cloned()
     }
 
@@ -308,11 +333,6 @@ impl RunLogs {
     fn len(&self) -> usize {
         lock(&self.shared.logs).len()
     }
-}
-
-/// Forgets runs that ended more than [`RETAIN`] ago.
-fn prune(logs: &mut HashMap<String, Arc<RunLog>>) {
-    logs.retain(|_, l| l.ended().is_none_or(|t| t.elapsed() < RETAIN));
 }
 
 #[cfg(test)]
@@ -414,6 +434,7 @@ mod tests {
         }
         let total: usize = lock(&logs.shared.logs).values().map(|l| l.bytes()).sum();
         assert!(total <= MAX_TOTAL_BYTES, "{total}");
+        assert_eq!(logs.shared.total.load(Ordering::SeqCst), total as i64, "the running total is exact");
         assert!(logs.find(&finished[0].run_id, "o").is_none(), "the oldest finished run went first");
         assert!(logs.find(&live.run_id, "o").is_some());
     }
