@@ -278,6 +278,11 @@ fn operation(route: &Route) -> Value {
     if not_found_is_400(route) {
         op["x-astrbot-400-on-data"] = json!(true);
     }
+    if route.path == crate::api::chat_ws::PATH {
+        // The reference's "try it" opens the WebSocket and sends this first message.
+        op["x-astrbot-ws-example"] =
+            json!({"t": "send", "username": "alice", "session_id": "reference-example", "message": "Hello"});
+    }
     let mut params = path_parameters(route);
     params.extend(params::query(route).into_iter().map(with_example));
     if !params.is_empty() {

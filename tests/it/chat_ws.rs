@@ -161,6 +161,11 @@ fn a_websocket_chat_gets_the_sse_chats_events() {
     // The reply was stored for the WebSocket's session like any other.
     let history = s.call("GET", "/api/v1/chat/sessions/ws-1?username=alice", &key, None);
     assert!(history.text().contains("Hello there"), "{}", history.text());
+    // The reference's "try it" message starts a chat as shown.
+    let doc = s.get("/api/v1/openapi.json", &[]).json();
+    let example = doc["paths"]["/api/v1/chat/ws"]["get"]["x-astrbot-ws-example"].to_string();
+    let lines = client(&py, "messages", &url(s.addr, Some(&key)), Some(&json!([example]).to_string()));
+    assert_eq!(received(&lines)[0]["session_id"], "reference-example", "{lines:?}");
     // The key's header works as well as the query.
     let lines = client(&py, "chat-header", &url(s.addr, None), Some(&key));
     assert_eq!(kinds(&received(&lines)).last().map(String::as_str), Some("end"));
