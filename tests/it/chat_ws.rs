@@ -357,3 +357,31 @@ fn websockets_count_against_the_connection_cap() {
     assert!(holder.wait().unwrap().success());
     assert!(eventually(10, || http(s.addr, "GET", "/healthz", &[], None).status == 200));
 }
+
+#[test]
+fn a_stopping_server_closes_its_websockets_with_1001() {
+    let Some(py) = python() else { return };
+    let s = Server::start();
+    let (key, _) = s.create_key(&s.admin_token(), SCOPES);
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(dir.path().join("client.py"), CLIENT).unwrap();
+    let mut waiter = Command::new(&py)
+        .arg(dir.path().join("client.py"))
+        .args(["wait", &url(s.addr, Some(&key)), "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(waiter.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["open"], true, "{line}");
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(waiter.wait().unwrap().success());
+    let last: Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(last["closed"], 1001, "{rest}");
+    assert_eq!(last["reason"], "server shutting down");
+}

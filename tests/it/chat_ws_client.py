@@ -72,6 +72,7 @@ try:
             recv_all(ws, timeout=10)
         elif mode == "wait":
             # Prints what arrives until the server closes, at most `arg` seconds.
+            out({"open": True})
             started = time.monotonic()
             try:
                 while True:
