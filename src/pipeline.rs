@@ -225,12 +225,6 @@ fn authenticate_dashboard(app: &App, req: &Request<'_>, now: i64) -> Result<Iden
     }
 }
 
-/// The daily quota of one more request by `key` (a WebSocket chat's `send`), counted as
-/// any request is.
-pub fn check_quota(app: &App, key: &ActiveKey, now: i64) -> Result<(), ApiError> {
-    apply_quota(app, key, now, &mut None)
-}
-
 fn apply_quota(
     app: &App,
     key: &ActiveKey,

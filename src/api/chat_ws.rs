@@ -34,12 +34,14 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error as WsError, Message, WebSocket};
 
 use crate::app::{App, Ctx};
-use crate::auth::{Credential, Identity};
+use crate::auth::{ActiveKey, Credential, Identity};
 use crate::chat::events;
 use crate::chat::run::{self, RunSlot};
 use crate::chat::runs::Framing;
+use crate::db;
 use crate::error::ApiError;
 use crate::http::{MAX_JSON_BODY, Request, Response};
+use crate::quota::Verdict;
 use crate::sse::python_json;
 use crate::timefmt::now_micros;
 
@@ -235,6 +237,23 @@ fn handle_text(
     }
 }
 
+/// Counts a `send` against the key's daily quota, as the pipeline counts a request.
+fn charge_quota(app: &App, key: &ActiveKey, now: i64) -> Result<(), ApiError> {
+    let limit = key.effective_limit(app.settings.default_daily_limit);
+    let verdict = app.quota.lock().unwrap_or_else(|e| e.into_inner()).check(&key.key_id, limit, now, |day| {
+        app.db.conn().and_then(|c| db::usage_count(&c, &key.key_id, day)).unwrap_or_else(|e| {
+            log::error!("cannot read usage of key {}: {e}", key.key_id);
+            0
+        })
+    });
+    match verdict {
+        Verdict::Exceeded { retry_after, .. } => {
+            Err(ApiError::TooManyRequests { message: "Daily request limit exceeded".into(), retry_after })
+        }
+        Verdict::Allowed { .. } => Ok(()),
+    }
+}
+
 /// Checks a `send` as `POST /api/v1/chat` does, stores the message and starts its run.
 fn start(
     app: &Arc<App>,
@@ -244,7 +263,7 @@ fn start(
 ) -> Result<Receiver<String>, ApiError> {
     let now = now_micros();
     if let Identity::Key(key) = who {
-        crate::pipeline::check_quota(app, key, now)?;
+        charge_quota(app, key, now)?;
     }
     let slot = RunSlot::take()?;
     let mut no_body: &[u8] = &[];

@@ -300,6 +300,17 @@ fn hostile_websocket_clients_get_astrbots_errors_and_close_codes() {
     assert!(got.iter().any(|e| e["code"] == "INVALID_MESSAGE"), "{lines:?}");
     assert_eq!(kinds(&got).last().map(String::as_str), Some("end"));
 
+    // Each send counts against the key's daily limit, as a request does.
+    let (limited, _) = s.create_key(&s.admin_token(), r#"{"scopes":["chat"],"daily_limit":1}"#);
+    let frames = json!([r#"{"t": "ping"}"#, r#"{"username": "bob"}"#, r#"{"username": "bob"}"#]);
+    let lines = client(&py, "messages", &url(s.addr, Some(&limited)), Some(&frames.to_string()));
+    let got = received(&lines);
+    assert_eq!(got[1]["code"], "INVALID_MESSAGE", "the first send is counted, then refused: {lines:?}");
+    assert_eq!(
+        (got[2]["code"].as_str(), got[2]["data"].as_str()),
+        (Some("PROCESSING_ERROR"), Some("Daily request limit exceeded"))
+    );
+
     // A message over the cap: close 1009; the server lives on.
     let lines = client(&py, "big", &url(s.addr, Some(&key)), Some(&(2 << 20).to_string()));
     assert_eq!(lines.last().unwrap()["closed"], 1009, "{lines:?}");
