@@ -45,6 +45,8 @@ pub struct App {
     pub openapi_json: std::sync::OnceLock<Vec<u8>>,
     /// Live chat streams by conversation (session) id, for proactive IM delivery.
     pub streams: LiveStreams,
+    /// Each chat run's events, for the chat streams and resumption.
+    pub runs: crate::chat::runs::RunLogs,
     /// The webhook mirror's outbox: keyed requests become events here (a memory push).
     pub outbox: Arc<Outbox>,
     /// The running IM platform adapters, by bot id.
@@ -76,6 +78,7 @@ impl App {
             started: Instant::now(),
             openapi_json: std::sync::OnceLock::new(),
             streams: LiveStreams::default(),
+            runs: Default::default(),
             outbox,
             platforms: Platforms::default(),
             mcp: Default::default(),

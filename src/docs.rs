@@ -9,6 +9,7 @@ pub const GUIDES: &[(&str, &str)] = &[
     ("quotas", include_str!("../static/docs/quotas.md")),
     ("providers", include_str!("../static/docs/providers.md")),
     ("chat", include_str!("../static/docs/chat.md")),
+    ("websocket", include_str!("../static/docs/websocket.md")),
     ("files", include_str!("../static/docs/files.md")),
     ("knowledge", include_str!("../static/docs/knowledge.md")),
     ("tools", include_str!("../static/docs/tools.md")),

@@ -223,6 +223,8 @@ pub static ROUTES: &[Route] = &[
     route!("GET" "/api/v1/chat/sessions",                  Scope("chat"), NoBody, api::chat::sessions,       "Chat", "A username's sessions, newest first (?username=&page=&page_size=&platform_id=); the admin token may leave username out to list every session", None, Some("SessionPage")),
     route!("GET" "/api/v1/chat/sessions/{session_id}",     Scope("chat"), NoBody, api::chat::session,        "Chat", "A session and its messages, oldest first (?username=)", None, Some("SessionDetail")),
     route!("DELETE" "/api/v1/chat/sessions/{session_id}",  Scope("chat"), NoBody, api::chat::delete_session, "Chat", "Delete a session and its history (?username=)", None, Some("SessionId")),
+    route!("GET" "/api/v1/chat/ws",                        Public,        NoBody, api::chat_ws::upgrade_required, "Chat", "The WebSocket chat (Upgrade: websocket; auth, messages and events in the chat guide); without an upgrade, 426", None, None),
+    route!("GET" "/api/v1/chat/runs/{run_id}/stream",      Scope("chat"), NoBody, api::chat_ws::resume,       "Chat", "Resume a chat run's events (SSE with ids) from the start or after Last-Event-ID; only the caller that started the run", None, None),
     // Attachments.
     route!("POST" "/api/v1/file",                        Scope("file"), Upload, api::files::upload,         "Files", "Upload an attachment (multipart field `file`)", Some("Upload"), Some("Attachment")),
     route!("GET" "/api/v1/file",                         Scope("file"), NoBody, api::files::download_query, "Files", "Download an attachment (?attachment_id=); Range supported", None, None),

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use crate::api::chat_ws;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::http::{Body, BodySource, Request, Response};
@@ -229,6 +230,9 @@ fn answer(shared: &Shared, mut request: tiny_http::Request, method: &str, url: &
         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
         .collect();
     let remote = request.remote_addr().copied();
+    if request.is_upgrade() && url.split('?').next() == Some(chat_ws::PATH) {
+        return upgrade(shared, request, method, url, headers, remote);
+    }
     // A length beyond usize (a 32-bit Pi) is beyond every limit: it reads as usize::MAX.
     let body_len = request.body_length().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
 
@@ -246,6 +250,70 @@ fn answer(shared: &Shared, mut request: tiny_http::Request, method: &str, url: &
     send(request, response)
 }
 
+/// Hands a WebSocket handshake for the chat to its session: the handshake is checked (a
+/// bad one is answered as HTTP), `101` written, and the session runs on this worker thread
+/// until the connection closes. The connection stays counted against the connection cap.
+fn upgrade(
+    shared: &Shared,
+    request: tiny_http::Request,
+    method: &str,
+    url: &str,
+    headers: Vec<(String, String)>,
+    remote: Option<SocketAddr>,
+) -> Sent {
+    let mut no_body: &[u8] = &[];
+    let req = Request::new(method.to_owned(), url, headers, remote, Some(0), &mut no_body);
+    let accept = match chat_ws::accept_key(&req) {
+        Ok(accept) => accept,
+        Err(response) => return send(request, response),
+    };
+    let credential = crate::auth::extract_credential(&req);
+    let mut conn = match request.upgrade_raw(chat_ws::IDLE_WAIT) {
+        Ok(conn) => Upgraded(conn),
+        Err(request) => return send(*request, ApiError::internal("the upgrade failed").into_response(url)),
+    };
+    let head = chat_ws::switching_head(&accept);
+    if let Err(e) = conn.0.write_all(head.as_bytes()).and_then(|_| conn.0.flush()) {
+        return Sent {
+            status: 101,
+            stream: true,
+            failure: Some(format!("could not send the handshake: {e}")),
+        };
+    }
+    let session = catch_unwind(AssertUnwindSafe(|| {
+        chat_ws::session(&shared.app, conn, credential, remote, &shared.stopping)
+    }));
+    let failure = session.is_err().then(|| "the WebSocket session panicked".to_owned());
+    if failure.is_some() {
+        log::error!("panic in a WebSocket chat session");
+    }
+    Sent { status: 101, stream: true, failure }
+}
+
+/// The transport's upgraded connection as the WebSocket chat sees it.
+struct Upgraded(tiny_http::Upgraded);
+
+impl Read for Upgraded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Upgraded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl chat_ws::Conn for Upgraded {
+    fn set_read_wait(&self, wait: Duration) {
+        self.0.set_read_wait(wait);
+    }
+}
+
 /// Writes a response, each kind of body its own way.
 fn send(request: tiny_http::Request, response: Response) -> Sent {
     let Response { status, headers, body } = response;
@@ -260,7 +328,7 @@ fn send(request: tiny_http::Request, response: Response) -> Sent {
             let out = tiny_http::Response::new(status.into(), tiny_headers(headers), reader, Some(len), None);
             (false, request.respond(out).map_err(|e| format!("could not send a response: {e}")))
         }
-        // An unknown length: tiny_http sends it chunked (an HTTP/1.1 client, see P7).
+        // An unknown length: tiny_http sends it chunked (an HTTP/1.1 client, see tiny_http P8).
         Body::Stream(reader) => {
             let out = tiny_http::Response::new(status.into(), tiny_headers(headers), reader, None, None);
             (false, request.respond(out).map_err(|e| format!("could not send a response: {e}")))

@@ -799,9 +799,49 @@
     return o.rtypes.size && [...o.rtypes].every((t) => t === 'text/event-stream') ? 'text/event-stream' : null;
   }
 
+  // A WebSocket operation (its `x-astrbot-ws-example` is the first message): opened from
+  // this page with the key in the query (browsers cannot set headers on a WebSocket); each
+  // message is shown as it comes, until `end`, a close, or Stop.
+  function sendWebSocket(o, ui, out, sendBtn, stopBtn) {
+    const ctrl = new AbortController();
+    ui.ctrl = ctrl;
+    const qs = new URLSearchParams();
+    if (state.key) qs.set('api_key', state.key);
+    const q = qs.toString();
+    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + o.path + (q ? '?' + q : '');
+    const statusEl = h('div', { class: 'res-status' }, h('span', { class: 'muted' }, `WebSocket ${o.path} · connecting…`));
+    const pre = h('pre', { class: 'res-body stream' });
+    out.replaceChildren(statusEl, pre);
+    stopBtn.hidden = false;
+    sendBtn.disabled = true;
+    const push = (line) => { pre.append(line + '\n'); pre.scrollTop = pre.scrollHeight; };
+    const done = () => { if (ui.ctrl === ctrl) { ui.ctrl = null; stopBtn.hidden = true; } sendBtn.disabled = false; };
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      statusEl.replaceChildren(h('span', { class: 'error' }, 'Could not open the WebSocket: ' + e.message));
+      return done();
+    }
+    ctrl.signal.addEventListener('abort', () => ws.close(1000));
+    const first = JSON.stringify(o.op['x-astrbot-ws-example']);
+    ws.onopen = () => {
+      statusEl.replaceChildren(h('span', { class: 'muted' }, `WebSocket ${o.path} · open`));
+      push('> ' + first);
+      ws.send(first);
+    };
+    ws.onmessage = (m) => {
+      push('< ' + m.data);
+      try { if (JSON.parse(m.data).type === 'end') ws.close(1000); } catch { /* not JSON */ }
+    };
+    ws.onerror = () => statusEl.replaceChildren(h('span', { class: 'error' }, 'WebSocket error (the browser console says more)'));
+    ws.onclose = (e) => { push(`closed: ${e.code}${e.reason ? ' ' + e.reason : ''}`); done(); };
+  }
+
   async function sendRequest(o, ui, out, sendBtn, stopBtn) {
     if (ui.ctrl) ui.ctrl.abort();
     out.hidden = false;
+    if (o.op['x-astrbot-ws-example']) return sendWebSocket(o, ui, out, sendBtn, stopBtn);
     const req = buildRequest(o, ui);
     if (req.missing.length) return out.replaceChildren(h('p', { class: 'error' }, 'Missing required parameter(s): ' + req.missing.join(', ')));
     if (req.body !== null && isJsonType(req.ct)) {

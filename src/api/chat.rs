@@ -182,6 +182,12 @@ fn resolve_config(
     }
 }
 
+/// The checks of `POST /api/v1/chat` (AstrBot's shape) for another carrier of the same
+/// fields (the WebSocket chat's `send`): the message and the profile it names.
+pub(crate) fn prepare_message(ctx: &Ctx<'_, '_>) -> Result<(UserMessage, Option<String>), ApiError> {
+    prepare(ctx).map(|p| (p.message, p.profile))
+}
+
 fn prepare(ctx: &Ctx<'_, '_>) -> Result<Prepared, ApiError> {
     let who = ctx.caller()?.clone();
     let body = ctx.req.json_object()?.clone();
@@ -508,7 +514,9 @@ fn start(
             "sources": events::refs(&outcome.sources),
         })));
     }
-    let rx = run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now, ctx.mirror.take())?;
+    let owner = ctx.caller()?.username();
+    let rx =
+        run::spawn(ctx.app.clone(), slot, message, checkpoint, saved_id, now, ctx.mirror.take(), &owner)?;
     Ok(Response::events(rx))
 }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod bots;
 pub mod chat;
+pub mod chat_ws;
 pub mod configs;
 pub mod files;
 pub mod im;

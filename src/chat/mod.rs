@@ -16,6 +16,8 @@
 //! - [`context`]: the prompt a model sees (persona, history, attachments);
 //! - [`provider`]: the typed provider settings, parsed once from the stored documents;
 //! - [`adapters`]: the OpenAI-compatible and Anthropic adapters, retries and key rotation;
+//! - [`runs`]: each run's event log, which the SSE and WebSocket chats and the resume
+//!   route read;
 //! - [`streams`]: the live streams of running chats, each registered by a guard;
 //! - [`tools`]: the tools an agent may call (built-in and MCP) and how a call runs;
 //! - [`events`]: every SSE event the chat and proactive delivery send;
@@ -28,5 +30,6 @@ pub mod events;
 pub mod locale;
 pub mod provider;
 pub mod run;
+pub mod runs;
 pub mod streams;
 pub mod tools;

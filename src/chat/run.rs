@@ -36,7 +36,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -45,6 +45,7 @@ use serde_json::{Value, json};
 use super::commands::{self, Scope};
 use super::locale::Locale;
 use super::provider::{Delta, Message, Offer, Provider, Turn, Usage};
+use super::runs::{self, RunLog};
 use super::{adapters, context, events, tools};
 use crate::app::App;
 use crate::config::{self, Effective, ProviderChoice, SessionChoice};
@@ -199,10 +200,12 @@ pub fn save_user_message(
     })
 }
 
-/// Starts the run of a stored message on a thread of its own and returns its events: the
-/// session, the saved user message (`saved_id` at `now`), then the run's. The slot is
-/// freed when the run ends; the request's webhook event, if its key is mirrored, is
-/// finished then with the whole reply.
+/// Starts the run of a stored message on a thread of its own and returns its SSE frames:
+/// the session, the saved user message (`saved_id` at `now`), then the run's. The run's
+/// events are logged for `owner` (who may resume them, `chat::runs`). The slot is freed
+/// when the run ends; the request's webhook event, if its key is mirrored, is finished
+/// then with the whole reply.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     app: Arc<App>,
     slot: RunSlot,
@@ -211,22 +214,42 @@ pub fn spawn(
     saved_id: i64,
     now: i64,
     mirror: Option<Draft>,
+    owner: &str,
 ) -> Result<Receiver<String>, ApiError> {
-    let (tx, rx) = channel::<String>();
-    let _ = tx.send(sse::frame(&events::session_id(&msg.session_id)));
-    let _ = tx.send(sse::frame(&events::user_message_saved(saved_id, now, &checkpoint)));
+    let log = app.runs.create(owner, &msg.session_id, &checkpoint);
+    let prefix = vec![
+        sse::frame(&events::session_id(&msg.session_id)),
+        sse::frame(&events::user_message_saved(saved_id, now, &checkpoint)),
+    ];
+    let rx = log.subscribe(runs::Framing::Sse, prefix, false, None);
+    start_logged(app, slot, msg, log, mirror)?;
+    Ok(rx)
+}
+
+/// Runs a stored message on a thread of its own, its events into `log` (which ends with
+/// the run, panic or not).
+pub fn start_logged(
+    app: Arc<App>,
+    slot: RunSlot,
+    msg: UserMessage,
+    log: Arc<RunLog>,
+    mirror: Option<Draft>,
+) -> Result<(), ApiError> {
     std::thread::Builder::new()
         .name("chat-run".into())
         .spawn(move || {
-            let outcome = run(&app, msg, checkpoint, Some(tx));
+            let finisher = runs::Finisher(log.clone());
+            let checkpoint = log.checkpoint.clone();
+            let outcome = run(&app, msg, checkpoint, Some(log));
+            drop(finisher);
             drop(slot);
             if let Some(draft) = mirror {
                 let response = json!({"response": outcome.text, "session_id": outcome.session_id, "message_id": outcome.message_id});
                 app.outbox.push(draft.finish(200, response));
             }
         })
-        .map_err(|e| ApiError::internal(format!("cannot start the chat run: {e}")))?;
-    Ok(rx)
+        .map(|_| ())
+        .map_err(|e| ApiError::internal(format!("cannot start the chat run: {e}")))
 }
 
 /// What a finished run produced.
@@ -237,16 +260,16 @@ pub struct Outcome {
     pub sources: Vec<Passage>,
 }
 
-/// Sends events of one run; a gone client only makes sends fail, which is ignored.
+/// Sends events of one run into its log; a gone client is the log's business.
 pub struct Events {
-    tx: Option<Sender<String>>,
+    log: Option<Arc<RunLog>>,
     run_id: String,
 }
 
 impl Events {
     pub fn send(&self, event: Value) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(sse::frame(&event));
+        if let Some(log) = &self.log {
+            log.push(event);
         }
     }
 }
@@ -254,11 +277,11 @@ impl Events {
 /// The run: a command or the provider's answer, then the stats, the complete text, the
 /// stored reply and `end`. With `tx` the run's stream is live (proactive messages reach
 /// it) until the run ends. Never fails: upstream errors become the reply's text.
-pub fn run(app: &App, msg: UserMessage, checkpoint: String, tx: Option<Sender<String>>) -> Outcome {
-    let run_id = uuid::Uuid::new_v4().to_string();
+pub fn run(app: &App, msg: UserMessage, checkpoint: String, log: Option<Arc<RunLog>>) -> Outcome {
+    let run_id = log.as_ref().map_or_else(|| uuid::Uuid::new_v4().to_string(), |l| l.run_id.clone());
     let registration =
-        tx.as_ref().map(|tx| app.streams.register(&msg.session_id, &run_id, &msg.username, tx.clone()));
-    let ev = Events { tx, run_id: run_id.clone() };
+        log.as_ref().map(|log| app.streams.register(&msg.session_id, &run_id, &msg.username, log.clone()));
+    let ev = Events { log, run_id: run_id.clone() };
     ev.send(events::run_started(&run_id));
     let started = now_micros();
     let reply = compose(app, &msg, &ev, started);

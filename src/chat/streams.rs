@@ -7,13 +7,12 @@
 //! adapter that keeps a connection to its users would register the same way.
 
 use std::collections::HashMap;
-use std::sync::mpsc::Sender;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use super::events;
-use crate::sse;
+use super::runs::RunLog;
 
 /// The live streams by conversation id.
 #[derive(Default)]
@@ -28,8 +27,8 @@ pub struct LiveStreams {
 struct LiveStream {
     run_id: String,
     username: String,
-    /// Finished SSE frames, to the server's writer.
-    tx: Sender<String>,
+    /// The run's event log, which its readers follow.
+    log: Arc<RunLog>,
 }
 
 /// A run's place among the live streams; dropping it removes the stream.
@@ -54,9 +53,9 @@ impl LiveStreams {
         conversation: &str,
         run_id: &str,
         username: &str,
-        tx: Sender<String>,
+        log: Arc<RunLog>,
     ) -> Registration<'_> {
-        let stream = LiveStream { run_id: run_id.to_owned(), username: username.to_owned(), tx };
+        let stream = LiveStream { run_id: run_id.to_owned(), username: username.to_owned(), log };
         self.lock().entry(conversation.to_owned()).or_default().push(stream);
         Registration { streams: self, conversation: conversation.to_owned(), run_id: run_id.to_owned() }
     }
@@ -76,7 +75,7 @@ impl LiveStreams {
         let streams = self.lock().get(conversation).cloned().unwrap_or_default();
         for stream in streams.into_iter().filter(|s| owner.is_none_or(|owner| s.username == owner)) {
             for event in events::proactive(parts, saved_id, created_at, &stream.run_id) {
-                let _ = stream.tx.send(sse::frame(&event));
+                stream.log.push(event);
             }
         }
     }
@@ -107,16 +106,16 @@ impl Drop for Registration<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::runs::{Framing, RunLog};
     use serde_json::json;
-    use std::sync::mpsc::channel;
 
     #[test]
     fn a_registration_deregisters_on_drop_and_on_panic() {
         let streams = LiveStreams::default();
-        let (tx, _rx) = channel();
-        let first = streams.register("c", "r1", "alice", tx.clone());
+        let log = RunLog::detached("o", "c", "k");
+        let first = streams.register("c", "r1", "alice", log.clone());
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _second = streams.register("c", "r2", "alice", tx.clone());
+            let _second = streams.register("c", "r2", "alice", log.clone());
             assert_eq!(streams.count("c"), 2);
             panic!("a run fails");
         }));
@@ -130,10 +129,11 @@ mod tests {
     #[test]
     fn proactive_delivery_reaches_only_the_owners_streams() {
         let streams = LiveStreams::default();
-        let (alice_tx, alice_rx) = channel();
-        let (bob_tx, bob_rx) = channel();
-        let _a = streams.register("c", "ra", "alice", alice_tx);
-        let _b = streams.register("c", "rb", "bob", bob_tx);
+        let (alice, bob) = (RunLog::detached("a", "c", "k"), RunLog::detached("b", "c", "k"));
+        let alice_rx = alice.subscribe(Framing::Sse, vec![], false, None);
+        let bob_rx = bob.subscribe(Framing::Sse, vec![], false, None);
+        let _a = streams.register("c", "ra", "alice", alice);
+        let _b = streams.register("c", "rb", "bob", bob);
         let parts = [json!({"type": "plain", "text": "hi"})];
         streams.deliver_proactive("c", Some("alice"), &parts, 1, 0);
         assert_eq!(alice_rx.try_iter().count(), 3, "plain, complete, message_saved");

@@ -4,9 +4,9 @@
 //! does: the persona `tutor`, the provider source `example-source` and its provider
 //! `example-source/llama3.2`, the chat session `reference-example` of `alice`. Ids the
 //! server generates (a key, a folder, a config profile, an attachment, a webhook delivery,
-//! a chunked upload of 28 bytes in one chunk, a download token) are written as `KEY_ID`,
-//! `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID`, `DELIVERY_ID`, `UPLOAD_ID` and `FILE_TOKEN`, to
-//! be replaced with the id an earlier answer gave; `tests/it/reference_examples.rs` sends
+//! a chunked upload of 28 bytes in one chunk, a download token, a chat run) are written as
+//! `KEY_ID`, `FOLDER_ID`, `CONF_ID`, `ATTACHMENT_ID`, `DELIVERY_ID`, `UPLOAD_ID`, `FILE_TOKEN`
+//! and `RUN_ID`, to be replaced with the id an earlier answer gave; `tests/it/reference_examples.rs` sends
 //! every example this way.
 
 use serde_json::{Value, json};
@@ -52,6 +52,7 @@ pub fn param(name: &str, place: &str) -> Option<Value> {
         "config_id" => json!("CONF_ID"),
         "attachment_id" => json!("ATTACHMENT_ID"),
         "file_token" => json!("FILE_TOKEN"),
+        "run_id" => json!("RUN_ID"),
         "page" => json!("quickstart"),
         "file" => json!("style.css"),
         "name" if place == "path" => json!("handbook"),

@@ -172,6 +172,30 @@ fn plain_response(route: &Route, responses: &mut Map<String, Value>) {
             ok("text/html; charset=utf-8", html)
         }
         "/api/v1/chat" => chat_response(),
+        "/api/v1/chat/ws" => {
+            responses.insert(
+                "400".into(),
+                error_response("A broken handshake: no GET, or no valid Sec-WebSocket-Key"),
+            );
+            responses.insert(
+                "426".into(),
+                error_response("Not a WebSocket upgrade (plain HTTP), or a Sec-WebSocket-Version other than 13 (the answer says `Sec-WebSocket-Version: 13`)"),
+            );
+            responses.insert("101".into(), json!({"description": "Switching Protocols: the connection is a WebSocket from here on (see the description for its messages)"}));
+            return;
+        }
+        "/api/v1/chat/runs/{run_id}/stream" => json!({
+            "description": "An SSE stream: without Last-Event-ID, first `data: <run_snapshot>` (no id), then `id: <n>` and `data: <ChatEvent>` for each kept event, then the live ones until `end`, with `: heartbeat` comments every second. An unknown run, one another caller started, or one forgotten (10 minutes after its end) is AstrBot's 200-error `Chat run is unavailable`; an id that is not a number below 2^64, `Invalid Last-Event-ID`.",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "object", "description": "One event (before OpenAPI 3.2, `schema` describes each event of a stream): an `id:` line (the event's number in the run, run_started being 1) and a `data:` line holding one ChatEvent as JSON", "required": ["data"], "properties": {
+                        "id": {"type": "string", "pattern": "^[0-9]+$"},
+                        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": {"$ref": "#/components/schemas/ChatEvent"}}
+                    }}
+                },
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+            }
+        }),
         "/api/v1/skills/{skill_name}/archive" => {
             responses.insert("404".into(), error_response("Local skill not found"));
             responses.insert("500".into(), error_response("Failed to prepare skill archive"));
@@ -228,6 +252,30 @@ const IM_OWNER_RULE: &str = "A UMO whose session part is `webchat!<username>!<se
     refused with 400 `session_id belongs to another username`, nothing stored; any other session part names the \
     conversation directly, as in AstrBot, and reaches whoever owns it.";
 
+/// The WebSocket chat's protocol (AstrBot's, appendix A of the spec; `api::chat_ws`).
+const WS_RULE: &str = "A WebSocket (`ws://host/api/v1/chat/ws`, or `wss://` behind a TLS proxy) on the HTTP port. \
+    The server accepts, then authenticates: the key from `?api_key=`, `?key=`, `X-API-Key` or `Authorization: Bearer|ApiKey` \
+    (or the admin token), holding `*` or `chat`; else it sends `{\"type\":\"error\",\"code\":\"UNAUTHORIZED\",\"data\":\"Missing API key\"}` \
+    (or `Invalid API key`, `Insufficient API key scope`) and closes with 1008. Client messages are JSON objects: `{\"t\":\"ping\"}` \
+    answers `{\"type\":\"pong\"}`; `{\"t\":\"send\", ...}` (`t` defaults to `send`) takes the fields of POST /api/v1/chat and \
+    streams the run's events, the same as the SSE chat's: `session_id` (with `message_id`, the run id), `run_started`, deltas, \
+    `agent_stats`, `complete`, `message_saved` (`{\"data\":{\"id\",\"created_at\"},\"session_id\"}`), `end`; no `user_message_saved`, no \
+    heartbeats. Refusals are `{\"type\":\"error\",\"code\":...,\"data\":...}` with `BAD_USER`, `CONFIG_ERROR`, `SESSION_ERROR`, \
+    `INVALID_MESSAGE` (also: not JSON, not an object, `Unsupported message type: <t>`, a second message while a run goes) \
+    or `PROCESSING_ERROR`. One run at a time per connection. Messages over 1 MiB close with 1009; 60 s without a message \
+    and no run going close with 1000 `idle timeout`; the server pings after 30 s of silence and closes with 1001 when it \
+    stops. The connection counts against --max-connections. A client that drops mid-run resumes the run with \
+    GET /api/v1/chat/runs/{run_id}/stream.";
+
+/// The resume route's rules (appendix B; `chat::runs`).
+const RESUME_RULE: &str = "The events of a chat run (started by POST /api/v1/chat or the WebSocket chat), for the caller \
+    that started it (the same API key, or the admin), while it runs and for 10 minutes after its end. A run's events are \
+    numbered from 1 (`run_started`) in the order sent; a client that got k of them (counting from `run_started`; \
+    `session_id` and `user_message_saved` do not count) resumes with `Last-Event-ID: k` (or `?last_event_id=k`) and \
+    gets events k+1 onwards, each with its `id:`. Without it: AstrBot's `run_snapshot` (revision 0, empty content) and \
+    every event from the first. At most 1 MiB of events is kept per run (beyond, the oldest go; the ids show the gap), \
+    1024 runs and 64 MiB in all.";
+
 /// How `{id:path}` parameters meet the fixed routes beside them.
 const PATH_ID_RULE: &str = "The id may contain `/` (AstrBot's ids often do: `openai/gpt-4o-mini`), written as is or as `%2F`. \
     Fixed paths take precedence over it: a path that a fixed route matches (`/by-id`, `/test`, `/enabled`, `/tree`, `/move`, \
@@ -237,6 +285,8 @@ const PATH_ID_RULE: &str = "The id may contain `/` (AstrBot's ids often do: `ope
 fn operation(route: &Route) -> Value {
     let mut description = match route.path {
         "/api/v1/im/message" | "/api/v1/im/messages" => Some(IM_OWNER_RULE.to_owned()),
+        "/api/v1/chat/ws" => Some(WS_RULE.to_owned()),
+        "/api/v1/chat/runs/{run_id}/stream" => Some(RESUME_RULE.to_owned()),
         _ => None,
     };
     if route.path.contains(":path}") {
@@ -257,6 +307,11 @@ fn operation(route: &Route) -> Value {
     }
     if not_found_is_400(route) {
         op["x-astrbot-400-on-data"] = json!(true);
+    }
+    if route.path == crate::api::chat_ws::PATH {
+        // The reference's "try it" opens the WebSocket and sends this first message.
+        op["x-astrbot-ws-example"] =
+            json!({"t": "send", "username": "alice", "session_id": "reference-example", "message": "Hello"});
     }
     let mut params = path_parameters(route);
     params.extend(params::query(route).into_iter().map(with_example));

@@ -166,6 +166,16 @@ pub fn query(route: &Route) -> Vec<Value> {
         ("DELETE", "/api/v1/plugin-sources/by-id") => {
             vec![required("source_id", "The id, else url, else name of the sources to remove")]
         }
+        ("GET", "/api/v1/chat/runs/{run_id}/stream") => vec![
+            optional(
+                "last_event_id",
+                "Resume after this event id (as the Last-Event-ID header; the header wins); digits, below 2^64",
+                json!({"type": "string", "pattern": "^[0-9]{1,20}$"}),
+            ),
+            json!({"name": "Last-Event-ID", "in": "header", "required": false,
+                   "description": "Resume after this event id (the number of run events already received); digits, below 2^64",
+                   "schema": {"type": "string", "pattern": "^[0-9]{1,20}$"}}),
+        ],
         _ => Vec::new(),
     }
 }

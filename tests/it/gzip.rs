@@ -104,7 +104,7 @@ fn an_http_1_0_download_is_sent_whole_and_te_identity_cannot_force_buffering() {
     assert_eq!(old.body, text);
 
     // A 1.1 client asking for identity transfer still gets the compressed file chunked
-    // (tiny_http used to read a body of unknown length into memory for it: P7).
+    // (tiny_http used to read a body of unknown length into memory for it: P8).
     let te = raw(
         &s,
         &format!(

@@ -6,6 +6,7 @@ mod auth;
 mod bots;
 mod chat;
 mod chat_429;
+mod chat_ws;
 mod cli;
 mod config_429;
 mod configs;

@@ -260,6 +260,16 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
             let key = credential.as_deref().unwrap();
             ids.push(upload_session(&s, key, path.ends_with("/complete")));
         }
+        if path.contains("{run_id}") {
+            // A run of this caller: the chat example, sent with the same key.
+            let chat = example_body(&doc, "/api/v1/chat");
+            let r = s.call("POST", "/api/v1/chat", credential.as_deref().unwrap(), Some(chat));
+            let run = r.text().lines().filter_map(|l| l.strip_prefix("data: ")).find_map(|d| {
+                let e: Value = serde_json::from_str(d).ok()?;
+                e["data"]["run_id"].as_str().map(str::to_owned)
+            });
+            ids.push(("RUN_ID", run.unwrap_or_else(|| panic!("no run_started: {}", r.text()))));
+        }
         let mut url = path.clone();
         let mut query = Vec::new();
         for p in op["parameters"].as_array().into_iter().flatten() {
@@ -317,6 +327,12 @@ fn every_reference_example_succeeds_with_a_fresh_key_of_its_scope() {
             headers.push(("Content-Type", "application/json"));
         } else {
             body = None;
+        }
+        if path == "/api/v1/chat/ws" {
+            // A WebSocket: the example is the handshake, answered 101.
+            assert_websocket_opens(&s, &url);
+            sent += 1;
+            continue;
         }
         if path == "/api/v1/logs/live" {
             // A stream that ends only when its client goes: its head is the answer.
@@ -381,6 +397,37 @@ fn needs_a_live_peer(method: &str, path: &str) -> Option<&'static str> {
 /// A loopback port nothing listens on (bound, read, released).
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The request body example of POST `path`.
+fn example_body(doc: &Value, path: &str) -> Value {
+    doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"].clone()
+}
+
+/// Sends a WebSocket handshake and checks the answer: 101 with the accept key.
+fn assert_websocket_opens(s: &Server, url: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "GET {url} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(c);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        lines.push(line.trim().to_owned());
+    }
+    assert!(lines[0].starts_with("HTTP/1.1 101"), "GET {url}: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "GET {url}: {lines:?}"
+    );
 }
 
 /// Opens a stream that never ends by itself and checks its head: 200 and SSE.

@@ -114,7 +114,7 @@ use util::{MessagesQueue, Registry};
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use request::{ReadWrite, Request, Upgraded};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 

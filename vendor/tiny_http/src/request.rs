@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::util::{ChunkedReader, EqualReader, FusedReader, Socket};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -77,6 +78,46 @@ pub struct Request {
 
     // the connection, told when a body starts after `100 Continue`
     socket: Option<Arc<Socket>>,
+
+    // The rest of the stream of a bodiless request asking for a protocol upgrade (astrbot
+    // patch P7): held until the request is answered (the connection thread waits for it),
+    // handed to the application by `upgrade_raw`.
+    upgrade_source: Option<Box<dyn Read + Send + 'static>>,
+}
+
+/// A connection handed over by [`Request::upgrade_raw`] (astrbot patch P7): reads wait at
+/// most the given time, then fail with `WouldBlock`; writes go out through the
+/// connection's writer (call `flush`). The connection stays counted against the connection
+/// cap, is never closed as idle, and its thread waits until this is dropped, which closes
+/// it.
+pub struct Upgraded {
+    reader: Box<dyn Read + Send + 'static>,
+    writer: Box<dyn Write + Send + 'static>,
+    socket: Option<Arc<Socket>>,
+}
+
+impl Upgraded {
+    /// How long a read waits for data before it fails with `WouldBlock`.
+    pub fn set_read_wait(&self, wait: Duration) {
+        if let Some(socket) = &self.socket {
+            socket.begin_upgraded(wait);
+        }
+    }
+}
+
+impl Read for Upgraded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Write for Upgraded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
 }
 
 struct NotifyOnDrop<R> {
@@ -219,7 +260,18 @@ where
     // The body reader follows the framing; `Connection: upgrade` changes nothing (astrbot
     // patch P4: 0.12.0 handed such a request the raw stream as its body, which a handler
     // reading a body then waited on).
+    let wants_upgrade = matches!(framing, Framing::None)
+        && headers.iter().any(|h| h.field.equiv("Upgrade"))
+        && headers
+            .iter()
+            .filter(|h| h.field.equiv("Connection"))
+            .any(|h| h.value.as_str().split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    let mut upgrade_source = None;
     let reader = match framing {
+        Framing::None if wants_upgrade => {
+            upgrade_source = Some(Box::new(source_data) as Box<dyn Read + Send + 'static>);
+            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        }
         Framing::None | Framing::Length(0) => Box::new(io::empty()) as Box<dyn Read + Send + 'static>,
         Framing::Length(n) if n <= 1024 && !expects_continue => {
             // a small body is read at once, on the connection's own thread
@@ -257,6 +309,7 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
         socket,
+        upgrade_source,
     })
 }
 
@@ -343,6 +396,27 @@ impl Request {
         } else {
             Box::new(stream) as Box<dyn ReadWrite + Send>
         }
+    }
+
+    /// Whether this request asks for a protocol upgrade (`Connection: upgrade` with an
+    /// `Upgrade` header, no body) and can be handed over by [`Request::upgrade_raw`].
+    pub fn is_upgrade(&self) -> bool {
+        self.upgrade_source.is_some()
+    }
+
+    /// Hands the connection over for another protocol (astrbot patch P7): nothing is
+    /// written (the caller writes its `101` head itself); reads wait at most `read_wait`.
+    /// The request comes back unchanged when it is no upgrade request.
+    pub fn upgrade_raw(mut self, read_wait: Duration) -> Result<Upgraded, Box<Request>> {
+        let Some(reader) = self.upgrade_source.take() else { return Err(Box::new(self)) };
+        if let Some(socket) = &self.socket {
+            socket.begin_upgraded(read_wait);
+        }
+        let mut writer = self.extract_writer_impl();
+        if let Some(sender) = self.notify_when_responded.take() {
+            writer = Box::new(NotifyOnDrop { sender, inner: writer });
+        }
+        Ok(Upgraded { reader, writer, socket: self.socket.clone() })
     }
 
     /// Allows to read the body of the request.
@@ -558,5 +632,72 @@ mod tests {
         fn bar(rq: &Request) {
             f(rq);
         }
+    }
+
+    #[test]
+    fn an_upgraded_connection_is_raw_bounded_and_counted_until_dropped() {
+        use std::io::{Read, Write};
+        use std::time::{Duration, Instant};
+        let server = crate::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap();
+        let rq = server.recv().unwrap();
+        assert!(rq.is_upgrade());
+        let mut up = rq.upgrade_raw(Duration::from_millis(50)).ok().unwrap();
+        up.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").unwrap();
+        up.flush().unwrap();
+        let expected = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+        let mut head = vec![0u8; expected.len()];
+        client.read_exact(&mut head).unwrap();
+        assert_eq!(&head[..], &expected[..]);
+        // Silence: a read waits about the given time, then says WouldBlock (no body deadline).
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let e = up.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The rest of the stream is the application's, both ways.
+        client.write_all(b"ping").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match up.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, b"ping");
+        up.write_all(b"pong").unwrap();
+        up.flush().unwrap();
+        let mut pong = [0u8; 4];
+        client.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"pong");
+        assert_eq!(server.num_connections(), 1, "an upgraded connection counts");
+        drop(up);
+        // Dropped: the connection closes and leaves the count.
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).unwrap(), 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.num_connections() != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(server.num_connections(), 0);
+    }
+
+    #[test]
+    fn a_request_that_is_no_upgrade_comes_back() {
+        use std::io::Write;
+        let server = crate::Server::http("127.0.0.1:0").unwrap();
+        let addr = server.server_addr().to_ip().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let rq = server.recv().unwrap();
+        assert!(!rq.is_upgrade());
+        let rq = rq.upgrade_raw(std::time::Duration::from_millis(50)).err().unwrap();
+        rq.respond(crate::Response::empty(204)).unwrap();
     }
 }

@@ -131,7 +131,7 @@ fn choose_transfer_encoding(
         return TransferEncoding::Identity;
     }
 
-    // astrbot P7: a body of unknown length goes chunked to every HTTP/1.1 client, whatever
+    // astrbot P8: a body of unknown length goes chunked to every HTTP/1.1 client, whatever
     // its TE header asks (chunked is always acceptable to a 1.1 recipient, RFC 9112 §7.4):
     // choosing identity here made `raw_print` read the whole body into memory first.
     if entity_length.is_none() {

@@ -37,6 +37,9 @@ pub(crate) enum Phase {
     Body { start: Instant, received: u64 },
     /// Discarding what a peer still sends before the connection is closed.
     Linger { until: Instant, quiet_until: Instant },
+    /// Handed over for another protocol (a WebSocket, astrbot patch P7): each read waits
+    /// at most `wait`, then fails with `WouldBlock`; the application keeps its own time.
+    Upgraded { wait: Duration },
 }
 
 impl Phase {
@@ -52,6 +55,7 @@ impl Phase {
                 start.checked_add(limits.body_grace)?.checked_add(needed)
             }
             Phase::Linger { until, quiet_until } => Some(until.min(quiet_until)),
+            Phase::Upgraded { wait } => Instant::now().checked_add(wait),
         }
     }
 }
@@ -130,6 +134,12 @@ impl Socket {
         });
     }
 
+    /// The connection now speaks another protocol: reads wait at most `wait` each.
+    pub(crate) fn begin_upgraded(&self, wait: Duration) {
+        self.idle_since.store(0, Ordering::SeqCst);
+        self.set_phase(Phase::Upgraded { wait: wait.max(Duration::from_millis(1)) });
+    }
+
     /// Records a body the application did not read to its end.
     pub(crate) fn note_unread(&self, remaining: u64) {
         self.unread.store(remaining, Ordering::SeqCst);
@@ -177,6 +187,21 @@ impl Socket {
         loop {
             let wait = {
                 let mut st = lock(&self.state);
+                if let Phase::Upgraded { wait } = st.phase {
+                    if st.timeout != Some(wait) {
+                        st.timeout = Some(wait);
+                        drop(st);
+                        self.stream.set_read_timeout(Some(wait))?;
+                    } else {
+                        drop(st);
+                    }
+                    return match self.stream.read_shared(buf) {
+                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                            Err(ErrorKind::WouldBlock.into())
+                        }
+                        r => r,
+                    };
+                }
                 let now = Instant::now();
                 let wait = match st.phase.deadline(&self.limits) {
                     // A connection is not idle while its last response is still being
