@@ -769,8 +769,17 @@ fn store_sources(ctx: &Ctx<'_, '_>, list: Vec<Value>) -> Result<Response, ApiErr
     Ok(Response::ok_with_message(json!({"sources": value}), "保存成功"))
 }
 
+/// The plugin-sources writes need a JSON object body (AstrBot: 422 without one).
+fn require_object(ctx: &Ctx<'_, '_>) -> Result<(), ApiError> {
+    match ctx.req.json {
+        Some(Value::Object(_)) => Ok(()),
+        _ => Err(ApiError::bad_request("Request body must be a JSON object")),
+    }
+}
+
 /// `POST /api/v1/plugin-sources`: one source appended as sent (top-level nulls dropped).
 pub fn sources_add(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
+    require_object(ctx)?;
     let body = body_or_empty(ctx)?;
     // Stored as sent, as AstrBot does, but the fields every client reads must be text.
     for field in ["id", "name", "url"] {
@@ -784,10 +793,8 @@ pub fn sources_add(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 
 /// `PUT /api/v1/plugin-sources` with `{sources: [...]}`; no `sources` clears the list.
 pub fn sources_replace(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
-    // A body is required (AstrBot: 422 without one); `{}` clears the list, as there.
-    if !matches!(ctx.req.json, Some(Value::Object(_))) {
-        return Err(ApiError::bad_request("Request body must be a JSON object"));
-    }
+    // `{}` clears the list, as in AstrBot.
+    require_object(ctx)?;
     let body = body_or_empty(ctx)?;
     let list = match body.get("sources") {
         None | Some(Value::Null) => Vec::new(),

@@ -114,8 +114,8 @@ fn body_optional(route: &Route) -> bool {
                 "DELETE",
                 "/api/v1/plugins/by-id" | "/api/v1/plugins/{plugin_id}" | "/api/v1/plugins/failed/{dir_name}"
             )
-            | ("POST", "/api/v1/plugins/install/url" | "/api/v1/plugin-sources")
-            | ("PUT", "/api/v1/plugins/{plugin_id}/config" | "/api/v1/plugin-sources")
+            | ("POST", "/api/v1/plugins/install/url")
+            | ("PUT", "/api/v1/plugins/{plugin_id}/config")
     )
 }
 

@@ -147,10 +147,15 @@ pub fn query(route: &Route) -> Vec<Value> {
             optional("name", "Only the plugin of this name", text()),
             optional("plugin_id", "Only the plugin of this name (when name is not given)", text()),
         ],
-        ("GET" | "DELETE", "/api/v1/plugins/by-id")
-        | ("GET", "/api/v1/plugins/readme" | "/api/v1/plugins/config" | "/api/v1/plugins/config/schema") => {
+        ("GET" | "DELETE", "/api/v1/plugins/by-id") | ("GET", "/api/v1/plugins/readme") => {
             vec![required("plugin_id", "The plugin's name")]
         }
+        // Not wrapped in AstrBot's 200-errors: a name no plugin can have is a 400.
+        ("GET", "/api/v1/plugins/config" | "/api/v1/plugins/config/schema") => vec![json!({
+            "name": "plugin_id", "in": "query", "required": true,
+            "description": "The plugin's name: a Python identifier of ASCII letters, digits and _, at most 64 (anything else is 400 `插件 X 不存在`)",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}
+        })],
         ("GET", "/api/v1/plugins/market") => vec![
             optional(
                 "custom_registry",

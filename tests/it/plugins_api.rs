@@ -673,3 +673,29 @@ fn the_market_is_cached_and_answered_from_the_cache_offline() {
     );
     soft(&s, &r, "获取插件列表失败，且没有可用的缓存数据");
 }
+
+#[test]
+fn config_and_source_writes_refuse_what_no_client_should_send() {
+    let (s, key) = setup_with_env(&[]);
+    for path in [
+        "/api/v1/plugins/config?plugin_id=a%2Fb",
+        "/api/v1/plugins/config/schema?plugin_id=0",
+        "/api/v1/plugins/A0000000000000000000000000000000000000000000000000000000000000000/config",
+    ] {
+        let r = s.call("GET", path, &key, None);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.json()["message"].as_str().unwrap().ends_with("不存在"), "{path}: {}", r.text());
+    }
+    // A valid name of no plugin: AstrBot's nulls.
+    let r = s.call("GET", "/api/v1/plugins/config?plugin_id=nope", &key, None);
+    s.expect(&r, 200);
+    assert_eq!(r.json()["data"]["config"], Value::Null);
+    for method in ["POST", "PUT"] {
+        let r = s.call(method, "/api/v1/plugin-sources", &key, None);
+        s.expect_error(&r, 400, "Request body must be a JSON object");
+    }
+    let r = s.call("POST", "/api/v1/plugin-sources", &key, Some(serde_json::json!({"name": "m", "url": {}})));
+    s.expect_error(&r, 400, "url must be a string");
+    let r = s.call("GET", "/api/v1/plugin-sources", &key, None);
+    assert_eq!(r.json()["data"]["sources"], serde_json::json!([]), "nothing stored");
+}
