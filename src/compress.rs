@@ -57,7 +57,7 @@ fn compressible(content_type: &str) -> bool {
 }
 
 fn has(response: &Response, name: &str) -> bool {
-    response.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    response.header_value(name).is_some()
 }
 
 /// Compresses `response` for a request with this `Accept-Encoding` when the rules above
@@ -70,12 +70,7 @@ pub fn apply(response: &mut Response, accept: Option<&str>, chunked_ok: bool, he
     if !has(response, "Vary") {
         response.header("Vary", "Accept-Encoding".into());
     }
-    let content_type = response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+    let content_type = response.header_value("Content-Type").unwrap_or("");
     if head
         || response.status == 206
         || !(200..300).contains(&response.status) && response.status < 400

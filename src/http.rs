@@ -330,7 +330,7 @@ impl Response {
         self.headers.push((name, value));
     }
 
-    #[cfg(test)]
+    /// The first header of that name (any case).
     pub fn header_value(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }

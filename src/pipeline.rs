@@ -84,12 +84,7 @@ fn route_and_run(app: &Arc<App>, req: &mut Request<'_>) -> Response {
 /// The webhook event of an answer: a JSON body as it is, a download or a stream by type
 /// and size (a chat stream takes its draft along and never gets here).
 fn finish_event(draft: Draft, response: &Response) -> crate::webhooks::Event {
-    let content_type = response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+    let content_type = response.header_value("Content-Type").unwrap_or("");
     match &response.body {
         http::Body::Bytes(bytes) if content_type.starts_with("application/json") => {
             draft.finish_json_bytes(response.status, bytes)
