@@ -137,11 +137,20 @@ fn with_hash_slot<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// An argon2id PHC string (m=19456 KiB, t=2, p=1) for a password.
+/// argon2id with OWASP's m=7 MiB, t=5, p=1: one of the five configurations OWASP lists as
+/// equivalent (as strong as m=19 MiB, t=2, the crate's default), the one that needs least
+/// memory, which a Pi and the server's peak resident size care about. Hashes stored with
+/// other parameters still verify: a PHC string carries its own.
+fn hasher() -> argon2::Argon2<'static> {
+    let params = argon2::Params::new(7168, 5, 1, None).expect("OWASP's parameters are valid");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// An argon2id PHC string (m=7168 KiB, t=5, p=1) for a password.
 pub fn hash_password(password: &str) -> Result<String, String> {
     use argon2::PasswordHasher;
     with_hash_slot(|| {
-        argon2::Argon2::default()
+        hasher()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(|e| format!("argon2 failed: {e}"))
@@ -154,12 +163,24 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     let Ok(hash) = argon2::password_hash::phc::PasswordHash::new(phc) else {
         return false;
     };
-    with_hash_slot(|| argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    with_hash_slot(|| hasher().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_hash_with_owasp_low_memory_parameters_and_old_hashes_verify() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{phc}");
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("wrong horse", &phc));
+        // A hash of the earlier default (m=19456, t=2) of the password "password".
+        let old = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$K13EBUiG7JV+9ZxztmHFTdb7J0WQsnj2V8bZaqyPptE";
+        assert!(verify_password("password", old));
+        assert!(!verify_password("Password", old));
+    }
 
     #[test]
     fn base64url_matches_rfc4648() {

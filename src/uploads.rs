@@ -11,7 +11,8 @@
 //!
 //! Bounds: a caller may hold [`MAX_SESSIONS_PER_CALLER`] unfinished sessions, everyone
 //! together [`MAX_SESSIONS`], and the declared sizes of all unfinished sessions may not add
-//! up to more than [`PENDING_FACTOR`] times `--max-upload-mb`. A session dies
+//! up to more than [`PENDING_FACTOR`] times the largest file allowed ([`MAX_FILE`], or
+//! `--max-upload-mb` when larger). A session dies
 //! [`SESSION_TTL`] after its last chunk (asking its status does not keep it alive, as in
 //! AstrBot), and its file with it; leftovers of an earlier run (session files, and the
 //! spool files of chunks that came before their fields) are removed on first use.
@@ -32,8 +33,11 @@ pub const MAX_SESSIONS_PER_CALLER: usize = 8;
 /// Unfinished sessions of all callers together.
 pub const MAX_SESSIONS: usize = 64;
 /// The declared sizes of all unfinished sessions together: at most this many uploads of
-/// the largest size `--max-upload-mb` allows.
+/// the largest size allowed (their files are sparse until written).
 pub const PENDING_FACTOR: u64 = 4;
+/// The largest file a chunked upload may declare (AstrBot 4.29's 512 MB), unless
+/// `--max-upload-mb` is larger.
+pub const MAX_FILE: u64 = 512 << 20;
 
 /// Why a session operation is refused. `Soft` carries AstrBot's message (a 200-error);
 /// `Busy` is a bound we add (429).
@@ -169,7 +173,7 @@ impl Uploads {
     }
 
     /// Opens a session for `total_size` bytes (already checked to be positive and within
-    /// `max_upload`), with its file at full size.
+    /// `max_upload`, the largest file allowed), with its file at full size.
     pub fn init(
         &self,
         owner: &str,

@@ -111,7 +111,7 @@ pub fn change_password(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
 
 /// A valid argon2id hash of a random string, verified against for unknown usernames.
 const DUMMY_PHC: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vh4oXxRIQUr6fkRvSvdGgnXRp5Vs/kDEW8x3CsE6h/I";
+    "$argon2id$v=19$m=7168,t=5,p=1$rSlCxB6oxT829cVn50PI7w$tqJnDEgqcNpJNPzBegi/KV9ZtjFFPYaVLvq9GEJRgCk";
 
 #[cfg(test)]
 mod tests {

@@ -46,7 +46,7 @@ use crate::error::ApiError;
 use crate::http::Response;
 use crate::mirror;
 use crate::timefmt::http_date;
-use crate::uploads::{CHUNK_BODY_LIMIT, CHUNK_SIZE, Finished, Slot, UploadError};
+use crate::uploads::{CHUNK_BODY_LIMIT, CHUNK_SIZE, Finished, MAX_FILE, Slot, UploadError};
 
 fn attachments_dir(ctx: &Ctx<'_, '_>) -> PathBuf {
     ctx.app.settings.data_dir.join("attachments")
@@ -420,7 +420,9 @@ pub fn upload_init(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
     let total_size =
         total_size.filter(|&n| n > 0).ok_or_else(|| ApiError::Soft("Invalid file size".into()))?;
     let content_type = body.get("content_type").and_then(Value::as_str).and_then(clean_mime);
-    let max = ctx.app.settings.max_upload_bytes as u64;
+    // A chunked upload may be as large as AstrBot allows (512 MB), or `--max-upload-mb`
+    // when that is larger; the flag keeps its meaning for one-request uploads.
+    let max = MAX_FILE.max(ctx.app.settings.max_upload_bytes as u64);
     if total_size > max {
         return Err(ApiError::Soft(format!("File too large (limit {} MB)", max >> 20)));
     }

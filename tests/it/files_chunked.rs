@@ -93,7 +93,8 @@ fn files_in(dir: &std::path::Path) -> usize {
 
 #[test]
 fn a_200_mb_upload_is_resumed_after_an_interruption_in_bounded_memory() {
-    let (s, k) = setup(&["--max-upload-mb", "256"]);
+    // The default settings: a chunked upload may be 512 MB whatever --max-upload-mb says.
+    let (s, k) = setup(&[]);
     // The peak of start-up and login (argon2id takes 19 MiB by design, decision 4) is not
     // the upload's: the kernel's high-water mark is reset here (`clear_refs` 5), so the
     // peak measured below is the one of the upload, resume and download.
@@ -194,7 +195,7 @@ fn a_200_mb_upload_is_resumed_after_an_interruption_in_bounded_memory() {
 
 #[test]
 fn init_refuses_missing_names_and_absurd_sizes() {
-    let (s, k) = setup(&["--max-upload-mb", "8"]);
+    let (s, k) = setup(&["--max-upload-mb", "600"]);
     let init = |body: Value| s.call("POST", "/api/v1/files/upload/init", &k, Some(body));
     soft(&s, &init(json!({"total_size": 10})), "Missing key: filename");
     soft(&s, &init(json!({"filename": "  ", "total_size": 10})), "Missing key: filename");
@@ -209,13 +210,18 @@ fn init_refuses_missing_names_and_absurd_sizes() {
     ] {
         soft(&s, &init(json!({"filename": "a", "total_size": size})), "Invalid file size");
     }
-    soft(&s, &init(json!({"filename": "a", "total_size": u64::MAX})), "File too large (limit 8 MB)");
-    soft(&s, &init(json!({"filename": "a", "total_size": 8 * MIB + 1})), "File too large (limit 8 MB)");
+    soft(&s, &init(json!({"filename": "a", "total_size": u64::MAX})), "File too large (limit 600 MB)");
+    soft(&s, &init(json!({"filename": "a", "total_size": 600 * MIB + 1})), "File too large (limit 600 MB)");
     // Exactly the limit is fine, and a numeric string is read as AstrBot's int() does.
-    ok(&s, &init(json!({"filename": "a", "total_size": 8 * MIB})));
+    ok(&s, &init(json!({"filename": "a", "total_size": 600 * MIB})));
     ok(&s, &init(json!({"filename": "a", "total_size": "10"})));
     let r = s.request("POST", "/api/v1/files/upload/init", &[("Authorization", &bearer(&k))], Some("[1]"));
     s.expect_error(&r, 400, "Request body must be a JSON object");
+    // With a smaller --max-upload-mb, AstrBot's 512 MB still holds for chunked uploads.
+    let (s, k) = setup(&["--max-upload-mb", "8"]);
+    let init = |body: Value| s.call("POST", "/api/v1/files/upload/init", &k, Some(body));
+    soft(&s, &init(json!({"filename": "a", "total_size": 512 * MIB + 1})), "File too large (limit 512 MB)");
+    ok(&s, &init(json!({"filename": "a", "total_size": 512 * MIB})));
 }
 
 #[test]
