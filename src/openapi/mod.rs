@@ -447,7 +447,7 @@ fn responses(route: &Route) -> Map<String, Value> {
             responses.insert("411".into(), error_response("Content-Length header is required for uploads"));
         }
         if route.path.starts_with("/api/v1/files/upload/") {
-            responses.insert("429".into(), error_response("Daily request limit exceeded, or too many unfinished uploads (8 per caller, 64 in all, or 4 x `--max-upload-mb` of declared sizes; see Retry-After)"));
+            responses.insert("429".into(), error_response("Daily request limit exceeded, or too many unfinished uploads (8 per caller, 64 in all, or 4 x the largest allowed file of declared sizes; see Retry-After)"));
         }
         responses.insert(
             "408".into(),

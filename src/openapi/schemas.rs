@@ -774,7 +774,7 @@ fn files() -> Value {
         "Attachment": {"type": "object", "properties": {"attachment_id": {"type": "string"}, "filename": {"type": "string", "description": "The cleaned original name (an image gets its detected format's extension)"}, "stored_filename": {"type": "string", "description": "The name the file is stored under (here its attachment id), which `GET /api/v1/files/content?filename=` takes"}, "type": {"enum": ["image", "record", "video", "file"]}}},
         "UploadInit": {"type": "object", "required": ["filename", "total_size"], "properties": {
             "filename": {"type": "string", "minLength": 1, "description": "The file's name (cleaned when the upload completes); absent or empty: `Missing key: filename`"},
-            "total_size": {"type": "integer", "minimum": 1, "description": "The whole file's size in bytes, at most `--max-upload-mb` (`Invalid file size`, `File too large (limit N MB)`)"},
+            "total_size": {"type": "integer", "minimum": 1, "description": "The whole file's size in bytes, at most 512 MiB, or `--max-upload-mb` when larger (`Invalid file size`, `File too large (limit N MB)`)"},
             "content_type": {"type": "string", "description": "The file's MIME type (default application/octet-stream: sniffed from the bytes)"}}},
         "UploadStarted": {"type": "object", "properties": {"upload_id": {"type": "string"}, "chunk_size": {"const": 1048576}, "total_chunks": {"type": "integer"}}},
         "UploadChunk": {"type": "object", "required": ["upload_id", "chunk_index", "chunk"], "properties": {
