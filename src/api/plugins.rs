@@ -665,7 +665,7 @@ pub fn install_url(ctx: &mut Ctx<'_, '_>) -> Result<Response, ApiError> {
             market_plugin_id = Some(text_field(&body, "market_plugin_id"));
         }
         let fetch = install::resolve(&url, &download_url).map_err(fail)?;
-        log::info!("installing a plugin from {}", fetch.download);
+        log::info!("installing a plugin from {}", plugins::install::for_log(&fetch.download));
         let download = install::download(&fetch.download, &data_dir(ctx)).map_err(fail)?;
         let origin = Origin {
             method: if market_install { "market".into() } else { fetch.method.into() },

@@ -83,26 +83,26 @@ fn get_json(url: &str) -> Option<Value> {
     let mut resp = match super::install::agent(FETCH_TIMEOUT, 5).get(url).call() {
         Ok(r) => r,
         Err(e) => {
-            log::warn!("plugin registry {url}: {e}");
+            log::warn!("plugin registry {}: {e}", super::install::for_log(url));
             return None;
         }
     };
     let status = resp.status().as_u16();
     if status != 200 {
-        log::warn!("plugin registry {url}: HTTP {status}");
+        log::warn!("plugin registry {}: HTTP {status}", super::install::for_log(url));
         return None;
     }
     let text = match resp.body_mut().with_config().limit(MAX_REGISTRY).read_to_string() {
         Ok(t) => t,
         Err(e) => {
-            log::warn!("plugin registry {url}: {e}");
+            log::warn!("plugin registry {}: {e}", super::install::for_log(url));
             return None;
         }
     };
     match serde_json::from_str(&text) {
         Ok(v) => Some(v),
         Err(e) => {
-            log::warn!("plugin registry {url}: not JSON: {e}");
+            log::warn!("plugin registry {}: not JSON: {e}", super::install::for_log(url));
             None
         }
     }
@@ -168,7 +168,7 @@ pub fn fetch(
     for url in &source.urls {
         let Some(data) = get_json(url) else { continue };
         if !has_entries(&data) {
-            log::warn!("plugin registry {url}: empty");
+            log::warn!("plugin registry {}: empty", super::install::for_log(url));
             continue;
         }
         let md5 = remote_md5(&source).unwrap_or_default();
