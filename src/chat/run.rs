@@ -529,6 +529,7 @@ fn agent(
         event: plugin_event(msg),
         timezone: request.timezone.clone(),
         kb_names: request.kb_names.clone(),
+        skills: request.skills.clone(),
     };
     let specs = &request.tools.specs;
     let mut steps = 0u32;
@@ -707,6 +708,8 @@ pub struct LlmRequest {
     /// The profile's `timezone` and `kb_names`, for the built-in tools.
     pub timezone: String,
     pub kb_names: Vec<String>,
+    /// The persona's `skills` (`None`: every active skill).
+    pub skills: Option<Vec<String>>,
 }
 
 const NO_MATCH: &str = "I could not find anything about that in the knowledge base. \
@@ -818,7 +821,11 @@ fn llm_request(
     let model = msg.selected_model.clone().or_else(|| session.and_then(|s| s.selected_model.clone()));
     let custom_error = effective.persona.custom_error_message.clone();
     let tools = match provider.takes_tools() {
-        true => tools::Toolbox::offered(app, effective.persona.tools.as_deref()),
+        true => tools::Toolbox::offered(
+            app,
+            effective.persona.tools.as_deref(),
+            effective.persona.skills.as_deref(),
+        ),
         false => tools::Toolbox::default(),
     };
     // AstrBot falls back to 30 for anything but a number (a bool too); 0 offers no tools.
@@ -840,6 +847,7 @@ fn llm_request(
         tool_timeout: Duration::from_secs_f64(timeout_secs),
         timezone: effective.config["timezone"].as_str().unwrap_or_default().to_owned(),
         kb_names,
+        skills: effective.persona.skills.clone(),
     }
 }
 

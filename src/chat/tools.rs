@@ -111,14 +111,21 @@ pub fn skill_tool() -> ToolSpec {
     }
 }
 
-/// Whether any local skill is active.
-fn any_active_skill(app: &App) -> bool {
+/// Whether any local skill is active and kept by the persona (`skills`: `None` every one).
+fn any_active_skill(app: &App, persona_skills: Option<&[String]>) -> bool {
     let skills = crate::skills::list(&app.settings.data_dir);
-    if skills.is_empty() {
+    if skills.is_empty() || persona_skills.is_some_and(|names| names.is_empty()) {
         return false;
     }
     let states = app.db.conn().ok().and_then(|c| crate::db::skills::states(&c).ok()).unwrap_or_default();
-    skills.iter().any(|s| states.get(&s.name).copied().unwrap_or(true))
+    skills
+        .iter()
+        .any(|s| states.get(&s.name).copied().unwrap_or(true) && persona_keeps(persona_skills, &s.name))
+}
+
+/// Whether the persona's `skills` (`None`: every one) keep this skill.
+fn persona_keeps(persona_skills: Option<&[String]>, name: &str) -> bool {
+    persona_skills.is_none_or(|names| names.iter().any(|n| n == name))
 }
 
 /// Where a tool of the toolbox comes from.
@@ -139,12 +146,16 @@ pub struct Toolbox {
 impl Toolbox {
     /// The built-in tools and the MCP servers' tools, filtered by the persona's `tools`
     /// (`None`: all). The MCP registry is asked only when the persona may have some.
-    pub fn offered(app: &App, persona_tools: Option<&[String]>) -> Toolbox {
+    pub fn offered(
+        app: &App,
+        persona_tools: Option<&[String]>,
+        persona_skills: Option<&[String]>,
+    ) -> Toolbox {
         if persona_tools.is_some_and(|names| names.is_empty()) {
             return Toolbox::default();
         }
         let mut builtins = builtins();
-        if any_active_skill(app) {
+        if any_active_skill(app, persona_skills) {
             builtins.push(skill_tool());
         }
         Toolbox::from_parts(builtins, app.plugins.tools(), app.mcp.tools(), persona_tools)
@@ -207,6 +218,8 @@ pub struct Env<'a> {
     pub timezone: String,
     /// The profile's `kb_names` (empty: every collection).
     pub kb_names: Vec<String>,
+    /// The persona's `skills` (`None`: every active skill), which `read_skill_file` keeps to.
+    pub skills: Option<Vec<String>>,
 }
 
 /// The arguments of a call as an object: empty text is `{}` (a call without arguments),
@@ -320,6 +333,9 @@ fn builtin(env: &Env<'_>, name: &str, args: &Value) -> Result<String, String> {
                 return Err("read_skill_file needs a `skill_name` string".into());
             }
             let path = args["path"].as_str().map(str::trim).filter(|p| !p.is_empty()).unwrap_or("SKILL.md");
+            if !persona_keeps(env.skills.as_deref(), skill) {
+                return Err(format!("the skill {skill} is not available to this persona"));
+            }
             let conn = env.app.db.conn().map_err(|e| format!("the skills are not available: {e}"))?;
             read_skill_file(&conn, &env.app.settings.data_dir, skill, path)
         }

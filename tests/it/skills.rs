@@ -506,6 +506,34 @@ fn the_model_sees_active_skills_and_reads_their_files() {
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
     assert!(!names.contains(&"read_skill_file"), "{names:?}");
+
+    // Active again, but the session's persona keeps another skill only: the prompt lists
+    // none of this one, and the tool refuses to read it.
+    ok(&s, &s.call("PATCH", "/api/v1/skills/csv-report", &k, Some(json!({"enabled": true}))));
+    let other = zip_of(&[("other/SKILL.md", b"---\ndescription: Another skill.\n---\nBody.\n")]);
+    ok(&s, &up(&s, &k, "other.zip", &other));
+    let persona = json!({"persona_id": "narrow", "system_prompt": "Be brief.", "skills": ["other"]});
+    s.expect(&s.call("POST", "/api/v1/personas", &k, Some(persona)), 200);
+    let chat = |message: &str| {
+        let body = json!({"username": "alice", "session_id": "sk-3", "message": message});
+        let r = s.call("POST", "/api/v1/chat", &k, Some(body));
+        s.expect(&r, 200);
+    };
+    chat("/persona narrow");
+    fake.set(|sc| {
+        sc.steps = vec![
+            Step::calls("", &[("c4", "read_skill_file", r#"{"skill_name":"csv-report"}"#)]),
+            Step::text(&["ok"]),
+        ]
+        .into()
+    });
+    chat("report");
+    let reqs = fake.requests();
+    let (asked, answered) = (&reqs[reqs.len() - 2], &reqs[reqs.len() - 1]);
+    let system = asked.messages()[0]["content"].as_str().unwrap_or_default().to_owned();
+    assert!(system.contains("**other**") && !system.contains("csv-report"), "{system}");
+    let result = answered.messages().iter().find(|m| m["role"] == "tool").map(|m| m["content"].clone());
+    assert_eq!(result, Some(json!("error: the skill csv-report is not available to this persona")));
 }
 
 /// A fake Bay: answers the release listing, the candidate and the payload; records paths.
