@@ -113,7 +113,9 @@ fn idle_connections_do_not_block_a_normal_request() {
     let started = Instant::now();
     let r = s.get("/healthz", &[]);
     s.expect(&r, 200);
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    // Blocked, it would wait for the 10 s head timeout of the half-sent heads; 5 s leaves a
+    // busy 2-core CI machine room (1 s was once missed by 18 ms while 200 threads started).
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     drop(idle);
 }
 
